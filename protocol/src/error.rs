@@ -1,0 +1,136 @@
+//! Error replies: what a sender gets back when its message cannot be served.
+
+use serde::{Deserialize, Serialize};
+
+/// Machine-readable reason, stable across versions. Serialized in snake_case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The payload is not MessagePack, or not the expected message.
+    Malformed,
+    /// The `v` field names a protocol version this process does not speak.
+    UnsupportedVersion,
+    /// No agent serves this model.
+    UnknownModel,
+    /// The model has no such width.
+    UnknownWidth,
+    /// The input shape is not the model's.
+    BadShape,
+    /// The input dtype is not `f32` or `u8`, or the bytes do not match the shape.
+    BadDtype,
+    /// The payload exceeds the configured size limit.
+    TooLarge,
+    /// The request has no `reply_to`.
+    MissingReplyTo,
+    /// No width meets the requested accuracy floor.
+    AccuracyUnreachable,
+    /// No online agent can take the request now.
+    NoCapacity,
+    /// The agent restarted while holding the request and could not finish it.
+    Interrupted,
+    /// A fault inside the system; the message says which.
+    Internal,
+}
+
+impl ErrorCode {
+    /// All codes, for metrics and docs.
+    pub const ALL: [ErrorCode; 12] = [
+        ErrorCode::Malformed,
+        ErrorCode::UnsupportedVersion,
+        ErrorCode::UnknownModel,
+        ErrorCode::UnknownWidth,
+        ErrorCode::BadShape,
+        ErrorCode::BadDtype,
+        ErrorCode::TooLarge,
+        ErrorCode::MissingReplyTo,
+        ErrorCode::AccuracyUnreachable,
+        ErrorCode::NoCapacity,
+        ErrorCode::Interrupted,
+        ErrorCode::Internal,
+    ];
+
+    /// The wire name, e.g. `bad_shape`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::Malformed => "malformed",
+            ErrorCode::UnsupportedVersion => "unsupported_version",
+            ErrorCode::UnknownModel => "unknown_model",
+            ErrorCode::UnknownWidth => "unknown_width",
+            ErrorCode::BadShape => "bad_shape",
+            ErrorCode::BadDtype => "bad_dtype",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::MissingReplyTo => "missing_reply_to",
+            ErrorCode::AccuracyUnreachable => "accuracy_unreachable",
+            ErrorCode::NoCapacity => "no_capacity",
+            ErrorCode::Interrupted => "interrupted",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Sent to a request's `reply_to` (or to `{prefix}/errors` when there is none) instead of a result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorReply {
+    /// Protocol version.
+    pub v: u16,
+    /// Always `true`, so a client can tell an error from a result without knowing the schema.
+    pub error: bool,
+    /// The request id, when it could be read.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// Machine-readable reason.
+    pub code: ErrorCode,
+    /// Human-readable explanation.
+    pub message: String,
+    /// Which process refused: `coordinator` or `agent:{id}`.
+    pub origin: String,
+    /// The topic the offending message arrived on.
+    #[serde(default)]
+    pub topic: Option<String>,
+}
+
+impl ErrorReply {
+    /// An error reply from `origin`.
+    pub fn new(
+        id: Option<String>,
+        code: ErrorCode,
+        message: impl Into<String>,
+        origin: impl Into<String>,
+    ) -> Self {
+        Self {
+            v: crate::PROTOCOL_VERSION,
+            error: true,
+            id,
+            code,
+            message: message.into(),
+            origin: origin.into(),
+            topic: None,
+        }
+    }
+
+    /// Records the topic the offending message came in on.
+    pub fn on_topic(mut self, topic: impl Into<String>) -> Self {
+        self.topic = Some(topic.into());
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_serialize_to_their_documented_names() {
+        for code in ErrorCode::ALL {
+            let bytes = rmp_serde::to_vec(&code).unwrap();
+            let name: String = rmp_serde::from_slice(&bytes).unwrap();
+            assert_eq!(name, code.as_str());
+        }
+    }
+}

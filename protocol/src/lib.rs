@@ -1,0 +1,30 @@
+//! The wire contract of Slim Scheduler: MQTT topic names, the message types that travel on them,
+//! and their MessagePack codec.
+//!
+//! Every payload is a MessagePack map with named fields (rmp-serde `to_vec_named`) and carries
+//! the protocol version in `v`. Clients in any language can speak it; `docs/protocol.md` is the
+//! user-facing description of the same contract and `docs/asyncapi.yaml` its machine-readable
+//! form. This crate has no async runtime and no I/O.
+
+mod codec;
+mod error;
+mod messages;
+mod tensor;
+mod topics;
+
+pub use codec::{decode, encode, peek_reply_address, DecodeError, PeekedAddress};
+pub use error::{ErrorCode, ErrorReply};
+pub use messages::*;
+pub use tensor::{DType, Tensor, TensorError};
+pub use topics::{AgentTopic, Topics, DEFAULT_PREFIX};
+
+/// Version of the payload schema. Bumped on any incompatible change.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Milliseconds since the Unix epoch, the clock every timestamp on the wire uses.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

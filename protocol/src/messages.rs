@@ -1,0 +1,386 @@
+//! Message types, one per topic. Field names are the wire names.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Tensor, PROTOCOL_VERSION};
+
+/// A client's inference request, published on `{prefix}/requests/{model}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InferRequest {
+    /// Protocol version; must equal [`PROTOCOL_VERSION`].
+    pub v: u16,
+    /// Client-chosen unique id. A redelivered request with the same id is answered once.
+    pub id: String,
+    /// Model family name, e.g. `digits`.
+    pub model: String,
+    /// One sample: `[C,H,W]` or `[1,C,H,W]`. `f32` is model-ready, `u8` is raw pixels.
+    pub input: Tensor,
+    /// Topic the answer ([`InferResult`] or [`crate::ErrorReply`]) is published to.
+    #[serde(default)]
+    pub reply_to: Option<String>,
+    /// Pin a width (e.g. 0.5) instead of letting the router choose.
+    #[serde(default)]
+    pub width: Option<f32>,
+    /// Lowest acceptable top-1 accuracy of the width used, as a fraction.
+    #[serde(default)]
+    pub min_accuracy: Option<f32>,
+    /// Latency budget in milliseconds; the router prefers placements that meet it.
+    #[serde(default)]
+    pub deadline_ms: Option<u32>,
+    /// How many classes to return (default 5).
+    #[serde(default)]
+    pub top_k: Option<u16>,
+    /// Client clock when sent, milliseconds since the Unix epoch (informational).
+    #[serde(default)]
+    pub sent_at_ms: Option<u64>,
+}
+
+impl InferRequest {
+    /// A request with only the required fields set.
+    pub fn new(id: impl Into<String>, model: impl Into<String>, input: Tensor) -> Self {
+        Self {
+            v: PROTOCOL_VERSION,
+            id: id.into(),
+            model: model.into(),
+            input,
+            reply_to: None,
+            width: None,
+            min_accuracy: None,
+            deadline_ms: None,
+            top_k: None,
+            sent_at_ms: None,
+        }
+    }
+}
+
+/// The coordinator's placement of one request, sent on `{prefix}/agents/{agent}/assign`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Assignment {
+    /// Protocol version.
+    pub v: u16,
+    /// The request, as the client sent it.
+    pub request: InferRequest,
+    /// Width to run it at.
+    pub width: f32,
+    /// Largest batch the agent may form for this request's queue.
+    pub batch_size: u16,
+    /// Longest the agent may hold the request to fill a batch, in milliseconds.
+    pub max_queue_delay_ms: u32,
+    /// Name of the router that decided.
+    pub router: String,
+    /// Coordinator clock at decision time.
+    pub assigned_at_ms: u64,
+    /// 0 for the first placement, +1 for every re-route after an agent was lost.
+    #[serde(default)]
+    pub attempt: u16,
+}
+
+/// One class and its softmax probability.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClassScore {
+    /// Class index in the model's output.
+    pub class: u32,
+    /// Class name from the model manifest.
+    pub label: String,
+    /// Softmax probability.
+    pub score: f32,
+}
+
+/// Where a latency was spent, in milliseconds, measured on the agent.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct Timings {
+    /// From arrival at the agent to the start of its batch.
+    pub queue_ms: f32,
+    /// Running the batch.
+    pub compute_ms: f32,
+    /// From arrival at the agent to the result being handed to MQTT.
+    pub total_ms: f32,
+}
+
+/// Where an energy figure came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EnergySource {
+    /// NVIDIA NVML total-energy counter or power readings.
+    Nvml,
+    /// Jetson INA3221 power rails in sysfs.
+    Ina3221,
+    /// Estimated: idle + utilization × (max − idle) from the device profile.
+    Model,
+    /// No figure is available.
+    None,
+}
+
+/// The answer to a request, published on its `reply_to`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InferResult {
+    /// Protocol version.
+    pub v: u16,
+    /// The request's id.
+    pub id: String,
+    /// Model family.
+    pub model: String,
+    /// Agent that ran it.
+    pub agent: String,
+    /// Width it ran at.
+    pub width: f32,
+    /// Size of the batch it ran in.
+    pub batch_size: u16,
+    /// Top-k classes, best first.
+    pub top_k: Vec<ClassScore>,
+    /// Top-1 accuracy of this width, from the model manifest.
+    pub accuracy: f32,
+    /// Agent-side timings.
+    pub timings: Timings,
+    /// This request's share of the batch's energy, in joules.
+    pub energy_j: f32,
+    /// Where the energy figure came from.
+    pub energy_source: EnergySource,
+    /// Router that placed it.
+    pub router: String,
+    /// True when the agent emulates a slower device (see [`Emulation`]).
+    #[serde(default)]
+    pub emulated: bool,
+}
+
+/// Per-width facts about a model, as the agent serves it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WidthInfo {
+    /// Width multiplier, e.g. 0.25.
+    pub width: f32,
+    /// Top-1 accuracy, as a fraction.
+    pub top1: f32,
+    /// `measured` or `cited`, with the split or citation in the manifest.
+    pub accuracy_source: String,
+    /// FLOPs for one sample.
+    pub flops: u64,
+    /// Parameter count.
+    pub params: u64,
+}
+
+/// A model family an agent can run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelInfo {
+    /// Family name, used in request topics.
+    pub name: String,
+    /// Sample shape `[C,H,W]`.
+    pub input_shape: Vec<u32>,
+    /// Number of classes.
+    pub classes: u32,
+    /// Widths available, ascending.
+    pub widths: Vec<WidthInfo>,
+}
+
+/// The hardware an agent runs on.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct DeviceInfo {
+    /// Host name.
+    pub hostname: String,
+    /// `cpu`, `gpu` or `jetson`.
+    pub kind: String,
+    /// CPU brand string.
+    pub cpu_model: String,
+    /// Logical cores the agent may use.
+    pub cpu_cores: u32,
+    /// Total RAM.
+    pub ram_bytes: u64,
+    /// GPU name, when there is one.
+    #[serde(default)]
+    pub gpu: Option<String>,
+    /// Total VRAM, when there is a discrete GPU.
+    #[serde(default)]
+    pub vram_bytes: Option<u64>,
+}
+
+/// How an agent pretends to be a slower device, for testing heterogeneity on one machine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Emulation {
+    /// Every batch takes this many times its real compute time (≥ 1).
+    pub slowdown: f32,
+    /// Name of the device profile being paced to, when pacing to a profile.
+    #[serde(default)]
+    pub profile: Option<String>,
+}
+
+/// One measured (or derived) operating point of a device.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProfilePoint {
+    /// Model family.
+    pub model: String,
+    /// Width.
+    pub width: f32,
+    /// Batch size.
+    pub batch: u16,
+    /// Mean latency of one batch, milliseconds.
+    pub latency_ms: f32,
+    /// Mean power while running, watts, where a sensor or model gives one.
+    #[serde(default)]
+    pub power_w: Option<f32>,
+}
+
+/// Latency and power of a device per model × width × batch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceProfile {
+    /// Profile name, e.g. `jetson-orin-nano`.
+    pub name: String,
+    /// `measured` (by `slim profile`) or `derived` (from cited figures).
+    pub source: String,
+    /// Power when idle, watts.
+    pub idle_power_w: f32,
+    /// Power at full utilization, watts.
+    pub max_power_w: f32,
+    /// Operating points.
+    pub points: Vec<ProfilePoint>,
+}
+
+/// An agent's retained announcement on `{prefix}/agents/{agent}/status`; its last will has `online = false`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentInfo {
+    /// Protocol version.
+    pub v: u16,
+    /// Agent id.
+    pub agent: String,
+    /// False in the last will and on clean shutdown.
+    pub online: bool,
+    /// Agent clock at start.
+    pub started_at_ms: u64,
+    /// Inference backend in use: `cpu` or `cuda`.
+    pub backend: String,
+    /// Why this backend was chosen (e.g. the CUDA fallback reason).
+    pub backend_reason: String,
+    /// Hardware.
+    pub device: DeviceInfo,
+    /// Models served.
+    pub models: Vec<ModelInfo>,
+    /// Largest batch the agent will form.
+    pub max_batch: u16,
+    /// Slower-device emulation, when enabled.
+    #[serde(default)]
+    pub emulation: Option<Emulation>,
+    /// The device profile, when one was measured or configured.
+    #[serde(default)]
+    pub profile: Option<DeviceProfile>,
+}
+
+/// Queue state of one (model, width).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueueStat {
+    /// Model family.
+    pub model: String,
+    /// Width.
+    pub width: f32,
+    /// Requests waiting.
+    pub depth: u32,
+    /// How long the oldest has waited, milliseconds.
+    pub oldest_wait_ms: f32,
+    /// Model instances loaded for this (model, width).
+    pub instances: u16,
+}
+
+/// One batch the agent ran.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchRecord {
+    /// Model family.
+    pub model: String,
+    /// Width.
+    pub width: f32,
+    /// Requests in the batch.
+    pub batch_size: u16,
+    /// Mean queue time of its requests, milliseconds.
+    pub queue_ms: f32,
+    /// Compute time, milliseconds.
+    pub compute_ms: f32,
+    /// Energy attributed to the batch, joules.
+    pub energy_j: f32,
+}
+
+/// Periodic device and queue report on `{prefix}/agents/{agent}/telemetry`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Telemetry {
+    /// Protocol version.
+    pub v: u16,
+    /// Agent id.
+    pub agent: String,
+    /// Increases by one per report.
+    pub seq: u64,
+    /// Agent clock.
+    pub at_ms: u64,
+    /// CPU utilization, 0..1.
+    pub cpu_util: f32,
+    /// RAM in use.
+    pub ram_used_bytes: u64,
+    /// RAM in total.
+    pub ram_total_bytes: u64,
+    /// GPU utilization 0..1, where readable.
+    #[serde(default)]
+    pub gpu_util: Option<f32>,
+    /// VRAM in use, where readable.
+    #[serde(default)]
+    pub vram_used_bytes: Option<u64>,
+    /// VRAM in total, where readable.
+    #[serde(default)]
+    pub vram_total_bytes: Option<u64>,
+    /// Power now, watts.
+    pub power_w: f32,
+    /// Energy since the agent started, joules.
+    pub energy_j: f64,
+    /// Where the power and energy figures came from.
+    pub energy_source: EnergySource,
+    /// Queue per (model, width).
+    pub queues: Vec<QueueStat>,
+    /// Requests accepted and not yet answered.
+    pub outstanding: u32,
+    /// Requests answered since start.
+    pub completed: u64,
+    /// Error replies sent since start.
+    pub errors: u64,
+    /// Batches run since the previous report.
+    pub batches: Vec<BatchRecord>,
+    /// Ids of requests answered since the previous report.
+    pub done: Vec<String>,
+    /// True when the agent emulates a slower device.
+    #[serde(default)]
+    pub emulated: bool,
+}
+
+/// The record of one routing decision, on `{prefix}/decisions`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    /// Protocol version.
+    pub v: u16,
+    /// Request id.
+    pub request_id: String,
+    /// Model family.
+    pub model: String,
+    /// Chosen agent.
+    pub agent: String,
+    /// Chosen width.
+    pub width: f32,
+    /// Chosen batch size.
+    pub batch_size: u16,
+    /// Router name.
+    pub router: String,
+    /// Coordinator clock.
+    pub at_ms: u64,
+    /// Agents that were online and able to serve the model.
+    pub candidates: u16,
+    /// Requests outstanding at the chosen agent when it was chosen.
+    pub agent_outstanding: u32,
+    /// 0 for the first placement, +1 per re-route.
+    pub attempt: u16,
+}
+
+/// The coordinator's retained status on `{prefix}/coordinator/status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CoordinatorStatus {
+    /// Protocol version.
+    pub v: u16,
+    /// Coordinator id.
+    pub id: String,
+    /// False in the last will.
+    pub online: bool,
+    /// Router name.
+    pub router: String,
+    /// Coordinator clock at start.
+    pub started_at_ms: u64,
+}

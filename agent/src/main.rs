@@ -1,1 +1,133 @@
-fn main() {}
+//! `slim-agent`: serve slimmable models on this device.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use slim_agent::{backend::BackendChoice, AgentConfig};
+
+/// Serves slimmable CNNs on this device: receives assignments from the Slim Scheduler
+/// coordinator over MQTT, batches them, runs them with tract and answers each request.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve (the default when no command is given).
+    Run(RunArgs),
+    /// Print the default configuration file.
+    GenerateConfig,
+}
+
+#[derive(Debug, clap::Args, Clone)]
+struct RunArgs {
+    /// TOML configuration file (see `generate-config`); flags override it.
+    #[arg(long, short, env = "SLIM_AGENT_CONFIG")]
+    config: Option<PathBuf>,
+    /// Broker URL, e.g. mqtt://127.0.0.1:1883 or mqtts://broker:8883.
+    #[arg(long, env = "SLIM_BROKER")]
+    broker: Option<String>,
+    /// MQTT username.
+    #[arg(long, env = "SLIM_MQTT_USERNAME")]
+    username: Option<String>,
+    /// MQTT password.
+    #[arg(long, env = "SLIM_MQTT_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+    /// CA certificate (PEM) for mqtts://.
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS.
+    #[arg(long)]
+    client_cert: Option<PathBuf>,
+    /// Client key (PEM) for mutual TLS.
+    #[arg(long)]
+    client_key: Option<PathBuf>,
+    /// Agent id, unique in the fleet.
+    #[arg(long, env = "SLIM_AGENT_ID")]
+    id: Option<String>,
+    /// Folder with one sub-folder per model family.
+    #[arg(long)]
+    models_dir: Option<PathBuf>,
+    /// Inference backend.
+    #[arg(long, value_enum)]
+    backend: Option<BackendChoice>,
+    /// Emulate a device this many times slower (flagged in status and telemetry).
+    #[arg(long)]
+    slowdown: Option<f32>,
+    /// Log as JSON lines.
+    #[arg(long)]
+    log_json: bool,
+}
+
+impl RunArgs {
+    fn into_config(self) -> anyhow::Result<AgentConfig> {
+        let mut config = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+                AgentConfig::from_toml(&text)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+            }
+            None => AgentConfig::default(),
+        };
+        let b = &mut config.broker;
+        if let Some(v) = self.broker {
+            b.url = v;
+        }
+        b.username = self.username.or(b.username.take());
+        b.password = self.password.or(b.password.take());
+        b.ca_file = self.ca_file.or(b.ca_file.take());
+        b.client_cert = self.client_cert.or(b.client_cert.take());
+        b.client_key = self.client_key.or(b.client_key.take());
+        if let Some(v) = self.id {
+            config.id = v;
+        }
+        if let Some(v) = self.models_dir {
+            config.models_dir = v;
+        }
+        if let Some(v) = self.backend {
+            config.backend = v;
+        }
+        if let Some(v) = self.slowdown {
+            config.slowdown = v;
+        }
+        config.validate().map_err(anyhow::Error::msg)?;
+        Ok(config)
+    }
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let args = match cli.command {
+        Some(Command::GenerateConfig) => {
+            print!("{}", AgentConfig::default_toml());
+            return Ok(());
+        }
+        Some(Command::Run(args)) => args,
+        None => cli.run,
+    };
+    init_logging(args.log_json);
+    let config = args.into_config()?;
+    let agent = slim_agent::start(config).await?;
+    tokio::signal::ctrl_c().await?;
+    tracing::info!("shutting down");
+    agent.shutdown().await;
+    Ok(())
+}

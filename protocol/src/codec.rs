@@ -28,12 +28,25 @@ pub struct PeekedAddress {
 }
 
 /// Reads `id` and `reply_to` from any MessagePack map, ignoring every other field, so a sender
-/// of a malformed request still gets an error reply.
+/// of a malformed request still gets an error reply. A map nested under `request` (as in an
+/// [`crate::Assignment`]) is searched too.
 pub fn peek_reply_address(payload: &[u8]) -> PeekedAddress {
     let mut cursor = payload;
-    let Ok(rmpv::Value::Map(entries)) = rmpv::decode::read_value(&mut cursor) else {
+    let Ok(value) = rmpv::decode::read_value(&mut cursor) else {
         return PeekedAddress::default();
     };
+    peek_map(&value)
+}
+
+fn peek_map(value: &rmpv::Value) -> PeekedAddress {
+    let rmpv::Value::Map(entries) = value else {
+        return PeekedAddress::default();
+    };
+    let nested = entries
+        .iter()
+        .find(|(k, _)| k.as_str() == Some("request"))
+        .map(|(_, v)| peek_map(v))
+        .unwrap_or_default();
     let field = |name: &str| {
         entries
             .iter()
@@ -45,8 +58,8 @@ pub fn peek_reply_address(payload: &[u8]) -> PeekedAddress {
             })
     };
     PeekedAddress {
-        id: field("id"),
-        reply_to: field("reply_to"),
+        id: field("id").or(nested.id),
+        reply_to: field("reply_to").or(nested.reply_to),
     }
 }
 

@@ -1,0 +1,141 @@
+//! Agent configuration: the TOML file (`slim-agent generate-config` prints the default).
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use slim_mqtt::BrokerOptions;
+
+use crate::backend::BackendChoice;
+
+/// Everything that describes one agent deployment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    /// Agent id: unique in the fleet, used in topic names. Defaults to `agent-<hostname>`.
+    pub id: String,
+    /// Topic prefix shared by the whole deployment.
+    pub topic_prefix: String,
+    /// How to reach the MQTT broker.
+    pub broker: BrokerOptions,
+    /// Folder holding one sub-folder per model family (`manifest.toml` + ONNX files).
+    pub models_dir: PathBuf,
+    /// Families to serve; empty serves every family found in `models_dir`.
+    pub models: Vec<String>,
+    /// Inference backend: `auto` (CUDA if usable, else CPU), `cuda` or `cpu`.
+    pub backend: BackendChoice,
+    /// Largest batch the agent forms, whatever the assignment asks.
+    pub max_batch: u16,
+    /// Model instances (execution states) per (model, width).
+    pub instances_per_width: u16,
+    /// Seconds between telemetry reports, in milliseconds.
+    pub telemetry_interval_ms: u64,
+    /// Assignments larger than this are refused with `too_large`.
+    pub max_payload_bytes: usize,
+    /// Emulate a slower device: every batch takes this many times its real compute time (1 = off).
+    pub slowdown: f32,
+    /// Power model used when no power sensor is readable.
+    pub energy: EnergyModelConfig,
+}
+
+/// Power model for devices without a power sensor: idle + utilization × (max − idle).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EnergyModelConfig {
+    /// Watts drawn when idle.
+    pub idle_power_w: f32,
+    /// Watts drawn at full utilization.
+    pub max_power_w: f32,
+}
+
+impl Default for EnergyModelConfig {
+    fn default() -> Self {
+        Self {
+            idle_power_w: 10.0,
+            max_power_w: 65.0,
+        }
+    }
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            id: default_agent_id(),
+            topic_prefix: slim_protocol::DEFAULT_PREFIX.into(),
+            broker: BrokerOptions::default(),
+            models_dir: PathBuf::from("models"),
+            models: Vec::new(),
+            backend: BackendChoice::Auto,
+            max_batch: 32,
+            instances_per_width: 1,
+            telemetry_interval_ms: 1000,
+            max_payload_bytes: 1024 * 1024,
+            slowdown: 1.0,
+            energy: EnergyModelConfig::default(),
+        }
+    }
+}
+
+fn default_agent_id() -> String {
+    let host = sysinfo::System::host_name().unwrap_or_else(|| "localhost".into());
+    let clean: String = host
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' })
+        .collect();
+    format!("agent-{clean}")
+}
+
+impl AgentConfig {
+    /// Parses a TOML file's text.
+    pub fn from_toml(text: &str) -> Result<Self, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    /// The default configuration as commented TOML.
+    pub fn default_toml() -> String {
+        let body = toml::to_string_pretty(&Self::default()).expect("config serializes");
+        format!(
+            "# slim-agent configuration. Every key is optional; these are the defaults.\n\
+             # Flags and SLIM_* environment variables override the file.\n{body}"
+        )
+    }
+
+    /// Checks values that TOML types cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.id.is_empty() || self.id.contains(['/', '+', '#']) {
+            return Err(format!("agent id {:?} must be non-empty and free of / + #", self.id));
+        }
+        if self.max_batch == 0 || self.instances_per_width == 0 {
+            return Err("max_batch and instances_per_width must be at least 1".into());
+        }
+        if !(self.slowdown >= 1.0) {
+            return Err(format!("slowdown {} must be >= 1", self.slowdown));
+        }
+        self.broker.validate().map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_generated_default_config_parses_back_to_the_default() {
+        let parsed = AgentConfig::from_toml(&AgentConfig::default_toml()).unwrap();
+        assert_eq!(parsed, AgentConfig::default());
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_their_name() {
+        let err = AgentConfig::from_toml("max_btach = 4").unwrap_err();
+        assert!(err.to_string().contains("max_btach"), "{err}");
+    }
+
+    #[test]
+    fn a_slowdown_below_one_is_refused() {
+        let config = AgentConfig {
+            slowdown: 0.5,
+            ..AgentConfig::default()
+        };
+        assert!(config.validate().unwrap_err().contains("slowdown"));
+    }
+}

@@ -1,0 +1,314 @@
+//! The running agent: MQTT session, scheduler actor, telemetry and outbox, wired together.
+
+use std::{collections::HashMap, path::Path, sync::Arc, time::Duration};
+
+use anyhow::{bail, Context};
+use rumqttc::{AsyncClient, Event, EventLoop, LastWill, Packet, QoS};
+use slim_protocol::{
+    encode, now_ms, AgentInfo, Emulation, ErrorCode, ErrorReply, ModelInfo, Telemetry, Topics,
+    WidthInfo, PROTOCOL_VERSION,
+};
+use tokio::task::JoinHandle;
+
+use crate::{
+    backend::select_backend,
+    config::AgentConfig,
+    model::ModelFamily,
+    outbox::Outbox,
+    scheduler::{spawn_scheduler, SchedulerConfig, SchedulerHandle},
+    telemetry::{device_info, EnergyMeter, SystemSampler},
+    validate::{validate_assignment, Rejection},
+};
+
+/// Counts of refused assignments, by error code.
+pub type RejectionCounts = Arc<std::sync::Mutex<HashMap<ErrorCode, u64>>>;
+
+/// A started agent.
+#[derive(Debug)]
+pub struct AgentHandle {
+    /// The announcement it published.
+    pub info: AgentInfo,
+    /// Refused assignments by code.
+    pub rejections: RejectionCounts,
+    client: AsyncClient,
+    topics: Topics,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl AgentHandle {
+    /// Publishes the offline status, disconnects and stops every task.
+    pub async fn shutdown(self) {
+        let mut offline = self.info.clone();
+        offline.online = false;
+        let _ = self
+            .client
+            .publish(self.topics.status(&offline.agent), QoS::AtLeastOnce, true, encode(&offline))
+            .await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let _ = self.client.disconnect().await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+
+    /// Stops every task at once without a goodbye, as a crash would; the broker then publishes
+    /// the last will.
+    pub fn kill(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+
+    /// Waits until the agent stops (it runs until shut down).
+    pub async fn wait(mut self) {
+        for t in self.tasks.drain(..) {
+            let _ = t.await;
+        }
+    }
+}
+
+/// Loads the configured model families from `config.models_dir`.
+pub fn load_families(
+    config: &AgentConfig,
+    runtime: &dyn tract_onnx::tract_core::runtime::Runtime,
+) -> anyhow::Result<HashMap<String, Arc<ModelFamily>>> {
+    let dirs = family_dirs(&config.models_dir)?;
+    let mut families = HashMap::new();
+    for dir in dirs {
+        let name = dir.file_name().unwrap_or_default().to_string_lossy().to_string();
+        if !config.models.is_empty() && !config.models.contains(&name) {
+            continue;
+        }
+        let family = ModelFamily::load(&dir, runtime)?;
+        tracing::info!(family = family.name(), widths = family.plans().len(), "model family loaded");
+        families.insert(family.name().to_string(), Arc::new(family));
+    }
+    for wanted in &config.models {
+        if !families.contains_key(wanted) {
+            bail!("model {wanted:?} not found in {}", config.models_dir.display());
+        }
+    }
+    if families.is_empty() {
+        bail!(
+            "no model family (a folder with manifest.toml) in {}",
+            config.models_dir.display()
+        );
+    }
+    Ok(families)
+}
+
+fn family_dirs(models_dir: &Path) -> anyhow::Result<Vec<std::path::PathBuf>> {
+    let entries = std::fs::read_dir(models_dir)
+        .with_context(|| format!("cannot read models folder {}", models_dir.display()))?;
+    let mut dirs: Vec<_> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("manifest.toml").is_file())
+        .collect();
+    dirs.sort();
+    Ok(dirs)
+}
+
+fn model_info(family: &ModelFamily) -> ModelInfo {
+    ModelInfo {
+        name: family.name().to_string(),
+        input_shape: family.manifest.input_shape.clone(),
+        classes: family.manifest.classes.len() as u32,
+        widths: family
+            .plans()
+            .iter()
+            .map(|p| WidthInfo {
+                width: p.entry.width,
+                top1: p.entry.top1,
+                accuracy_source: p.entry.accuracy_source.clone(),
+                flops: p.entry.flops,
+                params: p.entry.params,
+            })
+            .collect(),
+    }
+}
+
+/// Loads the models, connects to the broker and starts serving.
+pub async fn start(config: AgentConfig) -> anyhow::Result<AgentHandle> {
+    config.validate().map_err(anyhow::Error::msg)?;
+    let (backend, backend_reason) = select_backend(config.backend).map_err(anyhow::Error::msg)?;
+    tracing::info!(agent = %config.id, backend = backend.name, reason = %backend_reason, "backend selected");
+    let families = {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || load_families(&config, backend.runtime)).await??
+    };
+    let mut models: Vec<ModelInfo> = families.values().map(|f| model_info(f)).collect();
+    models.sort_by(|a, b| a.name.cmp(&b.name));
+    let device = device_info();
+    let info = AgentInfo {
+        v: PROTOCOL_VERSION,
+        agent: config.id.clone(),
+        online: true,
+        started_at_ms: now_ms(),
+        backend: backend.name.into(),
+        backend_reason,
+        models,
+        max_batch: config.max_batch,
+        emulation: (config.slowdown > 1.0).then(|| Emulation {
+            slowdown: config.slowdown,
+            profile: None,
+        }),
+        profile: None,
+        device: device.clone(),
+    };
+    let topics = Topics::new(&config.topic_prefix);
+    let mut will_info = info.clone();
+    will_info.online = false;
+    let will = LastWill::new(topics.status(&config.id), encode(&will_info), QoS::AtLeastOnce, true);
+    let (client, eventloop) = config.broker.connect(&config.id, Some(will))?;
+    let (outbox, outbox_task) = Outbox::spawn(client.clone());
+    let energy = EnergyMeter::model(
+        config.energy.idle_power_w,
+        config.energy.max_power_w,
+        device.cpu_cores as usize,
+    );
+    let (scheduler, scheduler_task) = spawn_scheduler(
+        SchedulerConfig {
+            agent: config.id.clone(),
+            instances_per_width: config.instances_per_width as usize,
+            slowdown: config.slowdown,
+            energy: energy.clone(),
+        },
+        outbox.clone(),
+    );
+    let rejections = RejectionCounts::default();
+    let session = Session {
+        config: config.clone(),
+        topics: topics.clone(),
+        info: info.clone(),
+        families,
+        scheduler: scheduler.clone(),
+        outbox: outbox.clone(),
+        client: client.clone(),
+        rejections: rejections.clone(),
+    };
+    let mqtt_task = tokio::spawn(session.run(eventloop));
+    let telemetry_task = tokio::spawn(telemetry_loop(
+        config.clone(),
+        topics.clone(),
+        scheduler,
+        outbox,
+        energy,
+        rejections.clone(),
+    ));
+    Ok(AgentHandle {
+        info,
+        rejections,
+        client,
+        topics,
+        tasks: vec![mqtt_task, telemetry_task, scheduler_task, outbox_task],
+    })
+}
+
+struct Session {
+    config: AgentConfig,
+    topics: Topics,
+    info: AgentInfo,
+    families: HashMap<String, Arc<ModelFamily>>,
+    scheduler: SchedulerHandle,
+    outbox: Outbox,
+    client: AsyncClient,
+    rejections: RejectionCounts,
+}
+
+impl Session {
+    async fn run(self, mut eventloop: EventLoop) {
+        let assign_topic = self.topics.assign(&self.config.id);
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    tracing::info!(agent = %self.config.id, broker = %self.config.broker.url, "connected");
+                    let client = self.client.clone();
+                    let topic = assign_topic.clone();
+                    let status = (self.topics.status(&self.config.id), encode(&self.info));
+                    tokio::spawn(async move {
+                        let _ = client.subscribe(topic, QoS::AtLeastOnce).await;
+                        let _ = client.publish(status.0, QoS::AtLeastOnce, true, status.1).await;
+                    });
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) if p.topic == assign_topic => {
+                    self.on_assignment(&p.payload);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(agent = %self.config.id, error = %e, "MQTT connection error; retrying in 1 s");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
+    fn on_assignment(&self, payload: &[u8]) {
+        match validate_assignment(
+            payload,
+            self.config.max_payload_bytes,
+            &self.families,
+            self.config.max_batch,
+        ) {
+            Ok(valid) => self.scheduler.assign(valid),
+            Err(rejection) => self.reject(rejection),
+        }
+    }
+
+    fn reject(&self, r: Rejection) {
+        *self.rejections.lock().unwrap().entry(r.code).or_default() += 1;
+        tracing::warn!(agent = %self.config.id, code = %r.code, id = ?r.id, "assignment refused: {}", r.message);
+        let reply = ErrorReply::new(r.id, r.code, r.message, format!("agent:{}", self.config.id))
+            .on_topic(self.topics.assign(&self.config.id));
+        let topic = r.reply_to.unwrap_or_else(|| self.topics.dead_letters());
+        self.outbox.send(topic, encode(&reply));
+    }
+}
+
+async fn telemetry_loop(
+    config: AgentConfig,
+    topics: Topics,
+    scheduler: SchedulerHandle,
+    outbox: Outbox,
+    mut energy: EnergyMeter,
+    rejections: RejectionCounts,
+) {
+    let mut sampler = SystemSampler::new();
+    let interval = Duration::from_millis(config.telemetry_interval_ms.max(50));
+    let mut ticker = tokio::time::interval(interval);
+    let mut last = std::time::Instant::now();
+    let mut seq = 0;
+    loop {
+        ticker.tick().await;
+        let reading = sampler.sample();
+        let now = std::time::Instant::now();
+        let power_w = energy.advance(reading.cpu_util, now.duration_since(last).as_secs_f64());
+        last = now;
+        let report = scheduler.report().await;
+        let rejected: u64 = rejections.lock().unwrap().values().sum();
+        seq += 1;
+        let telemetry = Telemetry {
+            v: PROTOCOL_VERSION,
+            agent: config.id.clone(),
+            seq,
+            at_ms: now_ms(),
+            cpu_util: reading.cpu_util,
+            ram_used_bytes: reading.ram_used_bytes,
+            ram_total_bytes: reading.ram_total_bytes,
+            gpu_util: None,
+            vram_used_bytes: None,
+            vram_total_bytes: None,
+            power_w,
+            energy_j: energy.total_j(),
+            energy_source: energy.source,
+            queues: report.queues,
+            outstanding: report.outstanding,
+            completed: report.completed,
+            errors: report.failed + rejected,
+            batches: report.batches,
+            done: report.done,
+            emulated: config.slowdown > 1.0,
+        };
+        outbox.send(topics.telemetry(&config.id), encode(&telemetry));
+    }
+}

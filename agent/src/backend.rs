@@ -35,7 +35,15 @@ pub fn select_backend(choice: BackendChoice) -> Result<(SelectedBackend, String)
     match choice {
         BackendChoice::Cpu => Ok((cpu, "cpu requested".into())),
         BackendChoice::Cuda => cuda_runtime()
-            .map(|runtime| (SelectedBackend { name: "cuda", runtime }, "cuda requested".into()))
+            .map(|runtime| {
+                (
+                    SelectedBackend {
+                        name: "cuda",
+                        runtime,
+                    },
+                    "cuda requested".into(),
+                )
+            })
             .map_err(|reason| format!("--backend cuda, but CUDA is unusable: {reason}")),
         BackendChoice::Auto => match cuda_runtime() {
             Ok(runtime) => Ok((

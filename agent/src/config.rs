@@ -79,7 +79,13 @@ fn default_agent_id() -> String {
     let host = sysinfo::System::host_name().unwrap_or_else(|| "localhost".into());
     let clean: String = host
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
     format!("agent-{clean}")
 }
@@ -102,7 +108,10 @@ impl AgentConfig {
     /// Checks values that TOML types cannot.
     pub fn validate(&self) -> Result<(), String> {
         if self.id.is_empty() || self.id.contains(['/', '+', '#']) {
-            return Err(format!("agent id {:?} must be non-empty and free of / + #", self.id));
+            return Err(format!(
+                "agent id {:?} must be non-empty and free of / + #",
+                self.id
+            ));
         }
         if self.max_batch == 0 || self.instances_per_width == 0 {
             return Err("max_batch and instances_per_width must be at least 1".into());

@@ -28,7 +28,10 @@ impl Outbox {
         let (tx, mut rx) = mpsc::unbounded_channel::<Outgoing>();
         let task = tokio::spawn(async move {
             while let Some(m) = rx.recv().await {
-                if let Err(e) = client.publish(m.topic.clone(), m.qos, m.retain, m.payload).await {
+                if let Err(e) = client
+                    .publish(m.topic.clone(), m.qos, m.retain, m.payload)
+                    .await
+                {
                     tracing::warn!(topic = %m.topic, error = %e, "publish failed: MQTT client closed");
                 }
             }

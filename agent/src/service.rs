@@ -42,7 +42,12 @@ impl AgentHandle {
         offline.online = false;
         let _ = self
             .client
-            .publish(self.topics.status(&offline.agent), QoS::AtLeastOnce, true, encode(&offline))
+            .publish(
+                self.topics.status(&offline.agent),
+                QoS::AtLeastOnce,
+                true,
+                encode(&offline),
+            )
             .await;
         tokio::time::sleep(Duration::from_millis(100)).await;
         let _ = self.client.disconnect().await;
@@ -76,17 +81,28 @@ pub fn load_families(
     let dirs = family_dirs(&config.models_dir)?;
     let mut families = HashMap::new();
     for dir in dirs {
-        let name = dir.file_name().unwrap_or_default().to_string_lossy().to_string();
+        let name = dir
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .to_string();
         if !config.models.is_empty() && !config.models.contains(&name) {
             continue;
         }
         let family = ModelFamily::load(&dir, runtime)?;
-        tracing::info!(family = family.name(), widths = family.plans().len(), "model family loaded");
+        tracing::info!(
+            family = family.name(),
+            widths = family.plans().len(),
+            "model family loaded"
+        );
         families.insert(family.name().to_string(), Arc::new(family));
     }
     for wanted in &config.models {
         if !families.contains_key(wanted) {
-            bail!("model {wanted:?} not found in {}", config.models_dir.display());
+            bail!(
+                "model {wanted:?} not found in {}",
+                config.models_dir.display()
+            );
         }
     }
     if families.is_empty() {
@@ -159,7 +175,12 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<AgentHandle> {
     let topics = Topics::new(&config.topic_prefix);
     let mut will_info = info.clone();
     will_info.online = false;
-    let will = LastWill::new(topics.status(&config.id), encode(&will_info), QoS::AtLeastOnce, true);
+    let will = LastWill::new(
+        topics.status(&config.id),
+        encode(&will_info),
+        QoS::AtLeastOnce,
+        true,
+    );
     let (client, eventloop) = config.broker.connect(&config.id, Some(will))?;
     let (outbox, outbox_task) = Outbox::spawn(client.clone());
     let energy = EnergyMeter::model(
@@ -228,7 +249,9 @@ impl Session {
                     let status = (self.topics.status(&self.config.id), encode(&self.info));
                     tokio::spawn(async move {
                         let _ = client.subscribe(topic, QoS::AtLeastOnce).await;
-                        let _ = client.publish(status.0, QoS::AtLeastOnce, true, status.1).await;
+                        let _ = client
+                            .publish(status.0, QoS::AtLeastOnce, true, status.1)
+                            .await;
                     });
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) if p.topic == assign_topic => {

@@ -84,11 +84,17 @@ pub fn validate_assignment(
     if assignment.v != PROTOCOL_VERSION || request.v != PROTOCOL_VERSION {
         return Err(reject(
             ErrorCode::UnsupportedVersion,
-            format!("protocol version {} is not {PROTOCOL_VERSION}", request.v.max(assignment.v)),
+            format!(
+                "protocol version {} is not {PROTOCOL_VERSION}",
+                request.v.max(assignment.v)
+            ),
         ));
     }
     let Some(reply_to) = request.reply_to.clone().filter(|r| !r.is_empty()) else {
-        return Err(reject(ErrorCode::MissingReplyTo, "the request has no reply_to".into()));
+        return Err(reject(
+            ErrorCode::MissingReplyTo,
+            "the request has no reply_to".into(),
+        ));
     };
     let Some(family) = families.get(&request.model) else {
         return Err(reject(
@@ -100,7 +106,11 @@ pub fn validate_assignment(
         let widths: Vec<f32> = family.plans().iter().map(|p| p.entry.width).collect();
         return Err(reject(
             ErrorCode::UnknownWidth,
-            format!("model {} has widths {widths:?}, not {}", family.name(), assignment.width),
+            format!(
+                "model {} has widths {widths:?}, not {}",
+                family.name(),
+                assignment.width
+            ),
         ));
     };
     if let Err(mismatch) = family.check_input(&request.input) {

@@ -12,7 +12,10 @@ impl EmbeddedBroker {
     /// Starts a broker on `127.0.0.1` at a free port.
     pub fn start_local() -> std::io::Result<Self> {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        Self::start(SocketAddr::from(([127, 0, 0, 1], port)), crate::DEFAULT_MAX_PACKET_BYTES)
+        Self::start(
+            SocketAddr::from(([127, 0, 0, 1], port)),
+            crate::DEFAULT_MAX_PACKET_BYTES,
+        )
     }
 
     /// Starts a broker listening on `addr`, accepting payloads up to `max_payload_bytes`.

@@ -4,9 +4,9 @@
 //! every binary accepts the same `--broker mqtt://host:port` flags. With the `embedded` feature,
 //! [`EmbeddedBroker`] starts an in-process rumqttd for the demo, tests and single-box use.
 
-mod options;
 #[cfg(feature = "embedded")]
 mod embedded;
+mod options;
 
 #[cfg(feature = "embedded")]
 pub use embedded::EmbeddedBroker;

@@ -162,10 +162,9 @@ impl BrokerOptions {
             .unwrap_or_else(|| PathBuf::from(SYSTEM_CA_BUNDLE));
         let ca = read("CA file", &ca_path)?;
         let client_auth = match (&self.client_cert, &self.client_key) {
-            (Some(cert), Some(key)) => Some((
-                read("client certificate", cert)?,
-                read("client key", key)?,
-            )),
+            (Some(cert), Some(key)) => {
+                Some((read("client certificate", cert)?, read("client key", key)?))
+            }
             _ => None,
         };
         Ok(TlsConfiguration::Simple {
@@ -181,7 +180,10 @@ impl BrokerOptions {
         client_id: &str,
         last_will: Option<LastWill>,
     ) -> Result<(AsyncClient, EventLoop), BrokerError> {
-        Ok(AsyncClient::new(self.mqtt_options(client_id, last_will)?, 1024))
+        Ok(AsyncClient::new(
+            self.mqtt_options(client_id, last_will)?,
+            1024,
+        ))
     }
 }
 
@@ -191,7 +193,9 @@ mod tests {
 
     #[test]
     fn plain_urls_default_to_port_1883() {
-        let o = BrokerOptions::from_url("mqtt://broker.lan").mqtt_options("c", None).unwrap();
+        let o = BrokerOptions::from_url("mqtt://broker.lan")
+            .mqtt_options("c", None)
+            .unwrap();
         assert_eq!(o.broker_address(), ("broker.lan".to_string(), 1883));
     }
 

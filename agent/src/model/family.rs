@@ -103,7 +103,11 @@ impl ModelFamily {
 
     /// Elements in one sample.
     pub fn sample_len(&self) -> usize {
-        self.manifest.input_shape.iter().map(|&d| d as usize).product()
+        self.manifest
+            .input_shape
+            .iter()
+            .map(|&d| d as usize)
+            .product()
     }
 
     /// Checks a request tensor against the model's input, returning a reason when it does not fit.

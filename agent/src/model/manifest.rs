@@ -124,7 +124,9 @@ impl Manifest {
             path: path.clone(),
             source,
         })?;
-        manifest.check().map_err(|reason| ManifestError::Invalid { path, reason })?;
+        manifest
+            .check()
+            .map_err(|reason| ManifestError::Invalid { path, reason })?;
         Ok(manifest)
     }
 

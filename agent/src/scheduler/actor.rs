@@ -7,8 +7,7 @@ use std::{
 };
 
 use slim_protocol::{
-    encode, BatchRecord, ErrorCode, ErrorReply, InferResult, QueueStat, Timings,
-    PROTOCOL_VERSION,
+    encode, BatchRecord, ErrorCode, ErrorReply, InferResult, QueueStat, Timings, PROTOCOL_VERSION,
 };
 use tokio::sync::{mpsc, oneshot};
 use tract_onnx::tract_core::runtime::State;
@@ -178,7 +177,8 @@ impl Actor {
             let loaded = &self.loaded;
             let limit = self.config.instances_per_width;
             let next = self.batcher.next_batch(now, |k| {
-                free.get(k).is_some_and(|f| !f.is_empty()) || loaded.get(k).copied().unwrap_or(0) < limit
+                free.get(k).is_some_and(|f| !f.is_empty())
+                    || loaded.get(k).copied().unwrap_or(0) < limit
             });
             let Some(batch) = next else { break };
             debug_assert!(self.has_instance(&batch.key));
@@ -186,7 +186,11 @@ impl Actor {
         }
     }
 
-    fn take_state(&mut self, key: &QueueKey, batch: &Batch<ValidAssignment>) -> Result<Box<dyn State>, String> {
+    fn take_state(
+        &mut self,
+        key: &QueueKey,
+        batch: &Batch<ValidAssignment>,
+    ) -> Result<Box<dyn State>, String> {
         if let Some(state) = self.free.get_mut(key).and_then(Vec::pop) {
             return Ok(state);
         }
@@ -216,7 +220,8 @@ impl Actor {
         let slowdown = self.config.slowdown;
         tokio::task::spawn_blocking(move || {
             let family = batch.items[0].item.family.clone();
-            let samples: Vec<Vec<f32>> = batch.items.iter().map(|q| q.item.sample.clone()).collect();
+            let samples: Vec<Vec<f32>> =
+                batch.items.iter().map(|q| q.item.sample.clone()).collect();
             let started_at = Instant::now();
             let outcome = family
                 .run_batch(state.as_mut(), &samples)
@@ -251,11 +256,18 @@ impl Actor {
         };
         let n = f.items.len();
         let compute_ms = f.compute.as_secs_f32() * 1000.0;
-        let batch_energy = self.config.energy.batch_energy_j(f.compute.as_secs_f64(), 1);
+        let batch_energy = self
+            .config
+            .energy
+            .batch_energy_j(f.compute.as_secs_f64(), 1);
         let mut queue_ms_sum = 0.0;
         for (q, row) in f.items.iter().zip(logits) {
             let a = &q.item;
-            let queue_ms = f.started_at.saturating_duration_since(a.received_at).as_secs_f32() * 1000.0;
+            let queue_ms = f
+                .started_at
+                .saturating_duration_since(a.received_at)
+                .as_secs_f32()
+                * 1000.0;
             queue_ms_sum += queue_ms;
             let k = a.request.top_k.unwrap_or(5).max(1) as usize;
             let accuracy = a.family.plan(a.width).map(|p| p.entry.top1).unwrap_or(0.0);

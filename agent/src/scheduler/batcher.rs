@@ -187,7 +187,10 @@ mod tests {
         }
         let batch = b.next_batch(t0, |_| true).expect("full batch is due");
         assert_eq!(ids(&batch), vec![0, 1, 2, 3]);
-        assert!(b.next_batch(t0, |_| true).is_none(), "one left, not yet due");
+        assert!(
+            b.next_batch(t0, |_| true).is_none(),
+            "one left, not yet due"
+        );
         assert_eq!(b.len(), 1);
     }
 
@@ -198,9 +201,13 @@ mod tests {
         let k = QueueKey::new("m", 0.25);
         b.push(k.clone(), queued(1, t0, 8, 10));
         b.push(k.clone(), queued(2, t0 + Duration::from_millis(3), 8, 10));
-        assert!(b.next_batch(t0 + Duration::from_millis(9), |_| true).is_none());
+        assert!(b
+            .next_batch(t0 + Duration::from_millis(9), |_| true)
+            .is_none());
         assert_eq!(b.next_deadline(), Some(t0 + Duration::from_millis(10)));
-        let batch = b.next_batch(t0 + Duration::from_millis(10), |_| true).unwrap();
+        let batch = b
+            .next_batch(t0 + Duration::from_millis(10), |_| true)
+            .unwrap();
         assert_eq!(ids(&batch), vec![1, 2]);
         assert!(b.is_empty());
         assert_eq!(b.next_deadline(), None);
@@ -213,7 +220,10 @@ mod tests {
         let narrow = QueueKey::new("m", 0.25);
         let wide = QueueKey::new("m", 1.0);
         b.push(wide.clone(), queued(1, t0, 1, 0));
-        b.push(narrow.clone(), queued(2, t0 + Duration::from_millis(1), 1, 0));
+        b.push(
+            narrow.clone(),
+            queued(2, t0 + Duration::from_millis(1), 1, 0),
+        );
         let now = t0 + Duration::from_millis(5);
         assert_eq!(b.next_batch(now, |_| true).unwrap().key, wide);
         assert_eq!(b.next_batch(now, |_| true).unwrap().key, narrow);
@@ -227,9 +237,13 @@ mod tests {
         let free = QueueKey::new("m", 0.5);
         b.push(busy.clone(), queued(1, t0, 1, 0));
         b.push(free.clone(), queued(2, t0 + Duration::from_millis(1), 1, 0));
-        let batch = b.next_batch(t0 + Duration::from_millis(2), |k| *k != busy).unwrap();
+        let batch = b
+            .next_batch(t0 + Duration::from_millis(2), |k| *k != busy)
+            .unwrap();
         assert_eq!(batch.key, free);
-        assert!(b.next_batch(t0 + Duration::from_millis(2), |k| *k != busy).is_none());
+        assert!(b
+            .next_batch(t0 + Duration::from_millis(2), |k| *k != busy)
+            .is_none());
     }
 
     #[test]

@@ -1,0 +1,70 @@
+//! The device with the least work outstanding, at the widest eligible width.
+
+use super::widest;
+use crate::{Observation, Route, RouteRequest, Router, RouterSettings};
+
+/// Least-loaded placement; ties go to the lower index.
+#[derive(Debug)]
+pub struct LeastLoadedRouter {
+    batch_size: u16,
+}
+
+impl LeastLoadedRouter {
+    /// A least-loaded router.
+    pub fn new(settings: &RouterSettings) -> Self {
+        Self {
+            batch_size: settings.batch_size,
+        }
+    }
+}
+
+impl Router for LeastLoadedRouter {
+    fn name(&self) -> &str {
+        "least-loaded"
+    }
+
+    fn route(&mut self, observation: &Observation, request: &RouteRequest) -> Option<Route> {
+        observation
+            .devices
+            .iter()
+            .enumerate()
+            .filter_map(|(i, d)| widest(d, request).map(|w| (i, d, w.width)))
+            .min_by(|(_, a, _), (_, b, _)| {
+                let load = |d: &crate::DeviceView| d.outstanding as f32 * d.slowdown.max(1.0);
+                load(a).total_cmp(&load(b))
+            })
+            .map(|(device, _, width)| Route {
+                device,
+                width,
+                batch_size: self.batch_size,
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::observation::tests::device;
+
+    #[test]
+    fn the_device_with_least_outstanding_work_is_chosen() {
+        let obs = Observation {
+            devices: vec![device("a", 5), device("b", 2), device("c", 9)],
+        };
+        let mut r = LeastLoadedRouter::new(&RouterSettings::default());
+        let route = r.route(&obs, &RouteRequest::default()).unwrap();
+        assert_eq!(route.device, 1);
+        assert_eq!(route.width, 1.0);
+    }
+
+    #[test]
+    fn a_slowed_device_counts_its_queue_as_longer() {
+        let mut slow = device("slow", 2);
+        slow.slowdown = 4.0;
+        let obs = Observation {
+            devices: vec![slow, device("fast", 5)],
+        };
+        let mut r = LeastLoadedRouter::new(&RouterSettings::default());
+        assert_eq!(r.route(&obs, &RouteRequest::default()).unwrap().device, 1);
+    }
+}

@@ -257,6 +257,7 @@ impl Session {
                 Ok(Event::Incoming(Packet::Publish(p))) if p.topic == assign_topic => {
                     self.on_assignment(&p.payload);
                 }
+                Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => return,
                 Ok(_) => {}
                 Err(e) => {
                     tracing::warn!(agent = %self.config.id, error = %e, "MQTT connection error; retrying in 1 s");

@@ -1,1 +1,39 @@
-fn main() {}
+//! `slim`: the Slim Scheduler operator CLI.
+
+use clap::{Parser, Subcommand};
+use slim::commands::{bench, demo, request};
+
+/// Slim Scheduler: serve slimmable CNNs across a fleet of edge devices over MQTT.
+///
+/// Start with `slim demo`: it runs an embedded broker, a coordinator and three agents on this
+/// machine and drives a workload through them.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log as JSON lines.
+    #[arg(long, global = true)]
+    log_json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a broker, a coordinator and agents on this machine, drive a workload, print a summary.
+    Demo(demo::DemoArgs),
+    /// Send one request (an image or a .npy tensor) and print the prediction.
+    Request(request::RequestArgs),
+    /// Open-loop Poisson load against a running system: throughput, latency, losses.
+    Bench(bench::BenchArgs),
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    slim::init_logging("warn,rumqttd=off", cli.log_json);
+    match cli.command {
+        Command::Demo(args) => demo::run(args).await,
+        Command::Request(args) => request::run(args).await,
+        Command::Bench(args) => bench::run(args).await,
+    }
+}

@@ -1,1 +1,16 @@
-//! placeholder
+//! The Slim Scheduler coordinator.
+//!
+//! It reads requests from `{prefix}/requests/+`, checks them ([`validate`]), asks a
+//! [`slim_router::Router`] where each should run given the [`state::ClusterState`] built from
+//! agents' retained status and telemetry, and publishes the [`slim_protocol::Assignment`] to the
+//! chosen agent plus a [`slim_protocol::Decision`] record. Requests held by an agent that goes
+//! offline (last will, or telemetry silence) are routed again. [`service::start`] runs it.
+
+pub mod config;
+pub mod counters;
+pub mod service;
+pub mod state;
+pub mod validate;
+
+pub use config::CoordinatorConfig;
+pub use service::{start, CoordinatorHandle};

@@ -1,1 +1,118 @@
-fn main() {}
+//! `slim-coordinator`: route every request to a device, width and batch size.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use slim_coordinator::CoordinatorConfig;
+use slim_router::RouterKind;
+
+/// Routes Slim Scheduler inference requests: reads requests and agent telemetry from MQTT,
+/// picks a device, width and batch size for each, and sends the assignment to that agent.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Route requests (the default when no command is given).
+    Run(RunArgs),
+    /// Print the default configuration file.
+    GenerateConfig,
+}
+
+#[derive(Debug, clap::Args, Clone)]
+struct RunArgs {
+    /// TOML configuration file (see `generate-config`); flags override it.
+    #[arg(long, short, env = "SLIM_COORDINATOR_CONFIG")]
+    config: Option<PathBuf>,
+    /// Broker URL, e.g. mqtt://127.0.0.1:1883 or mqtts://broker:8883.
+    #[arg(long, env = "SLIM_BROKER")]
+    broker: Option<String>,
+    /// MQTT username.
+    #[arg(long, env = "SLIM_MQTT_USERNAME")]
+    username: Option<String>,
+    /// MQTT password.
+    #[arg(long, env = "SLIM_MQTT_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+    /// CA certificate (PEM) for mqtts://.
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+    /// Router that places requests.
+    #[arg(long, value_enum)]
+    router: Option<RouterKind>,
+    /// Trained policy checkpoint for `--router ppo` (see `slim train`).
+    #[arg(long)]
+    policy: Option<PathBuf>,
+    /// Seed for random routers.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Log as JSON lines.
+    #[arg(long)]
+    log_json: bool,
+}
+
+impl RunArgs {
+    fn into_config(self) -> anyhow::Result<CoordinatorConfig> {
+        let mut config = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+                CoordinatorConfig::from_toml(&text)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+            }
+            None => CoordinatorConfig::default(),
+        };
+        if let Some(v) = self.broker {
+            config.broker.url = v;
+        }
+        config.broker.username = self.username.or(config.broker.username.take());
+        config.broker.password = self.password.or(config.broker.password.take());
+        config.broker.ca_file = self.ca_file.or(config.broker.ca_file.take());
+        if let Some(v) = self.router {
+            config.router = v;
+        }
+        if let Some(v) = self.policy {
+            config.policy = Some(v);
+        }
+        if let Some(v) = self.seed {
+            config.seed = v;
+        }
+        config.broker.validate()?;
+        Ok(config)
+    }
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let args = match cli.command {
+        Some(Command::GenerateConfig) => {
+            print!("{}", CoordinatorConfig::default_toml());
+            return Ok(());
+        }
+        Some(Command::Run(args)) => args,
+        None => cli.run,
+    };
+    init_logging(args.log_json);
+    let coordinator = slim_coordinator::start(args.into_config()?).await?;
+    tokio::signal::ctrl_c().await?;
+    tracing::info!("shutting down");
+    coordinator.shutdown().await;
+    Ok(())
+}

@@ -2,7 +2,9 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use rumqttc::{AsyncClient, EventLoop, LastWill, MqttOptions, TlsConfiguration, Transport};
+use rumqttc::{
+    AsyncClient, EventLoop, LastWill, MqttOptions, NetworkOptions, TlsConfiguration, Transport,
+};
 use serde::{Deserialize, Serialize};
 
 /// Largest MQTT packet accepted or sent by default: 4 MiB, room for a batch of images.
@@ -175,15 +177,18 @@ impl BrokerOptions {
     }
 
     /// Builds the client and its event loop. Nothing is sent until the event loop is polled.
+    /// Nagle's algorithm is off: requests are small and latency matters more than packet count.
     pub fn connect(
         &self,
         client_id: &str,
         last_will: Option<LastWill>,
     ) -> Result<(AsyncClient, EventLoop), BrokerError> {
-        Ok(AsyncClient::new(
-            self.mqtt_options(client_id, last_will)?,
-            1024,
-        ))
+        let (client, mut eventloop) =
+            AsyncClient::new(self.mqtt_options(client_id, last_will)?, 1024);
+        let mut network = NetworkOptions::new();
+        network.set_tcp_nodelay(true);
+        eventloop.set_network_options(network);
+        Ok((client, eventloop))
     }
 }
 

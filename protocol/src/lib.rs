@@ -7,12 +7,14 @@
 //! form. This crate has no async runtime and no I/O.
 
 mod codec;
+mod dedup;
 mod error;
 mod messages;
 mod tensor;
 mod topics;
 
 pub use codec::{decode, encode, peek_reply_address, DecodeError, PeekedAddress};
+pub use dedup::RecentIds;
 pub use error::{ErrorCode, ErrorReply};
 pub use messages::*;
 pub use tensor::{DType, Tensor, TensorError};

@@ -87,12 +87,10 @@ impl Tensor {
         Ok(())
     }
 
-    /// The shape without a leading batch dimension of 1, so `[1,C,H,W]` and `[C,H,W]` compare equal.
-    pub fn sample_shape(&self) -> &[u32] {
-        match self.shape.split_first() {
-            Some((1, rest)) if !rest.is_empty() => rest,
-            _ => &self.shape,
-        }
+    /// True when this is one sample of shape `sample`: `[C,H,W]`, or `[1,C,H,W]` with a unit batch.
+    pub fn is_sample_of(&self, sample: &[u32]) -> bool {
+        self.shape == sample
+            || matches!(self.shape.split_first(), Some((1, rest)) if rest == sample)
     }
 
     /// Elements as f32: floats are decoded, u8 are widened (no scaling).
@@ -134,10 +132,12 @@ mod tests {
     }
 
     #[test]
-    fn a_leading_unit_batch_is_ignored_by_sample_shape() {
-        let t = Tensor::from_u8(vec![1, 1, 2, 2], vec![0; 4]);
-        assert_eq!(t.sample_shape(), &[1, 2, 2]);
-        let t = Tensor::from_u8(vec![1], vec![0]);
-        assert_eq!(t.sample_shape(), &[1]);
+    fn a_sample_may_carry_a_unit_batch_dimension() {
+        let chw = Tensor::from_u8(vec![1, 2, 2], vec![0; 4]);
+        assert!(chw.is_sample_of(&[1, 2, 2]));
+        let nchw = Tensor::from_u8(vec![1, 1, 2, 2], vec![0; 4]);
+        assert!(nchw.is_sample_of(&[1, 2, 2]));
+        assert!(!Tensor::from_u8(vec![2, 2], vec![0; 4]).is_sample_of(&[1, 2, 2]));
+        assert!(!Tensor::from_u8(vec![2, 1, 2, 2], vec![0; 8]).is_sample_of(&[1, 2, 2]));
     }
 }

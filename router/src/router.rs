@@ -1,8 +1,11 @@
 //! The router interface and the factory that builds a router by name.
 
+use std::path::PathBuf;
+
 use serde::{Deserialize, Serialize};
 
-use crate::{baselines, Observation, RouteRequest};
+use crate::reward::RewardWeights;
+use crate::{baselines, ppo, Observation, RouteRequest};
 
 /// A placement decision.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -33,6 +36,11 @@ pub enum RouterKind {
     RoundRobin,
     /// The device with the fewest outstanding requests, widest eligible width.
     LeastLoaded,
+    /// Lowest expected finish time plus energy (weighted), width chosen to meet the deadline
+    /// and accuracy floor.
+    Greedy,
+    /// A trained PPO policy loaded from [`RouterSettings::policy`].
+    Ppo,
 }
 
 impl RouterKind {
@@ -42,6 +50,8 @@ impl RouterKind {
             RouterKind::Random => "random",
             RouterKind::RoundRobin => "round-robin",
             RouterKind::LeastLoaded => "least-loaded",
+            RouterKind::Greedy => "greedy",
+            RouterKind::Ppo => "ppo",
         }
     }
 }
@@ -53,6 +63,10 @@ pub struct RouterSettings {
     pub seed: u64,
     /// Batch size assigned by routers that do not choose one.
     pub batch_size: u16,
+    /// Checkpoint of a trained policy (`--policy FILE`), required by [`RouterKind::Ppo`].
+    pub policy: Option<PathBuf>,
+    /// Cost weights of the greedy router (default: the efficiency preset, finish time plus energy).
+    pub weights: RewardWeights,
 }
 
 impl Default for RouterSettings {
@@ -60,15 +74,36 @@ impl Default for RouterSettings {
         Self {
             seed: 0,
             batch_size: 8,
+            policy: None,
+            weights: crate::reward::RewardPreset::Efficiency.weights(),
         }
     }
 }
 
+/// Why a router could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum RouterError {
+    /// `--router ppo` without `--policy`.
+    #[error("the ppo router needs a policy checkpoint (--policy FILE)")]
+    MissingPolicy,
+    /// The checkpoint could not be loaded.
+    #[error(transparent)]
+    Checkpoint(#[from] ppo::CheckpointError),
+}
+
 /// Builds the router `kind`.
-pub fn build_router(kind: RouterKind, settings: &RouterSettings) -> Box<dyn Router> {
-    match kind {
+pub fn build_router(
+    kind: RouterKind,
+    settings: &RouterSettings,
+) -> Result<Box<dyn Router>, RouterError> {
+    Ok(match kind {
         RouterKind::Random => Box::new(baselines::RandomRouter::new(settings)),
         RouterKind::RoundRobin => Box::new(baselines::RoundRobinRouter::new(settings)),
         RouterKind::LeastLoaded => Box::new(baselines::LeastLoadedRouter::new(settings)),
-    }
+        RouterKind::Greedy => Box::new(baselines::GreedyRouter::new(settings)),
+        RouterKind::Ppo => {
+            let path = settings.policy.as_ref().ok_or(RouterError::MissingPolicy)?;
+            Box::new(ppo::PpoRouter::load(path, settings.seed)?)
+        }
+    })
 }

@@ -1,1 +1,60 @@
-//! End-to-end tests live in tests/.
+//! Shared set-up for the end-to-end tests in `tests/tests/`.
+//!
+//! Every test starts its own coordinator and agents under a unique topic prefix. The broker is
+//! an embedded rumqttd by default; set `SLIM_TEST_BROKER=mqtt://127.0.0.1:1883` to run the same
+//! tests against Mosquitto (`.ci/run` does both).
+
+use std::{path::PathBuf, time::Duration};
+
+use slim::cluster::{ClusterSpec, LocalCluster};
+
+/// The broker URL the tests were pointed at, if any.
+pub fn external_broker() -> Option<String> {
+    std::env::var("SLIM_TEST_BROKER")
+        .ok()
+        .filter(|s| !s.is_empty())
+}
+
+/// The repository's `models/` folder.
+pub fn models_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models")
+}
+
+/// A spec for a test cluster: unique prefix, the test broker, the digits family.
+pub fn spec(agent_slowdowns: &[f32]) -> ClusterSpec {
+    let unique = format!("{:x}", rand_suffix());
+    ClusterSpec {
+        broker_url: external_broker(),
+        topic_prefix: format!("slim-test/{unique}/v1"),
+        models_dir: models_dir(),
+        models: vec!["digits".into()],
+        agent_slowdowns: agent_slowdowns.to_vec(),
+        telemetry_interval_ms: 200,
+        telemetry_timeout_ms: 2000,
+        ..ClusterSpec::default()
+    }
+}
+
+/// Starts a cluster from `spec`, with logs going to the test output when `RUST_LOG` is set.
+pub async fn start(spec: ClusterSpec) -> LocalCluster {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    LocalCluster::start(spec).await.expect("cluster starts")
+}
+
+/// How long a test waits for any single answer.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(20);
+
+fn rand_suffix() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    h.finish()
+}

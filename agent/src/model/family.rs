@@ -120,7 +120,7 @@ impl ModelFamily {
                 input.shape
             )));
         }
-        if input.sample_shape() != self.manifest.input_shape.as_slice() {
+        if !input.is_sample_of(&self.manifest.input_shape) {
             return Err(InputMismatch::Shape(format!(
                 "model {} takes [C,H,W] = {:?} (or [1,C,H,W]), got {:?}",
                 self.name(),

@@ -7,12 +7,13 @@ use std::{
 };
 
 use slim_protocol::{
-    encode, BatchRecord, ErrorCode, ErrorReply, InferResult, QueueStat, Timings, PROTOCOL_VERSION,
+    encode, BatchRecord, ErrorCode, ErrorReply, InferResult, QueueStat, RecentIds, Timings,
+    PROTOCOL_VERSION,
 };
 use tokio::sync::{mpsc, oneshot};
 use tract_onnx::tract_core::runtime::State;
 
-use super::{Batch, Batcher, QueueKey, Queued, RecentIds};
+use super::{Batch, Batcher, QueueKey, Queued};
 use crate::{model::top_k, outbox::Outbox, telemetry::EnergyMeter, validate::ValidAssignment};
 
 /// Fixed settings of the scheduler.

@@ -2,8 +2,6 @@
 
 mod actor;
 mod batcher;
-mod recent;
 
 pub use actor::{spawn_scheduler, SchedulerConfig, SchedulerHandle, SchedulerReport};
 pub use batcher::{Batch, Batcher, QueueKey, QueueSnapshot, Queued};
-pub use recent::RecentIds;

@@ -1,9 +1,12 @@
 //! Hand-written routers: the baselines a learned router must beat.
 
+mod greedy;
 mod least_loaded;
 mod random;
 mod round_robin;
 
+pub(crate) use greedy::expected_outcome;
+pub use greedy::GreedyRouter;
 pub use least_loaded::LeastLoadedRouter;
 pub use random::RandomRouter;
 pub use round_robin::RoundRobinRouter;

@@ -1,4 +1,5 @@
-//! A bounded set of recently seen request ids, so a redelivered request is answered once.
+//! A bounded set of recently seen request ids: MQTT delivers at least once, and a redelivered
+//! request must be answered once.
 
 use std::collections::{HashSet, VecDeque};
 

@@ -1,0 +1,166 @@
+//! A whole deployment in one process: a broker (embedded or external), a coordinator and agents.
+//! The demo and the end-to-end tests run on it.
+
+use std::path::PathBuf;
+
+use slim_agent::{AgentConfig, AgentHandle};
+use slim_coordinator::{CoordinatorConfig, CoordinatorHandle};
+use slim_mqtt::{BrokerOptions, EmbeddedBroker};
+use slim_router::RouterKind;
+
+/// How to lay out the local cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterSpec {
+    /// External broker URL; `None` starts an embedded one.
+    pub broker_url: Option<String>,
+    /// Topic prefix (tests use a unique one per test so they can share a broker).
+    pub topic_prefix: String,
+    /// Router for the coordinator.
+    pub router: RouterKind,
+    /// Model families folder.
+    pub models_dir: PathBuf,
+    /// Families to load (empty: all).
+    pub models: Vec<String>,
+    /// One entry per agent: its emulated slowdown (1.0 = real speed).
+    pub agent_slowdowns: Vec<f32>,
+    /// Agent telemetry period, ms.
+    pub telemetry_interval_ms: u64,
+    /// Coordinator's telemetry-silence timeout, ms.
+    pub telemetry_timeout_ms: u64,
+}
+
+impl Default for ClusterSpec {
+    fn default() -> Self {
+        Self {
+            broker_url: None,
+            topic_prefix: slim_protocol::DEFAULT_PREFIX.into(),
+            router: RouterKind::LeastLoaded,
+            models_dir: PathBuf::from("models"),
+            models: vec!["digits".into()],
+            agent_slowdowns: vec![1.0, 2.0, 4.0],
+            telemetry_interval_ms: 500,
+            telemetry_timeout_ms: 3000,
+        }
+    }
+}
+
+/// A running local cluster.
+pub struct LocalCluster {
+    /// The broker in use.
+    pub broker: BrokerOptions,
+    /// The embedded broker, when one was started.
+    pub embedded: Option<EmbeddedBroker>,
+    /// The coordinator.
+    pub coordinator: Option<CoordinatorHandle>,
+    /// The agents.
+    pub agents: Vec<AgentHandle>,
+    /// The spec it was started from.
+    pub spec: ClusterSpec,
+    id_prefix: String,
+}
+
+impl LocalCluster {
+    /// Starts the broker (if embedded), the coordinator and the agents, and waits until the
+    /// coordinator has seen every agent.
+    pub async fn start(spec: ClusterSpec) -> anyhow::Result<Self> {
+        let embedded = match &spec.broker_url {
+            Some(_) => None,
+            None => Some(EmbeddedBroker::start_local()?),
+        };
+        let url = spec
+            .broker_url
+            .clone()
+            .unwrap_or_else(|| embedded.as_ref().expect("embedded").url());
+        let broker = BrokerOptions::from_url(url);
+        let id_prefix = spec.topic_prefix.replace('/', "-");
+        let coordinator = slim_coordinator::start(CoordinatorConfig {
+            id: format!("{id_prefix}-coordinator"),
+            topic_prefix: spec.topic_prefix.clone(),
+            broker: broker.clone(),
+            router: spec.router,
+            telemetry_timeout_ms: spec.telemetry_timeout_ms,
+            ..CoordinatorConfig::default()
+        })
+        .await?;
+        let mut cluster = Self {
+            broker,
+            embedded,
+            coordinator: Some(coordinator),
+            agents: Vec::new(),
+            spec: spec.clone(),
+            id_prefix,
+        };
+        for (i, slowdown) in spec.agent_slowdowns.iter().enumerate() {
+            cluster.start_agent(i, *slowdown).await?;
+        }
+        cluster
+            .wait_for_agents(
+                spec.agent_slowdowns.len(),
+                std::time::Duration::from_secs(30),
+            )
+            .await?;
+        Ok(cluster)
+    }
+
+    /// Waits until the coordinator counts `n` agents online.
+    pub async fn wait_for_agents(
+        &self,
+        n: usize,
+        timeout: std::time::Duration,
+    ) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let online = self
+                .coordinator
+                .as_ref()
+                .map(|c| c.counters().agents_online)
+                .unwrap_or(0);
+            if online == n {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                anyhow::bail!(
+                    "the coordinator sees {online} agents online, expected {n}, after {timeout:?}"
+                );
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Configuration of agent number `index`.
+    pub fn agent_config(&self, index: usize, slowdown: f32) -> AgentConfig {
+        AgentConfig {
+            id: format!("{}-agent-{}", self.id_prefix, index + 1),
+            topic_prefix: self.spec.topic_prefix.clone(),
+            broker: self.broker.clone(),
+            models_dir: self.spec.models_dir.clone(),
+            models: self.spec.models.clone(),
+            backend: slim_agent::backend::BackendChoice::Cpu,
+            telemetry_interval_ms: self.spec.telemetry_interval_ms,
+            slowdown,
+            ..AgentConfig::default()
+        }
+    }
+
+    /// Starts (or restarts) agent number `index`.
+    pub async fn start_agent(&mut self, index: usize, slowdown: f32) -> anyhow::Result<()> {
+        let agent = slim_agent::start(self.agent_config(index, slowdown)).await?;
+        self.agents.push(agent);
+        Ok(())
+    }
+
+    /// The deployment's topics.
+    pub fn topics(&self) -> slim_protocol::Topics {
+        slim_protocol::Topics::new(&self.spec.topic_prefix)
+    }
+
+    /// Stops everything cleanly.
+    pub async fn shutdown(mut self) {
+        for agent in self.agents.drain(..) {
+            agent.shutdown().await;
+        }
+        if let Some(c) = self.coordinator.take() {
+            c.shutdown().await;
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! `slim bench`: open-loop Poisson load against a running system.
+
+use std::{path::PathBuf, time::Duration};
+
+use clap::Args;
+
+use super::BrokerArgs;
+use crate::{
+    client::SlimClient,
+    load::{run_open_loop, LoadSpec},
+    samples::{family_samples, read_npy, split_batch, Sample},
+};
+
+/// Sends requests at a Poisson rate for a while, then prints throughput, latency percentiles and
+/// what was lost. The load is open loop: arrivals do not wait for answers.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub broker: BrokerArgs,
+    /// Mean request rate, per second.
+    #[arg(long, default_value_t = 50.0)]
+    pub rate: f64,
+    /// How long to send.
+    #[arg(long, default_value = "10s", value_parser = super::parse_duration)]
+    pub duration: Duration,
+    /// How long to wait for answers after sending stops.
+    #[arg(long, default_value = "10s", value_parser = super::parse_duration)]
+    pub drain: Duration,
+    /// Model family.
+    #[arg(long, default_value = "digits")]
+    pub model: String,
+    /// Inputs: a .npy batch [N,C,H,W]; defaults to the family's held-out samples in --models-dir.
+    #[arg(long)]
+    pub input: Option<PathBuf>,
+    /// Folder of model families (for default inputs).
+    #[arg(long, default_value = "models")]
+    pub models_dir: PathBuf,
+    /// Pin a width.
+    #[arg(long)]
+    pub width: Option<f32>,
+    /// Accuracy floor, fraction.
+    #[arg(long)]
+    pub min_accuracy: Option<f32>,
+    /// Latency budget per request, ms.
+    #[arg(long)]
+    pub deadline_ms: Option<u32>,
+    /// Seed of arrivals and input choice.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+/// Runs the command.
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let samples: Vec<Sample> = match &args.input {
+        Some(path) => split_batch(&read_npy(path)?)
+            .into_iter()
+            .map(|input| Sample { input, label: None })
+            .collect(),
+        None => family_samples(&args.models_dir, &args.model)?,
+    };
+    let broker = args.broker.options();
+    let client_id = format!("slim-bench-{}", uuid::Uuid::new_v4().simple());
+    let client = SlimClient::connect(&broker, &args.broker.topic_prefix, &client_id, &[]).await?;
+    println!(
+        "bench: {:.0} req/s of {} for {:?} against {}",
+        args.rate, args.model, args.duration, broker.url
+    );
+    let report = run_open_loop(
+        &client,
+        &samples,
+        &LoadSpec {
+            model: args.model.clone(),
+            rate: args.rate,
+            duration: args.duration,
+            drain: args.drain,
+            seed: args.seed,
+            width: args.width,
+            min_accuracy: args.min_accuracy,
+            deadline_ms: args.deadline_ms,
+        },
+    )
+    .await?;
+    print!("{}", report.summary());
+    client.disconnect().await;
+    Ok(())
+}

@@ -1,0 +1,129 @@
+//! `slim demo`: a broker, a coordinator and three agents on this machine, a workload, a summary.
+
+use std::{path::PathBuf, time::Duration};
+
+use clap::Args;
+use slim_router::RouterKind;
+
+use crate::{
+    client::SlimClient,
+    cluster::{ClusterSpec, LocalCluster},
+    load::{run_open_loop, LoadSpec},
+    samples::family_samples,
+};
+
+/// Runs the whole system on this machine and drives a workload through it.
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// How long to send requests.
+    #[arg(long, default_value = "15s", value_parser = super::parse_duration)]
+    pub duration: Duration,
+    /// Mean request rate (Poisson arrivals), per second.
+    #[arg(long, default_value_t = 60.0)]
+    pub rate: f64,
+    /// Router used by the coordinator.
+    #[arg(long, value_enum, default_value_t = RouterKind::LeastLoaded)]
+    pub router: RouterKind,
+    /// Model family to request.
+    #[arg(long, default_value = "digits")]
+    pub model: String,
+    /// Folder of model families.
+    #[arg(long, default_value = "models")]
+    pub models_dir: PathBuf,
+    /// One agent per value: how many times slower than this machine it behaves (1 = real speed).
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
+    pub slowdowns: Vec<f32>,
+    /// Use this broker instead of starting an embedded one.
+    #[arg(long, env = "SLIM_BROKER")]
+    pub broker: Option<String>,
+    /// Keep the system running after the summary, until Ctrl-C.
+    #[arg(long)]
+    pub keep_running: bool,
+    /// Seed of the workload.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+/// Runs the demo.
+pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    let spec = ClusterSpec {
+        broker_url: args.broker.clone(),
+        router: args.router,
+        models_dir: args.models_dir.clone(),
+        models: vec![args.model.clone()],
+        agent_slowdowns: args.slowdowns.clone(),
+        ..ClusterSpec::default()
+    };
+    let samples = family_samples(&args.models_dir, &args.model)?;
+    println!(
+        "Starting {} broker, a coordinator ({}) and {} agents (emulated slowdowns {:?})...",
+        if args.broker.is_some() {
+            "on the external"
+        } else {
+            "an embedded"
+        },
+        args.router.as_str(),
+        args.slowdowns.len(),
+        args.slowdowns
+    );
+    let cluster = LocalCluster::start(spec).await?;
+    println!("Broker: {}", cluster.broker.url);
+    let client = SlimClient::connect(
+        &cluster.broker,
+        &cluster.spec.topic_prefix,
+        "slim-demo-client",
+        &[],
+    )
+    .await?;
+    println!(
+        "Sending {:.0} requests/s of {} for {:?} (open loop, Poisson arrivals, held-out inputs)...",
+        args.rate, args.model, args.duration
+    );
+    let report = run_open_loop(
+        &client,
+        &samples,
+        &LoadSpec {
+            model: args.model.clone(),
+            rate: args.rate,
+            duration: args.duration,
+            drain: Duration::from_secs(15),
+            seed: args.seed,
+            width: None,
+            min_accuracy: None,
+            deadline_ms: None,
+        },
+    )
+    .await?;
+    println!(
+        "\nSummary ({} router, {} agents):",
+        args.router.as_str(),
+        args.slowdowns.len()
+    );
+    print!("{}", report.summary());
+    if let Some(c) = &cluster.coordinator {
+        let counters = c.counters();
+        println!(
+            "  coordinator routed {}  re-routed {}  refused {}",
+            counters.routed,
+            counters.rerouted,
+            counters.refused_total()
+        );
+    }
+    println!(
+        "Reproduce: slim demo --duration {:?} --rate {} --router {} --seed {}",
+        args.duration,
+        args.rate,
+        args.router.as_str(),
+        args.seed
+    );
+    if args.keep_running {
+        println!(
+            "\nStill running; broker at {}. Press Ctrl-C to stop.",
+            cluster.broker.url
+        );
+        tokio::signal::ctrl_c().await?;
+    }
+    client.disconnect().await;
+    cluster.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,149 @@
+//! `slim train`: trains a PPO router in the cluster simulator and writes a checkpoint.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+use slim_router::eval::evaluate;
+use slim_router::ppo::features::OBSERVATION_SCHEMA_VERSION;
+use slim_router::ppo::{train, Checkpoint, CheckpointMeta, PpoConfig, PpoRouter};
+
+use super::simulate::{compare, print_table, FleetArgs, WeightArgs};
+
+/// Arguments of `slim train`.
+#[derive(Debug, clap::Args)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    pub fleet: FleetArgs,
+    #[command(flatten)]
+    pub weights: WeightArgs,
+    /// Routing decisions to train for.
+    #[arg(long, default_value_t = 300_000)]
+    pub steps: usize,
+    /// Seed of everything random in training.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Checkpoint to write (default `router/policies/{preset}.safetensors`).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// PPO hyperparameters as TOML (fields of `PpoConfig`; `--steps` and `--seed` win).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Held-out scenarios for the final evaluation (0 skips it).
+    #[arg(long, default_value_t = 5)]
+    pub eval_seeds: u64,
+    /// Requests per evaluation scenario.
+    #[arg(long, default_value_t = 5000)]
+    pub eval_requests: usize,
+}
+
+/// Runs `slim train`.
+pub fn run(args: TrainArgs) -> anyhow::Result<()> {
+    let (fleet, names) = args.fleet.load()?;
+    let (weights, preset) = args.weights.resolve();
+    let mut config: PpoConfig = match &args.config {
+        Some(path) => toml::from_str(
+            &std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?,
+        )
+        .with_context(|| format!("parsing {}", path.display()))?,
+        None => PpoConfig::default(),
+    };
+    config.total_steps = args.steps;
+    config.seed = args.seed;
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("router/policies/{preset}.safetensors")));
+    println!(
+        "training {preset} {weights:?} on {} for {} decisions (seed {})",
+        names.join(","),
+        config.total_steps,
+        config.seed
+    );
+
+    let iterations = config.total_steps.div_ceil(config.steps_per_rollout).max(1) as u64;
+    let bar = ProgressBar::new(iterations);
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} updates {msg}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    let started = Instant::now();
+    let (policy, history) = train(&fleet, &config, &weights, |s| {
+        bar.set_message(format!(
+            "cost {:.3} kl {:.4} clipfrac {:.3} ev {:.2}",
+            s.mean_cost, s.approx_kl, s.clipfrac, s.explained_variance
+        ));
+        if s.iteration == 1 || s.iteration % 10 == 0 || s.iteration == s.iterations {
+            let line = format!(
+                "update {:>4}/{} steps {:>8} cost {:>8.4} lr {:.2e} pg {:>7.4} v {:>7.4} entropy {:.3} approx_kl {:.4} clipfrac {:.3} explained_variance {:.3}",
+                s.iteration, s.iterations, s.steps, s.mean_cost, s.learning_rate, s.policy_loss, s.value_loss, s.entropy, s.approx_kl, s.clipfrac, s.explained_variance
+            );
+            // A hidden bar (no terminal) drops println, so print the diagnostics directly there.
+            if bar.is_hidden() {
+                println!("{line}");
+            } else {
+                bar.println(line);
+            }
+        }
+        bar.inc(1);
+    })?;
+    bar.finish();
+    let train_seconds = started.elapsed().as_secs_f64();
+    println!("trained in {train_seconds:.1} s");
+
+    let last = history.last().copied().unwrap_or_default();
+    let final_diagnostics = HashMap::from([
+        ("mean_cost".to_string(), f64::from(last.mean_cost)),
+        ("approx_kl".to_string(), f64::from(last.approx_kl)),
+        ("clipfrac".to_string(), f64::from(last.clipfrac)),
+        (
+            "explained_variance".to_string(),
+            f64::from(last.explained_variance),
+        ),
+        ("entropy".to_string(), f64::from(last.entropy)),
+    ]);
+    let final_metrics = (args.eval_seeds > 0).then(|| {
+        let mut router = PpoRouter::new(policy.clone());
+        evaluate(
+            &fleet,
+            &mut router,
+            0..args.eval_seeds,
+            args.eval_requests,
+            &config.batch_sizes,
+            &weights,
+        )
+        .summary
+    });
+    let checkpoint = Checkpoint {
+        weights: policy,
+        meta: CheckpointMeta {
+            observation_schema_version: OBSERVATION_SCHEMA_VERSION,
+            preset,
+            weights,
+            fleet: names,
+            seed: config.seed,
+            steps: last.steps,
+            train_seconds,
+            config: config.clone(),
+            final_metrics,
+            final_diagnostics,
+        },
+    };
+    checkpoint.save(&out)?;
+    println!("wrote {}", out.display());
+    if args.eval_seeds > 0 {
+        let rows = compare(
+            &fleet,
+            &weights,
+            std::slice::from_ref(&out),
+            args.eval_seeds,
+            args.eval_requests,
+        )?;
+        print_table(&rows);
+    }
+    Ok(())
+}

@@ -1,0 +1,266 @@
+//! Open-loop load: requests arrive as a Poisson process, whatever the system's speed, and every
+//! answer (or its absence) is accounted for.
+
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
+
+use rand::{rngs::StdRng, Rng, SeedableRng};
+use rand_distr::{Distribution, Exp};
+use slim_protocol::{ErrorCode, InferRequest, PROTOCOL_VERSION};
+
+use crate::{
+    client::{Reply, SlimClient},
+    samples::Sample,
+};
+
+/// What to send.
+#[derive(Debug, Clone)]
+pub struct LoadSpec {
+    /// Model family.
+    pub model: String,
+    /// Mean arrival rate, requests per second.
+    pub rate: f64,
+    /// How long to keep sending.
+    pub duration: Duration,
+    /// How long to wait for the last answers after sending stops.
+    pub drain: Duration,
+    /// Seed for arrivals and sample choice.
+    pub seed: u64,
+    /// Optional pinned width.
+    pub width: Option<f32>,
+    /// Optional accuracy floor.
+    pub min_accuracy: Option<f32>,
+    /// Optional latency budget, ms.
+    pub deadline_ms: Option<u32>,
+}
+
+/// One answered request.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// End-to-end latency seen by the client.
+    pub latency: Duration,
+    /// The answer.
+    pub reply: Reply,
+    /// Ground truth, if the sample was labelled.
+    pub label: Option<u32>,
+}
+
+/// Everything a load run observed.
+#[derive(Debug, Clone, Default)]
+pub struct LoadReport {
+    /// Requests sent.
+    pub sent: usize,
+    /// Answers received.
+    pub outcomes: Vec<Outcome>,
+    /// Wall time from the first send to the last answer.
+    pub elapsed: Duration,
+}
+
+/// Runs an open-loop Poisson load through `client`, drawing inputs from `samples`.
+pub async fn run_open_loop(
+    client: &SlimClient,
+    samples: &[Sample],
+    spec: &LoadSpec,
+) -> anyhow::Result<LoadReport> {
+    anyhow::ensure!(!samples.is_empty(), "no input samples");
+    anyhow::ensure!(spec.rate > 0.0, "rate must be positive");
+    let mut rng = StdRng::seed_from_u64(spec.seed);
+    let gaps = Exp::new(spec.rate)?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Outcome>();
+    let start = Instant::now();
+    let mut next = start;
+    let mut sent = 0usize;
+    let run_id: u32 = rng.gen();
+    while next.duration_since(start) < spec.duration {
+        tokio::time::sleep_until(next.into()).await;
+        let sample = &samples[rng.gen_range(0..samples.len())];
+        let mut request = InferRequest::new(
+            format!("{run_id:08x}-{sent}"),
+            spec.model.clone(),
+            sample.input.clone(),
+        );
+        request.v = PROTOCOL_VERSION;
+        request.width = spec.width;
+        request.min_accuracy = spec.min_accuracy;
+        request.deadline_ms = spec.deadline_ms;
+        request.sent_at_ms = Some(slim_protocol::now_ms());
+        let pending = client.send(request).await?;
+        sent += 1;
+        let (tx, label, sent_at) = (tx.clone(), sample.label, Instant::now());
+        tokio::spawn(async move {
+            if let Ok(reply) = pending.await {
+                let _ = tx.send(Outcome {
+                    latency: sent_at.elapsed(),
+                    reply,
+                    label,
+                });
+            }
+        });
+        next += Duration::from_secs_f64(gaps.sample(&mut rng));
+    }
+    drop(tx);
+    let mut outcomes = Vec::with_capacity(sent);
+    let deadline = Instant::now() + spec.drain;
+    let mut last = Instant::now();
+    while outcomes.len() < sent {
+        match tokio::time::timeout_at(deadline.into(), rx.recv()).await {
+            Ok(Some(o)) => {
+                outcomes.push(o);
+                last = Instant::now();
+            }
+            _ => break,
+        }
+    }
+    Ok(LoadReport {
+        sent,
+        outcomes,
+        elapsed: last.duration_since(start),
+    })
+}
+
+/// Figures a user reads after a run.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    /// Requests sent.
+    pub sent: usize,
+    /// Answered with a result.
+    pub answered: usize,
+    /// Answered with an error, by code.
+    pub errored: BTreeMap<String, usize>,
+    /// Never answered.
+    pub lost: usize,
+    /// Results per second over the run.
+    pub throughput: f64,
+    /// Latency percentiles of results, ms: p50, p95, p99, mean.
+    pub latency_ms: [f64; 4],
+    /// Results per width (width × 1000 → count).
+    pub widths: BTreeMap<u16, usize>,
+    /// Mean of the manifest accuracy of the widths used.
+    pub implied_accuracy: f64,
+    /// Top-1 accuracy against labels, with the number of labelled results.
+    pub observed_accuracy: Option<(f64, usize)>,
+    /// Results per agent.
+    pub agents: BTreeMap<String, usize>,
+    /// Mean agent-side queue and compute time of results, ms.
+    pub agent_ms: [f64; 2],
+    /// Mean energy per result, joules, with its source.
+    pub energy_j: Option<(f64, String)>,
+}
+
+impl LoadReport {
+    /// Condenses the run.
+    pub fn summary(&self) -> Summary {
+        let mut s = Summary {
+            sent: self.sent,
+            ..Default::default()
+        };
+        let mut latencies = Vec::new();
+        let (mut acc_sum, mut energy_sum, mut energy_source) = (0.0, 0.0, String::new());
+        let (mut labelled, mut correct) = (0usize, 0usize);
+        for o in &self.outcomes {
+            match &o.reply {
+                Reply::Result(r) => {
+                    s.answered += 1;
+                    latencies.push(o.latency.as_secs_f64() * 1000.0);
+                    *s.widths
+                        .entry((r.width * 1000.0).round() as u16)
+                        .or_default() += 1;
+                    *s.agents.entry(r.agent.clone()).or_default() += 1;
+                    acc_sum += r.accuracy as f64;
+                    s.agent_ms[0] += r.timings.queue_ms as f64;
+                    s.agent_ms[1] += r.timings.compute_ms as f64;
+                    energy_sum += r.energy_j as f64;
+                    energy_source = format!("{:?}", r.energy_source).to_lowercase();
+                    if let Some(label) = o.label {
+                        labelled += 1;
+                        if r.top_k.first().map(|c| c.class) == Some(label) {
+                            correct += 1;
+                        }
+                    }
+                }
+                Reply::Error(e) => *s.errored.entry(code_name(e.code)).or_default() += 1,
+            }
+        }
+        s.lost = self.sent - self.outcomes.len();
+        s.throughput = s.answered as f64 / self.elapsed.as_secs_f64().max(1e-9);
+        latencies.sort_by(f64::total_cmp);
+        let pct = |p: f64| {
+            if latencies.is_empty() {
+                0.0
+            } else {
+                latencies[((latencies.len() - 1) as f64 * p).round() as usize]
+            }
+        };
+        let mean = latencies.iter().sum::<f64>() / latencies.len().max(1) as f64;
+        s.latency_ms = [pct(0.5), pct(0.95), pct(0.99), mean];
+        if s.answered > 0 {
+            s.agent_ms = s.agent_ms.map(|v| v / s.answered as f64);
+            s.implied_accuracy = acc_sum / s.answered as f64;
+            s.energy_j = Some((energy_sum / s.answered as f64, energy_source));
+        }
+        if labelled > 0 {
+            s.observed_accuracy = Some((correct as f64 / labelled as f64, labelled));
+        }
+        s
+    }
+}
+
+fn code_name(code: ErrorCode) -> String {
+    code.as_str().to_string()
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let errored: usize = self.errored.values().sum();
+        writeln!(
+            f,
+            "  requests   sent {}  answered {}  errored {}  lost {}",
+            self.sent, self.answered, errored, self.lost
+        )?;
+        for (code, n) in &self.errored {
+            writeln!(f, "             error {code}: {n}")?;
+        }
+        writeln!(f, "  throughput {:.1} results/s", self.throughput)?;
+        let [p50, p95, p99, mean] = self.latency_ms;
+        writeln!(f, "  latency    p50 {p50:.1} ms  p95 {p95:.1} ms  p99 {p99:.1} ms  mean {mean:.1} ms (client side, end to end)")?;
+        writeln!(f, "             agent side: queue {:.1} ms, compute {:.1} ms (mean; compute includes emulated slowdown)", self.agent_ms[0], self.agent_ms[1])?;
+        let total = self.answered.max(1) as f64;
+        let mix: Vec<String> = self
+            .widths
+            .iter()
+            .map(|(w, n)| {
+                format!(
+                    "{:.2}x {:.0}%",
+                    *w as f64 / 1000.0,
+                    100.0 * *n as f64 / total
+                )
+            })
+            .collect();
+        writeln!(f, "  widths     {}", mix.join("  "))?;
+        writeln!(
+            f,
+            "  accuracy   {:.2}% implied by the widths used (manifest top-1)",
+            100.0 * self.implied_accuracy
+        )?;
+        if let Some((acc, n)) = self.observed_accuracy {
+            writeln!(
+                f,
+                "             {:.2}% observed on {n} labelled held-out inputs",
+                100.0 * acc
+            )?;
+        }
+        if let Some((e, source)) = &self.energy_j {
+            writeln!(f, "  energy     {:.4} J per result (source: {source})", e)?;
+        }
+        for (agent, n) in &self.agents {
+            writeln!(
+                f,
+                "  agent      {agent:<24} {n:>7} results ({:.0}%)",
+                100.0 * *n as f64 / total
+            )?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,81 @@
+//! Coordinator configuration (`slim-coordinator generate-config` prints the default).
+
+use serde::{Deserialize, Serialize};
+use slim_mqtt::BrokerOptions;
+use slim_router::RouterKind;
+
+/// Everything that describes one coordinator deployment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CoordinatorConfig {
+    /// Coordinator id, used as MQTT client id.
+    pub id: String,
+    /// Topic prefix shared by the whole deployment.
+    pub topic_prefix: String,
+    /// How to reach the MQTT broker.
+    pub broker: BrokerOptions,
+    /// Router that places requests.
+    pub router: RouterKind,
+    /// Trained policy checkpoint, required by `router = "ppo"`.
+    pub policy: Option<std::path::PathBuf>,
+    /// Seed for routers that draw random numbers.
+    pub seed: u64,
+    /// Batch size assigned by routers that do not choose one.
+    pub batch_size: u16,
+    /// Longest an agent may hold a request to fill a batch, milliseconds.
+    pub max_queue_delay_ms: u32,
+    /// An agent silent for this long is taken offline and its requests re-routed, milliseconds.
+    pub telemetry_timeout_ms: u64,
+    /// A request that finds no agent waits this long for one before `no_capacity`, milliseconds.
+    pub park_timeout_ms: u64,
+    /// Requests larger than this are refused with `too_large`.
+    pub max_payload_bytes: usize,
+    /// How many re-routes a request may have before it is answered with an error.
+    pub max_attempts: u16,
+}
+
+impl Default for CoordinatorConfig {
+    fn default() -> Self {
+        Self {
+            id: "coordinator".into(),
+            topic_prefix: slim_protocol::DEFAULT_PREFIX.into(),
+            broker: BrokerOptions::default(),
+            router: RouterKind::LeastLoaded,
+            policy: None,
+            seed: 0,
+            batch_size: 8,
+            max_queue_delay_ms: 5,
+            telemetry_timeout_ms: 5000,
+            park_timeout_ms: 10_000,
+            max_payload_bytes: 1024 * 1024,
+            max_attempts: 3,
+        }
+    }
+}
+
+impl CoordinatorConfig {
+    /// Parses a TOML file's text.
+    pub fn from_toml(text: &str) -> Result<Self, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    /// The default configuration as TOML.
+    pub fn default_toml() -> String {
+        let body = toml::to_string_pretty(&Self::default()).expect("config serializes");
+        format!(
+            "# slim-coordinator configuration. Every key is optional; these are the defaults.\n\
+             # Flags and SLIM_* environment variables override the file.\n{body}"
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_generated_default_config_parses_back_to_the_default() {
+        let parsed = CoordinatorConfig::from_toml(&CoordinatorConfig::default_toml()).unwrap();
+        assert_eq!(parsed, CoordinatorConfig::default());
+    }
+}

@@ -1,0 +1,36 @@
+//! What the coordinator counts; each event logs and counts in one place.
+
+use std::collections::HashMap;
+
+use slim_protocol::ErrorCode;
+
+/// Running totals since start.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Counters {
+    /// Requests received on the request topics.
+    pub received: u64,
+    /// Placements published (first placements and re-routes).
+    pub routed: u64,
+    /// Re-routes after an agent was lost.
+    pub rerouted: u64,
+    /// Agents online now.
+    pub agents_online: usize,
+    /// Redelivered requests ignored.
+    pub duplicates: u64,
+    /// Refusals by error code.
+    pub refused: HashMap<ErrorCode, u64>,
+    /// Placements per (agent, width × 1000).
+    pub per_agent_width: HashMap<(String, u16), u64>,
+}
+
+impl Counters {
+    /// Records a refusal.
+    pub fn refused(&mut self, code: ErrorCode) {
+        *self.refused.entry(code).or_default() += 1;
+    }
+
+    /// Total refusals.
+    pub fn refused_total(&self) -> u64 {
+        self.refused.values().sum()
+    }
+}

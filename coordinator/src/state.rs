@@ -1,0 +1,359 @@
+//! Cluster state: which agents exist, what they serve, how loaded they are, and which requests
+//! each one holds. Pure: the caller passes the clock.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    time::{Duration, Instant},
+};
+
+use slim_protocol::{AgentInfo, InferRequest, ModelInfo, Telemetry};
+use slim_router::{BatchOption, DeviceView, Observation, WidthOption};
+
+/// A request placed on an agent and not yet answered.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    /// The request.
+    pub request: InferRequest,
+    /// Placements so far minus one.
+    pub attempt: u16,
+    /// When it was last placed.
+    pub assigned_at: Instant,
+}
+
+/// What the coordinator knows of one agent.
+#[derive(Debug, Clone)]
+pub struct AgentEntry {
+    /// Its latest announcement.
+    pub info: AgentInfo,
+    /// Its latest telemetry.
+    pub telemetry: Option<Telemetry>,
+    /// Last time anything was heard from it.
+    pub last_seen: Instant,
+    /// Online and routable.
+    pub online: bool,
+    /// Requests it holds.
+    pub pending: HashMap<String, Pending>,
+    /// Mean batch compute latency per (model, width × 1000), exponentially smoothed, ms.
+    pub latency_ms: HashMap<(String, u16), f32>,
+    /// Mean compute time per request (batch time / batch size), exponentially smoothed, ms.
+    pub per_request_ms: Option<f32>,
+    /// Requests assigned since start.
+    pub assigned: u64,
+}
+
+/// All agents, by id.
+#[derive(Debug, Default)]
+pub struct ClusterState {
+    agents: BTreeMap<String, AgentEntry>,
+}
+
+fn width_key(width: f32) -> u16 {
+    (width * 1000.0).round() as u16
+}
+
+impl ClusterState {
+    /// Applies a status message. Returns the requests to re-route if the agent went offline.
+    pub fn on_status(&mut self, info: AgentInfo, now: Instant) -> Vec<Pending> {
+        let id = info.agent.clone();
+        let online = info.online;
+        let entry = self.agents.entry(id.clone()).or_insert_with(|| AgentEntry {
+            info: info.clone(),
+            telemetry: None,
+            last_seen: now,
+            online,
+            pending: HashMap::new(),
+            latency_ms: HashMap::new(),
+            per_request_ms: None,
+            assigned: 0,
+        });
+        let restarted = entry.info.started_at_ms != info.started_at_ms;
+        entry.info = info;
+        entry.last_seen = now;
+        let was_online = entry.online;
+        entry.online = online;
+        if online && was_online && !restarted {
+            return Vec::new();
+        }
+        if online {
+            tracing::info!(agent = %id, restarted, "agent online");
+        } else {
+            tracing::warn!(agent = %id, pending = entry.pending.len(), "agent offline");
+        }
+        if !online || restarted {
+            entry.pending.drain().map(|(_, p)| p).collect()
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// Applies telemetry: load figures, latencies, and the requests it has answered.
+    pub fn on_telemetry(&mut self, telemetry: Telemetry, now: Instant) {
+        let Some(entry) = self.agents.get_mut(&telemetry.agent) else {
+            return;
+        };
+        entry.last_seen = now;
+        if !entry.online && entry.info.online {
+            entry.online = true;
+        }
+        for id in &telemetry.done {
+            entry.pending.remove(id);
+        }
+        for batch in &telemetry.batches {
+            let key = (batch.model.clone(), width_key(batch.width));
+            let smoothed = entry.latency_ms.entry(key).or_insert(batch.compute_ms);
+            *smoothed = 0.8 * *smoothed + 0.2 * batch.compute_ms;
+            let per_request = batch.compute_ms / f32::from(batch.batch_size.max(1));
+            entry.per_request_ms = Some(match entry.per_request_ms {
+                Some(old) => 0.8 * old + 0.2 * per_request,
+                None => per_request,
+            });
+        }
+        entry.telemetry = Some(telemetry);
+    }
+
+    /// Takes offline every agent silent for longer than `timeout`; returns their requests.
+    pub fn expire(&mut self, now: Instant, timeout: Duration) -> Vec<Pending> {
+        let mut orphans = Vec::new();
+        for (id, entry) in &mut self.agents {
+            if entry.online && now.saturating_duration_since(entry.last_seen) > timeout {
+                tracing::warn!(agent = %id, silent_ms = now.saturating_duration_since(entry.last_seen).as_millis() as u64, "agent silent: taken offline");
+                entry.online = false;
+                entry.info.online = false;
+                orphans.extend(entry.pending.drain().map(|(_, p)| p));
+            }
+        }
+        orphans
+    }
+
+    /// Records that `request` was placed on `agent`.
+    pub fn record_assignment(
+        &mut self,
+        agent: &str,
+        request: InferRequest,
+        attempt: u16,
+        now: Instant,
+    ) {
+        if let Some(entry) = self.agents.get_mut(agent) {
+            entry.assigned += 1;
+            entry.pending.insert(
+                request.id.clone(),
+                Pending {
+                    request,
+                    attempt,
+                    assigned_at: now,
+                },
+            );
+        }
+    }
+
+    /// The model as any known agent (online or not) describes it.
+    pub fn model(&self, name: &str) -> Option<&ModelInfo> {
+        self.agents
+            .values()
+            .flat_map(|a| a.info.models.iter())
+            .find(|m| m.name == name)
+    }
+
+    /// Online agents that serve `model`, as the router sees them, with their ids.
+    pub fn observation(&self, model: &str) -> (Observation, Vec<String>) {
+        let mut ids = Vec::new();
+        let devices = self
+            .agents
+            .values()
+            .filter(|a| a.online)
+            .filter_map(|a| {
+                let m = a.info.models.iter().find(|m| m.name == model)?;
+                ids.push(a.info.agent.clone());
+                let t = a.telemetry.as_ref();
+                let outstanding = a.pending.len() as u32;
+                Some(DeviceView {
+                    agent: a.info.agent.clone(),
+                    online: true,
+                    outstanding,
+                    backlog_ms: outstanding as f32 * a.per_request_ms.unwrap_or(0.0),
+                    instances: t
+                        .map(|t| t.queues.iter().map(|q| q.instances).max().unwrap_or(1))
+                        .unwrap_or(1)
+                        .max(1),
+                    queue_depth: t
+                        .map(|t| t.queues.iter().map(|q| q.depth).sum())
+                        .unwrap_or(0),
+                    cpu_util: t.map(|t| t.cpu_util).unwrap_or(0.0),
+                    gpu_util: t.and_then(|t| t.gpu_util),
+                    mem_free_bytes: t
+                        .map(|t| match (t.vram_total_bytes, t.vram_used_bytes) {
+                            (Some(total), Some(used)) => total.saturating_sub(used),
+                            _ => t.ram_total_bytes.saturating_sub(t.ram_used_bytes),
+                        })
+                        .unwrap_or(0),
+                    power_w: t.map(|t| t.power_w).unwrap_or(0.0),
+                    max_batch: a.info.max_batch,
+                    slowdown: a.info.emulation.as_ref().map(|e| e.slowdown).unwrap_or(1.0),
+                    widths: m
+                        .widths
+                        .iter()
+                        .map(|w| WidthOption {
+                            width: w.width,
+                            top1: w.top1,
+                            flops: w.flops,
+                            recent_latency_ms: a
+                                .latency_ms
+                                .get(&(model.to_string(), width_key(w.width)))
+                                .copied(),
+                            batches: profile_batches(&a.info, model, w.width),
+                        })
+                        .collect(),
+                })
+            })
+            .collect();
+        (Observation { devices }, ids)
+    }
+
+    /// Every agent.
+    pub fn agents(&self) -> impl Iterator<Item = &AgentEntry> {
+        self.agents.values()
+    }
+
+    /// Number of online agents.
+    pub fn online_count(&self) -> usize {
+        self.agents.values().filter(|a| a.online).count()
+    }
+}
+
+/// The batch sizes an agent's profile lists for `model` at `width`, ascending.
+fn profile_batches(info: &AgentInfo, model: &str, width: f32) -> Vec<BatchOption> {
+    let Some(profile) = &info.profile else {
+        return Vec::new();
+    };
+    let mut batches: Vec<BatchOption> = profile
+        .points
+        .iter()
+        .filter(|p| p.model == model && width_key(p.width) == width_key(width))
+        .map(|p| BatchOption {
+            batch: p.batch,
+            latency_ms: p.latency_ms,
+            power_w: p.power_w.unwrap_or(profile.max_power_w),
+            mem_bytes: 0,
+        })
+        .collect();
+    batches.sort_by_key(|b| b.batch);
+    batches
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use slim_protocol::{DeviceInfo, Tensor, WidthInfo, PROTOCOL_VERSION};
+
+    fn info(agent: &str, online: bool, started: u64) -> AgentInfo {
+        AgentInfo {
+            v: PROTOCOL_VERSION,
+            agent: agent.into(),
+            online,
+            started_at_ms: started,
+            backend: "cpu".into(),
+            backend_reason: String::new(),
+            device: DeviceInfo::default(),
+            models: vec![ModelInfo {
+                name: "digits".into(),
+                input_shape: vec![1, 8, 8],
+                classes: 10,
+                widths: vec![WidthInfo {
+                    width: 0.5,
+                    top1: 0.9,
+                    accuracy_source: "measured".into(),
+                    flops: 1,
+                    params: 1,
+                }],
+            }],
+            max_batch: 8,
+            emulation: None,
+            profile: None,
+        }
+    }
+
+    fn request(id: &str) -> InferRequest {
+        InferRequest::new(id, "digits", Tensor::from_u8(vec![1, 8, 8], vec![0; 64]))
+    }
+
+    fn telemetry(agent: &str, done: &[&str]) -> Telemetry {
+        Telemetry {
+            v: PROTOCOL_VERSION,
+            agent: agent.into(),
+            seq: 1,
+            at_ms: 0,
+            cpu_util: 0.5,
+            ram_used_bytes: 1,
+            ram_total_bytes: 3,
+            gpu_util: None,
+            vram_used_bytes: None,
+            vram_total_bytes: None,
+            power_w: 1.0,
+            energy_j: 1.0,
+            energy_source: slim_protocol::EnergySource::Model,
+            queues: vec![],
+            outstanding: 0,
+            completed: 0,
+            errors: 0,
+            batches: vec![],
+            done: done.iter().map(|s| s.to_string()).collect(),
+            emulated: false,
+        }
+    }
+
+    #[test]
+    fn an_agent_that_goes_offline_hands_back_its_pending_requests() {
+        let t0 = Instant::now();
+        let mut s = ClusterState::default();
+        assert!(s.on_status(info("a", true, 1), t0).is_empty());
+        s.record_assignment("a", request("r1"), 0, t0);
+        s.record_assignment("a", request("r2"), 0, t0);
+        s.on_telemetry(telemetry("a", &["r1"]), t0);
+        let orphans = s.on_status(info("a", false, 1), t0);
+        assert_eq!(orphans.len(), 1);
+        assert_eq!(orphans[0].request.id, "r2");
+        assert_eq!(s.observation("digits").0.devices.len(), 0);
+    }
+
+    #[test]
+    fn a_silent_agent_is_taken_offline_after_the_timeout() {
+        let t0 = Instant::now();
+        let mut s = ClusterState::default();
+        s.on_status(info("a", true, 1), t0);
+        s.record_assignment("a", request("r1"), 0, t0);
+        assert!(s
+            .expire(t0 + Duration::from_millis(900), Duration::from_secs(1))
+            .is_empty());
+        let orphans = s.expire(t0 + Duration::from_millis(1100), Duration::from_secs(1));
+        assert_eq!(orphans.len(), 1);
+        assert_eq!(s.online_count(), 0);
+        s.on_telemetry(telemetry("a", &[]), t0 + Duration::from_millis(1200));
+        assert_eq!(s.online_count(), 1, "telemetry brings it back");
+    }
+
+    #[test]
+    fn a_restarted_agent_hands_back_what_its_previous_run_held() {
+        let t0 = Instant::now();
+        let mut s = ClusterState::default();
+        s.on_status(info("a", true, 1), t0);
+        s.record_assignment("a", request("r1"), 0, t0);
+        let orphans = s.on_status(info("a", true, 2), t0);
+        assert_eq!(orphans.len(), 1);
+        assert_eq!(s.online_count(), 1);
+    }
+
+    #[test]
+    fn the_observation_reports_outstanding_work_and_memory() {
+        let t0 = Instant::now();
+        let mut s = ClusterState::default();
+        s.on_status(info("a", true, 1), t0);
+        s.on_status(info("b", true, 1), t0);
+        s.record_assignment("b", request("r1"), 0, t0);
+        s.on_telemetry(telemetry("b", &[]), t0);
+        let (obs, ids) = s.observation("digits");
+        assert_eq!(ids, vec!["a", "b"]);
+        assert_eq!(obs.devices[1].outstanding, 1);
+        assert_eq!(obs.devices[1].mem_free_bytes, 2);
+        assert!(s.observation("other").0.devices.is_empty());
+    }
+}

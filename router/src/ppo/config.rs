@@ -1,0 +1,79 @@
+//! Every PPO hyperparameter, in one place.
+
+use serde::{Deserialize, Serialize};
+
+/// PPO hyperparameters (CleanRL's defaults where they apply, tuned for short router episodes).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PpoConfig {
+    /// Seed of the policy init, action sampling, minibatch shuffling and training scenarios.
+    pub seed: u64,
+    /// Environment steps (routing decisions) to train for.
+    pub total_steps: usize,
+    /// Decisions collected per policy update (whole episodes, so at least this many).
+    pub steps_per_rollout: usize,
+    /// Requests per training episode (each episode is a fresh [`Scenario::sample`](crate::sim::Scenario::sample)).
+    pub requests_per_episode: usize,
+    /// Width of the hidden layers of the shared candidate encoder.
+    pub hidden: usize,
+    /// Adam learning rate at the start; annealed linearly to 0 when `anneal_lr`.
+    pub learning_rate: f64,
+    /// Anneal the learning rate linearly to 0 over training.
+    pub anneal_lr: bool,
+    /// Discount per decision.
+    pub gamma: f32,
+    /// GAE λ.
+    pub gae_lambda: f32,
+    /// Minibatch size, in decisions.
+    pub minibatch_size: usize,
+    /// Passes over each rollout.
+    pub update_epochs: usize,
+    /// Normalize advantages per minibatch.
+    pub norm_adv: bool,
+    /// Policy ratio clip.
+    pub clip_coef: f32,
+    /// Clip the value loss around the old values with `clip_coef` too.
+    pub clip_vloss: bool,
+    /// Entropy bonus.
+    pub ent_coef: f32,
+    /// Value loss weight.
+    pub vf_coef: f32,
+    /// Global gradient-norm clip.
+    pub max_grad_norm: f32,
+    /// Stop the epochs of an update early when approx_kl exceeds this.
+    pub target_kl: Option<f32>,
+    /// Rewards are `-min(cost, cost_clip) * reward_scale`.
+    pub reward_scale: f32,
+    /// Largest request cost counted, so an overloaded queue does not swamp the value function.
+    pub cost_clip: f32,
+    /// Batch sizes the policy chooses among.
+    pub batch_sizes: Vec<u16>,
+}
+
+impl Default for PpoConfig {
+    fn default() -> Self {
+        Self {
+            seed: 1,
+            total_steps: 300_000,
+            steps_per_rollout: 4096,
+            requests_per_episode: 1024,
+            hidden: 32,
+            learning_rate: 1e-3,
+            anneal_lr: true,
+            gamma: 0.9,
+            gae_lambda: 0.9,
+            minibatch_size: 512,
+            update_epochs: 4,
+            norm_adv: true,
+            clip_coef: 0.2,
+            clip_vloss: true,
+            ent_coef: 0.003,
+            vf_coef: 0.5,
+            max_grad_norm: 0.5,
+            target_kl: Some(0.05),
+            reward_scale: 0.1,
+            cost_clip: 100.0,
+            batch_sizes: vec![1, 4, 8, 16],
+        }
+    }
+}

@@ -1,0 +1,279 @@
+//! The actor-critic: one small MLP that scores each candidate (the shared per-device encoder),
+//! and a critic that pools the candidates' encodings.
+//!
+//! Actor: `logit_k = L3(relu(L2(relu(L1(x_k)))))`, softmax over the valid candidates `k`.
+//! Critic: `v = C3(relu(C2(mean_k relu(C1(x_k)))))`.
+//!
+//! Training runs on candle (autograd, Adam). Deciding runs on [`PolicyWeights`], a plain copy
+//! of the same weights: candle dispatches each op for some microseconds, too slow for 20k
+//! decisions a second with a dozen ops per decision, while these loops take a few.
+
+use candle_core::{DType, Device, Tensor, Var};
+use rand::rngs::StdRng;
+use rand::Rng;
+use rand_distr::StandardNormal;
+
+use super::features::FEATURES;
+
+/// A dense layer, weights `[outputs][inputs]` row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dense {
+    /// Inputs.
+    pub inputs: usize,
+    /// Outputs.
+    pub outputs: usize,
+    /// Weights, `outputs * inputs`.
+    pub weight: Vec<f32>,
+    /// Biases, `outputs`.
+    pub bias: Vec<f32>,
+}
+
+impl Dense {
+    /// Orthogonal init scaled by `gain`, zero bias (as CleanRL's `layer_init`).
+    fn orthogonal(inputs: usize, outputs: usize, gain: f32, rng: &mut StdRng) -> Self {
+        let (rows, cols) = (inputs.min(outputs), inputs.max(outputs));
+        let mut q: Vec<Vec<f32>> = Vec::with_capacity(rows);
+        while q.len() < rows {
+            let mut v: Vec<f32> = (0..cols).map(|_| rng.sample(StandardNormal)).collect();
+            for u in &q {
+                let dot: f32 = v.iter().zip(u).map(|(a, b)| a * b).sum();
+                v.iter_mut().zip(u).for_each(|(a, b)| *a -= dot * b);
+            }
+            let norm = v.iter().map(|a| a * a).sum::<f32>().sqrt();
+            if norm > 1e-6 {
+                q.push(v.into_iter().map(|a| a / norm).collect());
+            }
+        }
+        let mut weight = vec![0.0; inputs * outputs];
+        for o in 0..outputs {
+            for i in 0..inputs {
+                weight[o * inputs + i] = gain * if outputs <= inputs { q[o][i] } else { q[i][o] };
+            }
+        }
+        Self {
+            inputs,
+            outputs,
+            weight,
+            bias: vec![0.0; outputs],
+        }
+    }
+
+    fn forward(&self, x: &[f32], y: &mut [f32], relu: bool) {
+        for (o, out) in y.iter_mut().enumerate().take(self.outputs) {
+            let row = &self.weight[o * self.inputs..(o + 1) * self.inputs];
+            let mut acc = self.bias[o];
+            for (w, v) in row.iter().zip(x) {
+                acc += w * v;
+            }
+            *out = if relu { acc.max(0.0) } else { acc };
+        }
+    }
+}
+
+/// Names of the layers, in [`PolicyWeights::layers`] order (the checkpoint's tensor names).
+pub const LAYER_NAMES: [&str; 6] = [
+    "actor.0", "actor.1", "actor.2", "critic.0", "critic.1", "critic.2",
+];
+
+/// The policy's weights as plain vectors: what a checkpoint holds and what decides.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicyWeights {
+    /// Actor layers then critic layers, as [`LAYER_NAMES`].
+    pub layers: Vec<Dense>,
+}
+
+/// Reusable buffers for [`PolicyWeights`] forward passes.
+#[derive(Debug, Default, Clone)]
+pub struct Scratch {
+    h1: Vec<f32>,
+    h2: Vec<f32>,
+    pooled: Vec<f32>,
+}
+
+impl PolicyWeights {
+    /// Fresh weights with `hidden` units, seeded; the policy head starts near uniform (gain 0.01).
+    pub fn init(hidden: usize, rng: &mut StdRng) -> Self {
+        let s2 = std::f32::consts::SQRT_2;
+        Self {
+            layers: vec![
+                Dense::orthogonal(FEATURES, hidden, s2, rng),
+                Dense::orthogonal(hidden, hidden, s2, rng),
+                Dense::orthogonal(hidden, 1, 0.01, rng),
+                Dense::orthogonal(FEATURES, hidden, s2, rng),
+                Dense::orthogonal(hidden, hidden, s2, rng),
+                Dense::orthogonal(hidden, 1, 1.0, rng),
+            ],
+        }
+    }
+
+    /// Hidden width.
+    pub fn hidden(&self) -> usize {
+        self.layers[0].outputs
+    }
+
+    /// Logits of `n` candidates whose features are `features` (`n * FEATURES`), into `logits`.
+    pub fn logits(&self, features: &[f32], n: usize, logits: &mut Vec<f32>, scratch: &mut Scratch) {
+        let h = self.hidden();
+        scratch.h1.resize(h, 0.0);
+        scratch.h2.resize(h, 0.0);
+        logits.clear();
+        let mut out = [0.0f32];
+        for k in 0..n {
+            let x = &features[k * FEATURES..(k + 1) * FEATURES];
+            self.layers[0].forward(x, &mut scratch.h1, true);
+            self.layers[1].forward(&scratch.h1, &mut scratch.h2, true);
+            self.layers[2].forward(&scratch.h2, &mut out, false);
+            logits.push(out[0]);
+        }
+    }
+
+    /// The critic's value of a decision with `n` candidates.
+    pub fn value(&self, features: &[f32], n: usize, scratch: &mut Scratch) -> f32 {
+        let h = self.hidden();
+        scratch.h1.resize(h, 0.0);
+        scratch.h2.resize(h, 0.0);
+        scratch.pooled.clear();
+        scratch.pooled.resize(h, 0.0);
+        for k in 0..n {
+            let x = &features[k * FEATURES..(k + 1) * FEATURES];
+            self.layers[3].forward(x, &mut scratch.h1, true);
+            scratch
+                .pooled
+                .iter_mut()
+                .zip(&scratch.h1)
+                .for_each(|(p, v)| *p += v);
+        }
+        let inv = 1.0 / n.max(1) as f32;
+        scratch.pooled.iter_mut().for_each(|p| *p *= inv);
+        self.layers[4].forward(&scratch.pooled, &mut scratch.h2, true);
+        let mut out = [0.0f32];
+        self.layers[5].forward(&scratch.h2, &mut out, false);
+        out[0]
+    }
+}
+
+/// The same network as candle variables, for training.
+pub struct CandleNet {
+    /// `(weight [out, in], bias [out])` per layer, as [`LAYER_NAMES`].
+    pub vars: Vec<(Var, Var)>,
+}
+
+impl CandleNet {
+    /// Variables holding `weights`.
+    pub fn new(weights: &PolicyWeights) -> candle_core::Result<Self> {
+        let vars = weights
+            .layers
+            .iter()
+            .map(|l| {
+                Ok((
+                    Var::from_tensor(&Tensor::from_slice(
+                        &l.weight,
+                        (l.outputs, l.inputs),
+                        &Device::Cpu,
+                    )?)?,
+                    Var::from_tensor(&Tensor::from_slice(&l.bias, l.outputs, &Device::Cpu)?)?,
+                ))
+            })
+            .collect::<candle_core::Result<_>>()?;
+        Ok(Self { vars })
+    }
+
+    /// All variables, for the optimizer.
+    pub fn all_vars(&self) -> Vec<Var> {
+        self.vars
+            .iter()
+            .flat_map(|(w, b)| [w.clone(), b.clone()])
+            .collect()
+    }
+
+    fn linear(&self, layer: usize, x: &Tensor) -> candle_core::Result<Tensor> {
+        let (w, b) = &self.vars[layer];
+        x.matmul(&w.as_tensor().t()?)?.broadcast_add(b.as_tensor())
+    }
+
+    /// Logits `[m, k]` of features `[m, k, FEATURES]`, with masked candidates (mask 0) at -1e9.
+    pub fn masked_logits(&self, x: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
+        let (m, k, f) = x.dims3()?;
+        let flat = x.reshape((m * k, f))?;
+        let h = self.linear(0, &flat)?.relu()?;
+        let h = self.linear(1, &h)?.relu()?;
+        let logits = self.linear(2, &h)?.reshape((m, k))?;
+        logits.mul(mask)?.add(&mask.affine(1e9, -1e9)?)
+    }
+
+    /// Values `[m]` of features `[m, k, FEATURES]` pooled over the valid candidates.
+    pub fn values(&self, x: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
+        let (m, k, f) = x.dims3()?;
+        let h = self.linear(3, &x.reshape((m * k, f))?)?.relu()?;
+        let h = h.reshape((m, k, ()))?.broadcast_mul(&mask.unsqueeze(2)?)?;
+        let count = mask.sum_keepdim(1)?.clamp(1.0, f64::MAX)?;
+        let pooled = h.sum(1)?.broadcast_div(&count)?;
+        let h = self.linear(4, &pooled)?.relu()?;
+        self.linear(5, &h)?.squeeze(1)
+    }
+
+    /// The current weights as plain vectors.
+    pub fn weights(&self) -> candle_core::Result<PolicyWeights> {
+        let layers = self
+            .vars
+            .iter()
+            .map(|(w, b)| {
+                let (outputs, inputs) = w.as_tensor().dims2()?;
+                Ok(Dense {
+                    inputs,
+                    outputs,
+                    weight: w
+                        .as_tensor()
+                        .flatten_all()?
+                        .to_dtype(DType::F32)?
+                        .to_vec1()?,
+                    bias: b.as_tensor().to_vec1()?,
+                })
+            })
+            .collect::<candle_core::Result<_>>()?;
+        Ok(PolicyWeights { layers })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn the_plain_forward_pass_matches_candle() {
+        let mut rng = StdRng::seed_from_u64(3);
+        let mut weights = PolicyWeights::init(8, &mut rng);
+        weights.layers[2] = Dense::orthogonal(8, 1, 1.0, &mut rng);
+        let n = 5;
+        let features: Vec<f32> = (0..n * FEATURES)
+            .map(|_| rng.gen_range(-1.0..1.0))
+            .collect();
+        let mut logits = Vec::new();
+        let mut scratch = Scratch::default();
+        weights.logits(&features, n, &mut logits, &mut scratch);
+        let value = weights.value(&features, n, &mut scratch);
+
+        let net = CandleNet::new(&weights).unwrap();
+        // Pad to 7 candidates; the two padded ones are masked.
+        let mut padded = features.clone();
+        padded.extend(vec![9.0; 2 * FEATURES]);
+        let x = Tensor::from_slice(&padded, (1, 7, FEATURES), &Device::Cpu).unwrap();
+        let mask =
+            Tensor::from_slice(&[1f32, 1., 1., 1., 1., 0., 0.], (1, 7), &Device::Cpu).unwrap();
+        let c_logits: Vec<f32> = net
+            .masked_logits(&x, &mask)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let c_value: Vec<f32> = net.values(&x, &mask).unwrap().to_vec1().unwrap();
+        for k in 0..n {
+            assert!((logits[k] - c_logits[k]).abs() < 1e-4);
+        }
+        assert!(c_logits[5] < -1e8);
+        assert!((value - c_value[0]).abs() < 1e-4);
+        assert_eq!(net.weights().unwrap(), weights);
+    }
+}

@@ -1,0 +1,101 @@
+//! The trained policy behind the [`Router`] interface.
+
+use std::path::Path;
+
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+
+use super::checkpoint::{Checkpoint, CheckpointError};
+use super::features::Candidates;
+use super::net::{PolicyWeights, Scratch};
+use crate::{Observation, Route, RouteRequest, Router};
+
+/// Routes with a PPO policy: the most likely valid candidate (greedy decoding), or a sample
+/// when built with [`PpoRouter::sampling`].
+#[derive(Debug)]
+pub struct PpoRouter {
+    weights: PolicyWeights,
+    candidates: Candidates,
+    logits: Vec<f32>,
+    scratch: Scratch,
+    sample: Option<StdRng>,
+    name: String,
+}
+
+impl PpoRouter {
+    /// A deterministic router with `weights`.
+    pub fn new(weights: PolicyWeights) -> Self {
+        Self {
+            weights,
+            candidates: Candidates::default(),
+            logits: Vec::new(),
+            scratch: Scratch::default(),
+            sample: None,
+            name: "ppo".into(),
+        }
+    }
+
+    /// A router that samples from the policy, seeded (for exploration and online refinement).
+    pub fn sampling(weights: PolicyWeights, seed: u64) -> Self {
+        Self {
+            sample: Some(StdRng::seed_from_u64(seed)),
+            ..Self::new(weights)
+        }
+    }
+
+    /// Loads a checkpoint written by `slim train`.
+    pub fn load(path: &Path, _seed: u64) -> Result<Self, CheckpointError> {
+        let checkpoint = Checkpoint::load(path)?;
+        let mut router = Self::new(checkpoint.weights);
+        router.name = format!("ppo:{}", checkpoint.meta.preset);
+        Ok(router)
+    }
+}
+
+/// Index of a draw from the softmax of `logits`.
+pub(crate) fn sample_index(logits: &[f32], rng: &mut StdRng) -> (usize, f32) {
+    use rand::Rng;
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let total: f32 = logits.iter().map(|l| (l - max).exp()).sum();
+    let mut u = rng.gen::<f32>() * total;
+    let mut pick = logits.len() - 1;
+    for (i, l) in logits.iter().enumerate() {
+        u -= (l - max).exp();
+        if u <= 0.0 {
+            pick = i;
+            break;
+        }
+    }
+    let logp = logits[pick] - max - total.ln();
+    (pick, logp)
+}
+
+impl Router for PpoRouter {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn route(&mut self, observation: &Observation, request: &RouteRequest) -> Option<Route> {
+        self.candidates.fill(observation, request);
+        if self.candidates.is_empty() {
+            return None;
+        }
+        let n = self.candidates.len();
+        self.weights.logits(
+            &self.candidates.features,
+            n,
+            &mut self.logits,
+            &mut self.scratch,
+        );
+        let pick = match self.sample.as_mut() {
+            Some(rng) => sample_index(&self.logits, rng).0,
+            None => self
+                .logits
+                .iter()
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(b.1))
+                .map_or(0, |(i, _)| i),
+        };
+        Some(self.candidates.routes[pick])
+    }
+}

@@ -1,0 +1,385 @@
+//! The PPO training loop (after CleanRL's `ppo.py`).
+
+use candle_core::{Device, Tensor};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+
+use super::config::PpoConfig;
+use super::features::{Candidates, FEATURES};
+use super::net::{CandleNet, PolicyWeights, Scratch};
+use super::router::sample_index;
+use crate::fleet::Fleet;
+use crate::reward::RewardWeights;
+use crate::sim::{Scenario, Simulator};
+
+/// Diagnostics of one update.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct IterationStats {
+    /// Update number, from 1.
+    pub iteration: usize,
+    /// Updates in the whole run.
+    pub iterations: usize,
+    /// Decisions so far.
+    pub steps: usize,
+    /// Mean request cost in this rollout (lower is better).
+    pub mean_cost: f32,
+    /// Learning rate used.
+    pub learning_rate: f64,
+    /// Policy loss.
+    pub policy_loss: f32,
+    /// Value loss.
+    pub value_loss: f32,
+    /// Mean policy entropy.
+    pub entropy: f32,
+    /// Approximate KL between the old and new policy (`(r - 1) - ln r`).
+    pub approx_kl: f32,
+    /// Fraction of ratios clipped.
+    pub clipfrac: f32,
+    /// Explained variance of the value function on the rollout.
+    pub explained_variance: f32,
+}
+
+struct Rollout {
+    k: usize,
+    features: Vec<f32>,
+    mask: Vec<f32>,
+    actions: Vec<u32>,
+    logps: Vec<f32>,
+    values: Vec<f32>,
+    rewards: Vec<f32>,
+    dones: Vec<bool>,
+    costs: Vec<f32>,
+}
+
+impl Rollout {
+    fn new(k: usize) -> Self {
+        Self {
+            k,
+            features: Vec::new(),
+            mask: Vec::new(),
+            actions: Vec::new(),
+            logps: Vec::new(),
+            values: Vec::new(),
+            rewards: Vec::new(),
+            dones: Vec::new(),
+            costs: Vec::new(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.actions.len()
+    }
+}
+
+/// Largest number of candidates one decision can have on `fleet`.
+fn max_candidates(fleet: &Fleet, config: &PpoConfig) -> usize {
+    let widths = fleet
+        .models
+        .iter()
+        .map(|m| m.widths.len())
+        .max()
+        .unwrap_or(1);
+    fleet.devices.len() * widths * config.batch_sizes.len()
+}
+
+/// Plays whole episodes with `policy` until the rollout holds `steps_per_rollout` decisions.
+fn collect(
+    fleet: &Fleet,
+    config: &PpoConfig,
+    weights: &RewardWeights,
+    policy: &PolicyWeights,
+    rng: &mut StdRng,
+    episode: &mut u64,
+) -> Rollout {
+    let mut rollout = Rollout::new(max_candidates(fleet, config));
+    let mut candidates = Candidates::default();
+    let mut logits = Vec::new();
+    let mut scratch = Scratch::default();
+    while rollout.len() < config.steps_per_rollout {
+        let seed = config.seed.wrapping_mul(1_000_003).wrapping_add(*episode);
+        *episode += 1;
+        let mut scenario = Scenario::sample(fleet, config.requests_per_episode, seed);
+        scenario.batch_sizes.clone_from(&config.batch_sizes);
+        let mut sim = Simulator::new(fleet, &scenario, seed);
+        let scales = sim.scales().to_vec();
+        let start = rollout.len();
+        let mut step_of_decision: Vec<Option<usize>> = Vec::new();
+        loop {
+            let more = sim.next_decision();
+            for c in sim.drain_completions() {
+                if let Some(Some(step)) = step_of_decision.get(c.decision as usize) {
+                    let cost = weights.cost(&c.outcome, &scales[c.model]);
+                    rollout.costs[*step] += cost;
+                    rollout.rewards[*step] -= cost.min(config.cost_clip) * config.reward_scale;
+                }
+            }
+            if !more {
+                break;
+            }
+            let (observation, request) = sim.observation();
+            candidates.fill(observation, request);
+            if candidates.is_empty() {
+                step_of_decision.push(None);
+                sim.apply(None);
+                continue;
+            }
+            let n = candidates.len().min(rollout.k);
+            policy.logits(&candidates.features, n, &mut logits, &mut scratch);
+            let (action, logp) = sample_index(&logits, rng);
+            let value = policy.value(&candidates.features, n, &mut scratch);
+            step_of_decision.push(Some(rollout.len()));
+            rollout
+                .features
+                .extend_from_slice(&candidates.features[..n * FEATURES]);
+            rollout
+                .features
+                .resize(rollout.features.len() + (rollout.k - n) * FEATURES, 0.0);
+            rollout
+                .mask
+                .extend((0..rollout.k).map(|i| if i < n { 1.0 } else { 0.0 }));
+            rollout.actions.push(action as u32);
+            rollout.logps.push(logp);
+            rollout.values.push(value);
+            rollout.rewards.push(0.0);
+            rollout.costs.push(0.0);
+            rollout.dones.push(false);
+            sim.apply(Some(candidates.routes[action]));
+        }
+        if rollout.len() > start {
+            let last = rollout.len() - 1;
+            rollout.dones[last] = true;
+        }
+    }
+    rollout
+}
+
+/// GAE advantages and returns; an episode's last decision bootstraps from 0.
+fn advantages(rollout: &Rollout, config: &PpoConfig) -> (Vec<f32>, Vec<f32>) {
+    let n = rollout.len();
+    let mut adv = vec![0.0; n];
+    let mut last = 0.0;
+    for t in (0..n).rev() {
+        let (next_value, next_nonterminal) = if rollout.dones[t] || t + 1 == n {
+            (0.0, 0.0)
+        } else {
+            (rollout.values[t + 1], 1.0)
+        };
+        let delta =
+            rollout.rewards[t] + config.gamma * next_value * next_nonterminal - rollout.values[t];
+        last = delta + config.gamma * config.gae_lambda * next_nonterminal * last;
+        adv[t] = last;
+    }
+    let returns = adv
+        .iter()
+        .zip(&rollout.values)
+        .map(|(a, v)| a + v)
+        .collect();
+    (adv, returns)
+}
+
+fn explained_variance(pred: &[f32], target: &[f32]) -> f32 {
+    let n = target.len().max(1) as f32;
+    let mean = target.iter().sum::<f32>() / n;
+    let var_y = target.iter().map(|y| (y - mean).powi(2)).sum::<f32>() / n;
+    let resid: Vec<f32> = target.iter().zip(pred).map(|(y, p)| y - p).collect();
+    let mean_r = resid.iter().sum::<f32>() / n;
+    let var_r = resid.iter().map(|r| (r - mean_r).powi(2)).sum::<f32>() / n;
+    if var_y == 0.0 {
+        f32::NAN
+    } else {
+        1.0 - var_r / var_y
+    }
+}
+
+/// Trains a policy on `fleet` for `weights`; `progress` sees every update's diagnostics.
+pub fn train(
+    fleet: &Fleet,
+    config: &PpoConfig,
+    weights: &RewardWeights,
+    mut progress: impl FnMut(&IterationStats),
+) -> candle_core::Result<(PolicyWeights, Vec<IterationStats>)> {
+    let mut rng = StdRng::seed_from_u64(config.seed);
+    let mut policy = PolicyWeights::init(config.hidden, &mut rng);
+    let net = CandleNet::new(&policy)?;
+    let mut optimizer = AdamW::new(
+        net.all_vars(),
+        ParamsAdamW {
+            lr: config.learning_rate,
+            eps: 1e-5,
+            weight_decay: 0.0,
+            ..Default::default()
+        },
+    )?;
+    let iterations = config.total_steps.div_ceil(config.steps_per_rollout).max(1);
+    let mut history = Vec::with_capacity(iterations);
+    let mut steps = 0;
+    let mut episode = 0u64;
+    for iteration in 1..=iterations {
+        let learning_rate = if config.anneal_lr {
+            config.learning_rate * (1.0 - (iteration - 1) as f64 / iterations as f64)
+        } else {
+            config.learning_rate
+        };
+        optimizer.set_learning_rate(learning_rate);
+        let rollout = collect(fleet, config, weights, &policy, &mut rng, &mut episode);
+        steps += rollout.len();
+        let (adv, returns) = advantages(&rollout, config);
+        let n = rollout.len();
+        let k = rollout.k;
+        let mut stats = IterationStats {
+            iteration,
+            iterations,
+            steps,
+            mean_cost: rollout.costs.iter().sum::<f32>() / n.max(1) as f32,
+            learning_rate,
+            explained_variance: explained_variance(&rollout.values, &returns),
+            ..Default::default()
+        };
+        let mut order: Vec<usize> = (0..n).collect();
+        let mb = config.minibatch_size.min(n).max(1);
+        let (mut kls, mut clips, mut batches) = (0.0f32, 0.0f32, 0usize);
+        'epochs: for _ in 0..config.update_epochs {
+            order.shuffle(&mut rng);
+            for chunk in order.chunks(mb) {
+                let m = chunk.len();
+                let mut x = Vec::with_capacity(m * k * FEATURES);
+                let mut mask = Vec::with_capacity(m * k);
+                let mut mb_adv = Vec::with_capacity(m);
+                for &i in chunk {
+                    x.extend_from_slice(
+                        &rollout.features[i * k * FEATURES..(i + 1) * k * FEATURES],
+                    );
+                    mask.extend_from_slice(&rollout.mask[i * k..(i + 1) * k]);
+                    mb_adv.push(adv[i]);
+                }
+                if config.norm_adv && m > 1 {
+                    let mean = mb_adv.iter().sum::<f32>() / m as f32;
+                    let std = (mb_adv.iter().map(|a| (a - mean).powi(2)).sum::<f32>()
+                        / (m - 1) as f32)
+                        .sqrt();
+                    mb_adv
+                        .iter_mut()
+                        .for_each(|a| *a = (*a - mean) / (std + 1e-8));
+                }
+                let pick = |v: &[f32]| chunk.iter().map(|&i| v[i]).collect::<Vec<f32>>();
+                let dev = &Device::Cpu;
+                let x = Tensor::from_vec(x, (m, k, FEATURES), dev)?;
+                let mask = Tensor::from_vec(mask, (m, k), dev)?;
+                let actions = Tensor::from_vec(
+                    chunk
+                        .iter()
+                        .map(|&i| rollout.actions[i])
+                        .collect::<Vec<u32>>(),
+                    (m, 1),
+                    dev,
+                )?;
+                let old_logp = Tensor::from_vec(pick(&rollout.logps), m, dev)?;
+                let old_v = Tensor::from_vec(pick(&rollout.values), m, dev)?;
+                let ret = Tensor::from_vec(pick(&returns), m, dev)?;
+                let mb_adv = Tensor::from_vec(mb_adv, m, dev)?;
+
+                let logp_all = candle_nn::ops::log_softmax(&net.masked_logits(&x, &mask)?, 1)?;
+                let logp = logp_all.gather(&actions, 1)?.squeeze(1)?;
+                let entropy = logp_all
+                    .exp()?
+                    .mul(&logp_all)?
+                    .mul(&mask)?
+                    .sum(1)?
+                    .neg()?
+                    .mean_all()?;
+                let log_ratio = (&logp - &old_logp)?;
+                let ratio = log_ratio.exp()?;
+                let c = f64::from(config.clip_coef);
+                let pg1 = mb_adv.neg()?.mul(&ratio)?;
+                let pg2 = mb_adv.neg()?.mul(&ratio.clamp(1.0 - c, 1.0 + c)?)?;
+                let policy_loss = pg1.maximum(&pg2)?.mean_all()?;
+                let values = net.values(&x, &mask)?;
+                let value_loss = if config.clip_vloss {
+                    let unclipped = (&values - &ret)?.sqr()?;
+                    let clipped = (&old_v + (&values - &old_v)?.clamp(-c, c)?)?;
+                    let clipped = (clipped - &ret)?.sqr()?;
+                    (unclipped.maximum(&clipped)?.mean_all()? * 0.5)?
+                } else {
+                    ((&values - &ret)?.sqr()?.mean_all()? * 0.5)?
+                };
+                let loss = ((&policy_loss - (&entropy * f64::from(config.ent_coef))?)?
+                    + (&value_loss * f64::from(config.vf_coef))?)?;
+
+                let mut grads = loss.backward()?;
+                let vars = net.all_vars();
+                let mut norm_sq = 0.0f32;
+                for v in &vars {
+                    if let Some(g) = grads.get(v.as_tensor()) {
+                        norm_sq += g.sqr()?.sum_all()?.to_scalar::<f32>()?;
+                    }
+                }
+                let norm = norm_sq.sqrt();
+                if norm > config.max_grad_norm {
+                    let scale = f64::from(config.max_grad_norm / (norm + 1e-6));
+                    for v in &vars {
+                        if let Some(g) = grads.remove(v.as_tensor()) {
+                            grads.insert(v.as_tensor(), (g * scale)?);
+                        }
+                    }
+                }
+                optimizer.step(&grads)?;
+
+                let kl = ((&ratio - 1.0)? - &log_ratio)?
+                    .mean_all()?
+                    .to_scalar::<f32>()?;
+                let clipfrac = (&ratio - 1.0)?
+                    .abs()?
+                    .gt(c)?
+                    .to_dtype(candle_core::DType::F32)?
+                    .mean_all()?
+                    .to_scalar::<f32>()?;
+                stats.policy_loss = policy_loss.to_scalar()?;
+                stats.value_loss = value_loss.to_scalar()?;
+                stats.entropy = entropy.to_scalar()?;
+                kls += kl;
+                clips += clipfrac;
+                batches += 1;
+                if config.target_kl.is_some_and(|t| kl > t) {
+                    break 'epochs;
+                }
+            }
+        }
+        stats.approx_kl = kls / batches.max(1) as f32;
+        stats.clipfrac = clips / batches.max(1) as f32;
+        policy = net.weights()?;
+        progress(&stats);
+        history.push(stats);
+    }
+    Ok((policy, history))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fleet::tests::tiny_fleet;
+    use crate::reward::RewardPreset;
+
+    #[test]
+    fn training_lowers_the_cost_of_the_policy_on_a_tiny_fleet() {
+        let fleet = tiny_fleet();
+        let config = PpoConfig {
+            total_steps: 12_000,
+            steps_per_rollout: 1000,
+            requests_per_episode: 250,
+            minibatch_size: 250,
+            hidden: 16,
+            learning_rate: 3e-3,
+            ..Default::default()
+        };
+        let weights = RewardPreset::Efficiency.weights();
+        let (_, history) = train(&fleet, &config, &weights, |_| {}).unwrap();
+        let first = history[0].mean_cost;
+        let last = history.last().unwrap().mean_cost;
+        assert!(last < first * 0.8, "cost went from {first} to {last}");
+        assert!(history
+            .iter()
+            .all(|s| s.approx_kl.is_finite() && s.clipfrac >= 0.0));
+    }
+}

@@ -1,0 +1,722 @@
+//! The discrete-event engine.
+//!
+//! Events (arrivals, batch completions, batching timers, fleet events) sit in a binary heap
+//! ordered by time, then by insertion. A request that needs a placement stops the clock:
+//! [`Simulator::next_decision`] returns, the caller asks a router with
+//! [`Simulator::observation`], and [`Simulator::apply`] places the request. The observation of
+//! each model is kept and updated in place, so a decision allocates nothing.
+
+use std::cmp::Ordering;
+use std::collections::{BinaryHeap, VecDeque};
+
+use rand::distributions::{Distribution, WeightedIndex};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rand_distr::Exp1;
+
+use super::scenario::{FleetEventKind, Scenario};
+use super::summary::{RequestRecord, Summary};
+use crate::fleet::{width_options, Fleet};
+use crate::reward::{Outcome, RewardWeights};
+use crate::{DeviceView, Observation, Route, RouteRequest, Router, Scales};
+
+/// A request that finished, for learners that need its outcome.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Completion {
+    /// The decision (counted from 0) that placed it last.
+    pub decision: u64,
+    /// Index of its model in the fleet.
+    pub model: usize,
+    /// What happened.
+    pub outcome: Outcome,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum EventKind {
+    Arrival,
+    BatchDone { device: usize, batch: u64 },
+    Timer { device: usize },
+    Fleet(usize),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Event {
+    at: f64,
+    seq: u64,
+    kind: EventKind,
+}
+
+impl PartialEq for Event {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl Eq for Event {}
+impl PartialOrd for Event {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Event {
+    /// Reversed: the heap pops the earliest event first, ties in insertion order.
+    fn cmp(&self, other: &Self) -> Ordering {
+        other.at.total_cmp(&self.at).then(other.seq.cmp(&self.seq))
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Request {
+    model: usize,
+    arrival: f64,
+    deadline_ms: Option<f32>,
+    min_accuracy: Option<f32>,
+    width: usize,
+    batch: u16,
+    enqueued: f64,
+    work_ms: f64,
+    decision: u64,
+}
+
+#[derive(Debug, Clone)]
+struct RunningBatch {
+    id: u64,
+    end: f64,
+    requests: Vec<u32>,
+    mem: u64,
+    extra_power_w: f32,
+}
+
+/// Latency, power and memory of one (model, width) at every batch size 1..=max_batch.
+#[derive(Debug, Clone)]
+struct WidthCost {
+    latency_ms: Vec<f32>,
+    power_w: Vec<f32>,
+    mem_bytes: Vec<u64>,
+}
+
+#[derive(Debug, Clone)]
+struct Device {
+    online: bool,
+    slowdown: f32,
+    instances: u16,
+    busy: u16,
+    max_batch: u16,
+    memory: u64,
+    mem_held: u64,
+    idle_power_w: f32,
+    max_power_w: f32,
+    /// `[model][width]`; `None` when the device lacks that width.
+    costs: Vec<Vec<Option<WidthCost>>>,
+    /// Queue per (model, width), flattened as `model * widths + width`.
+    queues: Vec<VecDeque<u32>>,
+    widths_per_model: usize,
+    queued: u32,
+    outstanding: u32,
+    queued_work_ms: f64,
+    running: Vec<RunningBatch>,
+    recent_ms: Vec<Vec<Option<f32>>>,
+    timer_at: f64,
+}
+
+impl Device {
+    fn power_now(&self) -> f32 {
+        let extra: f32 = self.running.iter().map(|b| b.extra_power_w).sum();
+        (self.idle_power_w + extra).min(self.max_power_w.max(self.idle_power_w))
+    }
+}
+
+/// The cluster simulator. Pure and seeded: the same fleet, scenario and seed give the same run.
+#[derive(Debug)]
+pub struct Simulator {
+    scenario: Scenario,
+    rng: StdRng,
+    model_pick: WeightedIndex<f64>,
+    now: f64,
+    seq: u64,
+    events: BinaryHeap<Event>,
+    devices: Vec<Device>,
+    model_names: Vec<String>,
+    /// Top-1 per `[model][width]`.
+    top1: Vec<Vec<f32>>,
+    widths: Vec<Vec<f32>>,
+    scales: Vec<Scales>,
+    observations: Vec<Observation>,
+    /// For each model, for each device: the index of each observation width in the model's widths.
+    width_index: Vec<Vec<Vec<usize>>>,
+    requests: Vec<Request>,
+    arrived: usize,
+    burst_on: bool,
+    burst_toggle_at: f64,
+    to_route: VecDeque<u32>,
+    pending: Option<u32>,
+    route_request: RouteRequest,
+    decisions: u64,
+    next_batch_id: u64,
+    records: Vec<RequestRecord>,
+    completions: Vec<Completion>,
+    dropped: usize,
+    rerouted: usize,
+}
+
+impl Simulator {
+    /// A simulator of `fleet` running `scenario`, seeded with `seed`.
+    pub fn new(fleet: &Fleet, scenario: &Scenario, seed: u64) -> Self {
+        let model_names: Vec<String> = fleet.models.iter().map(|m| m.name.clone()).collect();
+        let widths: Vec<Vec<f32>> = fleet
+            .models
+            .iter()
+            .map(|m| m.widths.iter().map(|w| w.width).collect())
+            .collect();
+        let widths_per_model = widths.iter().map(Vec::len).max().unwrap_or(0);
+        let mut observations = Vec::new();
+        let mut width_index = Vec::new();
+        for model in &fleet.models {
+            let mut devices = Vec::new();
+            let mut index = Vec::new();
+            for spec in &fleet.devices {
+                let options = width_options(spec, model, &scenario.batch_sizes);
+                index.push(
+                    options
+                        .iter()
+                        .map(|o| {
+                            model
+                                .widths
+                                .iter()
+                                .position(|w| (w.width - o.width).abs() < 1e-3)
+                                .unwrap_or(0)
+                        })
+                        .collect(),
+                );
+                devices.push(DeviceView {
+                    agent: spec.agent.clone(),
+                    online: true,
+                    outstanding: 0,
+                    queue_depth: 0,
+                    backlog_ms: 0.0,
+                    instances: spec.instances,
+                    cpu_util: 0.0,
+                    gpu_util: Some(0.0),
+                    mem_free_bytes: spec.memory_bytes,
+                    power_w: spec.profile.idle_power_w,
+                    max_batch: spec.max_batch,
+                    slowdown: 1.0,
+                    widths: options,
+                });
+            }
+            observations.push(Observation { devices });
+            width_index.push(index);
+        }
+        let scales = observations.iter().map(Scales::from_observation).collect();
+        let devices = fleet
+            .devices
+            .iter()
+            .map(|spec| {
+                let costs = fleet
+                    .models
+                    .iter()
+                    .map(|m| {
+                        m.widths
+                            .iter()
+                            .map(|w| {
+                                let mut cost = WidthCost {
+                                    latency_ms: Vec::new(),
+                                    power_w: Vec::new(),
+                                    mem_bytes: Vec::new(),
+                                };
+                                for b in 1..=spec.max_batch {
+                                    let (l, p) = crate::fleet::profile_cost(
+                                        &spec.profile,
+                                        &m.name,
+                                        w.width,
+                                        b,
+                                    )?;
+                                    cost.latency_ms.push(l);
+                                    cost.power_w.push(p);
+                                    cost.mem_bytes.push(m.instance_mem_bytes(w, b));
+                                }
+                                Some(cost)
+                            })
+                            .collect()
+                    })
+                    .collect();
+                Device {
+                    online: true,
+                    slowdown: 1.0,
+                    instances: spec.instances,
+                    busy: 0,
+                    max_batch: spec.max_batch,
+                    memory: spec.memory_bytes,
+                    mem_held: 0,
+                    idle_power_w: spec.profile.idle_power_w,
+                    max_power_w: spec.profile.max_power_w,
+                    costs,
+                    queues: vec![VecDeque::new(); fleet.models.len() * widths_per_model],
+                    widths_per_model,
+                    queued: 0,
+                    outstanding: 0,
+                    queued_work_ms: 0.0,
+                    running: Vec::new(),
+                    recent_ms: widths.iter().map(|w| vec![None; w.len()]).collect(),
+                    timer_at: f64::INFINITY,
+                }
+            })
+            .collect();
+        let mix: Vec<f64> = if scenario.model_mix.len() == fleet.models.len() {
+            scenario.model_mix.clone()
+        } else {
+            vec![1.0; fleet.models.len()]
+        };
+        let mut sim = Self {
+            scenario: scenario.clone(),
+            rng: StdRng::seed_from_u64(seed),
+            model_pick: WeightedIndex::new(&mix).expect("model mix has a positive weight"),
+            now: 0.0,
+            seq: 0,
+            events: BinaryHeap::new(),
+            devices,
+            model_names,
+            top1: fleet
+                .models
+                .iter()
+                .map(|m| m.widths.iter().map(|w| w.top1).collect())
+                .collect(),
+            widths,
+            scales,
+            observations,
+            width_index,
+            requests: Vec::with_capacity(scenario.requests),
+            arrived: 0,
+            burst_on: false,
+            burst_toggle_at: f64::INFINITY,
+            to_route: VecDeque::new(),
+            pending: None,
+            route_request: RouteRequest::default(),
+            decisions: 0,
+            next_batch_id: 0,
+            records: Vec::with_capacity(scenario.requests),
+            completions: Vec::new(),
+            dropped: 0,
+            rerouted: 0,
+        };
+        if let Some(burst) = sim.scenario.burst {
+            sim.burst_toggle_at = sim.exp(burst.mean_off_ms);
+        }
+        for (i, e) in sim.scenario.events.clone().iter().enumerate() {
+            sim.push(e.at_ms, EventKind::Fleet(i));
+        }
+        if sim.scenario.requests > 0 {
+            let first = sim.next_arrival_gap();
+            sim.push(first, EventKind::Arrival);
+        }
+        sim
+    }
+
+    /// Reference scales of each model, in fleet order (the reward's units).
+    pub fn scales(&self) -> &[Scales] {
+        &self.scales
+    }
+
+    /// Current simulated time, ms.
+    pub fn now_ms(&self) -> f64 {
+        self.now
+    }
+
+    /// Decisions taken so far.
+    pub fn decisions(&self) -> u64 {
+        self.decisions
+    }
+
+    /// Runs until a request needs a placement (`true`), or until every request has finished
+    /// (`false`).
+    pub fn next_decision(&mut self) -> bool {
+        loop {
+            if self.pending.is_some() {
+                return true;
+            }
+            if let Some(id) = self.to_route.pop_front() {
+                self.prepare(id);
+                return true;
+            }
+            let Some(event) = self.events.pop() else {
+                return false;
+            };
+            self.now = event.at;
+            match event.kind {
+                EventKind::Arrival => self.arrive(),
+                EventKind::BatchDone { device, batch } => self.finish_batch(device, batch),
+                EventKind::Timer { device } => {
+                    if self.devices[device].timer_at <= self.now {
+                        self.devices[device].timer_at = f64::INFINITY;
+                    }
+                    self.dispatch(device);
+                }
+                EventKind::Fleet(i) => self.fleet_event(i),
+            }
+        }
+    }
+
+    /// The observation and request of the pending decision.
+    ///
+    /// # Panics
+    /// When no decision is pending.
+    pub fn observation(&self) -> (&Observation, &RouteRequest) {
+        let id = self.pending.expect("a decision is pending");
+        (
+            &self.observations[self.requests[id as usize].model],
+            &self.route_request,
+        )
+    }
+
+    /// Places the pending request; `None` (no eligible device) drops it.
+    pub fn apply(&mut self, route: Option<Route>) {
+        let Some(id) = self.pending.take() else {
+            return;
+        };
+        let decision = self.decisions;
+        self.decisions += 1;
+        let model = self.requests[id as usize].model;
+        let Some(route) = route else {
+            self.dropped += 1;
+            return;
+        };
+        let view = &self.observations[model].devices;
+        let valid = route.device < view.len()
+            && self.devices[route.device].online
+            && view[route.device]
+                .widths
+                .iter()
+                .position(|w| (w.width - route.width).abs() < 1e-3)
+                .is_some();
+        if !valid {
+            self.dropped += 1;
+            return;
+        }
+        let d = route.device;
+        let width = self.widths[model]
+            .iter()
+            .position(|w| (w - route.width).abs() < 1e-3)
+            .unwrap_or(0);
+        let device = &mut self.devices[d];
+        let batch = route.batch_size.clamp(1, device.max_batch);
+        let cost = device.costs[model][width]
+            .as_ref()
+            .expect("the view lists only widths the device has");
+        let work_ms =
+            f64::from(cost.latency_ms[usize::from(batch) - 1] * device.slowdown) / f64::from(batch);
+        let queue = model * device.widths_per_model + width;
+        device.queues[queue].push_back(id);
+        device.queued += 1;
+        device.outstanding += 1;
+        device.queued_work_ms += work_ms;
+        let request = &mut self.requests[id as usize];
+        request.width = width;
+        request.batch = batch;
+        request.enqueued = self.now;
+        request.work_ms = work_ms;
+        request.decision = decision;
+        self.dispatch(d);
+    }
+
+    /// Outcomes of requests finished since the last call.
+    pub fn drain_completions(&mut self) -> std::vec::Drain<'_, Completion> {
+        self.completions.drain(..)
+    }
+
+    /// Runs to the end with `router` and summarizes the run under `weights`.
+    pub fn run(&mut self, router: &mut dyn Router, weights: &RewardWeights) -> Summary {
+        while self.next_decision() {
+            let (observation, request) = self.observation();
+            let route = router.route(observation, request);
+            self.apply(route);
+            self.completions.clear();
+        }
+        self.summary(weights)
+    }
+
+    /// Per-request records so far.
+    pub fn records(&self) -> &[RequestRecord] {
+        &self.records
+    }
+
+    /// Summary of the requests finished so far.
+    pub fn summary(&self, weights: &RewardWeights) -> Summary {
+        Summary::from_records(
+            &self.records,
+            &self.scales,
+            weights,
+            self.arrived,
+            self.dropped,
+            self.rerouted,
+        )
+    }
+
+    fn push(&mut self, at: f64, kind: EventKind) {
+        self.seq += 1;
+        self.events.push(Event {
+            at,
+            seq: self.seq,
+            kind,
+        });
+    }
+
+    fn exp(&mut self, mean: f64) -> f64 {
+        let x: f64 = Exp1.sample(&mut self.rng);
+        x * mean
+    }
+
+    fn rate_now(&self) -> f64 {
+        let mut rate = self.scenario.rate_per_s;
+        if let Some(step) = self.scenario.step {
+            if self.now >= step.at_ms {
+                rate *= step.factor;
+            }
+        }
+        if let (Some(burst), true) = (self.scenario.burst, self.burst_on) {
+            rate *= burst.factor;
+        }
+        rate.max(1e-9)
+    }
+
+    fn next_arrival_gap(&mut self) -> f64 {
+        if let Some(burst) = self.scenario.burst {
+            while self.burst_toggle_at <= self.now {
+                self.burst_on = !self.burst_on;
+                let mean = if self.burst_on {
+                    burst.mean_on_ms
+                } else {
+                    burst.mean_off_ms
+                };
+                self.burst_toggle_at += self.exp(mean).max(1e-3);
+            }
+        }
+        let mean_gap_ms = 1000.0 / self.rate_now();
+        self.now + self.exp(mean_gap_ms)
+    }
+
+    fn arrive(&mut self) {
+        let model = self.model_pick.sample(&mut self.rng);
+        let deadline_ms = self
+            .rng
+            .gen_bool(self.scenario.deadline_prob.clamp(0.0, 1.0))
+            .then(|| {
+                let (lo, hi) = self.scenario.deadline_factor;
+                let factor = if hi > lo {
+                    self.rng.gen_range(lo..hi)
+                } else {
+                    lo
+                };
+                (f64::from(self.scales[model].latency_ms) * factor) as f32
+            });
+        let min_accuracy = self
+            .rng
+            .gen_bool(self.scenario.floor_prob.clamp(0.0, 1.0))
+            .then(|| {
+                let w = self.rng.gen_range(0..self.top1[model].len());
+                self.top1[model][w]
+            });
+        let id = self.requests.len() as u32;
+        self.requests.push(Request {
+            model,
+            arrival: self.now,
+            deadline_ms,
+            min_accuracy,
+            width: 0,
+            batch: 1,
+            enqueued: self.now,
+            work_ms: 0.0,
+            decision: 0,
+        });
+        self.arrived += 1;
+        self.to_route.push_back(id);
+        if self.arrived < self.scenario.requests {
+            let at = self.next_arrival_gap();
+            self.push(at, EventKind::Arrival);
+        }
+    }
+
+    /// Fills the observation of request `id`'s model from the devices' state.
+    fn prepare(&mut self, id: u32) {
+        let request = &self.requests[id as usize];
+        let model = request.model;
+        self.route_request
+            .model
+            .clone_from(&self.model_names[model]);
+        self.route_request.width = None;
+        self.route_request.min_accuracy = request.min_accuracy;
+        self.route_request.deadline_ms = request
+            .deadline_ms
+            .map(|d| (d - (self.now - request.arrival) as f32).max(1.0).ceil() as u32);
+        let now = self.now;
+        for (d, view) in self.observations[model].devices.iter_mut().enumerate() {
+            let device = &self.devices[d];
+            view.online = device.online;
+            view.outstanding = device.outstanding;
+            view.queue_depth = device.queued;
+            let running_ms: f64 = device.running.iter().map(|b| (b.end - now).max(0.0)).sum();
+            view.backlog_ms = (device.queued_work_ms.max(0.0) + running_ms) as f32;
+            let util = f32::from(device.busy) / f32::from(device.instances.max(1));
+            view.cpu_util = util;
+            view.gpu_util = Some(util);
+            view.mem_free_bytes = device.memory.saturating_sub(device.mem_held);
+            view.power_w = device.power_now();
+            view.slowdown = device.slowdown;
+            for (option, &w) in view.widths.iter_mut().zip(&self.width_index[model][d]) {
+                option.recent_latency_ms = device.recent_ms[model][w];
+            }
+        }
+        self.pending = Some(id);
+    }
+
+    /// Starts batches on `d` while it has free instances and a queue ready to run.
+    fn dispatch(&mut self, d: usize) {
+        let delay = self.scenario.max_queue_delay_ms;
+        loop {
+            let device = &self.devices[d];
+            if !device.online || device.busy >= device.instances || device.queued == 0 {
+                return;
+            }
+            // The queue whose head has waited longest.
+            let Some((queue, head)) = device
+                .queues
+                .iter()
+                .enumerate()
+                .filter_map(|(q, queue)| queue.front().map(|&id| (q, id)))
+                .min_by(|a, b| {
+                    self.requests[a.1 as usize]
+                        .enqueued
+                        .total_cmp(&self.requests[b.1 as usize].enqueued)
+                })
+            else {
+                return;
+            };
+            let head_req = &self.requests[head as usize];
+            let limit = usize::from(head_req.batch.min(device.max_batch).max(1));
+            let ready_at = head_req.enqueued + delay;
+            let len = device.queues[queue].len();
+            if len < limit && self.now < ready_at {
+                if ready_at < device.timer_at {
+                    self.devices[d].timer_at = ready_at;
+                    self.push(ready_at, EventKind::Timer { device: d });
+                }
+                return;
+            }
+            let (model, width) = (head_req.model, head_req.width);
+            let n = len.min(limit);
+            let cost = device.costs[model][width]
+                .as_ref()
+                .expect("queued widths exist");
+            let mem = cost.mem_bytes[n - 1];
+            if device.mem_held + mem > device.memory && device.busy > 0 {
+                return; // wait for memory to free up
+            }
+            let latency = f64::from(cost.latency_ms[n - 1] * device.slowdown);
+            let extra_power_w = (cost.power_w[n - 1] - device.idle_power_w).max(0.0);
+            let id = self.next_batch_id;
+            self.next_batch_id += 1;
+            let device = &mut self.devices[d];
+            let requests: Vec<u32> = device.queues[queue].drain(..n).collect();
+            for &r in &requests {
+                device.queued_work_ms -= self.requests[r as usize].work_ms;
+            }
+            device.queued -= n as u32;
+            if device.queued == 0 {
+                device.queued_work_ms = 0.0;
+            }
+            device.busy += 1;
+            device.mem_held += mem;
+            let end = self.now + latency;
+            device.running.push(RunningBatch {
+                id,
+                end,
+                requests,
+                mem,
+                extra_power_w,
+            });
+            self.push(
+                end,
+                EventKind::BatchDone {
+                    device: d,
+                    batch: id,
+                },
+            );
+        }
+    }
+
+    fn finish_batch(&mut self, d: usize, batch_id: u64) {
+        let device = &mut self.devices[d];
+        let Some(pos) = device.running.iter().position(|b| b.id == batch_id) else {
+            return; // the device left while this batch ran; its requests were routed again
+        };
+        let batch = device.running.swap_remove(pos);
+        device.busy -= 1;
+        device.mem_held -= batch.mem;
+        device.outstanding -= batch.requests.len() as u32;
+        let n = batch.requests.len();
+        let first = &self.requests[batch.requests[0] as usize];
+        let (model, width) = (first.model, first.width);
+        let cost = device.costs[model][width]
+            .as_ref()
+            .expect("ran widths exist");
+        let latency = cost.latency_ms[n - 1] * device.slowdown;
+        let energy_per_request = cost.power_w[n - 1] * latency / n as f32;
+        let recent = &mut device.recent_ms[model][width];
+        *recent = Some(recent.map_or(latency, |r| 0.8 * r + 0.2 * latency));
+        let top1 = self.top1[model][width];
+        let width_value = self.widths[model][width];
+        for &r in &batch.requests {
+            let request = &self.requests[r as usize];
+            let latency_ms = (self.now - request.arrival) as f32;
+            let outcome = Outcome {
+                latency_ms,
+                energy_mj: energy_per_request,
+                top1,
+                deadline_met: request.deadline_ms.map(|d| latency_ms <= d),
+            };
+            self.records.push(RequestRecord {
+                model: model as u16,
+                device: d as u16,
+                width: width_value,
+                batch: n as u16,
+                outcome,
+            });
+            self.completions.push(Completion {
+                decision: request.decision,
+                model,
+                outcome,
+            });
+        }
+        self.dispatch(d);
+    }
+
+    fn fleet_event(&mut self, i: usize) {
+        let event = self.scenario.events[i];
+        let device = &mut self.devices[event.device];
+        match event.kind {
+            FleetEventKind::Slowdown(factor) => device.slowdown = factor.max(0.01),
+            FleetEventKind::Join => {
+                device.online = true;
+                self.dispatch(event.device);
+            }
+            FleetEventKind::Leave => {
+                if !device.online {
+                    return;
+                }
+                device.online = false;
+                let mut orphans: Vec<u32> =
+                    device.queues.iter_mut().flat_map(|q| q.drain(..)).collect();
+                for batch in device.running.drain(..) {
+                    orphans.extend(batch.requests);
+                }
+                device.queued = 0;
+                device.outstanding = 0;
+                device.queued_work_ms = 0.0;
+                device.busy = 0;
+                device.mem_held = 0;
+                device.timer_at = f64::INFINITY;
+                orphans.sort_unstable();
+                self.rerouted += orphans.len();
+                self.to_route.extend(orphans);
+            }
+        }
+    }
+}

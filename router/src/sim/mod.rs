@@ -1,0 +1,132 @@
+//! A seeded discrete-event model of the cluster, driven through the same [`Router`](crate::Router)
+//! interface as the live coordinator.
+//!
+//! [`Scenario`] says what happens (arrivals, fleet events); [`Simulator`] plays it on a
+//! [`Fleet`](crate::fleet::Fleet): a queue per (model, width) on each device, greedy batching up
+//! to the routed batch size within a maximum queue delay, instance and memory limits, and
+//! latency and power per width × batch from the device profiles. [`Summary`] holds the results.
+
+mod engine;
+mod scenario;
+mod summary;
+
+pub use engine::{Completion, Simulator};
+pub use scenario::{fleet_capacity_per_s, Burst, FleetEvent, FleetEventKind, RateStep, Scenario};
+pub use summary::{RequestRecord, Summary};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fleet::tests::tiny_fleet;
+    use crate::reward::RewardPreset;
+    use crate::{build_router, RouterKind, RouterSettings};
+
+    fn eventful(fleet: &crate::fleet::Fleet) -> Scenario {
+        let mut s = Scenario::steady(fleet, 3000, 0.7);
+        s.burst = Some(Burst {
+            factor: 3.0,
+            mean_on_ms: 50.0,
+            mean_off_ms: 200.0,
+        });
+        s.step = Some(RateStep {
+            at_ms: 300.0,
+            factor: 1.5,
+        });
+        s.events = vec![
+            FleetEvent {
+                at_ms: 100.0,
+                device: 2,
+                kind: FleetEventKind::Slowdown(4.0),
+            },
+            FleetEvent {
+                at_ms: 200.0,
+                device: 0,
+                kind: FleetEventKind::Leave,
+            },
+            FleetEvent {
+                at_ms: 400.0,
+                device: 0,
+                kind: FleetEventKind::Join,
+            },
+        ];
+        s
+    }
+
+    #[test]
+    fn the_same_seed_replays_the_same_run_and_another_seed_does_not() {
+        let fleet = tiny_fleet();
+        let scenario = eventful(&fleet);
+        let run = |seed| {
+            let mut router = build_router(RouterKind::Random, &RouterSettings::default()).unwrap();
+            let mut sim = Simulator::new(&fleet, &scenario, seed);
+            sim.run(router.as_mut(), &RewardPreset::Balanced.weights());
+            sim.records().to_vec()
+        };
+        assert_eq!(run(7), run(7));
+        assert_ne!(run(7), run(8));
+    }
+
+    #[test]
+    fn every_request_finishes_exactly_once_even_when_a_device_leaves() {
+        let fleet = tiny_fleet();
+        let scenario = eventful(&fleet);
+        for kind in [
+            RouterKind::Random,
+            RouterKind::RoundRobin,
+            RouterKind::LeastLoaded,
+            RouterKind::Greedy,
+        ] {
+            let mut router = build_router(kind, &RouterSettings::default()).unwrap();
+            let mut sim = Simulator::new(&fleet, &scenario, 3);
+            let summary = sim.run(router.as_mut(), &RewardPreset::Balanced.weights());
+            assert_eq!(summary.arrived, 3000);
+            assert_eq!(
+                summary.completed + summary.dropped,
+                summary.arrived,
+                "{kind:?}"
+            );
+            assert_eq!(summary.dropped, 0, "{kind:?}");
+            assert!(
+                summary.rerouted > 0,
+                "{kind:?}: the leave event orphaned nothing"
+            );
+            assert!(summary.mean_latency_ms > 0.0 && summary.mean_energy_mj > 0.0);
+        }
+    }
+
+    #[test]
+    fn a_slimmer_width_costs_less_latency_and_energy_than_a_wider_one() {
+        let fleet = tiny_fleet();
+        let scenario = Scenario::steady(&fleet, 2000, 0.5);
+        let pinned = |width: f32| {
+            struct Pin(f32);
+            impl crate::Router for Pin {
+                fn name(&self) -> &str {
+                    "pin"
+                }
+                fn route(
+                    &mut self,
+                    o: &crate::Observation,
+                    _: &crate::RouteRequest,
+                ) -> Option<crate::Route> {
+                    let w = o.devices[0]
+                        .widths
+                        .iter()
+                        .find(|w| w.width == self.0)
+                        .or(o.devices[0].widths.last())?;
+                    Some(crate::Route {
+                        device: 0,
+                        width: w.width,
+                        batch_size: 4,
+                    })
+                }
+            }
+            Simulator::new(&fleet, &scenario, 1)
+                .run(&mut Pin(width), &RewardPreset::Balanced.weights())
+        };
+        let (slim, wide) = (pinned(0.5), pinned(1.0));
+        assert!(slim.mean_latency_ms < wide.mean_latency_ms);
+        assert!(slim.mean_energy_mj < wide.mean_energy_mj);
+        assert!(slim.mean_accuracy < wide.mean_accuracy);
+    }
+}

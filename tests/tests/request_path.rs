@@ -1,0 +1,94 @@
+//! The request path end to end: client → broker → coordinator → agents → client.
+
+use std::time::Duration;
+
+use slim::{
+    client::{Reply, SlimClient},
+    load::{run_open_loop, LoadSpec},
+    samples::family_samples,
+};
+use slim_protocol::{decode, Decision, InferRequest};
+use slim_tests::{models_dir, spec, start, ANSWER_TIMEOUT};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_request_is_answered_and_the_load_is_spread_over_three_agents() {
+    let cluster = start(spec(&[1.0, 1.0, 1.0])).await;
+    let client = SlimClient::connect(
+        &cluster.broker,
+        &cluster.spec.topic_prefix,
+        &format!("{}-c", cluster.spec.topic_prefix.replace('/', "-")),
+        &[],
+    )
+    .await
+    .unwrap();
+    let samples = family_samples(&models_dir(), "digits").unwrap();
+    let report = run_open_loop(
+        &client,
+        &samples,
+        &LoadSpec {
+            model: "digits".into(),
+            rate: 60.0,
+            duration: Duration::from_secs(3),
+            drain: ANSWER_TIMEOUT,
+            seed: 7,
+            width: None,
+            min_accuracy: None,
+            deadline_ms: None,
+        },
+    )
+    .await
+    .unwrap();
+    let summary = report.summary();
+    assert!(summary.sent > 60, "sent {}", summary.sent);
+    assert_eq!(summary.lost, 0, "{summary}");
+    assert_eq!(summary.answered, summary.sent, "{summary}");
+    assert_eq!(summary.agents.len(), 3, "every agent served: {summary}");
+    for (agent, n) in &summary.agents {
+        assert!(
+            *n * 10 >= summary.answered,
+            "{agent} got only {n} of {}",
+            summary.answered
+        );
+    }
+    let (accuracy, labelled) = summary
+        .observed_accuracy
+        .expect("held-out inputs are labelled");
+    assert_eq!(labelled, summary.answered);
+    assert!(accuracy > 0.9, "predictions are real: {accuracy}");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pinned_width_is_honoured_and_the_decision_is_published() {
+    let cluster = start(spec(&[1.0])).await;
+    let topics = cluster.topics();
+    let client = SlimClient::connect(
+        &cluster.broker,
+        topics.prefix(),
+        &format!("{}-c", topics.prefix().replace('/', "-")),
+        &[topics.decisions()],
+    )
+    .await
+    .unwrap();
+    let mut decisions = client.tap(&topics.decisions());
+    let sample = family_samples(&models_dir(), "digits").unwrap().remove(0);
+    let mut request = InferRequest::new("pinned-1", "digits", sample.input);
+    request.width = Some(0.25);
+    request.top_k = Some(3);
+    let Reply::Result(result) = client.request(request, ANSWER_TIMEOUT).await.unwrap() else {
+        panic!("expected a result")
+    };
+    assert_eq!(result.width, 0.25);
+    assert_eq!(result.top_k.len(), 3);
+    assert_eq!(result.top_k[0].class, sample.label.unwrap());
+    assert!(result.timings.total_ms >= result.timings.compute_ms);
+    let (_, payload) = tokio::time::timeout(ANSWER_TIMEOUT, decisions.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let decision: Decision = decode(&payload).unwrap();
+    assert_eq!(decision.request_id, "pinned-1");
+    assert_eq!(decision.width, 0.25);
+    assert_eq!(decision.agent, result.agent);
+    cluster.shutdown().await;
+}

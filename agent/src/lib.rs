@@ -10,6 +10,7 @@ pub mod backend;
 pub mod config;
 pub mod model;
 pub mod outbox;
+pub mod profile;
 pub mod scheduler;
 pub mod service;
 pub mod telemetry;

@@ -1,7 +1,7 @@
 //! `slim`: the Slim Scheduler operator CLI.
 
 use clap::{Parser, Subcommand};
-use slim::commands::{bench, demo, request};
+use slim::commands::{bench, demo, models, profile, request};
 
 /// Slim Scheduler: serve slimmable CNNs across a fleet of edge devices over MQTT.
 ///
@@ -25,6 +25,10 @@ enum Command {
     Request(request::RequestArgs),
     /// Open-loop Poisson load against a running system: throughput, latency, losses.
     Bench(bench::BenchArgs),
+    /// List model families and widths: accuracy and its source, FLOPs, params, latency here.
+    Models(models::ModelsArgs),
+    /// Measure this device per family × width × batch and write a profile file.
+    Profile(profile::ProfileArgs),
 }
 
 #[tokio::main]
@@ -35,5 +39,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Demo(args) => demo::run(args).await,
         Command::Request(args) => request::run(args).await,
         Command::Bench(args) => bench::run(args).await,
+        Command::Models(args) => models::run(args),
+        Command::Profile(args) => profile::run(args),
     }
 }

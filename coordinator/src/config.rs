@@ -4,6 +4,10 @@ use serde::{Deserialize, Serialize};
 use slim_mqtt::BrokerOptions;
 use slim_router::RouterKind;
 
+/// Where the monitoring HTTP server listens unless told otherwise (9464: the Prometheus exporter
+/// port convention).
+pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:9464";
+
 /// Everything that describes one coordinator deployment.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -32,6 +36,8 @@ pub struct CoordinatorConfig {
     pub max_payload_bytes: usize,
     /// How many re-routes a request may have before it is answered with an error.
     pub max_attempts: u16,
+    /// Monitoring HTTP address (`/metrics`, `/api/v1/state`, the dashboard); empty disables it.
+    pub http_listen: Option<String>,
 }
 
 impl Default for CoordinatorConfig {
@@ -49,6 +55,7 @@ impl Default for CoordinatorConfig {
             park_timeout_ms: 10_000,
             max_payload_bytes: 1024 * 1024,
             max_attempts: 3,
+            http_listen: Some(DEFAULT_HTTP_LISTEN.into()),
         }
     }
 }
@@ -57,6 +64,14 @@ impl CoordinatorConfig {
     /// Parses a TOML file's text.
     pub fn from_toml(text: &str) -> Result<Self, toml::de::Error> {
         toml::from_str(text)
+    }
+
+    /// The monitoring HTTP address, or `None` when monitoring is disabled.
+    pub fn http_listen(&self) -> Option<&str> {
+        self.http_listen
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
     }
 
     /// The default configuration as TOML.

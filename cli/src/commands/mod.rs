@@ -2,6 +2,8 @@
 
 pub mod bench;
 pub mod demo;
+pub mod models;
+pub mod profile;
 pub mod request;
 
 use clap::Args;

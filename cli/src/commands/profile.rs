@@ -1,0 +1,107 @@
+//! `slim profile`: measure this device and write a profile file.
+
+use std::{path::PathBuf, time::Duration};
+
+use clap::Args;
+use slim_agent::{
+    backend::{select_backend, BackendChoice},
+    model::ModelFamily,
+    profile::{measure_family, to_profile, ProfileSettings},
+};
+
+/// Measures the latency of every family × width × batch size on this device and writes a
+/// profile (TOML) that agents publish and the simulator builds fleets from.
+#[derive(Debug, Clone, Args)]
+pub struct ProfileArgs {
+    /// Profile name, e.g. `jetson-orin-nano` or `lab-cpu-2core`.
+    #[arg(long)]
+    pub name: String,
+    /// Where to write it.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Folder of model families.
+    #[arg(long, default_value = "models")]
+    pub models_dir: PathBuf,
+    /// Families to measure (default: all).
+    #[arg(long, value_delimiter = ',')]
+    pub models: Vec<String>,
+    /// Batch sizes.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4,8,16,32")]
+    pub batches: Vec<u16>,
+    /// Time budget per point.
+    #[arg(long, default_value = "300ms", value_parser = super::parse_duration)]
+    pub budget: Duration,
+    /// Backend to measure.
+    #[arg(long, value_enum, default_value_t = BackendChoice::Cpu)]
+    pub backend: BackendChoice,
+    /// Idle power of the device, watts (for the energy model when there is no sensor).
+    #[arg(long, default_value_t = 10.0)]
+    pub idle_power_w: f32,
+    /// Full-load power of the device, watts.
+    #[arg(long, default_value_t = 65.0)]
+    pub max_power_w: f32,
+}
+
+/// Runs the command.
+pub fn run(args: ProfileArgs) -> anyhow::Result<()> {
+    let (backend, reason) = select_backend(args.backend).map_err(anyhow::Error::msg)?;
+    eprintln!("profiling on {} ({reason})", backend.name);
+    let settings = ProfileSettings {
+        batches: args.batches.clone(),
+        budget: args.budget,
+        ..ProfileSettings::default()
+    };
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&args.models_dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("manifest.toml").is_file())
+        .filter(|p| {
+            args.models.is_empty()
+                || args
+                    .models
+                    .iter()
+                    .any(|m| p.file_name().is_some_and(|n| n.to_string_lossy() == *m))
+        })
+        .collect();
+    dirs.sort();
+    let mut points = Vec::new();
+    for dir in dirs {
+        let family = ModelFamily::load(&dir, backend.runtime)?;
+        let measured = measure_family(&family, &settings, |m| {
+            eprintln!(
+                "  {:<18} w{:<5} b{:<3} {:>9.3} ms/batch  {:>8.3} ms/img  ({} runs, median {:.3} ms)",
+                m.point.model,
+                m.point.width,
+                m.point.batch,
+                m.point.latency_ms,
+                m.point.latency_ms / m.point.batch as f32,
+                m.runs,
+                m.median_ms
+            );
+        })?;
+        points.extend(measured.into_iter().map(|m| m.point));
+    }
+    let profile = to_profile(&args.name, points, args.idle_power_w, args.max_power_w);
+    let device = slim_agent::telemetry::device_info();
+    let header = format!(
+        "# Measured by `slim profile --name {} --out {} --batches {} --budget {:?}`\n\
+         # on {} ({} cores, {} MiB RAM), backend {}, single-threaded tract, one instance.\n\
+         # Power: labelled model (idle {} W, max {} W), not a sensor reading.\n",
+        args.name,
+        args.out.display(),
+        args.batches
+            .iter()
+            .map(u16::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
+        args.budget,
+        device.cpu_model,
+        device.cpu_cores,
+        device.ram_bytes / (1024 * 1024),
+        backend.name,
+        args.idle_power_w,
+        args.max_power_w,
+    );
+    std::fs::write(&args.out, header + &toml::to_string_pretty(&profile)?)?;
+    eprintln!("wrote {}", args.out.display());
+    Ok(())
+}

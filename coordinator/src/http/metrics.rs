@@ -1,0 +1,260 @@
+//! `/metrics`: the snapshot in Prometheus text format, with Triton's names where the meaning
+//! matches (see `docs/monitoring.md`).
+
+use prometheus::{
+    core::Collector, CounterVec, Encoder, GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+use super::snapshot::{width_label, Snapshot};
+
+/// The content type of [`render`]'s output.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// A registry built afresh for one scrape: every value comes from the snapshot, so counters
+/// are set to their running totals rather than incremented in place.
+struct Scrape(Registry);
+
+impl Scrape {
+    fn add<C: Collector + Clone + 'static>(&self, metric: C) -> C {
+        self.0
+            .register(Box::new(metric.clone()))
+            .expect("metric names are unique");
+        metric
+    }
+
+    fn int_counter(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+        self.add(IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"))
+    }
+
+    fn counter(&self, name: &str, help: &str, labels: &[&str]) -> CounterVec {
+        self.add(CounterVec::new(Opts::new(name, help), labels).expect("valid metric"))
+    }
+
+    fn gauge(&self, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+        self.add(GaugeVec::new(Opts::new(name, help), labels).expect("valid metric"))
+    }
+
+    fn int_gauge(&self, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+        self.add(IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"))
+    }
+}
+
+/// Renders the snapshot as Prometheus text (format 0.0.4).
+pub fn render(s: &Snapshot) -> String {
+    let r = Scrape(Registry::new());
+
+    // Requests, as Triton counts them.
+    let success = r.int_counter(
+        "nv_inference_request_success",
+        "Requests answered with a result, per agent (from its telemetry, since the agent started).",
+        &["agent"],
+    );
+    let failure = r.int_counter(
+        "nv_inference_request_failure",
+        "Failed requests by reason: coordinator refusals by error code (agent=\"\"), and error replies sent by agents (reason=\"agent_error\").",
+        &["agent", "reason"],
+    );
+    let count = r.int_counter(
+        "nv_inference_count",
+        "Inferences run (requests in batches), per agent, model and width.",
+        &["agent", "model", "width"],
+    );
+    let exec_count = r.int_counter(
+        "nv_inference_exec_count",
+        "Batches run, per agent, model and width.",
+        &["agent", "model", "width"],
+    );
+    let queue_us = r.counter(
+        "nv_inference_queue_duration_us",
+        "Cumulative time requests waited in the agent's queue, microseconds.",
+        &["agent", "model", "width"],
+    );
+    let compute_us = r.counter(
+        "nv_inference_compute_infer_duration_us",
+        "Cumulative compute time of requests (each request counts its batch's time), microseconds.",
+        &["agent", "model", "width"],
+    );
+    let request_us = r.counter(
+        "nv_inference_request_duration_us",
+        "Cumulative agent-side request time (queue + compute), microseconds.",
+        &["agent", "model", "width"],
+    );
+    for b in &s.batches {
+        let width = width_label((b.width * 1000.0).round() as u16);
+        let labels = [b.agent.as_str(), b.model.as_str(), width.as_str()];
+        count.with_label_values(&labels).inc_by(b.inferences);
+        exec_count.with_label_values(&labels).inc_by(b.executions);
+        queue_us.with_label_values(&labels).inc_by(b.queue_us);
+        compute_us.with_label_values(&labels).inc_by(b.compute_us);
+        request_us
+            .with_label_values(&labels)
+            .inc_by(b.queue_us + b.compute_us);
+    }
+    for (code, n) in &s.counters.refused {
+        failure.with_label_values(&["", code]).inc_by(*n);
+    }
+
+    // Devices, per agent.
+    let pending = r.int_gauge(
+        "nv_inference_pending_request_count",
+        "Requests waiting in the agent's queues.",
+        &["agent"],
+    );
+    let cpu_util = r.gauge(
+        "nv_cpu_utilization",
+        "CPU utilization of the agent's device, 0..1.",
+        &["agent"],
+    );
+    let cpu_used = r.int_gauge(
+        "nv_cpu_memory_used_bytes",
+        "RAM in use on the agent's device.",
+        &["agent"],
+    );
+    let cpu_total = r.int_gauge(
+        "nv_cpu_memory_total_bytes",
+        "RAM in total on the agent's device.",
+        &["agent"],
+    );
+    let gpu_util = r.gauge(
+        "nv_gpu_utilization",
+        "GPU utilization of the agent's device, 0..1 (agents with a readable GPU only).",
+        &["agent"],
+    );
+    let gpu_used = r.int_gauge(
+        "nv_gpu_memory_used_bytes",
+        "GPU memory in use (agents with a readable GPU only).",
+        &["agent"],
+    );
+    let gpu_total = r.int_gauge(
+        "nv_gpu_memory_total_bytes",
+        "GPU memory in total (agents with a readable GPU only).",
+        &["agent"],
+    );
+    let power = r.gauge(
+        "nv_gpu_power_usage",
+        "Power drawn by the agent's device now, watts; energy_source says whether it is measured or modelled.",
+        &["agent", "energy_source"],
+    );
+    let energy = r.counter(
+        "nv_energy_consumption",
+        "Energy used by the agent's device since the agent started, joules.",
+        &["agent", "energy_source"],
+    );
+    let agent_online = r.int_gauge(
+        "slim_agent_online",
+        "1 when the agent is online and routable, else 0.",
+        &["agent", "backend"],
+    );
+    let outstanding = r.int_gauge(
+        "slim_agent_outstanding_requests",
+        "Requests the coordinator placed on the agent and has not seen answered.",
+        &["agent"],
+    );
+    for a in &s.agents {
+        let agent = [a.id.as_str()];
+        agent_online
+            .with_label_values(&[a.id.as_str(), a.backend.as_str()])
+            .set(i64::from(a.online));
+        outstanding.with_label_values(&agent).set(a.outstanding as i64);
+        let Some(t) = &a.telemetry else { continue };
+        success.with_label_values(&agent).inc_by(t.completed);
+        failure
+            .with_label_values(&[a.id.as_str(), "agent_error"])
+            .inc_by(t.errors);
+        let source = serde_json::to_value(t.energy_source)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        energy
+            .with_label_values(&[a.id.as_str(), source.as_str()])
+            .inc_by(t.energy_j.max(0.0));
+        if !a.online {
+            continue; // a lost agent's gauges would only repeat stale readings
+        }
+        pending.with_label_values(&agent).set(i64::from(t.queue_depth));
+        cpu_util.with_label_values(&agent).set(f64::from(t.cpu_util));
+        cpu_used
+            .with_label_values(&agent)
+            .set(t.ram_used_bytes as i64);
+        cpu_total
+            .with_label_values(&agent)
+            .set(t.ram_total_bytes as i64);
+        if let Some(u) = t.gpu_util {
+            gpu_util.with_label_values(&agent).set(f64::from(u));
+        }
+        if let Some(v) = t.vram_used_bytes {
+            gpu_used.with_label_values(&agent).set(v as i64);
+        }
+        if let Some(v) = t.vram_total_bytes {
+            gpu_total.with_label_values(&agent).set(v as i64);
+        }
+        power
+            .with_label_values(&[a.id.as_str(), source.as_str()])
+            .set(f64::from(t.power_w));
+    }
+
+    // The router and the coordinator.
+    let decisions = r.int_counter(
+        "slim_router_decisions_total",
+        "Placements per chosen agent, width and batch size.",
+        &["agent", "width", "batch"],
+    );
+    for d in &s.decision_counts {
+        let width = width_label((d.width * 1000.0).round() as u16);
+        decisions
+            .with_label_values(&[d.agent.as_str(), width.as_str(), &d.batch.to_string()])
+            .inc_by(d.count);
+    }
+    r.int_gauge(
+        "slim_router_info",
+        "The routing policy in use (value is always 1).",
+        &["policy"],
+    )
+    .with_label_values(&[s.coordinator.router.as_str()])
+    .set(1);
+    let plain = |name: &str, help: &str, value: u64| {
+        r.int_counter(name, help, &[])
+            .with_label_values(&[])
+            .inc_by(value)
+    };
+    plain(
+        "slim_requests_received_total",
+        "Requests received on the request topics.",
+        s.counters.received,
+    );
+    plain(
+        "slim_requests_duplicate_total",
+        "Redelivered requests ignored.",
+        s.counters.duplicates,
+    );
+    plain(
+        "slim_router_placements_total",
+        "Placements published (first placements and re-routes).",
+        s.counters.routed,
+    );
+    plain(
+        "slim_router_reroutes_total",
+        "Requests routed again after their agent was lost.",
+        s.counters.rerouted,
+    );
+    let gauge = |name: &str, help: &str, value: i64| {
+        r.int_gauge(name, help, &[]).with_label_values(&[]).set(value)
+    };
+    gauge(
+        "slim_agents_online",
+        "Agents online and routable.",
+        s.agents.iter().filter(|a| a.online).count() as i64,
+    );
+    gauge(
+        "slim_coordinator_connected",
+        "1 when the coordinator is connected to the broker.",
+        i64::from(s.coordinator.connected),
+    );
+
+    let mut out = Vec::new();
+    TextEncoder::new()
+        .encode(&r.0.gather(), &mut out)
+        .expect("text encoding cannot fail");
+    String::from_utf8(out).expect("text encoder writes UTF-8")
+}

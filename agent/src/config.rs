@@ -25,8 +25,16 @@ pub struct AgentConfig {
     pub backend: BackendChoice,
     /// Largest batch the agent forms, whatever the assignment asks.
     pub max_batch: u16,
-    /// Model instances (execution states) per (model, width).
-    pub instances_per_width: u16,
+    /// Most model instances (concurrent batches) per (model, width); 0 = one per core.
+    pub max_instances_per_width: u16,
+    /// Add an instance when a queue has waited this long with every instance busy, ms.
+    pub scale_up_wait_ms: u64,
+    /// Drop an instance idle for this long, seconds.
+    pub instance_idle_timeout_s: u64,
+    /// Memory all instances may take together, MiB; unset = half the RAM (or VRAM) at start.
+    pub memory_budget_mb: Option<u64>,
+    /// Most batches running at once, as a fraction of the cores (CPU) or 1 per GPU.
+    pub utilization_ceiling: f32,
     /// Seconds between telemetry reports, in milliseconds.
     pub telemetry_interval_ms: u64,
     /// Assignments larger than this are refused with `too_large`.
@@ -66,7 +74,11 @@ impl Default for AgentConfig {
             models: Vec::new(),
             backend: BackendChoice::Auto,
             max_batch: 32,
-            instances_per_width: 1,
+            max_instances_per_width: 0,
+            scale_up_wait_ms: 20,
+            instance_idle_timeout_s: 30,
+            memory_budget_mb: None,
+            utilization_ceiling: 1.0,
             telemetry_interval_ms: 1000,
             max_payload_bytes: 1024 * 1024,
             slowdown: 1.0,
@@ -113,8 +125,11 @@ impl AgentConfig {
                 self.id
             ));
         }
-        if self.max_batch == 0 || self.instances_per_width == 0 {
-            return Err("max_batch and instances_per_width must be at least 1".into());
+        if self.max_batch == 0 {
+            return Err("max_batch must be at least 1".into());
+        }
+        if !(self.utilization_ceiling > 0.0) {
+            return Err("utilization_ceiling must be positive".into());
         }
         if !(self.slowdown >= 1.0) {
             return Err(format!("slowdown {} must be >= 1", self.slowdown));

@@ -39,6 +39,12 @@ impl Outbox {
         (Self { tx }, task)
     }
 
+    /// An outbox that only hands messages to the returned receiver (for tests and embedding).
+    pub fn channel() -> (Self, mpsc::UnboundedReceiver<Outgoing>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Self { tx }, rx)
+    }
+
     /// Queues a message at QoS 1.
     pub fn send(&self, topic: impl Into<String>, payload: Vec<u8>) {
         self.send_with(topic, payload, QoS::AtLeastOnce, false);

@@ -15,8 +15,8 @@ use crate::{
     config::AgentConfig,
     model::ModelFamily,
     outbox::Outbox,
-    scheduler::{spawn_scheduler, SchedulerConfig, SchedulerHandle},
-    telemetry::{device_info, EnergyMeter, SystemSampler},
+    scheduler::{spawn_scheduler, InstancePolicy, SchedulerConfig, SchedulerHandle},
+    telemetry::{device_info, select_sensors, SensorOptions, SensorSet, SystemSampler},
     validate::{validate_assignment, Rejection},
 };
 
@@ -155,7 +155,15 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<AgentHandle> {
     };
     let mut models: Vec<ModelInfo> = families.values().map(|f| model_info(f)).collect();
     models.sort_by(|a, b| a.name.cmp(&b.name));
-    let device = device_info();
+    let base_device = device_info();
+    let (sensors, _sensor_report) = select_sensors(&SensorOptions {
+        sysfs_root: "/".into(),
+        batches_on_gpu: backend.name == "cuda",
+        idle_power_w: config.energy.idle_power_w,
+        max_power_w: config.energy.max_power_w,
+        cores: base_device.cpu_cores as usize,
+    });
+    let device = sensors.describe(base_device);
     let info = AgentInfo {
         v: PROTOCOL_VERSION,
         agent: config.id.clone(),
@@ -183,15 +191,12 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<AgentHandle> {
     );
     let (client, eventloop) = config.broker.connect(&config.id, Some(will))?;
     let (outbox, outbox_task) = Outbox::spawn(client.clone());
-    let energy = EnergyMeter::model(
-        config.energy.idle_power_w,
-        config.energy.max_power_w,
-        device.cpu_cores as usize,
-    );
+    let energy = sensors.energy.clone();
     let (scheduler, scheduler_task) = spawn_scheduler(
         SchedulerConfig {
             agent: config.id.clone(),
-            instances_per_width: config.instances_per_width as usize,
+            policy: instance_policy(&config, &device),
+            max_batch: config.max_batch as usize,
             slowdown: config.slowdown,
             energy: energy.clone(),
         },
@@ -214,7 +219,7 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<AgentHandle> {
         topics.clone(),
         scheduler,
         outbox,
-        energy,
+        sensors,
         rejections.clone(),
     ));
     Ok(AgentHandle {
@@ -224,6 +229,26 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<AgentHandle> {
         topics,
         tasks: vec![mqtt_task, telemetry_task, scheduler_task, outbox_task],
     })
+}
+
+/// The instance limits for this device: the configured budget, or half its memory.
+fn instance_policy(config: &AgentConfig, device: &slim_protocol::DeviceInfo) -> InstancePolicy {
+    let cores = device.cpu_cores.max(1) as usize;
+    let memory = device.vram_bytes.unwrap_or(device.ram_bytes);
+    InstancePolicy {
+        max_per_queue: match config.max_instances_per_width {
+            0 => cores,
+            n => n as usize,
+        },
+        scale_up_wait: Duration::from_millis(config.scale_up_wait_ms),
+        idle_timeout: Duration::from_secs(config.instance_idle_timeout_s),
+        memory_budget_bytes: config
+            .memory_budget_mb
+            .map(|mb| mb * 1024 * 1024)
+            .unwrap_or(memory / 2),
+        utilization_ceiling: config.utilization_ceiling,
+        capacity: cores,
+    }
 }
 
 struct Session {
@@ -294,7 +319,7 @@ async fn telemetry_loop(
     topics: Topics,
     scheduler: SchedulerHandle,
     outbox: Outbox,
-    mut energy: EnergyMeter,
+    mut sensors: SensorSet,
     rejections: RejectionCounts,
 ) {
     let mut sampler = SystemSampler::new();
@@ -306,7 +331,7 @@ async fn telemetry_loop(
         ticker.tick().await;
         let reading = sampler.sample();
         let now = std::time::Instant::now();
-        let power_w = energy.advance(reading.cpu_util, now.duration_since(last).as_secs_f64());
+        let tick = sensors.read(&reading, now.duration_since(last).as_secs_f64());
         last = now;
         let report = scheduler.report().await;
         let rejected: u64 = rejections.lock().unwrap().values().sum();
@@ -319,12 +344,12 @@ async fn telemetry_loop(
             cpu_util: reading.cpu_util,
             ram_used_bytes: reading.ram_used_bytes,
             ram_total_bytes: reading.ram_total_bytes,
-            gpu_util: None,
-            vram_used_bytes: None,
-            vram_total_bytes: None,
-            power_w,
-            energy_j: energy.total_j(),
-            energy_source: energy.source,
+            gpu_util: tick.gpu_util,
+            vram_used_bytes: tick.vram_used_bytes,
+            vram_total_bytes: tick.vram_total_bytes,
+            power_w: tick.power_w,
+            energy_j: tick.energy_j,
+            energy_source: tick.energy_source,
             queues: report.queues,
             outstanding: report.outstanding,
             completed: report.completed,

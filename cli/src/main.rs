@@ -1,7 +1,7 @@
 //! `slim`: the Slim Scheduler operator CLI.
 
 use clap::{Parser, Subcommand};
-use slim::commands::{bench, demo, models, profile, request};
+use slim::commands::{bench, demo, models, profile, request, simulate, train};
 
 /// Slim Scheduler: serve slimmable CNNs across a fleet of edge devices over MQTT.
 ///
@@ -29,6 +29,10 @@ enum Command {
     Models(models::ModelsArgs),
     /// Measure this device per family × width × batch and write a profile file.
     Profile(profile::ProfileArgs),
+    /// Train a PPO routing policy in the cluster simulator and write a checkpoint.
+    Train(train::TrainArgs),
+    /// Compare routers in the simulator on seeds not used for training.
+    Simulate(simulate::SimulateArgs),
 }
 
 #[tokio::main]
@@ -41,5 +45,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Bench(args) => bench::run(args).await,
         Command::Models(args) => models::run(args),
         Command::Profile(args) => profile::run(args),
+        Command::Train(args) => train::run(args),
+        Command::Simulate(args) => simulate::run(args),
     }
 }

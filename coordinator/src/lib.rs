@@ -4,10 +4,12 @@
 //! [`slim_router::Router`] where each should run given the [`state::ClusterState`] built from
 //! agents' retained status and telemetry, and publishes the [`slim_protocol::Assignment`] to the
 //! chosen agent plus a [`slim_protocol::Decision`] record. Requests held by an agent that goes
-//! offline (last will, or telemetry silence) are routed again. [`service::start`] runs it.
+//! offline (last will, or telemetry silence) are routed again. [`service::start`] runs it; [`http`] serves
+//! its metrics, state and dashboard to operators.
 
 pub mod config;
 pub mod counters;
+pub mod http;
 pub mod service;
 pub mod state;
 pub mod validate;

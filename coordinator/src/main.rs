@@ -51,6 +51,9 @@ struct RunArgs {
     /// Seed for random routers.
     #[arg(long)]
     seed: Option<u64>,
+    /// Monitoring HTTP address for /metrics, /api/v1/state and the dashboard; "" disables it.
+    #[arg(long, env = "SLIM_HTTP_LISTEN")]
+    http_listen: Option<String>,
     /// Log as JSON lines.
     #[arg(long)]
     log_json: bool,
@@ -81,6 +84,9 @@ impl RunArgs {
         }
         if let Some(v) = self.seed {
             config.seed = v;
+        }
+        if let Some(v) = self.http_listen {
+            config.http_listen = Some(v);
         }
         config.broker.validate()?;
         Ok(config)

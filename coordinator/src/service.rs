@@ -3,7 +3,11 @@
 
 use std::{
     collections::VecDeque,
-    sync::{Arc, Mutex},
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
     time::{Duration, Instant},
 };
 
@@ -13,11 +17,15 @@ use slim_protocol::{
     ErrorCode, ErrorReply, InferRequest, RecentIds, Telemetry, Topics, PROTOCOL_VERSION,
 };
 use slim_router::{build_router, RouteRequest, Router, RouterSettings};
-use tokio::{sync::mpsc, task::JoinHandle};
+use tokio::{
+    sync::{mpsc, watch},
+    task::JoinHandle,
+};
 
 use crate::{
     config::CoordinatorConfig,
     counters::Counters,
+    http::{HttpState, Monitor, Snapshot},
     state::{ClusterState, Pending},
     validate::{validate_request, Refusal},
 };
@@ -29,6 +37,7 @@ pub struct CoordinatorHandle {
     client: AsyncClient,
     status_topic: String,
     offline_status: Vec<u8>,
+    http_addr: Option<SocketAddr>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -36,6 +45,11 @@ impl CoordinatorHandle {
     /// A copy of the counters.
     pub fn counters(&self) -> Counters {
         self.counters.lock().unwrap().clone()
+    }
+
+    /// Where the monitoring HTTP server listens, when it is enabled.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
     }
 
     /// Publishes the offline status, disconnects and stops.
@@ -97,6 +111,22 @@ pub async fn start(config: CoordinatorConfig) -> anyhow::Result<CoordinatorHandl
     let (client, eventloop) = config.broker.connect(&config.id, Some(will))?;
     let (inbound_tx, inbound_rx) = mpsc::unbounded_channel();
     let counters = Arc::new(Mutex::new(Counters::default()));
+    let connected = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    let (snapshot, http_addr) = match config.http_listen() {
+        Some(listen) => {
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen for HTTP on {listen}: {e}"))?;
+            let (tx, rx) = watch::channel(Arc::new(Snapshot::default()));
+            let (addr, server) =
+                crate::http::serve(listener, HttpState::new(rx, connected.clone()))?;
+            tasks.push(server);
+            tracing::info!(%addr, "monitoring at http://{addr}/ (metrics at /metrics)");
+            (Some(tx), Some(addr))
+        }
+        None => (None, None),
+    };
     let session = tokio::spawn(session_loop(
         eventloop,
         client.clone(),
@@ -104,7 +134,9 @@ pub async fn start(config: CoordinatorConfig) -> anyhow::Result<CoordinatorHandl
         encode(&status),
         inbound_tx,
         config.broker.url.clone(),
+        connected.clone(),
     ));
+    let router_name = &status.router;
     let core = Core {
         config: config.clone(),
         topics: topics.clone(),
@@ -114,15 +146,20 @@ pub async fn start(config: CoordinatorConfig) -> anyhow::Result<CoordinatorHandl
         recent: RecentIds::new(100_000),
         parked: VecDeque::new(),
         counters: counters.clone(),
+        monitor: Monitor::new(&config.id, router_name, status.started_at_ms),
+        snapshot,
+        connected,
     };
     let core_task = tokio::spawn(core.run(inbound_rx));
+    tasks.extend([session, core_task]);
     tracing::info!(router = %status.router, broker = %config.broker.url, "coordinator started");
     Ok(CoordinatorHandle {
         counters,
         client,
         status_topic: topics.coordinator_status(),
         offline_status,
-        tasks: vec![session, core_task],
+        http_addr,
+        tasks,
     })
 }
 
@@ -133,10 +170,12 @@ async fn session_loop(
     status: Vec<u8>,
     inbound: mpsc::UnboundedSender<(String, Vec<u8>)>,
     url: String,
+    connected: Arc<AtomicBool>,
 ) {
     loop {
         match eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                connected.store(true, Ordering::Relaxed);
                 tracing::info!(broker = %url, "coordinator connected");
                 let client = client.clone();
                 let topics = topics.clone();
@@ -162,6 +201,7 @@ async fn session_loop(
             Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => return,
             Ok(_) => {}
             Err(e) => {
+                connected.store(false, Ordering::Relaxed);
                 tracing::warn!(error = %e, "MQTT connection error; retrying in 1 s");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
@@ -184,6 +224,10 @@ struct Core {
     recent: RecentIds,
     parked: VecDeque<Parked>,
     counters: Arc<Mutex<Counters>>,
+    monitor: Monitor,
+    /// Where snapshots go for the HTTP server, when it runs.
+    snapshot: Option<watch::Sender<Arc<Snapshot>>>,
+    connected: Arc<AtomicBool>,
 }
 
 impl Core {
@@ -237,6 +281,7 @@ impl Core {
             },
             Some(AgentTopic::Telemetry(_)) => match decode::<Telemetry>(payload) {
                 Ok(t) => {
+                    self.monitor.on_telemetry(&t);
                     self.cluster.on_telemetry(t, now);
                     self.counters.lock().unwrap().agents_online = self.cluster.online_count();
                     self.unpark(now).await;
@@ -272,6 +317,23 @@ impl Core {
             let topic = self.topics.request(&p.request.model);
             self.refuse(refusal, &topic).await;
         }
+        self.publish_snapshot(now);
+    }
+
+    /// Hands the HTTP side a fresh snapshot (every tick, 200 ms).
+    fn publish_snapshot(&mut self, now: Instant) {
+        let at_ms = now_ms();
+        self.monitor.tick(at_ms);
+        let Some(tx) = &self.snapshot else { return };
+        let counters = self.counters.lock().unwrap().clone();
+        let snapshot = self.monitor.snapshot(
+            &self.cluster,
+            &counters,
+            self.connected.load(Ordering::Relaxed),
+            now,
+            at_ms,
+        );
+        tx.send_replace(Arc::new(snapshot));
     }
 
     async fn bad_agent_message(&mut self, topic: &str, error: &str) {
@@ -396,6 +458,7 @@ impl Core {
             QoS::AtLeastOnce,
         )
         .await;
+        self.monitor.on_decision(&decision);
         self.publish(self.topics.decisions(), encode(&decision), QoS::AtMostOnce)
             .await;
     }

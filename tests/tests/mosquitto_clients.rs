@@ -90,7 +90,6 @@ fn temp_file(name: &str, bytes: &[u8]) -> PathBuf {
 /// Subscribes with `mosquitto_sub`, publishes `payload` with `mosquitto_pub -f`, and returns the
 /// one message that arrives on `reply_topic`, decoded.
 async fn round_trip(broker_url: &str, topic: &str, reply_topic: &str, payload: &[u8]) -> Value {
-    require_mosquitto_clients();
     let (host, port) = host_port(broker_url);
     let port = port.to_string();
     let file = temp_file(&format!("{}.bin", topic.replace('/', "_")), payload);
@@ -163,6 +162,7 @@ fn text<'a>(value: &'a Value, field: &str) -> &'a str {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_published_with_mosquitto_pub_is_answered_on_its_reply_topic() {
+    require_mosquitto_clients();
     let cluster = start(spec(&[1.0])).await;
     let topics = cluster.topics();
     let sample = slim::samples::family_samples(&models_dir(), "digits")
@@ -227,6 +227,7 @@ async fn a_request_published_with_mosquitto_pub_is_answered_on_its_reply_topic()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_shape_gets_a_bad_shape_error_on_the_reply_topic() {
+    require_mosquitto_clients();
     let cluster = start(spec(&[1.0])).await;
     let topics = cluster.topics();
     // Three channels where the digits model takes one.

@@ -13,7 +13,10 @@ use slim_protocol::{
 use tokio::sync::{mpsc, oneshot};
 use tract_onnx::tract_core::runtime::State;
 
-use super::{Batch, Batcher, QueueKey, Queued};
+use super::{
+    instances::{InstancePolicy, ScaleDecision, ScaleInput},
+    Batch, Batcher, QueueKey, Queued,
+};
 use crate::{model::top_k, outbox::Outbox, telemetry::EnergyMeter, validate::ValidAssignment};
 
 /// Fixed settings of the scheduler.
@@ -21,8 +24,10 @@ use crate::{model::top_k, outbox::Outbox, telemetry::EnergyMeter, validate::Vali
 pub struct SchedulerConfig {
     /// Agent id, put in every result.
     pub agent: String,
-    /// Instances per (model, width).
-    pub instances_per_width: usize,
+    /// When to add and drop instances.
+    pub policy: InstancePolicy,
+    /// Batch size used to measure a new instance's memory (the largest batch it will run).
+    pub max_batch: usize,
     /// Emulated slowdown factor (1 = off).
     pub slowdown: f32,
     /// Energy model for per-batch energy.
@@ -46,11 +51,20 @@ pub struct SchedulerReport {
     pub batches: Vec<BatchRecord>,
     /// Requests answered since the previous report.
     pub done: Vec<String>,
+    /// Memory taken by all loaded instances, bytes (measured when each loaded).
+    pub instance_memory_bytes: u64,
+    /// The budget for it, bytes.
+    pub memory_budget_bytes: u64,
+    /// Most instances loaded at the same time since start.
+    pub peak_instances: usize,
+    /// Most memory instances took at the same time since start, bytes.
+    pub peak_instance_memory_bytes: u64,
 }
 
 enum Command {
     Assign(Box<ValidAssignment>),
     Done(Box<Finished>),
+    Loaded(QueueKey, Result<(Box<dyn State>, u64), String>),
     Report(oneshot::Sender<SchedulerReport>),
 }
 
@@ -74,6 +88,7 @@ impl std::fmt::Debug for Command {
         f.write_str(match self {
             Command::Assign(_) => "Assign",
             Command::Done(_) => "Done",
+            Command::Loaded(..) => "Loaded",
             Command::Report(_) => "Report",
         })
     }
@@ -107,6 +122,10 @@ pub fn spawn_scheduler(
         batcher: Batcher::default(),
         free: HashMap::new(),
         loaded: HashMap::new(),
+        loading: HashMap::new(),
+        instance_bytes: HashMap::new(),
+        memory_used: 0,
+        running_batches: 0,
         recent: RecentIds::new(100_000),
         running: 0,
         report: SchedulerReport::default(),
@@ -119,8 +138,12 @@ struct Actor {
     config: SchedulerConfig,
     outbox: Outbox,
     batcher: Batcher<ValidAssignment>,
-    free: HashMap<QueueKey, Vec<Box<dyn State>>>,
+    free: HashMap<QueueKey, Vec<(Box<dyn State>, Instant)>>,
     loaded: HashMap<QueueKey, usize>,
+    loading: HashMap<QueueKey, ()>,
+    instance_bytes: HashMap<QueueKey, u64>,
+    memory_used: u64,
+    running_batches: usize,
     recent: RecentIds,
     running: usize,
     report: SchedulerReport,
@@ -130,24 +153,38 @@ struct Actor {
 impl Actor {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>) {
         loop {
-            let deadline = self.batcher.next_deadline();
-            let command = match deadline {
-                Some(at) => tokio::select! {
-                    c = rx.recv() => c,
-                    _ = tokio::time::sleep_until(at.into()) => { self.dispatch(); continue; }
-                },
-                None => rx.recv().await,
+            let wake = self.next_wake(Instant::now());
+            let command = tokio::select! {
+                c = rx.recv() => c,
+                _ = tokio::time::sleep_until(wake.into()) => {
+                    self.dispatch();
+                    continue;
+                }
             };
             let Some(command) = command else { break };
             match command {
                 Command::Assign(a) => self.enqueue(*a),
                 Command::Done(f) => self.finish(*f),
+                Command::Loaded(key, outcome) => self.on_loaded(key, outcome),
                 Command::Report(tx) => {
                     let _ = tx.send(self.take_report());
                 }
             }
             self.dispatch();
         }
+    }
+
+    /// The next moment something may need doing without a new command: a queue's delay runs
+    /// out, a waiting queue may deserve another instance, or an idle instance may be dropped.
+    fn next_wake(&self, now: Instant) -> Instant {
+        let mut wake = now + Duration::from_secs(1);
+        if let Some(deadline) = self.batcher.next_deadline() {
+            wake = wake.min(deadline);
+        }
+        if !self.batcher.is_empty() {
+            wake = wake.min(now + self.config.policy.scale_up_wait / 2);
+        }
+        wake.max(now)
     }
 
     fn enqueue(&mut self, a: ValidAssignment) {
@@ -166,56 +203,132 @@ impl Actor {
         self.batcher.push(key, queued);
     }
 
-    fn has_instance(&self, key: &QueueKey) -> bool {
-        self.free.get(key).is_some_and(|f| !f.is_empty())
-            || self.loaded.get(key).copied().unwrap_or(0) < self.config.instances_per_width
-    }
-
     fn dispatch(&mut self) {
         let now = Instant::now();
         loop {
             let free = &self.free;
-            let loaded = &self.loaded;
-            let limit = self.config.instances_per_width;
-            let next = self.batcher.next_batch(now, |k| {
-                free.get(k).is_some_and(|f| !f.is_empty())
-                    || loaded.get(k).copied().unwrap_or(0) < limit
-            });
+            let next = self
+                .batcher
+                .next_batch(now, |k| free.get(k).is_some_and(|f| !f.is_empty()));
             let Some(batch) = next else { break };
-            debug_assert!(self.has_instance(&batch.key));
-            self.start(batch);
+            let state = self
+                .free
+                .get_mut(&batch.key)
+                .and_then(Vec::pop)
+                .map(|(state, _)| state)
+                .expect("a free instance was checked for");
+            self.start(batch, state);
+        }
+        self.scale(now);
+    }
+
+    /// Loads instances for queues that wait, and drops instances that idle.
+    fn scale(&mut self, now: Instant) {
+        for snapshot in self.batcher.snapshot(now) {
+            let key = snapshot.key;
+            let has_free = self.free.get(&key).is_some_and(|f| !f.is_empty());
+            if has_free || self.loading.contains_key(&key) {
+                continue;
+            }
+            let input = ScaleInput {
+                loaded: self.loaded.get(&key).copied().unwrap_or(0),
+                oldest_wait: snapshot.oldest_wait,
+                memory_used: self.memory_used,
+                instance_bytes: self.instance_bytes.get(&key).copied(),
+                running_batches: self.running_batches,
+            };
+            match self.config.policy.decide(input) {
+                ScaleDecision::Add => self.load_instance(key),
+                // A queue with no instance at all makes room by dropping idle instances elsewhere.
+                ScaleDecision::NoMemory if input.loaded == 0 => self.drop_idle(now, true),
+                _ => {}
+            }
+        }
+        self.drop_idle(now, false);
+    }
+
+    fn drop_idle(&mut self, now: Instant, every_idle: bool) {
+        let policy = &self.config.policy;
+        for (key, free) in self.free.iter_mut() {
+            let before = free.len();
+            free.retain(|(_, idle_since)| {
+                !(every_idle || policy.should_drop(now.saturating_duration_since(*idle_since)))
+            });
+            let dropped = before - free.len();
+            if dropped > 0 {
+                let bytes = self.instance_bytes.get(key).copied().unwrap_or(0);
+                self.memory_used = self.memory_used.saturating_sub(bytes * dropped as u64);
+                if let Some(n) = self.loaded.get_mut(key) {
+                    *n -= dropped;
+                }
+                tracing::info!(model = %key.model, width = key.width(), dropped, "idle model instances dropped");
+            }
         }
     }
 
-    fn take_state(
-        &mut self,
-        key: &QueueKey,
-        batch: &Batch<ValidAssignment>,
-    ) -> Result<Box<dyn State>, String> {
-        if let Some(state) = self.free.get_mut(key).and_then(Vec::pop) {
-            return Ok(state);
-        }
-        let family = &batch.items[0].item.family;
-        let plan = family
-            .plan(key.width())
-            .ok_or_else(|| format!("width {} vanished", key.width()))?;
-        let state = plan.spawn_state().map_err(|e| e.to_string())?;
+    fn load_instance(&mut self, key: QueueKey) {
+        let Some(family) = self.batcher.head(&key).map(|a| a.family.clone()) else {
+            return;
+        };
+        let Some(plan) = family.plan(key.width()).cloned() else {
+            return;
+        };
+        // Reserve the measured size (when known) until the load reports back.
+        self.memory_used += self.instance_bytes.get(&key).copied().unwrap_or(0);
         *self.loaded.entry(key.clone()).or_default() += 1;
-        tracing::info!(model = %key.model, width = key.width(), instances = self.loaded[key], "model instance loaded");
-        Ok(state)
+        self.loading.insert(key.clone(), ());
+        let tx = self.self_tx.clone();
+        let batch = self.config.max_batch;
+        tokio::task::spawn_blocking(move || {
+            let outcome = super::memory::load_measured(&family, &plan, batch);
+            let _ = tx.send(Command::Loaded(key, outcome));
+        });
     }
 
-    fn start(&mut self, batch: Batch<ValidAssignment>) {
-        let key = batch.key.clone();
-        let mut state = match self.take_state(&key, &batch) {
-            Ok(s) => s,
+    fn on_loaded(&mut self, key: QueueKey, outcome: Result<(Box<dyn State>, u64), String>) {
+        self.loading.remove(&key);
+        let reserved = self.instance_bytes.get(&key).copied().unwrap_or(0);
+        self.memory_used = self.memory_used.saturating_sub(reserved);
+        let (state, measured) = match outcome {
+            Ok(ok) => ok,
             Err(e) => {
-                for q in batch.items {
+                if let Some(n) = self.loaded.get_mut(&key) {
+                    *n -= 1;
+                }
+                tracing::error!(model = %key.model, width = key.width(), error = %e, "model instance failed to load");
+                for q in self.batcher.drain_queue(&key) {
                     self.fail(&q.item, ErrorCode::Internal, &e);
                 }
                 return;
             }
         };
+        let bytes = {
+            let known = self.instance_bytes.entry(key.clone()).or_insert(measured);
+            *known = (*known).max(measured);
+            *known
+        };
+        if self.memory_used + bytes > self.config.policy.memory_budget_bytes {
+            tracing::warn!(model = %key.model, width = key.width(), bytes, "the new instance is larger than the budget left: unloaded");
+            if let Some(n) = self.loaded.get_mut(&key) {
+                *n -= 1;
+            }
+            return;
+        }
+        self.memory_used += bytes;
+        let instances: usize = self.loaded.values().sum();
+        self.report.peak_instances = self.report.peak_instances.max(instances);
+        self.report.peak_instance_memory_bytes =
+            self.report.peak_instance_memory_bytes.max(self.memory_used);
+        tracing::info!(model = %key.model, width = key.width(), instances = self.loaded[&key], bytes, "model instance loaded");
+        self.free
+            .entry(key)
+            .or_default()
+            .push((state, Instant::now()));
+    }
+
+    fn start(&mut self, batch: Batch<ValidAssignment>, mut state: Box<dyn State>) {
+        let key = batch.key.clone();
+        self.running_batches += 1;
         self.running += batch.items.len();
         let tx = self.self_tx.clone();
         let slowdown = self.config.slowdown;
@@ -244,7 +357,11 @@ impl Actor {
 
     fn finish(&mut self, f: Finished) {
         self.running -= f.items.len();
-        self.free.entry(f.key.clone()).or_default().push(f.state);
+        self.running_batches -= 1;
+        self.free
+            .entry(f.key.clone())
+            .or_default()
+            .push((f.state, Instant::now()));
         let logits = match f.outcome {
             Ok(l) => l,
             Err(e) => {
@@ -339,6 +456,10 @@ impl Actor {
             duplicates: self.report.duplicates,
             batches: std::mem::take(&mut self.report.batches),
             done: std::mem::take(&mut self.report.done),
+            instance_memory_bytes: self.memory_used,
+            memory_budget_bytes: self.config.policy.memory_budget_bytes,
+            peak_instances: self.report.peak_instances,
+            peak_instance_memory_bytes: self.report.peak_instance_memory_bytes,
         }
     }
 }

@@ -141,6 +141,19 @@ impl<T> Batcher<T> {
             .collect()
     }
 
+    /// Removes and returns the items of one queue.
+    pub fn drain_queue(&mut self, key: &QueueKey) -> Vec<Queued<T>> {
+        self.queues.remove(key).map(Vec::from).unwrap_or_default()
+    }
+
+    /// The item at the head of a queue.
+    pub fn head(&self, key: &QueueKey) -> Option<&T> {
+        self.queues
+            .get(key)
+            .and_then(|q| q.front())
+            .map(|q| &q.item)
+    }
+
     /// Removes and returns every queued item, e.g. to persist them at shutdown.
     pub fn drain_all(&mut self) -> Vec<(QueueKey, Queued<T>)> {
         std::mem::take(&mut self.queues)

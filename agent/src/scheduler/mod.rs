@@ -2,6 +2,10 @@
 
 mod actor;
 mod batcher;
+mod instances;
+mod memory;
 
 pub use actor::{spawn_scheduler, SchedulerConfig, SchedulerHandle, SchedulerReport};
 pub use batcher::{Batch, Batcher, QueueKey, QueueSnapshot, Queued};
+pub use instances::{InstancePolicy, ScaleDecision, ScaleInput};
+pub use memory::resident_bytes;

@@ -5,6 +5,8 @@ pub mod demo;
 pub mod models;
 pub mod profile;
 pub mod request;
+pub mod simulate;
+pub mod train;
 
 use clap::Args;
 

@@ -8,7 +8,10 @@ const DASHBOARD_CSS: &str = include_str!("assets/dashboard.css");
 
 /// The page.
 pub async fn index() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], INDEX_HTML)
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        INDEX_HTML,
+    )
 }
 
 /// The script that polls `/api/v1/state` and draws the tables and charts.
@@ -21,5 +24,8 @@ pub async fn script() -> impl IntoResponse {
 
 /// The style sheet.
 pub async fn style() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], DASHBOARD_CSS)
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        DASHBOARD_CSS,
+    )
 }

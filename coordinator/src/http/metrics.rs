@@ -156,7 +156,9 @@ pub fn render(s: &Snapshot) -> String {
         agent_online
             .with_label_values(&[a.id.as_str(), a.backend.as_str()])
             .set(i64::from(a.online));
-        outstanding.with_label_values(&agent).set(a.outstanding as i64);
+        outstanding
+            .with_label_values(&agent)
+            .set(a.outstanding as i64);
         let Some(t) = &a.telemetry else { continue };
         success.with_label_values(&agent).inc_by(t.completed);
         failure
@@ -172,8 +174,12 @@ pub fn render(s: &Snapshot) -> String {
         if !a.online {
             continue; // a lost agent's gauges would only repeat stale readings
         }
-        pending.with_label_values(&agent).set(i64::from(t.queue_depth));
-        cpu_util.with_label_values(&agent).set(f64::from(t.cpu_util));
+        pending
+            .with_label_values(&agent)
+            .set(i64::from(t.queue_depth));
+        cpu_util
+            .with_label_values(&agent)
+            .set(f64::from(t.cpu_util));
         cpu_used
             .with_label_values(&agent)
             .set(t.ram_used_bytes as i64);
@@ -215,7 +221,7 @@ pub fn render(s: &Snapshot) -> String {
     .set(1);
     let plain = |name: &str, help: &str, value: u64| {
         r.int_counter(name, help, &[])
-            .with_label_values(&[])
+            .with_label_values(&[] as &[&str])
             .inc_by(value)
     };
     plain(
@@ -239,7 +245,9 @@ pub fn render(s: &Snapshot) -> String {
         s.counters.rerouted,
     );
     let gauge = |name: &str, help: &str, value: i64| {
-        r.int_gauge(name, help, &[]).with_label_values(&[]).set(value)
+        r.int_gauge(name, help, &[])
+            .with_label_values(&[] as &[&str])
+            .set(value)
     };
     gauge(
         "slim_agents_online",
@@ -257,4 +265,209 @@ pub fn render(s: &Snapshot) -> String {
         .encode(&r.0.gather(), &mut out)
         .expect("text encoding cannot fail");
     String::from_utf8(out).expect("text encoder writes UTF-8")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use prometheus_parse::{Sample, Scrape, Value};
+
+    use super::*;
+    use crate::{
+        counters::Counters,
+        http::snapshot::{
+            tests::{batch, decision, info, telemetry},
+            Monitor,
+        },
+        state::ClusterState,
+    };
+
+    fn parse(text: &str) -> Scrape {
+        Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).expect("valid exposition")
+    }
+
+    fn find<'a>(scrape: &'a Scrape, name: &str, labels: &[(&str, &str)]) -> &'a Sample {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+            .unwrap_or_else(|| panic!("no {name} with {labels:?} in the scrape"))
+    }
+
+    fn value(sample: &Sample) -> f64 {
+        match sample.value {
+            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => v,
+            _ => panic!("{} is not a plain value", sample.metric),
+        }
+    }
+
+    #[test]
+    fn an_empty_coordinator_still_exports_its_policy_and_every_refusal_reason() {
+        let s = Monitor::new("c", "least-loaded", 0).snapshot(
+            &ClusterState::default(),
+            &Counters::default(),
+            true,
+            Instant::now(),
+            0,
+        );
+        let scrape = parse(&render(&s));
+        assert_eq!(
+            value(find(
+                &scrape,
+                "slim_router_info",
+                &[("policy", "least-loaded")]
+            )),
+            1.0
+        );
+        let reasons = scrape
+            .samples
+            .iter()
+            .filter(|s| s.metric == "nv_inference_request_failure")
+            .count();
+        assert_eq!(reasons, slim_protocol::ErrorCode::ALL.len());
+        assert_eq!(value(find(&scrape, "slim_agents_online", &[])), 0.0);
+    }
+
+    #[test]
+    fn gpu_metrics_appear_only_for_agents_that_report_a_gpu() {
+        let now = Instant::now();
+        let mut cluster = ClusterState::default();
+        cluster.on_status(info("cpu-box"), now);
+        cluster.on_status(info("gpu-box"), now);
+        cluster.on_telemetry(telemetry("cpu-box", 1, vec![]), now);
+        let mut gpu = telemetry("gpu-box", 1, vec![]);
+        gpu.gpu_util = Some(0.75);
+        gpu.vram_used_bytes = Some(2);
+        gpu.vram_total_bytes = Some(8);
+        gpu.energy_source = slim_protocol::EnergySource::Nvml;
+        cluster.on_telemetry(gpu, now);
+        let s =
+            Monitor::new("c", "random", 0).snapshot(&cluster, &Counters::default(), true, now, 0);
+        let scrape = parse(&render(&s));
+        assert_eq!(
+            value(find(&scrape, "nv_gpu_utilization", &[("agent", "gpu-box")])),
+            0.75
+        );
+        assert!(!scrape
+            .samples
+            .iter()
+            .any(|s| s.metric == "nv_gpu_utilization" && s.labels.get("agent") == Some("cpu-box")));
+        assert_eq!(
+            value(find(
+                &scrape,
+                "nv_energy_consumption",
+                &[("agent", "gpu-box"), ("energy_source", "nvml")]
+            )),
+            120.0
+        );
+        assert_eq!(
+            value(find(
+                &scrape,
+                "nv_gpu_memory_total_bytes",
+                &[("agent", "gpu-box")]
+            )),
+            8.0
+        );
+    }
+
+    #[test]
+    fn durations_and_decisions_are_exported_with_triton_names_and_router_labels() {
+        let now = Instant::now();
+        let mut cluster = ClusterState::default();
+        cluster.on_status(info("a"), now);
+        let mut monitor = Monitor::new("c", "least-loaded", 0);
+        let t = telemetry("a", 1, vec![batch(4, 2.0, 10.0)]);
+        monitor.on_telemetry(&t);
+        cluster.on_telemetry(t, now);
+        monitor.on_decision(&decision("a", 0.5, 8));
+        monitor.on_decision(&decision("a", 0.5, 8));
+        let mut counters = Counters::default();
+        counters.refused(slim_protocol::ErrorCode::NoCapacity);
+        let scrape = parse(&render(
+            &monitor.snapshot(&cluster, &counters, true, now, 0),
+        ));
+        let per_width = [("agent", "a"), ("model", "digits"), ("width", "0.5")];
+        assert_eq!(
+            value(find(&scrape, "nv_inference_queue_duration_us", &per_width)),
+            8_000.0
+        );
+        assert_eq!(
+            value(find(
+                &scrape,
+                "nv_inference_compute_infer_duration_us",
+                &per_width
+            )),
+            40_000.0
+        );
+        assert_eq!(
+            value(find(
+                &scrape,
+                "nv_inference_request_duration_us",
+                &per_width
+            )),
+            48_000.0
+        );
+        assert_eq!(value(find(&scrape, "nv_inference_count", &per_width)), 4.0);
+        assert_eq!(
+            value(find(&scrape, "nv_inference_exec_count", &per_width)),
+            1.0
+        );
+        assert_eq!(
+            value(find(
+                &scrape,
+                "slim_router_decisions_total",
+                &[("agent", "a"), ("width", "0.5"), ("batch", "8")]
+            )),
+            2.0
+        );
+        assert_eq!(
+            value(find(
+                &scrape,
+                "nv_inference_request_failure",
+                &[("reason", "no_capacity")]
+            )),
+            1.0
+        );
+        assert_eq!(
+            value(find(
+                &scrape,
+                "nv_inference_request_failure",
+                &[("agent", "a"), ("reason", "agent_error")]
+            )),
+            2.0
+        );
+        assert_eq!(
+            value(find(
+                &scrape,
+                "nv_inference_request_success",
+                &[("agent", "a")]
+            )),
+            42.0
+        );
+        assert_eq!(
+            value(find(&scrape, "nv_cpu_utilization", &[("agent", "a")])),
+            0.25
+        );
+        assert_eq!(
+            value(find(
+                &scrape,
+                "nv_inference_pending_request_count",
+                &[("agent", "a")]
+            )),
+            3.0
+        );
+        assert_eq!(
+            value(find(
+                &scrape,
+                "nv_gpu_power_usage",
+                &[("agent", "a"), ("energy_source", "model")]
+            )),
+            7.5
+        );
+        assert!(matches!(
+            find(&scrape, "nv_inference_queue_duration_us", &per_width).value,
+            Value::Counter(_)
+        ));
+    }
 }

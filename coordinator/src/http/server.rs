@@ -60,7 +60,10 @@ pub fn router(state: HttpState) -> Router {
 }
 
 /// Serves [`router`] on `listener` until the task is aborted; returns the bound address.
-pub fn serve(listener: TcpListener, state: HttpState) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
+pub fn serve(
+    listener: TcpListener,
+    state: HttpState,
+) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
     let addr = listener.local_addr()?;
     let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, router(state)).await {
@@ -98,4 +101,65 @@ async fn metrics_text(State(http): State<HttpState>) -> impl IntoResponse {
         [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
         metrics::render(&http.snapshot()),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A plain HTTP/1.0 GET: (status code, body).
+    async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(format!("GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        let (head, body) = response.split_once("\r\n\r\n").unwrap();
+        let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+        (status, body.to_string())
+    }
+
+    async fn server(snapshot: Snapshot, connected: bool) -> SocketAddr {
+        let (_tx, rx) = watch::channel(Arc::new(snapshot));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (addr, _task) = serve(
+            listener,
+            HttpState::new(rx, Arc::new(AtomicBool::new(connected))),
+        )
+        .unwrap();
+        addr
+    }
+
+    #[tokio::test]
+    async fn readyz_is_503_without_a_broker_or_without_agents_and_healthz_is_200() {
+        let addr = server(Snapshot::default(), false).await;
+        assert_eq!(get(addr, "/healthz").await.0, 200);
+        let (status, body) = get(addr, "/readyz").await;
+        assert_eq!(status, 503);
+        assert!(body.contains("broker"), "{body}");
+        let addr = server(Snapshot::default(), true).await;
+        let (status, body) = get(addr, "/readyz").await;
+        assert_eq!(status, 503);
+        assert!(body.contains("no agent"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn the_dashboard_and_its_assets_are_served_from_the_binary() {
+        let addr = server(Snapshot::default(), true).await;
+        let (status, page) = get(addr, "/").await;
+        assert_eq!(status, 200);
+        assert!(page.contains("dashboard.js") && page.contains("Fleet"));
+        assert!(
+            !page.contains("http://") && !page.contains("https://"),
+            "no CDN"
+        );
+        let (status, script) = get(addr, "/dashboard.js").await;
+        assert_eq!(status, 200);
+        assert!(script.contains("api/v1/state"));
+        assert_eq!(get(addr, "/dashboard.css").await.0, 200);
+        assert_eq!(get(addr, "/nope").await.0, 404);
+    }
 }

@@ -1,0 +1,151 @@
+//! When to add and remove model instances: pure rules over queue waits, memory and utilization.
+//!
+//! An instance is one execution state of a (model, width) plan: the weights are shared, each
+//! instance holds its own activations. Instances are added while a queue keeps waiting, as long
+//! as the memory budget and the utilization ceiling allow, and dropped when idle.
+
+use std::time::Duration;
+
+/// Limits on instances.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstancePolicy {
+    /// Most instances of one (model, width).
+    pub max_per_queue: usize,
+    /// Add an instance when a queue's oldest request has waited this long with every instance busy.
+    pub scale_up_wait: Duration,
+    /// Drop an instance that has been idle this long.
+    pub idle_timeout: Duration,
+    /// Memory all instances together may take, bytes (RAM on CPUs and Jetsons, VRAM on GPUs).
+    pub memory_budget_bytes: u64,
+    /// Most batches running at once, as a fraction of the device's parallel capacity (cores).
+    pub utilization_ceiling: f32,
+    /// Parallel capacity of the device: cores for the CPU backend.
+    pub capacity: usize,
+}
+
+/// What the scheduler knows when it considers adding an instance to a queue.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ScaleInput {
+    /// Instances of this queue already loaded.
+    pub loaded: usize,
+    /// How long the queue's oldest request has waited.
+    pub oldest_wait: Duration,
+    /// Memory all loaded instances take, bytes.
+    pub memory_used: u64,
+    /// Measured memory of one instance of this queue, if one was ever loaded.
+    pub instance_bytes: Option<u64>,
+    /// Batches running now, on any queue.
+    pub running_batches: usize,
+}
+
+/// Why an instance may or may not be added.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScaleDecision {
+    /// Load one more instance.
+    Add,
+    /// Wait: the queue has not waited long enough.
+    NotYet,
+    /// At the per-queue maximum.
+    AtMaximum,
+    /// It would exceed the memory budget.
+    NoMemory,
+    /// The device is at its utilization ceiling.
+    Saturated,
+}
+
+impl InstancePolicy {
+    /// Decides whether a queue with no free instance gets another one.
+    pub fn decide(&self, input: ScaleInput) -> ScaleDecision {
+        if input.loaded >= self.max_per_queue {
+            return ScaleDecision::AtMaximum;
+        }
+        let needed = input.instance_bytes.unwrap_or(0);
+        if input.memory_used.saturating_add(needed) > self.memory_budget_bytes {
+            return ScaleDecision::NoMemory;
+        }
+        let ceiling = (self.capacity as f32 * self.utilization_ceiling).max(1.0);
+        if input.running_batches as f32 >= ceiling {
+            return ScaleDecision::Saturated;
+        }
+        if input.loaded > 0 && input.oldest_wait < self.scale_up_wait {
+            return ScaleDecision::NotYet;
+        }
+        ScaleDecision::Add
+    }
+
+    /// True when an instance idle for `idle` should be dropped.
+    pub fn should_drop(&self, idle: Duration) -> bool {
+        idle >= self.idle_timeout
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(budget: u64) -> InstancePolicy {
+        InstancePolicy {
+            max_per_queue: 4,
+            scale_up_wait: Duration::from_millis(20),
+            idle_timeout: Duration::from_secs(30),
+            memory_budget_bytes: budget,
+            utilization_ceiling: 1.0,
+            capacity: 2,
+        }
+    }
+
+    fn input(loaded: usize, wait_ms: u64, used: u64) -> ScaleInput {
+        ScaleInput {
+            loaded,
+            oldest_wait: Duration::from_millis(wait_ms),
+            memory_used: used,
+            instance_bytes: Some(100),
+            running_batches: loaded,
+        }
+    }
+
+    #[test]
+    fn the_first_instance_is_loaded_at_once_when_it_fits() {
+        assert_eq!(policy(1000).decide(input(0, 0, 0)), ScaleDecision::Add);
+    }
+
+    #[test]
+    fn another_instance_waits_for_the_queue_to_wait() {
+        assert_eq!(policy(1000).decide(input(1, 5, 100)), ScaleDecision::NotYet);
+        assert_eq!(policy(1000).decide(input(1, 25, 100)), ScaleDecision::Add);
+    }
+
+    #[test]
+    fn instances_never_exceed_the_memory_budget() {
+        let p = policy(250);
+        assert_eq!(p.decide(input(1, 50, 200)), ScaleDecision::NoMemory);
+        assert_eq!(p.decide(input(1, 50, 150)), ScaleDecision::Add);
+        assert_eq!(
+            p.decide(input(0, 50, 200)),
+            ScaleDecision::NoMemory,
+            "even a first one"
+        );
+    }
+
+    #[test]
+    fn a_saturated_device_gets_no_more_instances() {
+        let mut i = input(1, 50, 100);
+        i.running_batches = 2;
+        assert_eq!(policy(1000).decide(i), ScaleDecision::Saturated);
+    }
+
+    #[test]
+    fn the_per_queue_maximum_holds() {
+        assert_eq!(
+            policy(10_000).decide(input(4, 500, 400)),
+            ScaleDecision::AtMaximum
+        );
+    }
+
+    #[test]
+    fn idle_instances_are_dropped_after_the_timeout() {
+        let p = policy(1000);
+        assert!(!p.should_drop(Duration::from_secs(29)));
+        assert!(p.should_drop(Duration::from_secs(30)));
+    }
+}

@@ -1,0 +1,63 @@
+//! Measuring what a model instance costs in memory when it loads: the growth of the process's
+//! resident set while it is created and runs one batch of the largest size.
+//!
+//! Only the first load of a (model file, batch size) in a process is measured: later loads reuse
+//! pages the allocator already holds and would look free. Every later instance of that plan is
+//! charged the first measurement.
+
+use std::{collections::HashMap, path::PathBuf, sync::Mutex};
+
+use tract_onnx::tract_core::runtime::State;
+
+use crate::model::{ModelFamily, WidthPlan};
+
+/// Loads are measured one at a time, so two loads do not see each other's growth.
+static LOAD_LOCK: Mutex<()> = Mutex::new(());
+
+/// First measurement per (ONNX path, batch size), bytes.
+static MEASURED: Mutex<Option<HashMap<(PathBuf, usize), u64>>> = Mutex::new(None);
+
+/// Resident memory of this process, bytes (Linux `/proc/self/status` VmRSS), if readable.
+pub fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Creates an instance of `plan`, runs one batch of `batch` samples to allocate its
+/// activations, and returns it with its measured size (at least one page).
+pub fn load_measured(
+    family: &ModelFamily,
+    plan: &WidthPlan,
+    batch: usize,
+) -> Result<(Box<dyn State>, u64), String> {
+    let _guard = LOAD_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let key = (family.dir.join(&plan.entry.file), batch.max(1));
+    let known = MEASURED
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get_or_insert_with(HashMap::new)
+        .get(&key)
+        .copied();
+    let before = resident_bytes().unwrap_or(0);
+    let mut state = plan.spawn_state().map_err(|e| e.to_string())?;
+    let samples = vec![vec![0.0f32; family.sample_len()]; batch.max(1)];
+    family
+        .run_batch(state.as_mut(), &samples)
+        .map_err(|e| e.to_string())?;
+    let bytes = match known {
+        Some(bytes) => bytes,
+        None => {
+            let after = resident_bytes().unwrap_or(before);
+            let bytes = after.saturating_sub(before).max(4096);
+            MEASURED
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get_or_insert_with(HashMap::new)
+                .insert(key, bytes);
+            bytes
+        }
+    };
+    Ok((state, bytes))
+}

@@ -1,0 +1,476 @@
+//! The power/GPU sensor abstraction, the order in which sensors are tried, and the probe report.
+//!
+//! Order, decided once at start by [`select_sensors`]:
+//!
+//! 1. **NVML** (cargo feature `nvml`, on by default; `libnvidia-ml` is loaded at run time, so a
+//!    machine without an NVIDIA driver simply fails this step). GPU utilization, VRAM, power and
+//!    the total-energy counter. NVML measures the GPU board only, so its power is used for energy
+//!    only when the batches run on the GPU (`batches_on_gpu`); otherwise NVML still reports GPU
+//!    utilization and VRAM, and energy comes from the power model.
+//! 2. **Jetson** (sysfs, no NVML): INA3221 rails (both driver layouts, see [`super::jetson`]),
+//!    GPU load, unified memory (VRAM = RAM). The rails cover the whole module, so they are used
+//!    for energy whatever the backend.
+//! 3. **Power model**: idle + utilization × (max − idle) from the device profile.
+//!
+//! A sensor that is found but cannot read power still supplies what it can (utilization, VRAM);
+//! energy then comes from the model. Every figure carries its [`EnergySource`].
+
+use std::path::{Path, PathBuf};
+
+use slim_protocol::{DeviceInfo, EnergySource};
+
+use super::{
+    jetson::JetsonSensor,
+    nvml::{NvmlSensor, NvmlSource},
+    EnergyMeter, SystemReading,
+};
+
+/// Why a sensor could not be used or read.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SensorError {
+    /// A file the sensor needs is not there.
+    #[error("{path}: not found")]
+    Missing {
+        /// The file or folder looked for.
+        path: PathBuf,
+    },
+    /// A file could not be read.
+    #[error("{path}: cannot read: {reason}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        reason: String,
+    },
+    /// A file held something other than the number expected.
+    #[error("{path}: expected {expected}, found {found:?}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What was expected.
+        expected: &'static str,
+        /// What was there (trimmed, at most 40 characters).
+        found: String,
+    },
+    /// NVML is absent, failed, or does not support a query.
+    #[error("NVML: {0}")]
+    Nvml(String),
+    /// The sensor is not present on this machine.
+    #[error("{0}")]
+    NotPresent(String),
+}
+
+/// One reading of a GPU/power sensor. Fields the sensor cannot read are `None`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SensorReading {
+    /// GPU utilization, 0..1.
+    pub gpu_util: Option<f32>,
+    /// VRAM in use (not set on unified memory; see [`SensorSet::read`]).
+    pub vram_used_bytes: Option<u64>,
+    /// VRAM in total.
+    pub vram_total_bytes: Option<u64>,
+    /// Power now, watts.
+    pub power_w: Option<f32>,
+    /// A hardware energy counter, millijoules, when the sensor keeps one (NVML on Volta and
+    /// later); differences between readings are the energy used in between.
+    pub energy_counter_mj: Option<u64>,
+}
+
+/// A GPU and/or power sensor chosen at start.
+pub trait PowerSensor: Send + std::fmt::Debug {
+    /// Short name: `nvml` or `jetson`.
+    fn name(&self) -> &'static str;
+    /// The label its power and energy figures carry.
+    fn source(&self) -> EnergySource;
+    /// True where the GPU shares the system RAM (Jetson): VRAM figures are then RAM figures.
+    fn unified_memory(&self) -> bool {
+        false
+    }
+    /// True when the power it reads includes the power of the CPU running batches.
+    fn covers_cpu(&self) -> bool;
+    /// Fills the GPU facts of `device` (kind, GPU name, VRAM).
+    fn describe(&self, device: &mut DeviceInfo);
+    /// Reads the sensor. Errors are clear and never panic; fields it cannot read are `None`.
+    fn read(&mut self) -> Result<SensorReading, SensorError>;
+}
+
+/// Options of [`select_sensors`].
+#[derive(Debug, Clone)]
+pub struct SensorOptions {
+    /// Root of the file system the sysfs and `/etc`, `/proc` paths are read under (`/` on a
+    /// real device; a fixture tree in tests).
+    pub sysfs_root: PathBuf,
+    /// Whether batches run on the GPU (CUDA backend). NVML power covers the GPU board only, so
+    /// it is used for energy only then.
+    pub batches_on_gpu: bool,
+    /// Power model: idle watts.
+    pub idle_power_w: f32,
+    /// Power model: full-load watts.
+    pub max_power_w: f32,
+    /// Cores for the power model's per-batch share.
+    pub cores: usize,
+}
+
+impl Default for SensorOptions {
+    fn default() -> Self {
+        Self {
+            sysfs_root: PathBuf::from("/"),
+            batches_on_gpu: false,
+            idle_power_w: 10.0,
+            max_power_w: 65.0,
+            cores: 1,
+        }
+    }
+}
+
+/// Which sensor family was chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SensorKind {
+    /// NVIDIA NVML.
+    Nvml,
+    /// Jetson sysfs (INA3221 rails, GPU load).
+    Jetson,
+    /// No sensor: the power model only.
+    Model,
+}
+
+/// One step of the fallback order and what came of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SensorAttempt {
+    /// `nvml`, `jetson` or `model`.
+    pub sensor: &'static str,
+    /// What was found (`Ok`) or why it was not used (`Err`).
+    pub outcome: Result<String, String>,
+}
+
+/// What [`probe_sensors`] found, for a `doctor` command to print.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SensorReport {
+    /// The sensor chosen for GPU figures (or `Model` when none).
+    pub chosen: SensorKind,
+    /// The label of the power and energy figures.
+    pub energy_source: EnergySource,
+    /// Why energy comes from where it does.
+    pub energy_reason: String,
+    /// Every step tried, in order.
+    pub attempts: Vec<SensorAttempt>,
+    /// Problems met while reading the chosen sensor (unsupported queries, unreadable rails).
+    pub warnings: Vec<String>,
+    /// The first reading of the chosen sensor.
+    pub first_reading: Option<SensorReading>,
+}
+
+impl std::fmt::Display for SensorReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "sensor: {:?}", self.chosen)?;
+        writeln!(
+            f,
+            "energy source: {:?} ({})",
+            self.energy_source, self.energy_reason
+        )?;
+        for a in &self.attempts {
+            match &a.outcome {
+                Ok(found) => writeln!(f, "  {:<7} found: {found}", a.sensor)?,
+                Err(why) => writeln!(f, "  {:<7} not used: {why}", a.sensor)?,
+            }
+        }
+        for w in &self.warnings {
+            writeln!(f, "  warning: {w}")?;
+        }
+        if let Some(r) = &self.first_reading {
+            writeln!(f, "first reading: {r:?}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The chosen sensor with its energy meter; the telemetry task owns it.
+#[derive(Debug)]
+pub struct SensorSet {
+    sensor: Option<Box<dyn PowerSensor>>,
+    /// The meter: measured when the sensor's power is used, else the model.
+    pub energy: EnergyMeter,
+    batches_on_gpu: bool,
+    failures: u64,
+}
+
+/// What one telemetry tick reports from the sensors.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SensorTick {
+    /// GPU utilization, 0..1.
+    pub gpu_util: Option<f32>,
+    /// VRAM in use (RAM on unified memory).
+    pub vram_used_bytes: Option<u64>,
+    /// VRAM in total (RAM on unified memory).
+    pub vram_total_bytes: Option<u64>,
+    /// Power now, watts.
+    pub power_w: f32,
+    /// Energy since start, joules.
+    pub energy_j: f64,
+    /// Label of `power_w` and `energy_j`.
+    pub energy_source: EnergySource,
+}
+
+impl SensorSet {
+    /// No sensor: the labelled power model only.
+    pub fn model_only(options: &SensorOptions) -> Self {
+        Self {
+            sensor: None,
+            energy: EnergyMeter::model(options.idle_power_w, options.max_power_w, options.cores),
+            batches_on_gpu: options.batches_on_gpu,
+            failures: 0,
+        }
+    }
+
+    /// The chosen sensor's name, `model` when there is none.
+    pub fn name(&self) -> &'static str {
+        self.sensor.as_ref().map_or("model", |s| s.name())
+    }
+
+    /// Adds the GPU facts of the chosen sensor to `device` (from [`super::device_info`]).
+    pub fn describe(&self, mut device: DeviceInfo) -> DeviceInfo {
+        if let Some(s) = &self.sensor {
+            s.describe(&mut device);
+            if s.unified_memory() {
+                device.vram_bytes = Some(device.ram_bytes);
+            }
+        }
+        device
+    }
+
+    /// Reads the sensor, advances the energy meter by `seconds` and returns the tick's figures.
+    /// A failed read keeps the telemetry going: GPU figures are `None` for the tick and power is
+    /// held at the last measured value (still labelled with the sensor; logged).
+    pub fn read(&mut self, system: &SystemReading, seconds: f64) -> SensorTick {
+        let reading = match self.sensor.as_mut().map(|s| s.read()) {
+            None => None,
+            Some(Ok(r)) => {
+                self.failures = 0;
+                Some(r)
+            }
+            Some(Err(e)) => {
+                self.failures += 1;
+                if self.failures == 1 || self.failures.is_power_of_two() {
+                    tracing::warn!(sensor = self.name(), failures = self.failures, error = %e,
+                        "sensor read failed; holding the last power reading");
+                }
+                None
+            }
+        };
+        let unified = self.sensor.as_ref().is_some_and(|s| s.unified_memory());
+        let gpu_util = reading.as_ref().and_then(|r| r.gpu_util);
+        let model_util = if self.batches_on_gpu {
+            gpu_util.unwrap_or(system.cpu_util)
+        } else {
+            system.cpu_util
+        };
+        let power_w = self.energy.tick(model_util, reading.as_ref(), seconds);
+        let (vram_used_bytes, vram_total_bytes) = if unified {
+            (Some(system.ram_used_bytes), Some(system.ram_total_bytes))
+        } else {
+            (
+                reading.as_ref().and_then(|r| r.vram_used_bytes),
+                reading.as_ref().and_then(|r| r.vram_total_bytes),
+            )
+        };
+        SensorTick {
+            gpu_util,
+            vram_used_bytes,
+            vram_total_bytes,
+            power_w,
+            energy_j: self.energy.total_j(),
+            energy_source: self.energy.source,
+        }
+    }
+}
+
+/// Opens NVML for real (feature `nvml`), device 0.
+pub fn open_nvml() -> Result<Box<dyn NvmlSource>, SensorError> {
+    #[cfg(feature = "nvml")]
+    {
+        super::nvml::NvmlLibrary::open(0).map(|s| Box::new(s) as Box<dyn NvmlSource>)
+    }
+    #[cfg(not(feature = "nvml"))]
+    {
+        Err(SensorError::NotPresent(
+            "built without the `nvml` cargo feature".into(),
+        ))
+    }
+}
+
+/// Chooses the sensors in the documented order, with the real NVML.
+pub fn select_sensors(options: &SensorOptions) -> (SensorSet, SensorReport) {
+    select_sensors_with(open_nvml, options)
+}
+
+/// Chooses the sensors in the documented order; `open_nvml` stands in for NVML (tests pass a
+/// recorded reading, or an error for "no NVML").
+pub fn select_sensors_with(
+    open_nvml: impl FnOnce() -> Result<Box<dyn NvmlSource>, SensorError>,
+    options: &SensorOptions,
+) -> (SensorSet, SensorReport) {
+    let mut attempts = Vec::new();
+    let mut warnings = Vec::new();
+    let mut chosen: Option<(SensorKind, Box<dyn PowerSensor>, SensorReading)> = None;
+
+    // 1. NVML. One that reads no power is kept only if no Jetson rails are found (a Jetson
+    //    whose NVML answers utilization but not power is better served by its rails).
+    let mut nvml_without_power: Option<(Box<dyn PowerSensor>, SensorReading)> = None;
+    match open_nvml().and_then(NvmlSensor::new) {
+        Ok(mut sensor) => match sensor.read() {
+            Ok(first) => {
+                warnings.extend(sensor.unsupported().iter().map(|w| format!("nvml: {w}")));
+                if first.power_w.is_some() {
+                    attempts.push(SensorAttempt {
+                        sensor: "nvml",
+                        outcome: Ok(sensor.summary()),
+                    });
+                    chosen = Some((SensorKind::Nvml, Box::new(sensor), first));
+                } else {
+                    attempts.push(SensorAttempt {
+                        sensor: "nvml",
+                        outcome: Ok(format!("{} (reads no power)", sensor.summary())),
+                    });
+                    nvml_without_power = Some((Box::new(sensor), first));
+                }
+            }
+            Err(e) => attempts.push(SensorAttempt {
+                sensor: "nvml",
+                outcome: Err(format!("opened but unreadable: {e}")),
+            }),
+        },
+        Err(e) => attempts.push(SensorAttempt {
+            sensor: "nvml",
+            outcome: Err(e.to_string()),
+        }),
+    }
+
+    // 2. Jetson sysfs.
+    if chosen.is_none() {
+        match JetsonSensor::open(&options.sysfs_root) {
+            Ok(mut sensor) => {
+                warnings.extend(sensor.warnings().iter().map(|w| format!("jetson: {w}")));
+                let first = match sensor.read() {
+                    Ok(r) => r,
+                    Err(e) => {
+                        warnings.push(format!("jetson: first read failed: {e}"));
+                        SensorReading::default()
+                    }
+                };
+                attempts.push(SensorAttempt {
+                    sensor: "jetson",
+                    outcome: Ok(sensor.summary()),
+                });
+                let has_power = first.power_w.is_some();
+                if has_power || nvml_without_power.is_none() {
+                    chosen = Some((SensorKind::Jetson, Box::new(sensor), first));
+                }
+            }
+            Err(e) => attempts.push(SensorAttempt {
+                sensor: "jetson",
+                outcome: Err(e.to_string()),
+            }),
+        }
+    } else {
+        attempts.push(SensorAttempt {
+            sensor: "jetson",
+            outcome: Err("not tried: NVML was chosen".into()),
+        });
+    }
+    if chosen.is_none() {
+        if let Some((sensor, first)) = nvml_without_power {
+            chosen = Some((SensorKind::Nvml, sensor, first));
+        }
+    }
+
+    // 3. The power model, for energy whenever the chosen sensor cannot supply it.
+    let model = || EnergyMeter::model(options.idle_power_w, options.max_power_w, options.cores);
+    let (kind, sensor, energy, energy_reason, first) = match chosen {
+        Some((kind, sensor, first)) => {
+            let (energy, reason) = match first.power_w {
+                None => (
+                    model(),
+                    format!("{} reads no power; using the power model", sensor.name()),
+                ),
+                Some(_) if !sensor.covers_cpu() && !options.batches_on_gpu => (
+                    model(),
+                    format!(
+                        "{} measures the GPU only and batches run on the CPU; using the power model",
+                        sensor.name()
+                    ),
+                ),
+                Some(_) => (
+                    EnergyMeter::measured(
+                        sensor.source(),
+                        &first,
+                        options.idle_power_w,
+                        options.max_power_w,
+                        options.cores,
+                    ),
+                    match first.energy_counter_mj {
+                        Some(_) => format!("{} energy counter", sensor.name()),
+                        None => format!("{} power integrated over time", sensor.name()),
+                    },
+                ),
+            };
+            (kind, Some(sensor), energy, reason, Some(first))
+        }
+        None => (
+            SensorKind::Model,
+            None,
+            model(),
+            "no power sensor found".to_string(),
+            None,
+        ),
+    };
+    attempts.push(SensorAttempt {
+        sensor: "model",
+        outcome: Ok(format!(
+            "idle {} W, max {} W",
+            options.idle_power_w, options.max_power_w
+        )),
+    });
+
+    for a in &attempts {
+        match &a.outcome {
+            Ok(found) => tracing::debug!(sensor = a.sensor, "sensor found: {found}"),
+            Err(why) => tracing::debug!(sensor = a.sensor, "sensor not used: {why}"),
+        }
+    }
+    tracing::debug!(chosen = ?kind, energy_source = ?energy.source, "energy: {energy_reason}");
+
+    let report = SensorReport {
+        chosen: kind,
+        energy_source: energy.source,
+        energy_reason,
+        attempts,
+        warnings,
+        first_reading: first,
+    };
+    let set = SensorSet {
+        sensor,
+        energy,
+        batches_on_gpu: options.batches_on_gpu,
+        failures: 0,
+    };
+    (set, report)
+}
+
+/// Probes the sensors under `sysfs_root` (`/` on a real device) and says what was found, what
+/// failed and why. Prints nothing; a `doctor` command prints the report (it implements
+/// `Display`). The energy source is judged as if batches ran on the GPU, so the report says
+/// what the sensor can measure.
+pub fn probe_sensors(sysfs_root: impl AsRef<Path>) -> SensorReport {
+    let options = SensorOptions {
+        sysfs_root: sysfs_root.as_ref().to_path_buf(),
+        batches_on_gpu: true,
+        ..SensorOptions::default()
+    };
+    select_sensors(&options).1
+}
+
+/// [`super::device_info`] plus the GPU facts of whichever sensor is present under `/`.
+pub fn detected_device_info() -> DeviceInfo {
+    let (set, _) = select_sensors(&SensorOptions::default());
+    set.describe(super::device_info())
+}

@@ -41,6 +41,13 @@ pub struct AgentConfig {
     pub max_payload_bytes: usize,
     /// Emulate a slower device: every batch takes this many times its real compute time (1 = off).
     pub slowdown: f32,
+    /// Folder for durable state (sled): the outbox and accepted requests. Unset keeps them in
+    /// memory only, so a restart of the agent or an outage of the broker can lose them.
+    pub state_dir: Option<PathBuf>,
+    /// Most payload bytes kept in the outbox while the broker is unreachable, MiB.
+    pub outbox_max_mb: u64,
+    /// Messages older than this are dropped instead of sent on reconnect, seconds.
+    pub outbox_max_age_s: u64,
     /// Power model used when no power sensor is readable.
     pub energy: EnergyModelConfig,
 }
@@ -82,6 +89,9 @@ impl Default for AgentConfig {
             telemetry_interval_ms: 1000,
             max_payload_bytes: 1024 * 1024,
             slowdown: 1.0,
+            state_dir: None,
+            outbox_max_mb: 64,
+            outbox_max_age_s: 3600,
             energy: EnergyModelConfig::default(),
         }
     }

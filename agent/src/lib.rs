@@ -13,6 +13,7 @@ pub mod outbox;
 pub mod profile;
 pub mod scheduler;
 pub mod service;
+pub mod store;
 pub mod telemetry;
 pub mod validate;
 

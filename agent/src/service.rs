@@ -16,6 +16,7 @@ use crate::{
     model::ModelFamily,
     outbox::Outbox,
     scheduler::{spawn_scheduler, InstancePolicy, SchedulerConfig, SchedulerHandle},
+    store::{OutboxLimits, Store},
     telemetry::{device_info, select_sensors, SensorOptions, SensorSet, SystemSampler},
     validate::{validate_assignment, Rejection},
 };
@@ -178,6 +179,7 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<AgentHandle> {
             profile: None,
         }),
         profile: None,
+        durable: config.state_dir.is_some(),
         device: device.clone(),
     };
     let topics = Topics::new(&config.topic_prefix);
@@ -190,7 +192,23 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<AgentHandle> {
         true,
     );
     let (client, eventloop) = config.broker.connect(&config.id, Some(will))?;
-    let (outbox, outbox_task) = Outbox::spawn(client.clone());
+    let store = match &config.state_dir {
+        Some(dir) => Some(
+            Store::open(dir)
+                .with_context(|| format!("cannot open the agent store in {}", dir.display()))?,
+        ),
+        None => None,
+    };
+    let (connected_tx, connected_rx) = tokio::sync::watch::channel(false);
+    let (outbox, outbox_task) = Outbox::spawn(
+        client.clone(),
+        connected_rx,
+        store.clone(),
+        OutboxLimits {
+            max_bytes: config.outbox_max_mb * 1024 * 1024,
+            max_age_ms: config.outbox_max_age_s * 1000,
+        },
+    );
     let energy = sensors.energy.clone();
     let (scheduler, scheduler_task) = spawn_scheduler(
         SchedulerConfig {
@@ -199,10 +217,14 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<AgentHandle> {
             max_batch: config.max_batch as usize,
             slowdown: config.slowdown,
             energy: energy.clone(),
+            store: store.clone(),
         },
         outbox.clone(),
     );
     let rejections = RejectionCounts::default();
+    if let Some(store) = &store {
+        resume_unanswered(store, &config, &families, &scheduler);
+    }
     let session = Session {
         config: config.clone(),
         topics: topics.clone(),
@@ -212,6 +234,8 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<AgentHandle> {
         outbox: outbox.clone(),
         client: client.clone(),
         rejections: rejections.clone(),
+        store,
+        connected: connected_tx,
     };
     let mqtt_task = tokio::spawn(session.run(eventloop));
     let telemetry_task = tokio::spawn(telemetry_loop(
@@ -251,6 +275,38 @@ fn instance_policy(config: &AgentConfig, device: &slim_protocol::DeviceInfo) -> 
     }
 }
 
+/// Requeues the requests an earlier run accepted and never answered.
+fn resume_unanswered(
+    store: &Store,
+    config: &AgentConfig,
+    families: &HashMap<String, Arc<ModelFamily>>,
+    scheduler: &SchedulerHandle,
+) {
+    let unanswered = match store.unanswered() {
+        Ok(u) => u,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read unanswered requests");
+            return;
+        }
+    };
+    if unanswered.is_empty() {
+        return;
+    }
+    tracing::info!(
+        count = unanswered.len(),
+        "resuming requests accepted before a restart"
+    );
+    for (id, payload) in unanswered {
+        match validate_assignment(&payload, usize::MAX, families, config.max_batch) {
+            Ok(valid) => scheduler.assign(valid),
+            Err(r) => {
+                tracing::warn!(id, code = %r.code, "a stored request can no longer be served: {}", r.message);
+                let _ = store.answered(&id);
+            }
+        }
+    }
+}
+
 struct Session {
     config: AgentConfig,
     topics: Topics,
@@ -260,6 +316,8 @@ struct Session {
     outbox: Outbox,
     client: AsyncClient,
     rejections: RejectionCounts,
+    store: Option<Store>,
+    connected: tokio::sync::watch::Sender<bool>,
 }
 
 impl Session {
@@ -269,6 +327,7 @@ impl Session {
             match eventloop.poll().await {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
                     tracing::info!(agent = %self.config.id, broker = %self.config.broker.url, "connected");
+                    let _ = self.connected.send(true);
                     let client = self.client.clone();
                     let topic = assign_topic.clone();
                     let status = (self.topics.status(&self.config.id), encode(&self.info));
@@ -285,6 +344,7 @@ impl Session {
                 Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => return,
                 Ok(_) => {}
                 Err(e) => {
+                    let _ = self.connected.send(false);
                     tracing::warn!(agent = %self.config.id, error = %e, "MQTT connection error; retrying in 1 s");
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
@@ -299,7 +359,14 @@ impl Session {
             &self.families,
             self.config.max_batch,
         ) {
-            Ok(valid) => self.scheduler.assign(valid),
+            Ok(valid) => {
+                if let Some(store) = &self.store {
+                    if let Err(e) = store.accept(&valid.request.id, payload) {
+                        tracing::error!(error = %e, "cannot persist an accepted request");
+                    }
+                }
+                self.scheduler.assign(valid)
+            }
             Err(rejection) => self.reject(rejection),
         }
     }

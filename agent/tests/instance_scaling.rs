@@ -43,6 +43,7 @@ async fn flood(family: Arc<ModelFamily>, budget: u64) -> SchedulerReport {
             max_batch: 4,
             slowdown: 1.0,
             energy: EnergyMeter::model(1.0, 2.0, 2),
+            store: None,
         },
         outbox,
     );

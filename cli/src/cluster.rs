@@ -27,6 +27,13 @@ pub struct ClusterSpec {
     pub telemetry_interval_ms: u64,
     /// Coordinator's telemetry-silence timeout, ms.
     pub telemetry_timeout_ms: u64,
+    /// Folder under which each agent keeps its durable state (outbox, accepted requests);
+    /// `None` keeps it in memory.
+    pub state_root: Option<PathBuf>,
+    /// MQTT clean sessions (false keeps subscriptions and queued messages on a persistent broker).
+    pub clean_session: bool,
+    /// Coordinator's monitoring HTTP address (`None`: no HTTP server, as tests want).
+    pub http_listen: Option<String>,
 }
 
 impl Default for ClusterSpec {
@@ -40,6 +47,9 @@ impl Default for ClusterSpec {
             agent_slowdowns: vec![1.0, 2.0, 4.0],
             telemetry_interval_ms: 500,
             telemetry_timeout_ms: 3000,
+            state_root: None,
+            clean_session: true,
+            http_listen: None,
         }
     }
 }
@@ -71,7 +81,10 @@ impl LocalCluster {
             .broker_url
             .clone()
             .unwrap_or_else(|| embedded.as_ref().expect("embedded").url());
-        let broker = BrokerOptions::from_url(url);
+        let broker = BrokerOptions {
+            clean_session: spec.clean_session,
+            ..BrokerOptions::from_url(url)
+        };
         let id_prefix = spec.topic_prefix.replace('/', "-");
         let coordinator = slim_coordinator::start(CoordinatorConfig {
             id: format!("{id_prefix}-coordinator"),
@@ -79,6 +92,7 @@ impl LocalCluster {
             broker: broker.clone(),
             router: spec.router,
             telemetry_timeout_ms: spec.telemetry_timeout_ms,
+            http_listen: spec.http_listen.clone(),
             ..CoordinatorConfig::default()
         })
         .await?;
@@ -138,6 +152,11 @@ impl LocalCluster {
             backend: slim_agent::backend::BackendChoice::Cpu,
             telemetry_interval_ms: self.spec.telemetry_interval_ms,
             slowdown,
+            state_dir: self
+                .spec
+                .state_root
+                .as_ref()
+                .map(|root| root.join(format!("{}-agent-{}", self.id_prefix, index + 1))),
             ..AgentConfig::default()
         }
     }

@@ -149,6 +149,7 @@ pub async fn start(config: CoordinatorConfig) -> anyhow::Result<CoordinatorHandl
         monitor: Monitor::new(&config.id, router_name, status.started_at_ms),
         snapshot,
         connected,
+        was_connected: false,
     };
     let core_task = tokio::spawn(core.run(inbound_rx));
     tasks.extend([session, core_task]);
@@ -228,6 +229,8 @@ struct Core {
     /// Where snapshots go for the HTTP server, when it runs.
     snapshot: Option<watch::Sender<Arc<Snapshot>>>,
     connected: Arc<AtomicBool>,
+    /// Whether the session was up at the previous tick.
+    was_connected: bool,
 }
 
 impl Core {
@@ -295,7 +298,17 @@ impl Core {
     async fn on_tick(&mut self) {
         let now = Instant::now();
         let timeout = Duration::from_millis(self.config.telemetry_timeout_ms);
-        let orphans = self.cluster.expire(now, timeout);
+        // Silence while the coordinator itself is cut off from the broker is not the agents'.
+        let connected = self.connected.load(Ordering::Relaxed);
+        if connected && !self.was_connected {
+            self.cluster.touch_all(now);
+        }
+        self.was_connected = connected;
+        let orphans = if connected {
+            self.cluster.expire(now, timeout)
+        } else {
+            Vec::new()
+        };
         self.counters.lock().unwrap().agents_online = self.cluster.online_count();
         self.reroute(orphans, now).await;
         let limit = Duration::from_millis(self.config.park_timeout_ms);

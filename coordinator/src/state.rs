@@ -79,7 +79,7 @@ impl ClusterState {
         } else {
             tracing::warn!(agent = %id, pending = entry.pending.len(), "agent offline");
         }
-        if !online || restarted {
+        if !online || (restarted && !entry.info.durable) {
             entry.pending.drain().map(|(_, p)| p).collect()
         } else {
             Vec::new()
@@ -123,6 +123,14 @@ impl ClusterState {
             }
         }
         orphans
+    }
+
+    /// Counts every agent as heard from at `now` (after the coordinator's own reconnect, when
+    /// the silence was the coordinator's, not the agents').
+    pub fn touch_all(&mut self, now: Instant) {
+        for entry in self.agents.values_mut() {
+            entry.last_seen = now;
+        }
     }
 
     /// Records that `request` was placed on `agent`.
@@ -269,6 +277,7 @@ mod tests {
             max_batch: 8,
             emulation: None,
             profile: None,
+            durable: false,
         }
     }
 
@@ -339,6 +348,32 @@ mod tests {
         s.record_assignment("a", request("r1"), 0, t0);
         let orphans = s.on_status(info("a", true, 2), t0);
         assert_eq!(orphans.len(), 1);
+        assert_eq!(s.online_count(), 1);
+    }
+
+    #[test]
+    fn a_durable_agent_keeps_its_requests_across_a_restart() {
+        let t0 = Instant::now();
+        let mut s = ClusterState::default();
+        let mut first = info("a", true, 1);
+        first.durable = true;
+        s.on_status(first, t0);
+        s.record_assignment("a", request("r1"), 0, t0);
+        let mut second = info("a", true, 2);
+        second.durable = true;
+        assert!(s.on_status(second, t0).is_empty(), "it resumes them itself");
+    }
+
+    /// Marks every agent as heard from now, after the coordinator itself was cut off.
+    #[test]
+    fn silence_while_the_coordinator_was_disconnected_does_not_count() {
+        let t0 = Instant::now();
+        let mut s = ClusterState::default();
+        s.on_status(info("a", true, 1), t0);
+        s.touch_all(t0 + Duration::from_secs(10));
+        assert!(s
+            .expire(t0 + Duration::from_secs(11), Duration::from_secs(2))
+            .is_empty());
         assert_eq!(s.online_count(), 1);
     }
 

@@ -82,7 +82,7 @@ fn telemetry(seq: u64) -> Telemetry {
         cpu_util: 0.5,
         ram_used_bytes: 3 << 30,
         ram_total_bytes: 8 << 30,
-        gpu_util: Some(0.6),
+        gpu_util: Some(0.75),
         vram_used_bytes: None,
         vram_total_bytes: None,
         power_w: 9.5,
@@ -175,7 +175,7 @@ async fn metrics_readiness_and_state_follow_an_agent_seen_over_mqtt() {
     };
     let jetson = [("agent", "jetson-1")];
     assert_eq!(value("nv_inference_request_success", &jetson), 17.0);
-    assert_eq!(value("nv_gpu_utilization", &jetson), 0.6);
+    assert_eq!(value("nv_gpu_utilization", &jetson), 0.75);
     assert_eq!(value("nv_cpu_utilization", &jetson), 0.5);
     assert_eq!(
         value("nv_cpu_memory_total_bytes", &jetson),

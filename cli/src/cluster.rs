@@ -17,6 +17,8 @@ pub struct ClusterSpec {
     pub topic_prefix: String,
     /// Router for the coordinator.
     pub router: RouterKind,
+    /// PPO checkpoint for the coordinator (used when `router` is PPO).
+    pub policy: Option<PathBuf>,
     /// Model families folder.
     pub models_dir: PathBuf,
     /// Families to load (empty: all).
@@ -42,6 +44,7 @@ impl Default for ClusterSpec {
             broker_url: None,
             topic_prefix: slim_protocol::DEFAULT_PREFIX.into(),
             router: RouterKind::LeastLoaded,
+            policy: None,
             models_dir: PathBuf::from("models"),
             models: vec!["digits".into()],
             agent_slowdowns: vec![1.0, 2.0, 4.0],
@@ -91,6 +94,7 @@ impl LocalCluster {
             topic_prefix: spec.topic_prefix.clone(),
             broker: broker.clone(),
             router: spec.router,
+            policy: spec.policy.clone(),
             telemetry_timeout_ms: spec.telemetry_timeout_ms,
             http_listen: spec.http_listen.clone(),
             ..CoordinatorConfig::default()

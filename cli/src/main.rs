@@ -1,7 +1,7 @@
 //! `slim`: the Slim Scheduler operator CLI.
 
 use clap::{Parser, Subcommand};
-use slim::commands::{bench, demo, models, profile, request, simulate, status, train};
+use slim::commands::{bench, demo, eval, models, profile, request, simulate, status, train};
 
 /// Slim Scheduler: serve slimmable CNNs across a fleet of edge devices over MQTT.
 ///
@@ -33,6 +33,8 @@ enum Command {
     Train(train::TrainArgs),
     /// Compare routers in the simulator on seeds not used for training.
     Simulate(simulate::SimulateArgs),
+    /// Reproduce the paper's comparison (simulator + live cluster) and write docs/evaluation.md.
+    Eval(eval::EvalArgs),
     /// The fleet table (backend, status, utilization, memory, power, queue) from the broker.
     Status(status::StatusArgs),
 }
@@ -50,5 +52,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Train(args) => train::run(args),
         Command::Simulate(args) => simulate::run(args),
         Command::Status(args) => status::run(args).await,
+        Command::Eval(args) => eval::run(args).await,
     }
 }

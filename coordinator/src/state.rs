@@ -118,7 +118,6 @@ impl ClusterState {
             if entry.online && now.saturating_duration_since(entry.last_seen) > timeout {
                 tracing::warn!(agent = %id, silent_ms = now.saturating_duration_since(entry.last_seen).as_millis() as u64, "agent silent: taken offline");
                 entry.online = false;
-                entry.info.online = false;
                 orphans.extend(entry.pending.drain().map(|(_, p)| p));
             }
         }

@@ -70,6 +70,7 @@ fn agent_info() -> AgentInfo {
         max_batch: 8,
         emulation: None,
         profile: None,
+        durable: false,
     }
 }
 

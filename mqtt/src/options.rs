@@ -75,6 +75,9 @@ impl Default for BrokerOptions {
     }
 }
 
+/// Host, port, TLS flag and URL credentials.
+type ParsedUrl = (String, u16, bool, Option<(String, String)>);
+
 const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 impl BrokerOptions {
@@ -87,7 +90,7 @@ impl BrokerOptions {
     }
 
     /// Host, port and whether TLS is used, with credentials from the URL if present.
-    fn parse(&self) -> Result<(String, u16, bool, Option<(String, String)>), BrokerError> {
+    fn parse(&self) -> Result<ParsedUrl, BrokerError> {
         let invalid = |reason: &str| BrokerError::InvalidUrl {
             url: self.url.clone(),
             reason: reason.to_string(),
@@ -212,12 +215,20 @@ mod tests {
     fn credentials_in_the_url_are_used_unless_flags_override_them() {
         let mut b = BrokerOptions::from_url("mqtt://alice:secret@127.0.0.1:1999");
         let o = b.mqtt_options("c", None).unwrap();
-        assert_eq!(o.credentials(), Some(("alice".into(), "secret".into())));
+        let login = o.credentials().unwrap();
+        assert_eq!(
+            (login.username.as_str(), login.password.as_str()),
+            ("alice", "secret")
+        );
         assert_eq!(o.broker_address().1, 1999);
         b.username = Some("bob".into());
         b.password = Some("pw".into());
         let o = b.mqtt_options("c", None).unwrap();
-        assert_eq!(o.credentials(), Some(("bob".into(), "pw".into())));
+        let login = o.credentials().unwrap();
+        assert_eq!(
+            (login.username.as_str(), login.password.as_str()),
+            ("bob", "pw")
+        );
     }
 
     #[test]

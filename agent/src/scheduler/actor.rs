@@ -136,11 +136,14 @@ pub fn spawn_scheduler(
     (SchedulerHandle { tx }, tokio::spawn(actor.run(rx)))
 }
 
+/// A loaded instance waiting for work, and since when.
+type IdleInstance = (Box<dyn State>, Instant);
+
 struct Actor {
     config: SchedulerConfig,
     outbox: Outbox,
     batcher: Batcher<ValidAssignment>,
-    free: HashMap<QueueKey, Vec<(Box<dyn State>, Instant)>>,
+    free: HashMap<QueueKey, Vec<IdleInstance>>,
     loaded: HashMap<QueueKey, usize>,
     loading: HashMap<QueueKey, ()>,
     instance_bytes: HashMap<QueueKey, u64>,

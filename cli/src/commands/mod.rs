@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod demo;
+pub mod eval;
 pub mod models;
 pub mod profile;
 pub mod request;
@@ -59,7 +60,7 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
         "m" | "min" => value * 60.0,
         other => return Err(format!("unknown duration unit {other:?} (use ms, s or m)")),
     };
-    if !(seconds >= 0.0) {
+    if seconds.is_nan() || seconds < 0.0 {
         return Err(format!("{text:?} must not be negative"));
     }
     Ok(std::time::Duration::from_secs_f64(seconds))

@@ -47,9 +47,14 @@ pub async fn run(args: RequestArgs) -> anyhow::Result<()> {
     let prefix = &args.broker.topic_prefix;
     let client_id = format!("slim-request-{}", uuid::Uuid::new_v4().simple());
     let status_filter = slim_protocol::Topics::new(prefix).status_filter();
-    let client = SlimClient::connect(&broker, prefix, &client_id, &[status_filter.clone()])
-        .await
-        .with_context(|| format!("cannot reach the broker at {}", broker.url))?;
+    let client = SlimClient::connect(
+        &broker,
+        prefix,
+        &client_id,
+        std::slice::from_ref(&status_filter),
+    )
+    .await
+    .with_context(|| format!("cannot reach the broker at {}", broker.url))?;
     let input = load_input(&client, &status_filter, &args).await?;
     let mut request =
         InferRequest::new(uuid::Uuid::new_v4().to_string(), args.model.clone(), input);

@@ -54,13 +54,14 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
         &args.broker.options(),
         &args.broker.topic_prefix,
         &client_id,
-        &filters,
+        &[],
     )
     .await?;
+    // Tap first, then subscribe, so the retained status messages land in the tap.
     let mut inbox = client.tap(&format!("{}/#", topics.prefix()));
-    // Retained messages may have arrived before the tap existed: ask for them again.
-    client.resubscribe(&filters[0]).await?;
-    client.resubscribe(&filters[2]).await?;
+    for filter in &filters {
+        client.resubscribe(filter).await?;
+    }
 
     let mut fleet: BTreeMap<String, (FleetRow, Option<Instant>)> = BTreeMap::new();
     let mut coordinator: Option<CoordinatorStatus> = None;
@@ -247,6 +248,7 @@ mod tests {
             max_batch: 8,
             emulation: None,
             profile: None,
+            durable: false,
         }
     }
 

@@ -446,6 +446,7 @@ pub(crate) mod tests {
             max_batch: 8,
             emulation: None,
             profile: None,
+            durable: false,
         }
     }
 

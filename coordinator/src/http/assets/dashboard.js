@@ -2,7 +2,7 @@
 "use strict";
 
 const POLL_MS = 1000;
-const WINDOW_S = 120; // seconds of history on the charts
+const WINDOW_S = 60; // seconds of history on the charts
 const WIDTH_COLORS = { "0.25": "#4e79a7", "0.5": "#59a14f", "0.75": "#f28e2b", "1": "#e15759" };
 const EXTRA_COLORS = ["#76b7b2", "#edc948", "#b07aa1", "#ff9da7", "#9c755f"];
 const SVG_NS = "http://www.w3.org/2000/svg";
@@ -71,7 +71,7 @@ function chart(svg, series, opts) {
     const label = el("text", { x: pad.l - 4, y: y(v) + 3, "text-anchor": "end" }, svg);
     label.textContent = opts.percent ? `${Math.round(v * 100)}%` : num(v, v < 10 && ymax <= 10 ? 1 : 0);
   }
-  for (let t = -WINDOW_S; t <= 0; t += 30) {
+  for (let t = -WINDOW_S; t <= 0; t += 15) {
     const label = el("text", { x: x(t), y: H - 4, "text-anchor": t === 0 ? "end" : "middle" }, svg);
     label.textContent = t === 0 ? "now" : `${t}s`;
   }

@@ -48,6 +48,10 @@ pub struct AgentConfig {
     pub outbox_max_mb: u64,
     /// Messages older than this are dropped instead of sent on reconnect, seconds.
     pub outbox_max_age_s: u64,
+    /// Device profile (TOML, as written by `slim profile`) published in the agent's status, so
+    /// routers can predict latency and energy per width and batch. With `slowdown` > 1 its
+    /// latencies are scaled by the slowdown.
+    pub profile: Option<PathBuf>,
     /// Power model used when no power sensor is readable.
     pub energy: EnergyModelConfig,
 }
@@ -90,6 +94,7 @@ impl Default for AgentConfig {
             max_payload_bytes: 1024 * 1024,
             slowdown: 1.0,
             state_dir: None,
+            profile: None,
             outbox_max_mb: 64,
             outbox_max_age_s: 3600,
             energy: EnergyModelConfig::default(),

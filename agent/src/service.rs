@@ -178,7 +178,7 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<AgentHandle> {
             slowdown: config.slowdown,
             profile: None,
         }),
-        profile: None,
+        profile: load_profile(&config)?,
         durable: config.state_dir.is_some(),
         device: device.clone(),
     };
@@ -253,6 +253,25 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<AgentHandle> {
         topics,
         tasks: vec![mqtt_task, telemetry_task, scheduler_task, outbox_task],
     })
+}
+
+/// Reads the configured device profile, scaled to the emulated slowdown.
+fn load_profile(config: &AgentConfig) -> anyhow::Result<Option<slim_protocol::DeviceProfile>> {
+    let Some(path) = &config.profile else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the device profile {}", path.display()))?;
+    let mut profile: slim_protocol::DeviceProfile = toml::from_str(&text)
+        .with_context(|| format!("{} is not a device profile", path.display()))?;
+    if config.slowdown > 1.0 {
+        for point in &mut profile.points {
+            point.latency_ms *= config.slowdown;
+        }
+        profile.name = format!("{} (emulated, {}x slower)", profile.name, config.slowdown);
+        profile.source = format!("{}, emulated", profile.source);
+    }
+    Ok(Some(profile))
 }
 
 /// The instance limits for this device: the configured budget, or half its memory.

@@ -159,19 +159,11 @@ mod tests {
     }
 
     fn store() -> (Store, std::path::PathBuf) {
-        let dir = std::env::temp_dir().join(format!(
-            "slim-store-test-{}",
-            std::process::id() as u128 * 1000 + rand_tag()
-        ));
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("slim-store-test-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
         (Store::open(&dir).unwrap(), dir)
-    }
-
-    fn rand_tag() -> u128 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-            % 1000
     }
 
     const ROOMY: OutboxLimits = OutboxLimits {

@@ -10,7 +10,7 @@ use anyhow::Context;
 use rumqttc::{AsyncClient, Event, Packet, QoS};
 use slim_mqtt::BrokerOptions;
 use slim_protocol::{decode, encode, ErrorReply, InferRequest, InferResult, Topics};
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, oneshot};
 
 /// An answer to a request.
 #[derive(Debug, Clone, PartialEq)]
@@ -68,7 +68,7 @@ impl SlimClient {
         let (client, mut eventloop) = broker.connect(client_id, None)?;
         let waiters: Waiters = Default::default();
         let taps: Taps = Default::default();
-        let subscribed = Arc::new(Notify::new());
+        let (subscribed, mut subacks) = mpsc::unbounded_channel::<()>();
         let mut filters = vec![reply_topic.clone()];
         filters.extend(extra.iter().cloned());
         let task = {
@@ -91,7 +91,9 @@ impl SlimClient {
                                 }
                             });
                         }
-                        Ok(Event::Incoming(Packet::SubAck(_))) => subscribed.notify_one(),
+                        Ok(Event::Incoming(Packet::SubAck(_))) => {
+                            let _ = subscribed.send(());
+                        }
                         Ok(Event::Incoming(Packet::Publish(p))) => {
                             for (filter, tx) in taps.lock().unwrap().iter() {
                                 if rumqttc::matches(&p.topic, filter) {
@@ -117,7 +119,7 @@ impl SlimClient {
         };
         let expected = 1 + extra.len();
         for _ in 0..expected {
-            tokio::time::timeout(Duration::from_secs(10), subscribed.notified())
+            tokio::time::timeout(Duration::from_secs(10), subacks.recv())
                 .await
                 .with_context(|| format!("no answer from the broker at {}", broker.url))?;
         }

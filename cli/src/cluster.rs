@@ -32,6 +32,8 @@ pub struct ClusterSpec {
     /// Folder under which each agent keeps its durable state (outbox, accepted requests);
     /// `None` keeps it in memory.
     pub state_root: Option<PathBuf>,
+    /// Device profile every agent publishes (scaled by its slowdown); needed by the PPO router.
+    pub profile: Option<PathBuf>,
     /// MQTT clean sessions (false keeps subscriptions and queued messages on a persistent broker).
     pub clean_session: bool,
     /// Coordinator's monitoring HTTP address (`None`: no HTTP server, as tests want).
@@ -52,6 +54,7 @@ impl Default for ClusterSpec {
             telemetry_timeout_ms: 3000,
             state_root: None,
             clean_session: true,
+            profile: None,
             http_listen: None,
         }
     }
@@ -156,6 +159,7 @@ impl LocalCluster {
             backend: slim_agent::backend::BackendChoice::Cpu,
             telemetry_interval_ms: self.spec.telemetry_interval_ms,
             slowdown,
+            profile: self.spec.profile.clone(),
             state_dir: self
                 .spec
                 .state_root
@@ -179,11 +183,12 @@ impl LocalCluster {
 
     /// Stops everything cleanly.
     pub async fn shutdown(mut self) {
-        for agent in self.agents.drain(..) {
-            agent.shutdown().await;
-        }
+        // The coordinator goes first, so agents leaving is not mistaken for a failure.
         if let Some(c) = self.coordinator.take() {
             c.shutdown().await;
+        }
+        for agent in self.agents.drain(..) {
+            agent.shutdown().await;
         }
     }
 }

@@ -424,7 +424,12 @@ impl Core {
         let Some(route) = self.router.route(&observation, &constraints) else {
             let refusal = Refusal {
                 code: ErrorCode::NoCapacity,
-                message: "no online agent has a width that meets the request".into(),
+                message: format!(
+                    "router {} found no eligible (agent, width, batch) among {} online agents \
+                     (the ppo router needs agents that publish a device profile)",
+                    self.router.name(),
+                    observation.devices.len()
+                ),
                 id: Some(request.id.clone()),
                 reply_to: request.reply_to.clone(),
             };

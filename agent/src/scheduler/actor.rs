@@ -76,6 +76,7 @@ struct Finished {
     items: Vec<Queued<ValidAssignment>>,
     started_at: Instant,
     compute: Duration,
+    energy: crate::telemetry::BatchToken,
     outcome: Result<Vec<Vec<f32>>, String>,
 }
 
@@ -334,6 +335,7 @@ impl Actor {
     fn start(&mut self, batch: Batch<ValidAssignment>, mut state: Box<dyn State>) {
         let key = batch.key.clone();
         self.running_batches += 1;
+        let energy = self.config.energy.begin_batch();
         self.running += batch.items.len();
         let tx = self.self_tx.clone();
         let slowdown = self.config.slowdown;
@@ -355,6 +357,7 @@ impl Actor {
                 items: batch.items,
                 started_at,
                 compute: started_at.elapsed(),
+                energy,
                 outcome,
             })));
         });
@@ -382,7 +385,8 @@ impl Actor {
         let batch_energy = self
             .config
             .energy
-            .batch_energy_j(f.compute.as_secs_f64(), 1);
+            .finish_batch(f.energy, f.compute.as_secs_f64(), 1)
+            .joules;
         let mut queue_ms_sum = 0.0;
         for (q, row) in f.items.iter().zip(logits) {
             let a = &q.item;

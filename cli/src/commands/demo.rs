@@ -18,15 +18,21 @@ pub struct DemoArgs {
     /// How long to send requests.
     #[arg(long, default_value = "15s", value_parser = super::parse_duration)]
     pub duration: Duration,
-    /// Mean request rate (Poisson arrivals), per second.
-    #[arg(long, default_value_t = 60.0)]
-    pub rate: f64,
+    /// Mean request rate per model (Poisson arrivals), per second; one value per --models entry.
+    #[arg(long, value_delimiter = ',', default_value = "50,4")]
+    pub rates: Vec<f64>,
     /// Router used by the coordinator.
     #[arg(long, value_enum, default_value_t = RouterKind::LeastLoaded)]
     pub router: RouterKind,
-    /// Model family to request.
-    #[arg(long, default_value = "digits")]
-    pub model: String,
+    /// Trained policy for `--router ppo` (see `slim train`).
+    #[arg(long, default_value = "router/policies/efficiency.safetensors")]
+    pub policy: PathBuf,
+    /// Device profile the agents publish (latency per model × width × batch on this machine).
+    #[arg(long, default_value = "profiles/cpu-2core.toml")]
+    pub profile: PathBuf,
+    /// Model families to request, each at its own rate.
+    #[arg(long, value_delimiter = ',', default_value = "digits,cifar-slimresnet")]
+    pub models: Vec<String>,
     /// Folder of model families.
     #[arg(long, default_value = "models")]
     pub models_dir: PathBuf,
@@ -53,14 +59,26 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         broker_url: args.broker.clone(),
         router: args.router,
         models_dir: args.models_dir.clone(),
-        models: vec![args.model.clone()],
+        models: args.models.clone(),
+        profile: Some(args.profile.clone()),
+        policy: (args.router == RouterKind::Ppo).then(|| args.policy.clone()),
         agent_slowdowns: args.slowdowns.clone(),
         http_listen: Some(args.http_listen.clone()),
         state_root: Some(std::env::temp_dir().join(format!("slim-demo-{}", std::process::id()))),
         ..ClusterSpec::default()
     };
     let state_root = spec.state_root.clone();
-    let samples = family_samples(&args.models_dir, &args.model)?;
+    anyhow::ensure!(
+        args.rates.len() == args.models.len(),
+        "--rates needs one rate per --models entry ({} models, {} rates)",
+        args.models.len(),
+        args.rates.len()
+    );
+    let samples = args
+        .models
+        .iter()
+        .map(|m| family_samples(&args.models_dir, m))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     println!(
         "Starting {} broker, a coordinator ({}) and {} agents (emulated slowdowns {:?})...",
         if args.broker.is_some() {
@@ -89,31 +107,50 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         &[],
     )
     .await?;
+    let mix: Vec<String> = args
+        .models
+        .iter()
+        .zip(&args.rates)
+        .map(|(m, r)| format!("{r} req/s of {m}"))
+        .collect();
     println!(
-        "Sending {:.0} requests/s of {} for {:?} (open loop, Poisson arrivals, held-out inputs)...",
-        args.rate, args.model, args.duration
+        "Sending {} for {:?} (open loop, Poisson arrivals, held-out or reference inputs)...",
+        mix.join(" and "),
+        args.duration
     );
-    let report = run_open_loop(
-        &client,
-        &samples,
-        &LoadSpec {
-            model: args.model.clone(),
-            rate: args.rate,
-            duration: args.duration,
-            drain: Duration::from_secs(15),
-            seed: args.seed,
-            width: None,
-            min_accuracy: None,
-            deadline_ms: None,
-        },
-    )
-    .await?;
-    println!(
-        "\nSummary ({} router, {} agents):",
-        args.router.as_str(),
-        args.slowdowns.len()
-    );
-    print!("{}", report.summary());
+    let loads: Vec<_> = args
+        .models
+        .iter()
+        .zip(&args.rates)
+        .zip(samples)
+        .enumerate()
+        .map(|(i, ((model, rate), samples))| {
+            let spec = LoadSpec {
+                model: model.clone(),
+                rate: *rate,
+                duration: args.duration,
+                drain: Duration::from_secs(15),
+                seed: args.seed + i as u64,
+                width: None,
+                min_accuracy: None,
+                deadline_ms: None,
+            };
+            let client = client.clone();
+            tokio::spawn(async move { run_open_loop(&client, &samples, &spec).await })
+        })
+        .collect();
+    let mut reports = Vec::new();
+    for load in loads {
+        reports.push(load.await?);
+    }
+    for (model, report) in args.models.iter().zip(reports) {
+        println!(
+            "\nSummary for {model} ({} router, {} agents):",
+            args.router.as_str(),
+            args.slowdowns.len()
+        );
+        print!("{}", report?.summary());
+    }
     if let Some(c) = &cluster.coordinator {
         let counters = c.counters();
         println!(
@@ -124,9 +161,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         );
     }
     println!(
-        "Reproduce: slim demo --duration {:?} --rate {} --router {} --seed {}",
+        "Reproduce: slim demo --duration {:?} --models {} --rates {} --router {} --seed {}",
         args.duration,
-        args.rate,
+        args.models.join(","),
+        args.rates
+            .iter()
+            .map(f64::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
         args.router.as_str(),
         args.seed
     );

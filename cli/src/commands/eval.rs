@@ -120,6 +120,8 @@ struct LiveRow {
     agent_ms: [f64; 2],
     /// Error replies by code.
     error_codes: String,
+    /// Share of results per agent.
+    agents: String,
 }
 
 fn policy_path(args: &EvalArgs, preset: RewardPreset) -> PathBuf {
@@ -384,6 +386,15 @@ async fn live_part(args: &EvalArgs, bar: &ProgressBar) -> anyhow::Result<Vec<Liv
             latencies,
             predicted_ms: predict_live(args, *kind)?,
             agent_ms: summary.agent_ms,
+            agents: summary
+                .agents
+                .iter()
+                .map(|(agent, n)| {
+                    let short = agent.rsplit('-').next().unwrap_or(agent);
+                    format!("#{short} {:.0}%", 100.0 * *n as f64 / total)
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
             error_codes: summary
                 .errored
                 .iter()
@@ -434,21 +445,21 @@ fn sim_table(rows: &[SimRow]) -> String {
 
 fn live_table(rows: &[LiveRow], budget_ms: u32) -> String {
     let mut t = String::new();
-    let _ = writeln!(t, "| router | latency ms (mean ± std over requests) | p95 ms | energy mJ/result | accuracy % | throughput res/s | answered ≤ {budget_ms} ms % | mean width | agent queue / compute ms | sent / answered / errors / lost | widths used |");
-    t.push_str("|---|---|---|---|---|---|---|---|---|---|---|\n");
+    let _ = writeln!(t, "| router | latency ms (mean ± std over requests) | p95 ms | energy mJ/result | accuracy % | throughput res/s | answered ≤ {budget_ms} ms % | mean width | agent queue / compute ms | sent / answered / errors / lost | widths used | results per agent (slowdown 1st, 2nd, …) |");
+    t.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for r in rows {
         let m = &r.metrics;
         if r.answered == 0 {
             let _ = writeln!(
                 t,
-                "| {} | — | — | — | — | 0.0 | 0.0 | — | — | {} / 0 / {} / {} | none: {} |",
+                "| {} | — | — | — | — | 0.0 | 0.0 | — | — | {} / 0 / {} / {} | none: {} | — |",
                 r.name, r.sent, r.errors, r.lost, r.error_codes
             );
             continue;
         }
         let _ = writeln!(
             t,
-            "| {} | {:.2} ± {:.2} | {:.2} | {:.4} | {:.2} | {:.1} | {:.1} | {:.3} | {:.2} / {:.2} | {} / {} / {} / {} | {} |",
+            "| {} | {:.2} ± {:.2} | {:.2} | {:.4} | {:.2} | {:.1} | {:.1} | {:.3} | {:.2} / {:.2} | {} / {} / {} / {} | {} | {} |",
             r.name,
             m.latency_ms,
             r.latency_std,
@@ -464,7 +475,8 @@ fn live_table(rows: &[LiveRow], budget_ms: u32) -> String {
             r.answered,
             r.errors,
             r.lost,
-            r.widths
+            r.widths,
+            r.agents
         );
     }
     t
@@ -472,12 +484,12 @@ fn live_table(rows: &[LiveRow], budget_ms: u32) -> String {
 
 fn calibration_table(rows: &[LiveRow]) -> String {
     let mut t = String::new();
-    t.push_str("| router | simulator predicted mean latency ms (± std over 5 seeds) | measured mean latency ms | measured / predicted |\n|---|---|---|---|\n");
+    t.push_str("| router | simulator predicted mean latency ms (± std over 5 seeds) | measured mean latency ms | measured / predicted | measured − agent queue − agent compute, ms (not modelled) |\n|---|---|---|---|---|\n");
     for r in rows {
         if r.answered == 0 {
             let _ = writeln!(
                 t,
-                "| {} | {} | — | n/a (nothing answered) |",
+                "| {} | {} | — | n/a (nothing answered) | — |",
                 r.name,
                 r.predicted_ms.show(3)
             );
@@ -485,11 +497,12 @@ fn calibration_table(rows: &[LiveRow]) -> String {
         }
         let _ = writeln!(
             t,
-            "| {} | {} | {:.2} | {:.2} |",
+            "| {} | {} | {:.2} | {:.2} | {:.2} |",
             r.name,
             r.predicted_ms.show(3),
             r.metrics.latency_ms,
-            r.metrics.latency_ms / r.predicted_ms.mean
+            r.metrics.latency_ms / r.predicted_ms.mean,
+            r.metrics.latency_ms - r.agent_ms[0] - r.agent_ms[1]
         );
     }
     t

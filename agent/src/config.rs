@@ -37,7 +37,8 @@ pub struct AgentConfig {
     pub utilization_ceiling: f32,
     /// Seconds between telemetry reports, in milliseconds.
     pub telemetry_interval_ms: u64,
-    /// Assignments larger than this are refused with `too_large`.
+    /// Assignments larger than this are refused with `too_large`. It is larger than the
+    /// coordinator's request limit, because an assignment wraps a whole request.
     pub max_payload_bytes: usize,
     /// Emulate a slower device: every batch takes this many times its real compute time (1 = off).
     pub slowdown: f32,
@@ -91,7 +92,7 @@ impl Default for AgentConfig {
             memory_budget_mb: None,
             utilization_ceiling: 1.0,
             telemetry_interval_ms: 1000,
-            max_payload_bytes: 1024 * 1024,
+            max_payload_bytes: 2 * 1024 * 1024,
             slowdown: 1.0,
             state_dir: None,
             profile: None,

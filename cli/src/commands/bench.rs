@@ -65,6 +65,22 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "bench: {:.0} req/s of {} for {:?} against {}",
         args.rate, args.model, args.duration, broker.url
     );
+    let bar = indicatif::ProgressBar::new(args.duration.as_secs().max(1));
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} s sending, then draining")
+            .expect("valid template"),
+    );
+    let ticker = {
+        let bar = bar.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                bar.inc(1);
+            }
+        })
+    };
     let report = run_open_loop(
         &client,
         &samples,
@@ -79,8 +95,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             deadline_ms: args.deadline_ms,
         },
     )
-    .await?;
-    print!("{}", report.summary());
+    .await;
+    ticker.abort();
+    bar.finish_and_clear();
+    print!("{}", report?.summary());
     client.disconnect().await;
     Ok(())
 }

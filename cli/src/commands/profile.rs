@@ -64,10 +64,17 @@ pub fn run(args: ProfileArgs) -> anyhow::Result<()> {
         .collect();
     dirs.sort();
     let mut points = Vec::new();
+    let per_family = 4 * settings.batches.len() as u64;
+    let bar = indicatif::ProgressBar::new(per_family * dirs.len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} points {msg}")
+            .expect("valid template"),
+    );
     for dir in dirs {
         let family = ModelFamily::load(&dir, backend.runtime)?;
         let measured = measure_family(&family, &settings, |m| {
-            eprintln!(
+            bar.inc(1);
+            bar.println(format!(
                 "  {:<18} w{:<5} b{:<3} {:>9.3} ms/batch  {:>8.3} ms/img  ({} runs, median {:.3} ms)",
                 m.point.model,
                 m.point.width,
@@ -76,10 +83,11 @@ pub fn run(args: ProfileArgs) -> anyhow::Result<()> {
                 m.point.latency_ms / m.point.batch as f32,
                 m.runs,
                 m.median_ms
-            );
+            ));
         })?;
         points.extend(measured.into_iter().map(|m| m.point));
     }
+    bar.finish_and_clear();
     let profile = to_profile(&args.name, points, args.idle_power_w, args.max_power_w);
     let device = slim_agent::telemetry::device_info();
     let header = format!(

@@ -22,6 +22,21 @@ enum Command {
     Run(Box<RunArgs>),
     /// Print the default configuration file.
     GenerateConfig,
+    /// Check the installation (hardware, CUDA, NVML, sensors, models, broker); one line per
+    /// check, `OK` or what to fix. Exits non-zero when the broker or the models fail.
+    Doctor(Box<DoctorArgs>),
+}
+
+#[derive(Debug, clap::Args, Clone)]
+struct DoctorArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    /// Seconds to wait for the broker's answer.
+    #[arg(long, default_value_t = 5)]
+    broker_timeout_s: u64,
+    /// Root of the file system to probe (`/etc/nv_tegra_release`, sysfs); for testing.
+    #[arg(long, default_value = "/", hide = true)]
+    root: PathBuf,
 }
 
 #[derive(Debug, clap::Args, Clone)]
@@ -119,6 +134,20 @@ async fn main() -> anyhow::Result<()> {
         Some(Command::GenerateConfig) => {
             print!("{}", AgentConfig::default_toml());
             return Ok(());
+        }
+        Some(Command::Doctor(args)) => {
+            let args = *args;
+            let config = args.run.into_config()?;
+            let report = slim_agent::doctor::run(
+                &config,
+                &slim_agent::doctor::DoctorOptions {
+                    root: args.root,
+                    broker_timeout: std::time::Duration::from_secs(args.broker_timeout_s),
+                },
+            )
+            .await;
+            print!("{report}");
+            std::process::exit(if report.passed() { 0 } else { 1 });
         }
         Some(Command::Run(args)) => *args,
         None => cli.run,

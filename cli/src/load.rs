@@ -72,12 +72,13 @@ pub async fn run_open_loop(
     let start = Instant::now();
     let mut next = start;
     let mut sent = 0usize;
-    let run_id: u32 = rng.gen();
+    // Ids must be unique across runs, so they do not come from the seeded generator.
+    let run_id = uuid::Uuid::new_v4().simple().to_string();
     while next.duration_since(start) < spec.duration {
         tokio::time::sleep_until(next.into()).await;
         let sample = &samples[rng.gen_range(0..samples.len())];
         let mut request = InferRequest::new(
-            format!("{run_id:08x}-{sent}"),
+            format!("{}-{sent}", &run_id[..12]),
             spec.model.clone(),
             sample.input.clone(),
         );

@@ -258,7 +258,10 @@ impl Core {
                 &self.cluster,
             ) {
                 Ok(valid) => {
-                    if !self.recent.insert(&valid.request.id) {
+                    if !self
+                        .recent
+                        .insert(&RecentIds::key(&valid.reply_to, &valid.request.id))
+                    {
                         self.counters.lock().unwrap().duplicates += 1;
                         tracing::debug!(id = %valid.request.id, "duplicate request ignored");
                         return;

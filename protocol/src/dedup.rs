@@ -21,6 +21,12 @@ impl RecentIds {
         }
     }
 
+    /// The key of a request: its id within its sender's reply address, so two clients that
+    /// happen to pick the same id do not collide.
+    pub fn key(reply_to: &str, id: &str) -> String {
+        format!("{reply_to}\u{0}{id}")
+    }
+
     /// Records `id`; returns false if it was already there.
     pub fn insert(&mut self, id: &str) -> bool {
         if self.set.contains(id) {

@@ -194,7 +194,10 @@ impl Actor {
     }
 
     fn enqueue(&mut self, a: ValidAssignment) {
-        if !self.recent.insert(&a.request.id) {
+        if !self
+            .recent
+            .insert(&RecentIds::key(&a.reply_to, &a.request.id))
+        {
             self.report.duplicates += 1;
             tracing::debug!(id = %a.request.id, "duplicate request ignored: already accepted");
             return;

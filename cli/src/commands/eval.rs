@@ -323,6 +323,7 @@ async fn live_part(args: &EvalArgs, bar: &ProgressBar) -> anyhow::Result<Vec<Liv
             models_dir: args.fleet.models.clone(),
             models: vec![args.live_model.clone()],
             agent_slowdowns: args.slowdowns.clone(),
+            profile: Some(args.fleet.profiles.join("cpu-2core.toml")),
             ..ClusterSpec::default()
         };
         let cluster = LocalCluster::start(spec)
@@ -793,7 +794,7 @@ fn report_text(
 
     if !live.is_empty() {
         let _ = writeln!(d, "## Live cluster over MQTT\n");
-        let _ = writeln!(d, "{} agents on this machine (CPU backend, tract) with **emulated** slowdowns {:?} (each batch sleeps (k − 1) × its real compute time, so they stand for slower devices; they are not real devices), one coordinator running each router in turn on a fresh cluster, broker: {}. Workload: `{}` requests, open-loop Poisson at {:.0} requests/s for {:?} per router (seed {}), 5 s drain; no deadlines or accuracy floors in the requests. Energy is the agents' labelled energy model (source `{}`: profile power × compute time), not a sensor. PPO loads `{}`. One run per router: the ± is the spread over requests, not over seeds. \"answered ≤ {} ms\" counts results within that budget over requests *sent* (lost and errored requests count as misses).\n",
+        let _ = writeln!(d, "{} agents on this machine (CPU backend, tract) with **emulated** slowdowns {:?} (each batch sleeps (k − 1) × its real compute time, so they stand for slower devices; they are not real devices), one coordinator running each router in turn on a fresh cluster, broker: {}. Workload: `{}` requests, open-loop Poisson at {:.0} requests/s for {:?} per router (seed {}), 5 s drain; no deadlines or accuracy floors in the requests. Every agent publishes `profiles/cpu-2core.toml` (provisional) with its latencies scaled by its slowdown, which the profile-based routers (greedy, PPO) read. Energy is the agents' labelled energy model (source `{}`: profile power × compute time), not a sensor. PPO loads `{}`. One run per router: the ± is the spread over requests, not over seeds. \"answered ≤ {} ms\" counts results within that budget over requests *sent* (lost and errored requests count as misses).\n",
             args.slowdowns.len(),
             args.slowdowns,
             args.broker.as_deref().map_or("embedded (rumqttd)".to_string(), |u| format!("external `{u}`")),
@@ -830,7 +831,7 @@ fn report_text(
         d.push_str(p.c_table);
         d.push('\n');
         for r in live.iter().filter(|r| r.answered == 0) {
-            let _ = writeln!(d, "**{}** answered nothing live ({}). The coordinator's PPO router scores (device, width, batch) candidates built from each agent's *device profile*; the agents started here publish none (`AgentInfo.profile` is `None` in agent/src/service.rs), so every device has no batch options, no candidate exists and each request is refused. The other routers do not need a profile. Until agents publish a profile (or the coordinator falls back to a default batch option), PPO runs only in the simulator.\n", r.name, r.error_codes);
+            let _ = writeln!(d, "**{}** answered nothing live ({}). The coordinator's PPO router scores (device, width, batch) candidates built from each agent's published *device profile*; a device without one has no batch options, so no candidate exists and each request is refused (the other routers do not need a profile).\n", r.name, r.error_codes);
         }
     } else {
         let _ = writeln!(d, "## Live cluster over MQTT\n\nNot run (`--no-live`).\n");

@@ -77,11 +77,19 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             "cost {:.3} kl {:.4} clipfrac {:.3} ev {:.2}",
             s.mean_cost, s.approx_kl, s.clipfrac, s.explained_variance
         ));
-        if s.iteration == 1 || s.iteration % 10 == 0 || s.iteration == s.iterations {
+        if s.iteration == 1
+            || s.iteration % 10 == 0
+            || s.iteration == s.iterations
+            || s.validation_cost.is_some()
+        {
             let line = format!(
                 "update {:>4}/{} steps {:>8} cost {:>8.4} lr {:.2e} pg {:>7.4} v {:>7.4} entropy {:.3} approx_kl {:.4} clipfrac {:.3} explained_variance {:.3}",
                 s.iteration, s.iterations, s.steps, s.mean_cost, s.learning_rate, s.policy_loss, s.value_loss, s.entropy, s.approx_kl, s.clipfrac, s.explained_variance
             );
+            let line = match s.validation_cost {
+                Some(v) => format!("{line} validation_cost {v:.4}"),
+                None => line,
+            };
             // A hidden bar (no terminal) drops println, so print the diagnostics directly there.
             if bar.is_hidden() {
                 println!("{line}");

@@ -154,6 +154,8 @@ impl Checkpoint {
             && layers[3].inputs == super::features::FEATURES
             && layers[2].outputs == 1
             && layers[5].outputs == 1
+            && layers[6].inputs == super::features::FEATURES
+            && layers[6].outputs == 1
             && layers.iter().all(|l| l.bias.len() == l.outputs);
         if !shapes_ok {
             return Err(invalid(

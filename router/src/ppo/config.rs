@@ -48,6 +48,17 @@ pub struct PpoConfig {
     pub cost_clip: f32,
     /// Batch sizes the policy chooses among.
     pub batch_sizes: Vec<u16>,
+    /// Start the actor's linear skip as `-sharpness ×` the greedy cost of the preset's weights
+    /// (so PPO refines greedy instead of starting from uniform); `None` starts it at zero.
+    pub greedy_prior: Option<f32>,
+    /// Evaluate the deterministic policy every this many updates (and before the first) on
+    /// validation scenarios and keep the best; 0 keeps the last policy.
+    pub validate_every: usize,
+    /// Validation scenarios (seeds `VALIDATION_SEED_BASE + i`, disjoint from training and
+    /// evaluation seeds).
+    pub validation_seeds: u64,
+    /// Requests per validation scenario.
+    pub validation_requests: usize,
 }
 
 impl Default for PpoConfig {
@@ -58,22 +69,26 @@ impl Default for PpoConfig {
             steps_per_rollout: 4096,
             requests_per_episode: 1024,
             hidden: 32,
-            learning_rate: 1e-3,
+            learning_rate: 3e-4,
             anneal_lr: true,
-            gamma: 0.9,
+            gamma: 0.5,
             gae_lambda: 0.9,
             minibatch_size: 512,
             update_epochs: 4,
             norm_adv: true,
             clip_coef: 0.2,
             clip_vloss: true,
-            ent_coef: 0.003,
+            ent_coef: 0.0,
             vf_coef: 0.5,
             max_grad_norm: 0.5,
-            target_kl: Some(0.05),
+            target_kl: Some(0.02),
             reward_scale: 0.1,
             cost_clip: 100.0,
             batch_sizes: vec![1, 4, 8, 16],
+            greedy_prior: Some(5.0),
+            validate_every: 5,
+            validation_seeds: 3,
+            validation_requests: 3000,
         }
     }
 }

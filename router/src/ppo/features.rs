@@ -10,9 +10,21 @@ use crate::baselines::expected_outcome;
 use crate::{batch_fits, eligible_widths, Observation, Route, RouteRequest, Scales};
 
 /// Version of the feature layout below; a checkpoint records it and refuses another.
-pub const OBSERVATION_SCHEMA_VERSION: u32 = 1;
+pub const OBSERVATION_SCHEMA_VERSION: u32 = 2;
 /// Features per candidate.
-pub const FEATURES: usize = 16;
+pub const FEATURES: usize = 19;
+/// Index of the first of the linear cost features (expected finish time / L and energy / E,
+/// both divided by [`COST_FEATURE_SCALE`] and clipped, then the expected deadline miss): with
+/// feature 8 (accuracy lost / 10) they are the greedy heuristic's cost terms, so a linear map of
+/// them is exactly greedy's cost (see [`super::net::PolicyWeights::greedy_prior`]).
+pub const COST_FEATURES: usize = 16;
+/// Index of the accuracy feature, `(1 - top1) * 10`.
+pub const ACCURACY_FEATURE: usize = 8;
+/// Divisor of the linear finish-time and energy features.
+pub const COST_FEATURE_SCALE: f32 = 10.0;
+/// Largest finish time (in reference latencies) and energy (in reference energies) the linear
+/// features distinguish; the squashed features above still order larger ones.
+pub const COST_FEATURE_CLIP: f32 = 100.0;
 
 /// The valid candidates of one decision and their features (`FEATURES` per candidate, row-major).
 #[derive(Debug, Clone, Default)]
@@ -85,6 +97,9 @@ impl Candidates {
                         slack,
                         drift,
                         squash(device.power_w, 5.0),
+                        (expected.latency_ms / ls).min(COST_FEATURE_CLIP) / COST_FEATURE_SCALE,
+                        (expected.energy_mj / es).min(COST_FEATURE_CLIP) / COST_FEATURE_SCALE,
+                        f32::from(u8::from(expected.deadline_met == Some(false))),
                     ]);
                     self.routes.push(Route {
                         device: i,

@@ -1,7 +1,9 @@
 //! The actor-critic: one small MLP that scores each candidate (the shared per-device encoder),
 //! and a critic that pools the candidates' encodings.
 //!
-//! Actor: `logit_k = L3(relu(L2(relu(L1(x_k)))))`, softmax over the valid candidates `k`.
+//! Actor: `logit_k = L3(relu(L2(relu(L1(x_k))))) + S(x_k)`, softmax over the valid candidates
+//! `k`; `S` is a linear skip that can start as the greedy heuristic's cost
+//! ([`PolicyWeights::greedy_prior`]), so the MLP learns a correction to greedy.
 //! Critic: `v = C3(relu(C2(mean_k relu(C1(x_k)))))`.
 //!
 //! Training runs on candle (autograd, Adam). Deciding runs on [`PolicyWeights`], a plain copy
@@ -13,7 +15,7 @@ use rand::rngs::StdRng;
 use rand::Rng;
 use rand_distr::StandardNormal;
 
-use super::features::FEATURES;
+use super::features::{ACCURACY_FEATURE, COST_FEATURES, COST_FEATURE_SCALE, FEATURES};
 
 /// A dense layer, weights `[outputs][inputs]` row-major.
 #[derive(Debug, Clone, PartialEq)]
@@ -71,8 +73,14 @@ impl Dense {
 }
 
 /// Names of the layers, in [`PolicyWeights::layers`] order (the checkpoint's tensor names).
-pub const LAYER_NAMES: [&str; 6] = [
-    "actor.0", "actor.1", "actor.2", "critic.0", "critic.1", "critic.2",
+pub const LAYER_NAMES: [&str; 7] = [
+    "actor.0",
+    "actor.1",
+    "actor.2",
+    "critic.0",
+    "critic.1",
+    "critic.2",
+    "actor.skip",
 ];
 
 /// The policy's weights as plain vectors: what a checkpoint holds and what decides.
@@ -102,8 +110,26 @@ impl PolicyWeights {
                 Dense::orthogonal(FEATURES, hidden, s2, rng),
                 Dense::orthogonal(hidden, hidden, s2, rng),
                 Dense::orthogonal(hidden, 1, 1.0, rng),
+                Dense {
+                    inputs: FEATURES,
+                    outputs: 1,
+                    weight: vec![0.0; FEATURES],
+                    bias: vec![0.0],
+                },
             ],
         }
+    }
+
+    /// Sets the linear skip to `-sharpness ×` the greedy cost of `weights` (in the cost
+    /// features' units), so the policy's most likely candidate starts as greedy's choice.
+    pub fn greedy_prior(&mut self, weights: &crate::reward::RewardWeights, sharpness: f32) {
+        let skip = &mut self.layers[6].weight;
+        skip.iter_mut().for_each(|w| *w = 0.0);
+        skip[COST_FEATURES] = -sharpness * weights.latency * COST_FEATURE_SCALE;
+        skip[COST_FEATURES + 1] = -sharpness * weights.energy * COST_FEATURE_SCALE;
+        skip[COST_FEATURES + 2] = -sharpness * weights.deadline;
+        // The feature is (1 - top1) * 10; the cost counts percentage points.
+        skip[ACCURACY_FEATURE] = -sharpness * weights.accuracy * 10.0;
     }
 
     /// Hidden width.
@@ -123,7 +149,9 @@ impl PolicyWeights {
             self.layers[0].forward(x, &mut scratch.h1, true);
             self.layers[1].forward(&scratch.h1, &mut scratch.h2, true);
             self.layers[2].forward(&scratch.h2, &mut out, false);
-            logits.push(out[0]);
+            let mut skip = [0.0f32];
+            self.layers[6].forward(x, &mut skip, false);
+            logits.push(out[0] + skip[0]);
         }
     }
 
@@ -197,7 +225,7 @@ impl CandleNet {
         let flat = x.reshape((m * k, f))?;
         let h = self.linear(0, &flat)?.relu()?;
         let h = self.linear(1, &h)?.relu()?;
-        let logits = self.linear(2, &h)?.reshape((m, k))?;
+        let logits = (self.linear(2, &h)? + self.linear(6, &flat)?)?.reshape((m, k))?;
         logits.mul(mask)?.add(&mask.affine(1e9, -1e9)?)
     }
 
@@ -245,6 +273,7 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(3);
         let mut weights = PolicyWeights::init(8, &mut rng);
         weights.layers[2] = Dense::orthogonal(8, 1, 1.0, &mut rng);
+        weights.greedy_prior(&crate::reward::RewardPreset::Balanced.weights(), 0.5);
         let n = 5;
         let features: Vec<f32> = (0..n * FEATURES)
             .map(|_| rng.gen_range(-1.0..1.0))

@@ -9,10 +9,35 @@ use rand::SeedableRng;
 use super::config::PpoConfig;
 use super::features::{Candidates, FEATURES};
 use super::net::{CandleNet, PolicyWeights, Scratch};
-use super::router::sample_index;
+use super::router::{sample_index, PpoRouter};
 use crate::fleet::Fleet;
 use crate::reward::RewardWeights;
 use crate::sim::{Scenario, Simulator};
+
+/// First seed of the validation scenarios used to keep the best policy during training
+/// (training uses `seed·1_000_003 + episode`, evaluation `9_000_000_000 + i`).
+pub const VALIDATION_SEED_BASE: u64 = 8_000_000_000;
+
+/// Mean request cost of the deterministic `policy` on the validation scenarios.
+pub fn validation_cost(
+    fleet: &Fleet,
+    config: &PpoConfig,
+    weights: &RewardWeights,
+    policy: &PolicyWeights,
+) -> f64 {
+    let mut router = PpoRouter::new(policy.clone());
+    let (mut total, mut count) = (0.0, 0usize);
+    for i in 0..config.validation_seeds {
+        let seed = VALIDATION_SEED_BASE + i;
+        let mut scenario = Scenario::sample(fleet, config.validation_requests, seed);
+        scenario.batch_sizes.clone_from(&config.batch_sizes);
+        let mut sim = Simulator::new(fleet, &scenario, seed);
+        let summary = sim.run(&mut router, weights);
+        total += summary.mean_cost * summary.completed as f64;
+        count += summary.completed;
+    }
+    total / count.max(1) as f64
+}
 
 /// Diagnostics of one update.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -39,6 +64,8 @@ pub struct IterationStats {
     pub clipfrac: f32,
     /// Explained variance of the value function on the rollout.
     pub explained_variance: f32,
+    /// Validation cost of the deterministic policy after this update, when validated.
+    pub validation_cost: Option<f64>,
 }
 
 struct Rollout {
@@ -202,6 +229,16 @@ pub fn train(
 ) -> candle_core::Result<(PolicyWeights, Vec<IterationStats>)> {
     let mut rng = StdRng::seed_from_u64(config.seed);
     let mut policy = PolicyWeights::init(config.hidden, &mut rng);
+    if let Some(sharpness) = config.greedy_prior {
+        policy.greedy_prior(weights, sharpness);
+    }
+    let validate = config.validate_every > 0 && config.validation_seeds > 0;
+    let mut best = validate.then(|| {
+        (
+            validation_cost(fleet, config, weights, &policy),
+            policy.clone(),
+        )
+    });
     let net = CandleNet::new(&policy)?;
     let mut optimizer = AdamW::new(
         net.all_vars(),
@@ -349,8 +386,21 @@ pub fn train(
         stats.approx_kl = kls / batches.max(1) as f32;
         stats.clipfrac = clips / batches.max(1) as f32;
         policy = net.weights()?;
+        if let Some((best_cost, best_policy)) = best.as_mut() {
+            if iteration % config.validate_every == 0 || iteration == iterations {
+                let cost = validation_cost(fleet, config, weights, &policy);
+                stats.validation_cost = Some(cost);
+                if cost < *best_cost {
+                    *best_cost = cost;
+                    *best_policy = policy.clone();
+                }
+            }
+        }
         progress(&stats);
         history.push(stats);
+    }
+    if let Some((_, best_policy)) = best {
+        policy = best_policy;
     }
     Ok((policy, history))
 }
@@ -371,6 +421,8 @@ mod tests {
             minibatch_size: 250,
             hidden: 16,
             learning_rate: 3e-3,
+            greedy_prior: None,
+            validate_every: 0,
             ..Default::default()
         };
         let weights = RewardPreset::Efficiency.weights();

@@ -70,9 +70,6 @@ changed=0
 hardware=cpu
 cuda_version=""
 detail=""
-cuda_from_json() { # prints major.minor from a CUDA version.json
-  sed -n 's/.*"cuda"[^}]*"version"[[:space:]]*:[[:space:]]*"\([0-9]*\.[0-9]*\).*/\1/p' "$1" 2>/dev/null | head -1
-}
 cuda_from_json_multiline() {
   tr -d '\n' < "$1" 2>/dev/null | sed -n 's/.*"cuda"[^}]*"version"[[:space:]]*:[[:space:]]*"\([0-9]*\.[0-9]*\).*/\1/p' | head -1
 }
@@ -271,5 +268,9 @@ systemctl_ enable "$unit"
 if [ "$changed" = 0 ]; then
   say "nothing changed"
 else
-  say "done: check with 'sudo -u slim $bindir/$name doctor -c $config' (agent), then 'systemctl start $unit'"
+  if [ "$role" = agent ]; then
+    say "done: edit $config, check it with 'sudo -u slim $bindir/$name doctor -c $config', then 'systemctl start $unit'"
+  else
+    say "done: edit $config, then 'systemctl start $unit'"
+  fi
 fi

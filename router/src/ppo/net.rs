@@ -123,6 +123,10 @@ impl PolicyWeights {
     /// Sets the linear skip to `-sharpness ×` the greedy cost of `weights` (in the cost
     /// features' units), so the policy's most likely candidate starts as greedy's choice.
     pub fn greedy_prior(&mut self, weights: &crate::reward::RewardWeights, sharpness: f32) {
+        // The MLP's output layer starts at zero, so the first argmax is exactly greedy's.
+        let head = &mut self.layers[2];
+        head.weight.iter_mut().for_each(|w| *w = 0.0);
+        head.bias.iter_mut().for_each(|b| *b = 0.0);
         let skip = &mut self.layers[6].weight;
         skip.iter_mut().for_each(|w| *w = 0.0);
         skip[COST_FEATURES] = -sharpness * weights.latency * COST_FEATURE_SCALE;
@@ -272,8 +276,8 @@ mod tests {
     fn the_plain_forward_pass_matches_candle() {
         let mut rng = StdRng::seed_from_u64(3);
         let mut weights = PolicyWeights::init(8, &mut rng);
-        weights.layers[2] = Dense::orthogonal(8, 1, 1.0, &mut rng);
         weights.greedy_prior(&crate::reward::RewardPreset::Balanced.weights(), 0.5);
+        weights.layers[2] = Dense::orthogonal(8, 1, 1.0, &mut rng);
         let n = 5;
         let features: Vec<f32> = (0..n * FEATURES)
             .map(|_| rng.gen_range(-1.0..1.0))

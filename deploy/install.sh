@@ -111,8 +111,8 @@ detect() {
   fi
 }
 choose_features() {
-  # tract-cuda 0.23 has CUDA 12.x and 13.x features only; the agent crate exposes cuda-12060
-  # and cuda-13000. CUDA 11 (JetPack 5) therefore runs on the CPU.
+  # tract-cuda 0.23 has CUDA 12.x and 13.x features only; the agent crate exposes cuda-12020,
+  # cuda-12060 and cuda-13000. CUDA 11 (JetPack 5) therefore runs on the CPU.
   backend=cpu
   reason=""
   if [ -n "$features" ]; then
@@ -128,11 +128,8 @@ choose_features() {
     *:) features=""; reason="no CUDA toolkit/runtime found (/usr/local/cuda/version.json, nvcc): install CUDA, then re-run, or stay on the CPU" ;;
     *:11 | *:10) features=""; reason="CUDA $cuda_version: tract-cuda 0.23 has no CUDA 11 feature, so this device runs on the CPU" ;;
     *:12)
-      features="cuda-12060"; backend=auto
-      reason="CUDA $cuda_version"
-      if [ "${cuda_version#*.}" -lt 6 ] 2>/dev/null; then
-        reason="$reason (older than 12.6: cuda-12060 may need symbols this runtime lacks; if the CUDA check in 'slim-agent doctor' fails, upgrade CUDA/JetPack 6.1+ or use the CPU)"
-      fi ;;
+      backend=auto; reason="CUDA $cuda_version"
+      if [ "${cuda_version#*.}" -lt 6 ] 2>/dev/null; then features="cuda-12020"; else features="cuda-12060"; fi ;;
     *:13) features="cuda-13000"; backend=auto; reason="CUDA $cuda_version" ;;
     *) features=""; reason="CUDA $cuda_version is not one tract-cuda 0.23 supports" ;;
   esac

@@ -434,4 +434,36 @@ mod tests {
             .iter()
             .all(|s| s.approx_kl.is_finite() && s.clipfrac >= 0.0));
     }
+
+    #[test]
+    fn the_greedy_prior_decides_as_greedy_does() {
+        use crate::baselines::GreedyRouter;
+        use crate::{Router, RouterSettings};
+        let fleet = tiny_fleet();
+        for preset in [RewardPreset::Efficiency, RewardPreset::Balanced] {
+            let weights = preset.weights();
+            let mut policy = PolicyWeights::init(8, &mut StdRng::seed_from_u64(2));
+            policy.greedy_prior(&weights, 20.0);
+            let mut ppo = PpoRouter::new(policy);
+            let mut greedy = GreedyRouter::new(&RouterSettings {
+                weights,
+                ..Default::default()
+            });
+            let mut scenario = Scenario::sample(&fleet, 500, 4);
+            scenario.batch_sizes = PpoConfig::default().batch_sizes;
+            let mut sim = Simulator::new(&fleet, &scenario, 4);
+            let (mut same, mut total) = (0, 0);
+            while sim.next_decision() {
+                let (observation, request) = sim.observation();
+                let g = greedy.route(observation, request);
+                same += usize::from(ppo.route(observation, request) == g);
+                total += 1;
+                sim.apply(g);
+            }
+            assert!(
+                same * 100 >= total * 95,
+                "{preset:?}: {same} of {total} agree"
+            );
+        }
+    }
 }

@@ -97,7 +97,9 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
                 bar.println(line);
             }
         }
-        bar.inc(1);
+        if s.iteration > 0 {
+            bar.inc(1);
+        }
     })?;
     bar.finish();
     let train_seconds = started.elapsed().as_secs_f64();

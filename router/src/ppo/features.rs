@@ -21,10 +21,10 @@ pub const COST_FEATURES: usize = 16;
 /// Index of the accuracy feature, `(1 - top1) * 10`.
 pub const ACCURACY_FEATURE: usize = 8;
 /// Divisor of the linear finish-time and energy features.
-pub const COST_FEATURE_SCALE: f32 = 10.0;
+pub const COST_FEATURE_SCALE: f32 = 100.0;
 /// Largest finish time (in reference latencies) and energy (in reference energies) the linear
 /// features distinguish; the squashed features above still order larger ones.
-pub const COST_FEATURE_CLIP: f32 = 100.0;
+pub const COST_FEATURE_CLIP: f32 = 1000.0;
 
 /// The valid candidates of one decision and their features (`FEATURES` per candidate, row-major).
 #[derive(Debug, Clone, Default)]

@@ -89,12 +89,20 @@ impl Router for PpoRouter {
         );
         let pick = match self.sample.as_mut() {
             Some(rng) => sample_index(&self.logits, rng).0,
-            None => self
-                .logits
-                .iter()
-                .enumerate()
-                .max_by(|a, b| a.1.total_cmp(b.1))
-                .map_or(0, |(i, _)| i),
+            // The first of equal maxima, as greedy breaks ties toward the lower index.
+            None => {
+                self.logits
+                    .iter()
+                    .enumerate()
+                    .fold((0, f32::NEG_INFINITY), |best, (i, &l)| {
+                        if l > best.1 {
+                            (i, l)
+                        } else {
+                            best
+                        }
+                    })
+                    .0
+            }
         };
         Some(self.candidates.routes[pick])
     }

@@ -220,7 +220,8 @@ fn explained_variance(pred: &[f32], target: &[f32]) -> f32 {
     }
 }
 
-/// Trains a policy on `fleet` for `weights`; `progress` sees every update's diagnostics.
+/// Trains a policy on `fleet` for `weights`; `progress` sees every update's diagnostics (and,
+/// when validating, an update 0 with the initial policy's validation cost).
 pub fn train(
     fleet: &Fleet,
     config: &PpoConfig,
@@ -233,11 +234,16 @@ pub fn train(
         policy.greedy_prior(weights, sharpness);
     }
     let validate = config.validate_every > 0 && config.validation_seeds > 0;
+    let iterations = config.total_steps.div_ceil(config.steps_per_rollout).max(1);
     let mut best = validate.then(|| {
-        (
-            validation_cost(fleet, config, weights, &policy),
-            policy.clone(),
-        )
+        let cost = validation_cost(fleet, config, weights, &policy);
+        // Update 0: the initial policy's validation cost (not part of the history).
+        progress(&IterationStats {
+            iterations,
+            validation_cost: Some(cost),
+            ..Default::default()
+        });
+        (cost, policy.clone())
     });
     let net = CandleNet::new(&policy)?;
     let mut optimizer = AdamW::new(
@@ -249,7 +255,6 @@ pub fn train(
             ..Default::default()
         },
     )?;
-    let iterations = config.total_steps.div_ceil(config.steps_per_rollout).max(1);
     let mut history = Vec::with_capacity(iterations);
     let mut steps = 0;
     let mut episode = 0u64;

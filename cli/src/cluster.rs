@@ -34,6 +34,8 @@ pub struct ClusterSpec {
     pub state_root: Option<PathBuf>,
     /// Device profile every agent publishes (scaled by its slowdown); needed by the PPO router.
     pub profile: Option<PathBuf>,
+    /// Coordinator shared-subscription group (see `CoordinatorConfig::shared_group`).
+    pub shared_group: Option<String>,
     /// MQTT clean sessions (false keeps subscriptions and queued messages on a persistent broker).
     pub clean_session: bool,
     /// Coordinator's monitoring HTTP address (`None`: no HTTP server, as tests want).
@@ -54,6 +56,7 @@ impl Default for ClusterSpec {
             telemetry_timeout_ms: 3000,
             state_root: None,
             clean_session: true,
+            shared_group: None,
             profile: None,
             http_listen: None,
         }
@@ -98,6 +101,7 @@ impl LocalCluster {
             broker: broker.clone(),
             router: spec.router,
             policy: spec.policy.clone(),
+            shared_group: spec.shared_group.clone(),
             telemetry_timeout_ms: spec.telemetry_timeout_ms,
             http_listen: spec.http_listen.clone(),
             ..CoordinatorConfig::default()

@@ -36,6 +36,10 @@ pub struct CoordinatorConfig {
     pub max_payload_bytes: usize,
     /// How many re-routes a request may have before it is answered with an error.
     pub max_attempts: u16,
+    /// Share the request stream with other coordinators of this group (MQTT shared
+    /// subscription `$share/{group}/...`): each request goes to one of them. Unset: this
+    /// coordinator reads every request.
+    pub shared_group: Option<String>,
     /// Monitoring HTTP address (`/metrics`, `/api/v1/state`, the dashboard); empty disables it.
     pub http_listen: Option<String>,
 }
@@ -55,6 +59,7 @@ impl Default for CoordinatorConfig {
             park_timeout_ms: 10_000,
             max_payload_bytes: 1024 * 1024,
             max_attempts: 3,
+            shared_group: None,
             http_listen: Some(DEFAULT_HTTP_LISTEN.into()),
         }
     }

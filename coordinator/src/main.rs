@@ -48,6 +48,9 @@ struct RunArgs {
     /// Trained policy checkpoint for `--router ppo` (see `slim train`).
     #[arg(long)]
     policy: Option<PathBuf>,
+    /// Share the request stream with other coordinators of this group (MQTT shared subscription).
+    #[arg(long, env = "SLIM_SHARED_GROUP")]
+    shared_group: Option<String>,
     /// Seed for random routers.
     #[arg(long)]
     seed: Option<u64>,
@@ -81,6 +84,9 @@ impl RunArgs {
         }
         if let Some(v) = self.policy {
             config.policy = Some(v);
+        }
+        if let Some(v) = self.shared_group {
+            config.shared_group = Some(v);
         }
         if let Some(v) = self.seed {
             config.seed = v;

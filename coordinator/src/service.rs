@@ -127,10 +127,15 @@ pub async fn start(config: CoordinatorConfig) -> anyhow::Result<CoordinatorHandl
         }
         None => (None, None),
     };
+    let requests_filter = match &config.shared_group {
+        Some(group) => format!("$share/{group}/{}", topics.requests_filter()),
+        None => topics.requests_filter(),
+    };
     let session = tokio::spawn(session_loop(
         eventloop,
         client.clone(),
         topics.clone(),
+        requests_filter,
         encode(&status),
         inbound_tx,
         config.broker.url.clone(),
@@ -168,6 +173,7 @@ async fn session_loop(
     mut eventloop: EventLoop,
     client: AsyncClient,
     topics: Topics,
+    requests_filter: String,
     status: Vec<u8>,
     inbound: mpsc::UnboundedSender<(String, Vec<u8>)>,
     url: String,
@@ -181,11 +187,12 @@ async fn session_loop(
                 let client = client.clone();
                 let topics = topics.clone();
                 let status = status.clone();
+                let requests_filter = requests_filter.clone();
                 tokio::spawn(async move {
                     for filter in [
                         topics.status_filter(),
                         topics.telemetry_filter(),
-                        topics.requests_filter(),
+                        requests_filter,
                     ] {
                         let _ = client.subscribe(filter, QoS::AtLeastOnce).await;
                     }

@@ -20,7 +20,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Route requests (the default when no command is given).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the default configuration file.
     GenerateConfig,
 }
@@ -118,7 +118,7 @@ async fn main() -> anyhow::Result<()> {
             print!("{}", CoordinatorConfig::default_toml());
             return Ok(());
         }
-        Some(Command::Run(args)) => args,
+        Some(Command::Run(args)) => *args,
         None => cli.run,
     };
     init_logging(args.log_json);

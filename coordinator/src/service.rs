@@ -133,13 +133,15 @@ pub async fn start(config: CoordinatorConfig) -> anyhow::Result<CoordinatorHandl
     };
     let session = tokio::spawn(session_loop(
         eventloop,
-        client.clone(),
-        topics.clone(),
-        requests_filter,
-        encode(&status),
-        inbound_tx,
-        config.broker.url.clone(),
-        connected.clone(),
+        Session {
+            client: client.clone(),
+            topics: topics.clone(),
+            requests_filter,
+            status: encode(&status),
+            inbound: inbound_tx,
+            url: config.broker.url.clone(),
+            connected: connected.clone(),
+        },
     ));
     let router_name = &status.router;
     let core = Core {
@@ -169,16 +171,28 @@ pub async fn start(config: CoordinatorConfig) -> anyhow::Result<CoordinatorHandl
     })
 }
 
-async fn session_loop(
-    mut eventloop: EventLoop,
+/// What the MQTT session task needs.
+struct Session {
     client: AsyncClient,
     topics: Topics,
+    /// The request subscription: plain, or `$share/...` in a shared group.
     requests_filter: String,
     status: Vec<u8>,
     inbound: mpsc::UnboundedSender<(String, Vec<u8>)>,
     url: String,
     connected: Arc<AtomicBool>,
-) {
+}
+
+async fn session_loop(mut eventloop: EventLoop, session: Session) {
+    let Session {
+        client,
+        topics,
+        requests_filter,
+        status,
+        inbound,
+        url,
+        connected,
+    } = session;
     loop {
         match eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {

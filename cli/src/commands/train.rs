@@ -20,7 +20,7 @@ pub struct TrainArgs {
     #[command(flatten)]
     pub weights: WeightArgs,
     /// Routing decisions to train for.
-    #[arg(long, default_value_t = 300_000)]
+    #[arg(long, default_value_t = 100_000)]
     pub steps: usize,
     /// Seed of everything random in training.
     #[arg(long, default_value_t = 1)]
@@ -28,9 +28,13 @@ pub struct TrainArgs {
     /// Checkpoint to write (default `router/policies/{preset}.safetensors`).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// PPO hyperparameters as TOML (fields of `PpoConfig`; `--steps` and `--seed` win).
+    /// PPO hyperparameters as TOML (fields of `PpoConfig`; `--steps`, `--seed` and
+    /// `--learning-rate` win).
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Adam learning rate at the start (overrides the config's `learning_rate`).
+    #[arg(long)]
+    pub learning_rate: Option<f64>,
     /// Held-out scenarios for the final evaluation (0 skips it).
     #[arg(long, default_value_t = 5)]
     pub eval_seeds: u64,
@@ -53,6 +57,9 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     };
     config.total_steps = args.steps;
     config.seed = args.seed;
+    if let Some(lr) = args.learning_rate {
+        config.learning_rate = lr;
+    }
     let out = args
         .out
         .clone()
@@ -86,6 +93,11 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
                 "update {:>4}/{} steps {:>8} cost {:>8.4} lr {:.2e} pg {:>7.4} v {:>7.4} entropy {:.3} approx_kl {:.4} clipfrac {:.3} explained_variance {:.3}",
                 s.iteration, s.iterations, s.steps, s.mean_cost, s.learning_rate, s.policy_loss, s.value_loss, s.entropy, s.approx_kl, s.clipfrac, s.explained_variance
             );
+            let line = if s.iteration == 0 {
+                format!("update    0/{} initial policy", s.iterations)
+            } else {
+                line
+            };
             let line = match s.validation_cost {
                 Some(v) => format!("{line} validation_cost {v:.4}"),
                 None => line,

@@ -65,11 +65,11 @@ impl Default for PpoConfig {
     fn default() -> Self {
         Self {
             seed: 1,
-            total_steps: 300_000,
+            total_steps: 100_000,
             steps_per_rollout: 4096,
             requests_per_episode: 1024,
             hidden: 32,
-            learning_rate: 1e-3,
+            learning_rate: 3e-3,
             anneal_lr: true,
             gamma: 0.5,
             gae_lambda: 0.9,

@@ -1,6 +1,8 @@
 //! Checking a client's request before it is routed.
 
-use slim_protocol::{decode, peek_reply_address, ErrorCode, InferRequest, PROTOCOL_VERSION};
+use slim_protocol::{
+    decode, peek_reply_address, peek_str, ErrorCode, InferRequest, PROTOCOL_VERSION,
+};
 
 use crate::state::ClusterState;
 
@@ -54,10 +56,16 @@ pub fn validate_request(
         ));
     }
     let request: InferRequest = decode(payload).map_err(|e| {
-        early(
-            ErrorCode::Malformed,
-            format!("not a valid InferRequest: {e}"),
-        )
+        match peek_str(payload, &["input", "dtype"]).filter(|d| d != "f32" && d != "u8") {
+            Some(dtype) => early(
+                ErrorCode::BadDtype,
+                format!("input dtype {dtype:?} is not supported: use \"f32\" or \"u8\""),
+            ),
+            None => early(
+                ErrorCode::Malformed,
+                format!("not a valid InferRequest: {e}"),
+            ),
+        }
     })?;
     let refuse = |code, message: String| Refusal {
         code,

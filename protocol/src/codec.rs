@@ -38,6 +38,22 @@ pub fn peek_reply_address(payload: &[u8]) -> PeekedAddress {
     peek_map(&value)
 }
 
+/// The string at `path` (map keys, outermost first) of any MessagePack payload, if there is one.
+pub fn peek_str(payload: &[u8], path: &[&str]) -> Option<String> {
+    let mut cursor = payload;
+    let mut value = rmpv::decode::read_value(&mut cursor).ok()?;
+    for key in path {
+        let rmpv::Value::Map(entries) = value else {
+            return None;
+        };
+        value = entries
+            .into_iter()
+            .find(|(k, _)| k.as_str() == Some(key))
+            .map(|(_, v)| v)?;
+    }
+    value.as_str().map(str::to_string)
+}
+
 fn peek_map(value: &rmpv::Value) -> PeekedAddress {
     let rmpv::Value::Map(entries) = value else {
         return PeekedAddress::default();
@@ -229,5 +245,21 @@ mod tests {
         rmpv::encode::write_value(&mut bytes, &map).unwrap();
         assert_eq!(peek_reply_address(&bytes).reply_to, None);
         assert_eq!(peek_reply_address(b"\xc1garbage"), PeekedAddress::default());
+    }
+
+    #[test]
+    fn a_nested_string_field_can_be_peeked() {
+        let map = rmpv::Value::Map(vec![(
+            "input".into(),
+            rmpv::Value::Map(vec![("dtype".into(), "f16".into())]),
+        )]);
+        let mut bytes = Vec::new();
+        rmpv::encode::write_value(&mut bytes, &map).unwrap();
+        assert_eq!(
+            peek_str(&bytes, &["input", "dtype"]).as_deref(),
+            Some("f16")
+        );
+        assert_eq!(peek_str(&bytes, &["input", "shape"]), None);
+        assert_eq!(peek_str(b"\xc1", &["input"]), None);
     }
 }

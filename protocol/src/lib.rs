@@ -13,7 +13,7 @@ mod messages;
 mod tensor;
 mod topics;
 
-pub use codec::{decode, encode, peek_reply_address, DecodeError, PeekedAddress};
+pub use codec::{decode, encode, peek_reply_address, peek_str, DecodeError, PeekedAddress};
 pub use dedup::RecentIds;
 pub use error::{ErrorCode, ErrorReply};
 pub use messages::*;

@@ -95,6 +95,33 @@ async fn each_kind_of_bad_request_gets_its_error_code_and_serving_continues() {
     let e = expect_error(&client, "bad-5", encode(&r), &digits).await;
     assert_eq!(e.code, ErrorCode::BadDtype);
 
+    // A dtype the system does not support.
+    let mut f16 = Vec::new();
+    rmpv::encode::write_value(
+        &mut f16,
+        &rmpv::Value::Map(vec![
+            ("v".into(), 1.into()),
+            ("id".into(), "bad-5b".into()),
+            ("model".into(), "digits".into()),
+            ("reply_to".into(), reply_to.as_str().into()),
+            (
+                "input".into(),
+                rmpv::Value::Map(vec![
+                    ("dtype".into(), "f16".into()),
+                    (
+                        "shape".into(),
+                        rmpv::Value::Array(vec![1.into(), 8.into(), 8.into()]),
+                    ),
+                    ("data".into(), rmpv::Value::Binary(vec![0; 128])),
+                ]),
+            ),
+        ]),
+    )
+    .unwrap();
+    let e = expect_error(&client, "bad-5b", f16, &digits).await;
+    assert_eq!(e.code, ErrorCode::BadDtype);
+    assert!(e.message.contains("f16"), "{}", e.message);
+
     let mut r = request("bad-6");
     r.input = Tensor::from_u8(vec![1, 8, 8], vec![0; 64]);
     r.input.data.extend(vec![0u8; 2 * 1024 * 1024]);

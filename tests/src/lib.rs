@@ -44,6 +44,20 @@ pub async fn start(spec: ClusterSpec) -> LocalCluster {
     LocalCluster::start(spec).await.expect("cluster starts")
 }
 
+/// A request client for `cluster`, with a client id unique to its topic prefix, also
+/// subscribed to `extra` topic filters.
+pub async fn client(cluster: &LocalCluster, extra: &[String]) -> slim::client::SlimClient {
+    let prefix = &cluster.spec.topic_prefix;
+    slim::client::SlimClient::connect(
+        &cluster.broker,
+        prefix,
+        &format!("{}-c", prefix.replace('/', "-")),
+        extra,
+    )
+    .await
+    .expect("the test client connects")
+}
+
 /// How long a test waits for any single answer.
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(20);
 

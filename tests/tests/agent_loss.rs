@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use slim::{
-    client::SlimClient,
     load::{run_open_loop, LoadSpec},
     samples::family_samples,
 };
@@ -16,15 +15,7 @@ async fn requests_held_by_a_killed_agent_are_rerouted_and_answered() {
     let mut spec = spec(&[2000.0, 1.0]);
     spec.router = RouterKind::Random;
     let mut cluster = start(spec).await;
-    let topics = cluster.topics();
-    let client = SlimClient::connect(
-        &cluster.broker,
-        topics.prefix(),
-        &format!("{}-c", topics.prefix().replace('/', "-")),
-        &[],
-    )
-    .await
-    .unwrap();
+    let client = slim_tests::client(&cluster, &[]).await;
     let samples = family_samples(&models_dir(), "digits").unwrap();
     let victim = cluster.agents.remove(0);
     let killer = tokio::spawn(async move {

@@ -34,14 +34,7 @@ async fn expect_error(
 async fn each_kind_of_bad_request_gets_its_error_code_and_serving_continues() {
     let cluster = start(spec(&[1.0])).await;
     let topics = cluster.topics();
-    let client = SlimClient::connect(
-        &cluster.broker,
-        topics.prefix(),
-        &format!("{}-c", topics.prefix().replace('/', "-")),
-        &[topics.dead_letters()],
-    )
-    .await
-    .unwrap();
+    let client = slim_tests::client(&cluster, &[topics.dead_letters()]).await;
     let mut dead_letters = client.tap(&topics.dead_letters());
     let reply_to = client.reply_topic().to_string();
     let digits = topics.request("digits");
@@ -192,14 +185,7 @@ async fn each_kind_of_bad_request_gets_its_error_code_and_serving_continues() {
 async fn an_agent_refuses_a_bad_assignment_sent_straight_to_it() {
     let cluster = start(spec(&[1.0])).await;
     let topics = cluster.topics();
-    let client = SlimClient::connect(
-        &cluster.broker,
-        topics.prefix(),
-        &format!("{}-c", topics.prefix().replace('/', "-")),
-        &[],
-    )
-    .await
-    .unwrap();
+    let client = slim_tests::client(&cluster, &[]).await;
     let agent = cluster.agents[0].info.agent.clone();
     let mut request = InferRequest::new(
         "direct-1",

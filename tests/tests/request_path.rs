@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use slim::{
-    client::{Reply, SlimClient},
+    client::Reply,
     load::{run_open_loop, LoadSpec},
     samples::family_samples,
 };
@@ -13,14 +13,7 @@ use slim_tests::{models_dir, spec, start, ANSWER_TIMEOUT};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_request_is_answered_and_the_load_is_spread_over_three_agents() {
     let cluster = start(spec(&[1.0, 1.0, 1.0])).await;
-    let client = SlimClient::connect(
-        &cluster.broker,
-        &cluster.spec.topic_prefix,
-        &format!("{}-c", cluster.spec.topic_prefix.replace('/', "-")),
-        &[],
-    )
-    .await
-    .unwrap();
+    let client = slim_tests::client(&cluster, &[]).await;
     let samples = family_samples(&models_dir(), "digits").unwrap();
     let report = run_open_loop(
         &client,
@@ -62,14 +55,7 @@ async fn every_request_is_answered_and_the_load_is_spread_over_three_agents() {
 async fn a_pinned_width_is_honoured_and_the_decision_is_published() {
     let cluster = start(spec(&[1.0])).await;
     let topics = cluster.topics();
-    let client = SlimClient::connect(
-        &cluster.broker,
-        topics.prefix(),
-        &format!("{}-c", topics.prefix().replace('/', "-")),
-        &[topics.decisions()],
-    )
-    .await
-    .unwrap();
+    let client = slim_tests::client(&cluster, &[topics.decisions()]).await;
     let mut decisions = client.tap(&topics.decisions());
     let sample = family_samples(&models_dir(), "digits").unwrap().remove(0);
     let mut request = InferRequest::new("pinned-1", "digits", sample.input);

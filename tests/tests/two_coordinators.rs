@@ -4,7 +4,7 @@
 use std::{collections::HashMap, time::Duration};
 
 use slim::{
-    client::{Reply, SlimClient},
+    client::Reply,
     load::{run_open_loop, LoadSpec},
     samples::family_samples,
 };
@@ -30,14 +30,7 @@ async fn two_coordinators_in_a_shared_group_split_the_requests_and_route_each_on
     // Let the second coordinator learn the agents from their retained status.
     tokio::time::sleep(Duration::from_millis(800)).await;
 
-    let client = SlimClient::connect(
-        &cluster.broker,
-        topics.prefix(),
-        &format!("{}-c", topics.prefix().replace('/', "-")),
-        &[],
-    )
-    .await
-    .unwrap();
+    let client = slim_tests::client(&cluster, &[]).await;
     let mut replies = client.tap(client.reply_topic());
     let samples = family_samples(&models_dir(), "digits").unwrap();
     let report = run_open_loop(

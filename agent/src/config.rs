@@ -40,6 +40,13 @@ pub struct AgentConfig {
     /// Assignments larger than this are refused with `too_large`. It is larger than the
     /// coordinator's request limit, because an assignment wraps a whole request.
     pub max_payload_bytes: usize,
+    /// Threads of tract's executor per running batch (1 = single-threaded). Instances already
+    /// run batches in parallel, one per core; more threads per batch help a lone large batch.
+    pub threads: u16,
+    /// Batch sizes that get a tract plan built for that concrete size (faster, see
+    /// docs/cpu-performance.md, at the cost of one more copy of the weights per size); other
+    /// sizes run on the plan with a symbolic batch dimension.
+    pub concrete_batches: Vec<u16>,
     /// Emulate a slower device: every batch takes this many times its real compute time (1 = off).
     pub slowdown: f32,
     /// Folder for durable state (sled): the outbox and accepted requests. Unset keeps them in
@@ -93,6 +100,8 @@ impl Default for AgentConfig {
             utilization_ceiling: 1.0,
             telemetry_interval_ms: 1000,
             max_payload_bytes: 2 * 1024 * 1024,
+            threads: 1,
+            concrete_batches: vec![1],
             slowdown: 1.0,
             state_dir: None,
             profile: None,
@@ -119,6 +128,14 @@ fn default_agent_id() -> String {
 }
 
 impl AgentConfig {
+    /// How the model plans are prepared.
+    pub fn plan_options(&self) -> crate::model::PlanOptions {
+        crate::model::PlanOptions {
+            threads: self.threads as usize,
+            concrete_batches: self.concrete_batches.iter().map(|&b| b as usize).collect(),
+        }
+    }
+
     /// Parses a TOML file's text.
     pub fn from_toml(text: &str) -> Result<Self, toml::de::Error> {
         toml::from_str(text)
@@ -147,6 +164,19 @@ impl AgentConfig {
         if self.utilization_ceiling.is_nan() || self.utilization_ceiling <= 0.0 {
             return Err("utilization_ceiling must be positive".into());
         }
+        if self.threads == 0 {
+            return Err("threads must be at least 1".into());
+        }
+        if let Some(b) = self
+            .concrete_batches
+            .iter()
+            .find(|&&b| b == 0 || b > self.max_batch)
+        {
+            return Err(format!(
+                "concrete batch size {b} must be between 1 and max_batch ({})",
+                self.max_batch
+            ));
+        }
         if self.slowdown.is_nan() || self.slowdown < 1.0 {
             return Err(format!("slowdown {} must be >= 1", self.slowdown));
         }
@@ -168,6 +198,22 @@ mod tests {
     fn unknown_keys_are_rejected_with_their_name() {
         let err = AgentConfig::from_toml("max_btach = 4").unwrap_err();
         assert!(err.to_string().contains("max_btach"), "{err}");
+    }
+
+    #[test]
+    fn zero_threads_and_concrete_batches_beyond_max_batch_are_refused() {
+        let zero = AgentConfig {
+            threads: 0,
+            ..AgentConfig::default()
+        };
+        assert!(zero.validate().unwrap_err().contains("threads"));
+        let too_big = AgentConfig {
+            concrete_batches: vec![1, 64],
+            max_batch: 32,
+            ..AgentConfig::default()
+        };
+        assert!(too_big.validate().unwrap_err().contains("64"));
+        assert!(AgentConfig::default().validate().is_ok());
     }
 
     #[test]

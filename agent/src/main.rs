@@ -74,6 +74,13 @@ struct RunArgs {
     /// Emulate a device this many times slower (flagged in status and telemetry).
     #[arg(long)]
     slowdown: Option<f32>,
+    /// Threads of tract's executor per running batch (default 1).
+    #[arg(long)]
+    threads: Option<u16>,
+    /// Batch sizes with a plan built for that concrete size, comma-separated (default 1);
+    /// `--concrete-batches ""` keeps only the symbolic-batch plan.
+    #[arg(long, value_delimiter = ',', num_args = 0..)]
+    concrete_batches: Option<Vec<u16>>,
     /// Log as JSON lines.
     #[arg(long)]
     log_json: bool,
@@ -110,6 +117,12 @@ impl RunArgs {
         }
         if let Some(v) = self.slowdown {
             config.slowdown = v;
+        }
+        if let Some(v) = self.threads {
+            config.threads = v;
+        }
+        if let Some(v) = &self.concrete_batches {
+            config.concrete_batches = v.clone();
         }
         config.validate().map_err(anyhow::Error::msg)?;
         Ok(config)

@@ -51,17 +51,17 @@ pub fn measure_family(
     let mut out = Vec::new();
     let sample = vec![0.1f32; family.sample_len()];
     for plan in family.plans() {
-        let mut state = plan.spawn_state()?;
+        let mut state = plan.spawn_instance()?;
         for &batch in &settings.batches {
             let samples = vec![sample.clone(); batch as usize];
             for _ in 0..settings.warmup {
-                family.run_batch(state.as_mut(), &samples)?;
+                family.run_batch(&mut state, &samples)?;
             }
             let mut times = Vec::new();
             let started = Instant::now();
             while times.len() < settings.min_runs || started.elapsed() < settings.budget {
                 let t = Instant::now();
-                family.run_batch(state.as_mut(), &samples)?;
+                family.run_batch(&mut state, &samples)?;
                 times.push(t.elapsed().as_secs_f32() * 1000.0);
                 if times.len() >= 10_000 {
                     break;

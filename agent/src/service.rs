@@ -90,7 +90,7 @@ pub fn load_families(
         if !config.models.is_empty() && !config.models.contains(&name) {
             continue;
         }
-        let family = ModelFamily::load(&dir, runtime)?;
+        let family = ModelFamily::load(&dir, runtime, &config.plan_options())?;
         tracing::info!(
             family = family.name(),
             widths = family.plans().len(),
@@ -179,6 +179,7 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<AgentHandle> {
             profile: None,
         }),
         profile: load_profile(&config)?,
+        threads: config.threads,
         durable: config.state_dir.is_some(),
         device: device.clone(),
     };

@@ -22,7 +22,7 @@ const REQUESTS: usize = 96;
 fn family() -> Arc<ModelFamily> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/cifar-slimresnet");
     let (backend, _) = select_backend(BackendChoice::Cpu).unwrap();
-    Arc::new(ModelFamily::load(&dir, backend.runtime).unwrap())
+    Arc::new(ModelFamily::load(&dir, backend.runtime, &Default::default()).unwrap())
 }
 
 /// Floods one queue and returns the scheduler's report once every request is answered.

@@ -2,7 +2,11 @@
 
 use std::path::{Path, PathBuf};
 
-use slim_agent::{backend::select_backend, backend::BackendChoice, model::ModelFamily};
+use slim_agent::{
+    backend::select_backend,
+    backend::BackendChoice,
+    model::{ModelFamily, PlanOptions},
+};
 use tract_onnx::prelude::*;
 
 fn models_dir() -> PathBuf {
@@ -29,7 +33,7 @@ fn read_f32(path: &Path) -> (Vec<usize>, Vec<f32>) {
 
 fn load(family: &Path) -> ModelFamily {
     let (backend, _) = select_backend(BackendChoice::Cpu).unwrap();
-    ModelFamily::load(family, backend.runtime).unwrap()
+    ModelFamily::load(family, backend.runtime, &Default::default()).unwrap()
 }
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
@@ -56,23 +60,52 @@ fn run_file(path: &Path, input: Tensor) -> Tensor {
 
 #[test]
 fn tract_reproduces_the_reference_logits_of_every_width_within_1e_4() {
+    // The reference input holds 4 samples. Each plan variant must compute the same logits:
+    // the symbolic-batch plan only, a plan built for batch 4 run by a 2-thread executor, and
+    // the agent's default (a batch-1 plan) fed one sample at a time.
+    let variants = [
+        (
+            "symbolic",
+            PlanOptions {
+                threads: 1,
+                concrete_batches: vec![],
+            },
+            4,
+        ),
+        (
+            "concrete 4, 2 threads",
+            PlanOptions {
+                threads: 2,
+                concrete_batches: vec![4],
+            },
+            4,
+        ),
+        ("default, one by one", PlanOptions::default(), 1),
+    ];
+    let (backend, _) = select_backend(BackendChoice::Cpu).unwrap();
     for dir in families() {
-        let family = load(&dir);
-        let (shape, input) = read_f32(&dir.join("ref_input.npy"));
-        let per = input.len() / shape[0];
-        let samples: Vec<Vec<f32>> = input.chunks(per).map(<[f32]>::to_vec).collect();
-        for plan in family.plans() {
-            let mut state = plan.spawn_state().unwrap();
-            let got: Vec<f32> = family.run_batch(state.as_mut(), &samples).unwrap().concat();
-            let reference = dir.join(format!("ref_logits_w{}.npy", fmt_width(plan.entry.width)));
-            let (_, want) = read_f32(&reference);
-            let diff = max_abs_diff(&got, &want);
-            assert!(
-                diff < 1e-4,
-                "{} w{}: max diff {diff}",
-                family.name(),
-                plan.entry.width
-            );
+        for (variant, options, chunk) in &variants {
+            let family = ModelFamily::load(&dir, backend.runtime, options).unwrap();
+            let (shape, input) = read_f32(&dir.join("ref_input.npy"));
+            assert_eq!(shape[0], 4, "the reference input holds 4 samples");
+            let per = input.len() / shape[0];
+            let samples: Vec<Vec<f32>> = input.chunks(per).map(<[f32]>::to_vec).collect();
+            for plan in family.plans() {
+                let mut instance = plan.spawn_instance().unwrap();
+                let got: Vec<f32> = samples
+                    .chunks(*chunk)
+                    .flat_map(|c| family.run_batch(&mut instance, c).unwrap().concat())
+                    .collect();
+                let name = format!("ref_logits_w{}.npy", fmt_width(plan.entry.width));
+                let (_, want) = read_f32(&dir.join(name));
+                let diff = max_abs_diff(&got, &want);
+                assert!(
+                    diff < 1e-4,
+                    "{} w{} ({variant}): max diff {diff}",
+                    family.name(),
+                    plan.entry.width
+                );
+            }
         }
     }
 }
@@ -127,8 +160,8 @@ fn tract_on_the_held_out_split_reproduces_the_manifest_accuracy() {
         .collect();
     let mut previous = 0.0;
     for plan in family.plans() {
-        let mut state = plan.spawn_state().unwrap();
-        let logits = family.run_batch(state.as_mut(), &samples).unwrap();
+        let mut instance = plan.spawn_instance().unwrap();
+        let logits = family.run_batch(&mut instance, &samples).unwrap();
         let correct = logits
             .iter()
             .zip(&labels)

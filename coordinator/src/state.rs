@@ -254,6 +254,7 @@ mod tests {
 
     fn info(agent: &str, online: bool, started: u64) -> AgentInfo {
         AgentInfo {
+            threads: 1,
             v: PROTOCOL_VERSION,
             agent: agent.into(),
             online,

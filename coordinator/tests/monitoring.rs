@@ -44,6 +44,7 @@ async fn eventually(addr: SocketAddr, path: &str, want: impl Fn(u16, &str) -> bo
 
 fn agent_info() -> AgentInfo {
     AgentInfo {
+        threads: 1,
         v: PROTOCOL_VERSION,
         agent: "jetson-1".into(),
         online: true,

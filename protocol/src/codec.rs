@@ -146,6 +146,7 @@ mod tests {
         assert_eq!(decode::<ErrorReply>(&encode(&error)).unwrap(), error);
 
         let info = AgentInfo {
+            threads: 1,
             v: PROTOCOL_VERSION,
             agent: "a1".into(),
             online: true,

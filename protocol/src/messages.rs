@@ -260,6 +260,9 @@ pub struct AgentInfo {
     /// The device profile, when one was measured or configured.
     #[serde(default)]
     pub profile: Option<DeviceProfile>,
+    /// Threads each running batch uses (agents running the same hardware differ by it).
+    #[serde(default = "one_thread")]
+    pub threads: u16,
     /// True when the agent keeps accepted requests across its own restarts (it has a state
     /// store); the coordinator then leaves them to it instead of routing them again.
     #[serde(default)]
@@ -387,4 +390,8 @@ pub struct CoordinatorStatus {
     pub router: String,
     /// Coordinator clock at start.
     pub started_at_ms: u64,
+}
+
+fn one_thread() -> u16 {
+    1
 }

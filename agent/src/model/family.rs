@@ -1,4 +1,5 @@
-//! A loaded family: one prepared tract plan per width, with a symbolic batch dimension.
+//! A loaded family: per width, one prepared tract plan with a symbolic batch dimension, plus
+//! optional plans built for concrete batch sizes.
 
 use std::{
     path::{Path, PathBuf},
@@ -6,8 +7,9 @@ use std::{
 };
 
 use slim_protocol::DType;
+use tract_linalg::multithread::Executor;
 use tract_onnx::prelude::*;
-use tract_onnx::tract_core::runtime::{Runnable, Runtime, State};
+use tract_onnx::tract_core::runtime::{RunOptions, Runnable, Runtime, State};
 
 use super::{width_key, Manifest, ManifestError, WidthEntry};
 
@@ -30,20 +32,69 @@ pub enum ModelError {
     Run(String),
 }
 
-/// One width, prepared for the chosen runtime. States spawned from it share its weights.
+/// How the plans of a family are prepared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanOptions {
+    /// Threads of tract's executor per running batch (1 = single-threaded).
+    pub threads: usize,
+    /// Batch sizes that get a plan of their own, built for that concrete size; other sizes run
+    /// on the plan with a symbolic batch dimension.
+    pub concrete_batches: Vec<usize>,
+}
+
+impl Default for PlanOptions {
+    /// The agent's defaults: single-threaded, with a concrete plan for batch 1.
+    fn default() -> Self {
+        Self {
+            threads: 1,
+            concrete_batches: vec![1],
+        }
+    }
+}
+
+/// One width, prepared for the chosen runtime. Instances spawned from it share its weights.
 #[derive(Debug, Clone)]
 pub struct WidthPlan {
     /// The manifest entry.
     pub entry: WidthEntry,
-    runnable: Arc<dyn Runnable>,
+    symbolic: Arc<dyn Runnable>,
+    concrete: Vec<(usize, Arc<dyn Runnable>)>,
 }
 
 impl WidthPlan {
-    /// A fresh execution state (one model instance's activations).
-    pub fn spawn_state(&self) -> Result<Box<dyn State>, ModelError> {
-        self.runnable
-            .spawn()
-            .map_err(|e| ModelError::Run(format!("{e:#}")))
+    /// A fresh instance: one execution state (activations) per plan of this width.
+    pub fn spawn_instance(&self) -> Result<Instance, ModelError> {
+        let spawn =
+            |r: &Arc<dyn Runnable>| r.spawn().map_err(|e| ModelError::Run(format!("{e:#}")));
+        Ok(Instance {
+            symbolic: spawn(&self.symbolic)?,
+            concrete: self
+                .concrete
+                .iter()
+                .map(|(batch, r)| Ok((*batch, spawn(r)?)))
+                .collect::<Result<_, ModelError>>()?,
+        })
+    }
+
+    /// The batch sizes that run on a plan built for their size.
+    pub fn concrete_batches(&self) -> Vec<usize> {
+        self.concrete.iter().map(|(b, _)| *b).collect()
+    }
+}
+
+/// One model instance: the execution states of a width's plans.
+#[derive(Debug)]
+pub struct Instance {
+    symbolic: Box<dyn State>,
+    concrete: Vec<(usize, Box<dyn State>)>,
+}
+
+impl Instance {
+    fn state_for(&mut self, batch: usize) -> &mut dyn State {
+        match self.concrete.iter_mut().find(|(b, _)| *b == batch) {
+            Some((_, state)) => state.as_mut(),
+            None => self.symbolic.as_mut(),
+        }
     }
 }
 
@@ -59,22 +110,36 @@ pub struct ModelFamily {
 
 impl ModelFamily {
     /// Loads every width of the family in `dir` and prepares it on `runtime`.
-    pub fn load(dir: &Path, runtime: &dyn Runtime) -> Result<Self, ModelError> {
+    pub fn load(
+        dir: &Path,
+        runtime: &dyn Runtime,
+        options: &PlanOptions,
+    ) -> Result<Self, ModelError> {
         let manifest = Manifest::load(dir)?;
         let plans = manifest
             .widths
             .iter()
             .map(|entry| {
                 let path = dir.join(&entry.file);
-                let runnable = prepare(&path, &manifest.input_shape, runtime).map_err(|e| {
-                    ModelError::Load {
-                        path: path.clone(),
-                        reason: format!("{e:#}"),
-                    }
-                })?;
+                let load_error = |e: TractError| ModelError::Load {
+                    path: path.clone(),
+                    reason: format!("{e:#}"),
+                };
+                let symbolic = prepare(&path, &manifest.input_shape, None, runtime, options)
+                    .map_err(load_error)?;
+                let concrete = options
+                    .concrete_batches
+                    .iter()
+                    .map(|&b| {
+                        prepare(&path, &manifest.input_shape, Some(b), runtime, options)
+                            .map(|r| (b, r))
+                            .map_err(load_error)
+                    })
+                    .collect::<Result<_, _>>()?;
                 Ok(WidthPlan {
                     entry: entry.clone(),
-                    runnable,
+                    symbolic,
+                    concrete,
                 })
             })
             .collect::<Result<Vec<_>, ModelError>>()?;
@@ -154,9 +219,10 @@ impl ModelFamily {
     /// Runs a batch of preprocessed samples on `state`; returns one logits row per sample.
     pub fn run_batch(
         &self,
-        state: &mut dyn State,
+        instance: &mut Instance,
         samples: &[Vec<f32>],
     ) -> Result<Vec<Vec<f32>>, ModelError> {
+        let state = instance.state_for(samples.len());
         let mut shape = vec![samples.len()];
         shape.extend(self.manifest.input_shape.iter().map(|&d| d as usize));
         let flat: Vec<f32> = samples.iter().flatten().copied().collect();
@@ -196,13 +262,36 @@ pub enum InputMismatch {
 fn prepare(
     path: &Path,
     sample_shape: &[u32],
+    batch: Option<usize>,
     runtime: &dyn Runtime,
+    options: &PlanOptions,
 ) -> TractResult<Arc<dyn Runnable>> {
+    let typed = typed_model(path, sample_shape, batch)?;
+    let run_options = RunOptions {
+        executor: (options.threads > 1).then(|| Executor::multithread(options.threads)),
+        ..Default::default()
+    };
+    Ok(Arc::from(
+        runtime.prepare_with_options(typed, &run_options)?,
+    ))
+}
+
+/// Loads an ONNX file as a decluttered tract model with input `[batch, sample_shape…]`, the
+/// batch symbolic (`N`) when `batch` is `None`, and its constant weights folded.
+pub fn typed_model(
+    path: &Path,
+    sample_shape: &[u32],
+    batch: Option<usize>,
+) -> TractResult<TypedModel> {
     let mut model = tract_onnx::onnx().model_for_path(path)?;
-    let batch = model.symbols.sym("N");
-    let mut shape: TVec<TDim> = tvec![batch.to_dim()];
+    let n = match batch {
+        Some(b) => (b as i64).to_dim(),
+        None => model.symbols.sym("N").to_dim(),
+    };
+    let mut shape: TVec<TDim> = tvec![n];
     shape.extend(sample_shape.iter().map(|&d| (d as i64).to_dim()));
     model.set_input_fact(0, InferenceFact::dt_shape(f32::datum_type(), shape))?;
-    let typed = model.into_typed()?.into_decluttered()?;
-    Ok(Arc::from(runtime.prepare(typed)?))
+    let mut typed = model.into_typed()?;
+    super::fold::fold_constants(&mut typed)?;
+    typed.into_decluttered()
 }

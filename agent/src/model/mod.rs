@@ -1,10 +1,14 @@
 //! Slimmable model families: the manifest, the loaded per-width plans, pre- and post-processing.
 
 mod family;
+mod fold;
 mod manifest;
 mod postprocess;
 
-pub use family::{InputMismatch, ModelError, ModelFamily, WidthPlan};
+pub use family::{
+    typed_model, InputMismatch, Instance, ModelError, ModelFamily, PlanOptions, WidthPlan,
+};
+pub use fold::fold_constants;
 pub use manifest::{Dataset, Manifest, ManifestError, Preprocess, WidthEntry, MANIFEST_SCHEMA};
 pub use postprocess::top_k;
 

@@ -11,13 +11,17 @@ use slim_protocol::{
     PROTOCOL_VERSION,
 };
 use tokio::sync::{mpsc, oneshot};
-use tract_onnx::tract_core::runtime::State;
 
 use super::{
     instances::{InstancePolicy, ScaleDecision, ScaleInput},
     Batch, Batcher, QueueKey, Queued,
 };
-use crate::{model::top_k, outbox::Outbox, telemetry::EnergyMeter, validate::ValidAssignment};
+use crate::{
+    model::{top_k, Instance},
+    outbox::Outbox,
+    telemetry::EnergyMeter,
+    validate::ValidAssignment,
+};
 
 /// Fixed settings of the scheduler.
 #[derive(Debug, Clone)]
@@ -66,13 +70,13 @@ pub struct SchedulerReport {
 enum Command {
     Assign(Box<ValidAssignment>),
     Done(Box<Finished>),
-    Loaded(QueueKey, Result<(Box<dyn State>, u64), String>),
+    Loaded(QueueKey, Result<(Instance, u64), String>),
     Report(oneshot::Sender<SchedulerReport>),
 }
 
 struct Finished {
     key: QueueKey,
-    state: Box<dyn State>,
+    state: Instance,
     items: Vec<Queued<ValidAssignment>>,
     started_at: Instant,
     compute: Duration,
@@ -138,7 +142,7 @@ pub fn spawn_scheduler(
 }
 
 /// A loaded instance waiting for work, and since when.
-type IdleInstance = (Box<dyn State>, Instant);
+type IdleInstance = (Instance, Instant);
 
 struct Actor {
     config: SchedulerConfig,
@@ -294,7 +298,7 @@ impl Actor {
         });
     }
 
-    fn on_loaded(&mut self, key: QueueKey, outcome: Result<(Box<dyn State>, u64), String>) {
+    fn on_loaded(&mut self, key: QueueKey, outcome: Result<(Instance, u64), String>) {
         self.loading.remove(&key);
         let reserved = self.instance_bytes.get(&key).copied().unwrap_or(0);
         self.memory_used = self.memory_used.saturating_sub(reserved);
@@ -335,7 +339,7 @@ impl Actor {
             .push((state, Instant::now()));
     }
 
-    fn start(&mut self, batch: Batch<ValidAssignment>, mut state: Box<dyn State>) {
+    fn start(&mut self, batch: Batch<ValidAssignment>, mut state: Instance) {
         let key = batch.key.clone();
         self.running_batches += 1;
         let energy = self.config.energy.begin_batch();
@@ -348,7 +352,7 @@ impl Actor {
                 batch.items.iter().map(|q| q.item.sample.clone()).collect();
             let started_at = Instant::now();
             let outcome = family
-                .run_batch(state.as_mut(), &samples)
+                .run_batch(&mut state, &samples)
                 .map_err(|e| e.to_string());
             let real = started_at.elapsed();
             if slowdown > 1.0 {

@@ -7,9 +7,7 @@
 
 use std::{collections::HashMap, path::PathBuf, sync::Mutex};
 
-use tract_onnx::tract_core::runtime::State;
-
-use crate::model::{ModelFamily, WidthPlan};
+use crate::model::{Instance, ModelFamily, WidthPlan};
 
 /// Loads are measured one at a time, so two loads do not see each other's growth.
 static LOAD_LOCK: Mutex<()> = Mutex::new(());
@@ -31,7 +29,7 @@ pub fn load_measured(
     family: &ModelFamily,
     plan: &WidthPlan,
     batch: usize,
-) -> Result<(Box<dyn State>, u64), String> {
+) -> Result<(Instance, u64), String> {
     let _guard = LOAD_LOCK.lock().unwrap_or_else(|p| p.into_inner());
     let key = (family.dir.join(&plan.entry.file), batch.max(1));
     let known = MEASURED
@@ -41,11 +39,14 @@ pub fn load_measured(
         .get(&key)
         .copied();
     let before = resident_bytes().unwrap_or(0);
-    let mut state = plan.spawn_state().map_err(|e| e.to_string())?;
-    let samples = vec![vec![0.0f32; family.sample_len()]; batch.max(1)];
-    family
-        .run_batch(state.as_mut(), &samples)
-        .map_err(|e| e.to_string())?;
+    let mut state = plan.spawn_instance().map_err(|e| e.to_string())?;
+    // Every plan of the instance runs once, so all its activations are allocated.
+    for size in plan.concrete_batches().into_iter().chain([batch.max(1)]) {
+        let samples = vec![vec![0.0f32; family.sample_len()]; size];
+        family
+            .run_batch(&mut state, &samples)
+            .map_err(|e| e.to_string())?;
+    }
     let bytes = match known {
         Some(bytes) => bytes,
         None => {

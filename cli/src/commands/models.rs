@@ -34,7 +34,7 @@ pub fn run(args: ModelsArgs) -> anyhow::Result<()> {
         .unwrap_or(1);
     println!("backend: {} ({reason}); latency = mean of timed runs, one instance, single-threaded tract, {threads} cores here", backend.name);
     for dir in dirs {
-        let family = ModelFamily::load(&dir, backend.runtime)?;
+        let family = ModelFamily::load(&dir, backend.runtime, &Default::default())?;
         let m = &family.manifest;
         println!("\n{} — {}", m.family, m.description);
         println!(

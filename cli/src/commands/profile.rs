@@ -71,7 +71,7 @@ pub fn run(args: ProfileArgs) -> anyhow::Result<()> {
             .expect("valid template"),
     );
     for dir in dirs {
-        let family = ModelFamily::load(&dir, backend.runtime)?;
+        let family = ModelFamily::load(&dir, backend.runtime, &Default::default())?;
         let measured = measure_family(&family, &settings, |m| {
             bar.inc(1);
             bar.println(format!(

@@ -237,6 +237,7 @@ mod tests {
 
     fn info(online: bool) -> AgentInfo {
         AgentInfo {
+            threads: 1,
             v: PROTOCOL_VERSION,
             agent: "a".into(),
             online,

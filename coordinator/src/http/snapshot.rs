@@ -427,6 +427,7 @@ pub(crate) mod tests {
             v: PROTOCOL_VERSION,
             agent: agent.into(),
             online: true,
+            threads: 1,
             started_at_ms: 1,
             backend: "cpu".into(),
             backend_reason: "asked for cpu".into(),

@@ -25,6 +25,10 @@ pub struct ClusterSpec {
     pub models: Vec<String>,
     /// One entry per agent: its emulated slowdown (1.0 = real speed).
     pub agent_slowdowns: Vec<f32>,
+    /// Threads per batch of each agent, by index (missing entries: 1).
+    pub agent_threads: Vec<u16>,
+    /// Device profile of each agent, by index (missing entries: `profile`).
+    pub agent_profiles: Vec<PathBuf>,
     /// Agent telemetry period, ms.
     pub telemetry_interval_ms: u64,
     /// Coordinator's telemetry-silence timeout, ms.
@@ -54,6 +58,8 @@ impl Default for ClusterSpec {
             agent_slowdowns: vec![1.0, 2.0, 4.0],
             telemetry_interval_ms: 500,
             telemetry_timeout_ms: 3000,
+            agent_threads: Vec::new(),
+            agent_profiles: Vec::new(),
             state_root: None,
             clean_session: true,
             shared_group: None,
@@ -163,7 +169,13 @@ impl LocalCluster {
             backend: slim_agent::backend::BackendChoice::Cpu,
             telemetry_interval_ms: self.spec.telemetry_interval_ms,
             slowdown,
-            profile: self.spec.profile.clone(),
+            threads: self.spec.agent_threads.get(index).copied().unwrap_or(1),
+            profile: self
+                .spec
+                .agent_profiles
+                .get(index)
+                .cloned()
+                .or_else(|| self.spec.profile.clone()),
             state_dir: self
                 .spec
                 .state_root

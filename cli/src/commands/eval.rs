@@ -78,6 +78,17 @@ pub struct EvalArgs {
     /// Emulated slowdowns of the live agents, one per agent.
     #[arg(long, value_delimiter = ',', default_value = "1,3,8")]
     pub slowdowns: Vec<f32>,
+    /// Threads per batch of the live agents, one per agent (tract's executor).
+    #[arg(long, value_delimiter = ',', default_value = "2,1,1")]
+    pub threads: Vec<u16>,
+    /// Device profile (a name in the profiles folder) each live agent publishes and its
+    /// simulator twin is built from, one per agent; measured for that agent's thread count.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "cpu-2core-2threads-measured,cpu-2core-measured,cpu-2core-measured"
+    )]
+    pub live_profiles: Vec<String>,
     /// Model family of the live run.
     #[arg(long, default_value = "digits")]
     pub live_model: String,
@@ -214,16 +225,34 @@ fn sim_part(args: &EvalArgs, fleet: &Fleet, bar: &ProgressBar) -> anyhow::Result
     Ok(rows)
 }
 
-/// The simulator fleet that stands for the live cluster: one `cpu-2core` device per agent, only
-/// the live model, each slowed down from t = 0 by its agent's emulated factor.
+/// Checks that the per-agent live settings agree in length.
+fn check_live_args(args: &EvalArgs) -> anyhow::Result<()> {
+    let n = args.slowdowns.len();
+    anyhow::ensure!(n > 0, "--slowdowns needs at least one agent");
+    anyhow::ensure!(
+        args.threads.len() == n && args.live_profiles.len() == n,
+        "--slowdowns ({n}), --threads ({}) and --live-profiles ({}) need one entry per live agent",
+        args.threads.len(),
+        args.live_profiles.len()
+    );
+    anyhow::ensure!(
+        args.threads.iter().all(|&t| t >= 1),
+        "--threads entries must be at least 1"
+    );
+    Ok(())
+}
+
+/// The simulator fleet that stands for the live cluster: one device per agent built from the
+/// profile that agent publishes, only the live model, each slowed down from t = 0 by its
+/// agent's emulated factor.
 fn live_twin(args: &EvalArgs, requests: usize) -> anyhow::Result<(Fleet, Scenario)> {
-    let names = vec!["cpu-2core".to_string(); args.slowdowns.len()];
-    let mut fleet = Fleet::load(&args.fleet.profiles, &args.fleet.models, &names)
+    let mut fleet = Fleet::load(&args.fleet.profiles, &args.fleet.models, &args.live_profiles)
         .context("loading the live twin fleet")?;
     fleet.models.retain(|m| m.name == args.live_model);
     anyhow::ensure!(
         !fleet.models.is_empty(),
-        "profiles/cpu-2core.toml has no points for {}",
+        "the live profiles {:?} have no points for {}",
+        args.live_profiles,
         args.live_model
     );
     let mut scenario = Scenario::steady(&fleet, requests, 0.5);
@@ -310,6 +339,7 @@ fn live_metrics(report: &LoadReport, budget_ms: u32) -> (RunMetrics, f64, Vec<f6
 }
 
 async fn live_part(args: &EvalArgs, bar: &ProgressBar) -> anyhow::Result<Vec<LiveRow>> {
+    check_live_args(args)?;
     let samples = family_samples(&args.fleet.models, &args.live_model)?;
     let mut rows = Vec::new();
     for (i, kind) in args.live_routers.iter().enumerate() {
@@ -323,7 +353,12 @@ async fn live_part(args: &EvalArgs, bar: &ProgressBar) -> anyhow::Result<Vec<Liv
             models_dir: args.fleet.models.clone(),
             models: vec![args.live_model.clone()],
             agent_slowdowns: args.slowdowns.clone(),
-            profile: Some(args.fleet.profiles.join("cpu-2core.toml")),
+            agent_threads: args.threads.clone(),
+            agent_profiles: args
+                .live_profiles
+                .iter()
+                .map(|name| args.fleet.profiles.join(format!("{name}.toml")))
+                .collect(),
             ..ClusterSpec::default()
         };
         let cluster = LocalCluster::start(spec)
@@ -485,25 +520,28 @@ fn live_table(rows: &[LiveRow], budget_ms: u32) -> String {
 
 fn calibration_table(rows: &[LiveRow]) -> String {
     let mut t = String::new();
-    t.push_str("| router | simulator predicted mean latency ms (± std over 5 seeds) | measured mean latency ms | measured / predicted | measured − agent queue − agent compute, ms (not modelled) |\n|---|---|---|---|---|\n");
+    t.push_str("| router | simulator predicted mean latency ms (± std over 5 seeds) | measured mean latency ms | measured / predicted | measured − agent queue − agent compute, ms (not modelled) | measured agent queue + compute ms | agent-side measured / predicted |\n|---|---|---|---|---|---|---|\n");
     for r in rows {
         if r.answered == 0 {
             let _ = writeln!(
                 t,
-                "| {} | {} | — | n/a (nothing answered) | — |",
+                "| {} | {} | — | n/a (nothing answered) | — | — | — |",
                 r.name,
                 r.predicted_ms.show(3)
             );
             continue;
         }
+        let agent_side = r.agent_ms[0] + r.agent_ms[1];
         let _ = writeln!(
             t,
-            "| {} | {} | {:.2} | {:.2} | {:.2} |",
+            "| {} | {} | {:.2} | {:.2} | {:.2} | {:.3} | {:.2} |",
             r.name,
             r.predicted_ms.show(3),
             r.metrics.latency_ms,
             r.metrics.latency_ms / r.predicted_ms.mean,
-            r.metrics.latency_ms - r.agent_ms[0] - r.agent_ms[1]
+            r.metrics.latency_ms - agent_side,
+            agent_side,
+            agent_side / r.predicted_ms.mean
         );
     }
     t
@@ -644,7 +682,7 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
     println!("{s_table}");
     println!("Against the paper:\n\n{p_table}");
     if live {
-        println!("Live ({} agents, emulated slowdowns {:?}, {:.0} req/s for {:?} per router, broker {}):\n", args.slowdowns.len(), args.slowdowns, args.live_rate, args.live_duration, args.broker.as_deref().unwrap_or("embedded"));
+        println!("Live ({} agents, threads {:?}, emulated slowdowns {:?}, {:.0} req/s for {:?} per router, broker {}):\n", args.slowdowns.len(), args.threads, args.slowdowns, args.live_rate, args.live_duration, args.broker.as_deref().unwrap_or("embedded"));
         println!("{l_table}");
         println!("Sim-to-real:\n\n{c_table}");
     }
@@ -794,14 +832,16 @@ fn report_text(
 
     if !live.is_empty() {
         let _ = writeln!(d, "## Live cluster over MQTT\n");
-        let _ = writeln!(d, "{} agents on this machine (CPU backend, tract) with **emulated** slowdowns {:?} (each batch sleeps (k − 1) × its real compute time, so they stand for slower devices; they are not real devices), one coordinator running each router in turn on a fresh cluster, broker: {}. Workload: `{}` requests, open-loop Poisson at {:.0} requests/s for {:?} per router (seed {}), 5 s drain; no deadlines or accuracy floors in the requests. Every agent publishes `profiles/cpu-2core.toml` (provisional) with its latencies scaled by its slowdown, which the profile-based routers (greedy, PPO) read. Energy is the agents' labelled energy model (source `{}`: profile power × compute time), not a sensor. PPO loads `{}`. One run per router: the ± is the spread over requests, not over seeds. \"answered ≤ {} ms\" counts results within that budget over requests *sent* (lost and errored requests count as misses).\n",
+        let _ = writeln!(d, "{} agents on this machine (CPU backend, tract) with {:?} threads per batch (tract's executor) and **emulated** slowdowns {:?} (each batch sleeps (k − 1) × its real compute time, so they stand for slower devices; they are not real devices), one coordinator running each router in turn on a fresh cluster, broker: {}. Workload: `{}` requests, open-loop Poisson at {:.0} requests/s for {:?} per router (seed {}), 5 s drain; no deadlines or accuracy floors in the requests. The agents publish the profiles {:?} (from `profiles/`, measured on this machine by `slim profile` at the agent's thread count) with latencies scaled by their slowdown, which the profile-based routers (greedy, PPO) read. Energy is the agents' labelled energy model (source `{}`: profile power × compute time), not a sensor. PPO loads `{}`. One run per router: the ± is the spread over requests, not over seeds. \"answered ≤ {} ms\" counts results within that budget over requests *sent* (lost and errored requests count as misses).\n",
             args.slowdowns.len(),
+            args.threads,
             args.slowdowns,
             args.broker.as_deref().map_or("embedded (rumqttd)".to_string(), |u| format!("external `{u}`")),
             args.live_model,
             args.live_rate,
             args.live_duration,
             args.live_seed,
+            args.live_profiles,
             live.first().map_or("", |r| r.energy_source.as_str()),
             policy_path(args, args.live_preset).display(),
             args.live_budget_ms,
@@ -818,11 +858,12 @@ fn report_text(
                 .map(|r| r.metrics.latency_ms - r.agent_ms[0] - r.agent_ms[1])
                 .sum::<f64>()
                 / answered.len() as f64;
-            let _ = writeln!(d, "Live, the routers that answered are within {lo:.2}–{hi:.2} ms of each other in mean latency: on average {overhead:.2} ms of each request's latency is spent outside the agents' queue and compute (client → broker → coordinator → broker → agent → broker → client), the same for every router, and at this light load the agents' own queues stay short, so the routing choice moves latency little. Width and agent choice do show in energy and accuracy: energy is compute time × modelled power, and compute time includes the emulated slowdown, so sending work to the slowed agents costs modelled energy even at the slimmest width. The agents differ only by emulated slowdown; they all use the same thread count (the in-process cluster has no per-agent thread setting).\n");
+            let _ = writeln!(d, "Live, the routers that answered are within {lo:.2}–{hi:.2} ms of each other in mean latency: on average {overhead:.2} ms of each request's latency is spent outside the agents' queue and compute (client → broker → coordinator → broker → agent → broker → client), the same for every router, and at this light load the agents' own queues stay short, so the routing choice moves latency little. Width and agent choice do show in energy and accuracy: energy is compute time × modelled power, and compute time includes the emulated slowdown, so sending work to the slowed agents costs modelled energy even at the slimmest width. On two shared cores a second thread per batch buys little for small batches, and the agents compete for the same cores, so the thread-count difference shows mainly in the profiles' batch-32 figures.\n");
         }
         let _ = writeln!(d, "### Sim-to-real check\n");
-        let _ = writeln!(d, "The simulator twin of the live cluster: {} devices built from `profiles/cpu-2core.toml` (the *provisional*, FLOPs-estimated CPU profile — no measured profile is committed), restricted to the `{}` family, each slowed from t = 0 by its agent's factor ({:?}) with a `FleetEventKind::Slowdown` event; a steady Poisson workload at the live rate ({:.0}/s) with {} requests, no deadlines or floors, the PPO batch sizes; the same router (PPO: the same checkpoint), 5 seeds (`{EVAL_SEED_BASE} + 1000..1005`). The simulator has no network, broker, serialization or client in it, so the ratio measures how much of live latency the simulator does not model.\n",
+        let _ = writeln!(d, "The simulator twin of the live cluster: {} devices built from the profiles the agents publish ({:?}, measured by `slim profile` on this machine), restricted to the `{}` family, each slowed from t = 0 by its agent's factor ({:?}) with a `FleetEventKind::Slowdown` event; a steady Poisson workload at the live rate ({:.0}/s) with {} requests, no deadlines or floors, the PPO batch sizes; the same router (PPO: the same checkpoint), 5 seeds (`{EVAL_SEED_BASE} + 1000..1005`). The simulator has no network, broker, serialization or client in it, so the ratio measures how much of live latency the simulator does not model; the last column compares only what it does model (the agents' queue and compute time, as the results report them) with its prediction.\n",
             args.slowdowns.len(),
+            args.live_profiles,
             args.live_model,
             args.slowdowns,
             args.live_rate,

@@ -40,11 +40,22 @@ pub struct ProfileArgs {
     /// Full-load power of the device, watts.
     #[arg(long, default_value_t = 65.0)]
     pub max_power_w: f32,
+    /// Threads of tract's executor per batch, as the agent's `--threads`.
+    #[arg(long, default_value_t = 1)]
+    pub threads: u16,
+    /// Batch sizes with a plan of their own, as the agent's `--concrete-batches` (default 1).
+    #[arg(long, value_delimiter = ',', num_args = 0.., default_value = "1")]
+    pub concrete_batches: Vec<u16>,
 }
 
 /// Runs the command.
 pub fn run(args: ProfileArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.threads >= 1, "--threads must be at least 1");
     let (backend, reason) = select_backend(args.backend).map_err(anyhow::Error::msg)?;
+    let plan_options = slim_agent::model::PlanOptions {
+        threads: args.threads as usize,
+        concrete_batches: args.concrete_batches.iter().map(|&b| b as usize).collect(),
+    };
     eprintln!("profiling on {} ({reason})", backend.name);
     let settings = ProfileSettings {
         batches: args.batches.clone(),
@@ -71,7 +82,7 @@ pub fn run(args: ProfileArgs) -> anyhow::Result<()> {
             .expect("valid template"),
     );
     for dir in dirs {
-        let family = ModelFamily::load(&dir, backend.runtime, &Default::default())?;
+        let family = ModelFamily::load(&dir, backend.runtime, &plan_options)?;
         let measured = measure_family(&family, &settings, |m| {
             bar.inc(1);
             bar.println(format!(
@@ -91,8 +102,8 @@ pub fn run(args: ProfileArgs) -> anyhow::Result<()> {
     let profile = to_profile(&args.name, points, args.idle_power_w, args.max_power_w);
     let device = slim_agent::telemetry::device_info();
     let header = format!(
-        "# Measured by `slim profile --name {} --out {} --batches {} --budget {:?}`\n\
-         # on {} ({} cores, {} MiB RAM), backend {}, single-threaded tract, one instance.\n\
+        "# Measured by `slim profile --name {} --out {} --batches {} --budget {:?} --threads {} --concrete-batches {}`\n\
+         # on {} ({} cores, {} MiB RAM), backend {}, tract with {} thread(s) per batch, one instance.\n\
          # Power: labelled model (idle {} W, max {} W), not a sensor reading.\n",
         args.name,
         args.out.display(),
@@ -102,10 +113,17 @@ pub fn run(args: ProfileArgs) -> anyhow::Result<()> {
             .collect::<Vec<_>>()
             .join(","),
         args.budget,
+        args.threads,
+        args.concrete_batches
+            .iter()
+            .map(u16::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
         device.cpu_model,
         device.cpu_cores,
         device.ram_bytes / (1024 * 1024),
         backend.name,
+        args.threads,
         args.idle_power_w,
         args.max_power_w,
     );

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use slim_agent::{AgentConfig, AgentHandle};
-use slim_coordinator::{CoordinatorConfig, CoordinatorHandle};
+use slim_coordinator::{config::OnlineSettings, CoordinatorConfig, CoordinatorHandle};
 use slim_mqtt::{BrokerOptions, EmbeddedBroker};
 use slim_router::RouterKind;
 
@@ -44,6 +44,8 @@ pub struct ClusterSpec {
     pub clean_session: bool,
     /// Coordinator's monitoring HTTP address (`None`: no HTTP server, as tests want).
     pub http_listen: Option<String>,
+    /// Coordinator's online refinement of the PPO policy (disabled by default).
+    pub online: OnlineSettings,
 }
 
 impl Default for ClusterSpec {
@@ -56,15 +58,16 @@ impl Default for ClusterSpec {
             models_dir: PathBuf::from("models"),
             models: vec!["digits".into()],
             agent_slowdowns: vec![1.0, 2.0, 4.0],
-            telemetry_interval_ms: 500,
-            telemetry_timeout_ms: 3000,
             agent_threads: Vec::new(),
             agent_profiles: Vec::new(),
+            telemetry_interval_ms: 500,
+            telemetry_timeout_ms: 3000,
             state_root: None,
             clean_session: true,
             shared_group: None,
             profile: None,
             http_listen: None,
+            online: OnlineSettings::default(),
         }
     }
 }
@@ -110,6 +113,7 @@ impl LocalCluster {
             shared_group: spec.shared_group.clone(),
             telemetry_timeout_ms: spec.telemetry_timeout_ms,
             http_listen: spec.http_listen.clone(),
+            online: spec.online.clone(),
             ..CoordinatorConfig::default()
         })
         .await?;

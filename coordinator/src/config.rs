@@ -1,8 +1,10 @@
 //! Coordinator configuration (`slim-coordinator generate-config` prints the default).
 
+use std::path::PathBuf;
+
 use serde::{Deserialize, Serialize};
 use slim_mqtt::BrokerOptions;
-use slim_router::RouterKind;
+use slim_router::{ppo::online::OnlineConfig, RouterKind};
 
 /// Where the monitoring HTTP server listens unless told otherwise (9464: the Prometheus exporter
 /// port convention).
@@ -42,6 +44,21 @@ pub struct CoordinatorConfig {
     pub shared_group: Option<String>,
     /// Monitoring HTTP address (`/metrics`, `/api/v1/state`, the dashboard); empty disables it.
     pub http_listen: Option<String>,
+    /// Online refinement of the PPO policy from live rewards (`[online]`).
+    pub online: OnlineSettings,
+}
+
+/// Online refinement (`--online-refine`): the PPO router samples, learns from the rewards of the
+/// requests it placed, and swaps in the refined weights (see `docs/router.md`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OnlineSettings {
+    /// Refine the policy online; only with `router = "ppo"`.
+    pub enabled: bool,
+    /// Write the refined checkpoint here after every applied update (`--online-save`).
+    pub save: Option<PathBuf>,
+    /// The learner's settings (`[online.learner]`; `--online-batch`, `--online-lr`).
+    pub learner: OnlineConfig,
 }
 
 impl Default for CoordinatorConfig {
@@ -61,6 +78,7 @@ impl Default for CoordinatorConfig {
             max_attempts: 3,
             shared_group: None,
             http_listen: Some(DEFAULT_HTTP_LISTEN.into()),
+            online: OnlineSettings::default(),
         }
     }
 }
@@ -69,6 +87,21 @@ impl CoordinatorConfig {
     /// Parses a TOML file's text.
     pub fn from_toml(text: &str) -> Result<Self, toml::de::Error> {
         toml::from_str(text)
+    }
+
+    /// Why this configuration cannot run, if it cannot.
+    pub fn check(&self) -> Result<(), String> {
+        if self.online.enabled && self.router != RouterKind::Ppo {
+            return Err(format!(
+                "online refinement (--online-refine) refines a PPO policy: it needs --router ppo \
+                 and --policy FILE, not --router {}",
+                self.router.as_str()
+            ));
+        }
+        if self.online.enabled {
+            self.online.learner.check()?;
+        }
+        Ok(())
     }
 
     /// The monitoring HTTP address, or `None` when monitoring is disabled.
@@ -97,5 +130,27 @@ mod tests {
     fn the_generated_default_config_parses_back_to_the_default() {
         let parsed = CoordinatorConfig::from_toml(&CoordinatorConfig::default_toml()).unwrap();
         assert_eq!(parsed, CoordinatorConfig::default());
+    }
+
+    #[test]
+    fn online_refinement_needs_the_ppo_router_and_sane_settings() {
+        let mut config = CoordinatorConfig::from_toml(
+            "router = \"greedy\"\n[online]\nenabled = true\n[online.learner]\nbatch = 16\n",
+        )
+        .unwrap();
+        assert_eq!(config.online.learner.batch, 16);
+        let error = config.check().unwrap_err();
+        assert!(error.contains("--router ppo"), "{error}");
+        config.router = RouterKind::Ppo;
+        assert_eq!(config.check(), Ok(()));
+        config.online.learner.batch = 0;
+        assert!(config.check().is_err());
+        config.online.enabled = false;
+        assert_eq!(
+            config.check(),
+            Ok(()),
+            "settings of a disabled learner do not matter"
+        );
+        assert!(CoordinatorConfig::from_toml("[online]\nbatch = 16\n").is_err());
     }
 }

@@ -5,11 +5,14 @@
 //! agents' retained status and telemetry, and publishes the [`slim_protocol::Assignment`] to the
 //! chosen agent plus a [`slim_protocol::Decision`] record. Requests held by an agent that goes
 //! offline (last will, or telemetry silence) are routed again. [`service::start`] runs it; [`http`] serves
-//! its metrics, state and dashboard to operators.
+//! its metrics, state and dashboard to operators. With online refinement ([`online`]) the PPO
+//! policy keeps learning from the latency and energy agents report for the requests it placed.
 
 pub mod config;
 pub mod counters;
 pub mod http;
+pub mod online;
+pub mod routing;
 pub mod service;
 pub mod state;
 pub mod validate;

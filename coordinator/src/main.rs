@@ -57,6 +57,19 @@ struct RunArgs {
     /// Monitoring HTTP address for /metrics, /api/v1/state and the dashboard; "" disables it.
     #[arg(long, env = "SLIM_HTTP_LISTEN")]
     http_listen: Option<String>,
+    /// Keep refining the PPO policy from live rewards (needs --router ppo): decisions are
+    /// sampled, and every --online-batch rewards a guarded PPO update replaces the weights.
+    #[arg(long)]
+    online_refine: bool,
+    /// Rewards per online update (default 256).
+    #[arg(long, value_name = "N")]
+    online_batch: Option<usize>,
+    /// Learning rate of online updates (default 1e-4).
+    #[arg(long, value_name = "LR")]
+    online_lr: Option<f64>,
+    /// Write the refined checkpoint here after every applied online update.
+    #[arg(long, value_name = "FILE")]
+    online_save: Option<PathBuf>,
     /// Log as JSON lines.
     #[arg(long)]
     log_json: bool,
@@ -94,6 +107,17 @@ impl RunArgs {
         if let Some(v) = self.http_listen {
             config.http_listen = Some(v);
         }
+        config.online.enabled |= self.online_refine;
+        if let Some(v) = self.online_batch {
+            config.online.learner.batch = v;
+        }
+        if let Some(v) = self.online_lr {
+            config.online.learner.learning_rate = v;
+        }
+        if let Some(v) = self.online_save {
+            config.online.save = Some(v);
+        }
+        config.check().map_err(anyhow::Error::msg)?;
         config.broker.validate()?;
         Ok(config)
     }

@@ -16,7 +16,7 @@ use slim_protocol::{
     decode, encode, now_ms, AgentInfo, AgentTopic, Assignment, CoordinatorStatus, Decision,
     ErrorCode, ErrorReply, InferRequest, RecentIds, Telemetry, Topics, PROTOCOL_VERSION,
 };
-use slim_router::{build_router, RouteRequest, Router, RouterSettings};
+use slim_router::RouteRequest;
 use tokio::{
     sync::{mpsc, watch},
     task::JoinHandle,
@@ -26,6 +26,7 @@ use crate::{
     config::CoordinatorConfig,
     counters::Counters,
     http::{HttpState, Monitor, Snapshot},
+    routing::Routing,
     state::{ClusterState, Pending},
     validate::{validate_request, Refusal},
 };
@@ -81,21 +82,13 @@ impl CoordinatorHandle {
 
 /// Connects to the broker and starts routing.
 pub async fn start(config: CoordinatorConfig) -> anyhow::Result<CoordinatorHandle> {
-    let router = build_router(
-        config.router,
-        &RouterSettings {
-            seed: config.seed,
-            batch_size: config.batch_size,
-            policy: config.policy.clone(),
-            ..RouterSettings::default()
-        },
-    )?;
+    let routing = Routing::build(&config)?;
     let topics = Topics::new(&config.topic_prefix);
     let status = CoordinatorStatus {
         v: PROTOCOL_VERSION,
         id: config.id.clone(),
         online: true,
-        router: router.name().to_string(),
+        router: routing.name().to_string(),
         started_at_ms: now_ms(),
     };
     let offline_status = encode(&CoordinatorStatus {
@@ -148,7 +141,7 @@ pub async fn start(config: CoordinatorConfig) -> anyhow::Result<CoordinatorHandl
         config: config.clone(),
         topics: topics.clone(),
         client: client.clone(),
-        router,
+        routing,
         cluster: ClusterState::default(),
         recent: RecentIds::new(100_000),
         parked: VecDeque::new(),
@@ -241,7 +234,7 @@ struct Core {
     config: CoordinatorConfig,
     topics: Topics,
     client: AsyncClient,
-    router: Box<dyn Router>,
+    routing: Routing,
     cluster: ClusterState,
     recent: RecentIds,
     parked: VecDeque<Parked>,
@@ -309,6 +302,7 @@ impl Core {
             Some(AgentTopic::Telemetry(_)) => match decode::<Telemetry>(payload) {
                 Ok(t) => {
                     self.monitor.on_telemetry(&t);
+                    self.routing.on_telemetry(&t);
                     self.cluster.on_telemetry(t, now);
                     self.counters.lock().unwrap().agents_online = self.cluster.online_count();
                     self.unpark(now).await;
@@ -335,6 +329,7 @@ impl Core {
         };
         self.counters.lock().unwrap().agents_online = self.cluster.online_count();
         self.reroute(orphans, now).await;
+        self.routing.tick(now);
         let limit = Duration::from_millis(self.config.park_timeout_ms);
         while self
             .parked
@@ -363,13 +358,14 @@ impl Core {
         self.monitor.tick(at_ms);
         let Some(tx) = &self.snapshot else { return };
         let counters = self.counters.lock().unwrap().clone();
-        let snapshot = self.monitor.snapshot(
+        let mut snapshot = self.monitor.snapshot(
             &self.cluster,
             &counters,
             self.connected.load(Ordering::Relaxed),
             now,
             at_ms,
         );
+        snapshot.online = self.routing.online_view();
         tx.send_replace(Arc::new(snapshot));
     }
 
@@ -445,13 +441,14 @@ impl Core {
             min_accuracy: request.min_accuracy,
             deadline_ms: request.deadline_ms,
         };
-        let Some(route) = self.router.route(&observation, &constraints) else {
+        let key = RecentIds::key(request.reply_to.as_deref().unwrap_or(""), &request.id);
+        let Some(route) = self.routing.route(&observation, &constraints, &key, now) else {
             let refusal = Refusal {
                 code: ErrorCode::NoCapacity,
                 message: format!(
                     "router {} found no eligible (agent, width, batch) among {} online agents \
                      (the ppo router needs agents that publish a device profile)",
-                    self.router.name(),
+                    self.routing.name(),
                     observation.devices.len()
                 ),
                 id: Some(request.id.clone()),
@@ -469,7 +466,7 @@ impl Core {
             agent: agent.clone(),
             width: route.width,
             batch_size: route.batch_size,
-            router: self.router.name().to_string(),
+            router: self.routing.name().to_string(),
             at_ms: now_ms(),
             candidates: observation.devices.len() as u16,
             agent_outstanding: observation.devices[route.device].outstanding,

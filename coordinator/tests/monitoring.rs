@@ -107,6 +107,7 @@ fn telemetry(seq: u64) -> Telemetry {
             queue_ms: 1.5,
             compute_ms: 4.0,
             energy_j: 0.05,
+            requests: vec![],
         }],
         done: vec![],
         emulated: false,

@@ -194,11 +194,57 @@ mod tests {
             outstanding: 0,
             completed: 4,
             errors: 0,
-            batches: vec![],
+            batches: vec![BatchRecord {
+                model: "digits".into(),
+                width: 0.5,
+                batch_size: 2,
+                queue_ms: 1.5,
+                compute_ms: 3.0,
+                energy_j: 0.02,
+                requests: vec![
+                    RecentIds::key("replies/me", "r1"),
+                    RecentIds::key("replies/me", "r2"),
+                ],
+            }],
             done: vec!["r1".into()],
             emulated: false,
         };
         assert_eq!(decode::<Telemetry>(&encode(&telemetry)).unwrap(), telemetry);
+    }
+
+    /// A batch record as agents wrote it before `requests` existed.
+    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct OldBatchRecord {
+        model: String,
+        width: f32,
+        batch_size: u16,
+        queue_ms: f32,
+        compute_ms: f32,
+        energy_j: f32,
+    }
+
+    #[test]
+    fn batch_records_without_requests_interoperate_both_ways() {
+        let old = OldBatchRecord {
+            model: "digits".into(),
+            width: 1.0,
+            batch_size: 4,
+            queue_ms: 2.0,
+            compute_ms: 8.0,
+            energy_j: 0.1,
+        };
+        // An older agent's record reads as one with no requests ...
+        let read: BatchRecord = decode(&encode(&old)).unwrap();
+        assert!(read.requests.is_empty());
+        assert_eq!((read.batch_size, read.energy_j), (4, 0.1));
+        // ... an empty list is left out of the payload, byte for byte the old encoding ...
+        assert_eq!(encode(&read), encode(&old));
+        // ... and an older coordinator reads a record that lists its requests.
+        let new = BatchRecord {
+            requests: vec![RecentIds::key("replies/me", "r1")],
+            ..read
+        };
+        assert_eq!(decode::<OldBatchRecord>(&encode(&new)).unwrap(), old);
     }
 
     #[test]

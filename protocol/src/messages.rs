@@ -299,6 +299,11 @@ pub struct BatchRecord {
     pub compute_ms: f32,
     /// Energy attributed to the batch, joules.
     pub energy_j: f32,
+    /// Its requests, each as its dedup key ([`crate::RecentIds::key`] of `reply_to` and `id`), so
+    /// the coordinator can credit the batch's latency and energy to the decisions that placed
+    /// them (online refinement). Left out when empty, and by older agents.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub requests: Vec<String>,
 }
 
 /// Periodic device and queue report on `{prefix}/agents/{agent}/telemetry`.

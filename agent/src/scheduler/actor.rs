@@ -395,6 +395,7 @@ impl Actor {
             .finish_batch(f.energy, f.compute.as_secs_f64(), 1)
             .joules;
         let mut queue_ms_sum = 0.0;
+        let mut requests = Vec::with_capacity(n);
         for (q, row) in f.items.iter().zip(logits) {
             let a = &q.item;
             let queue_ms = f
@@ -428,6 +429,7 @@ impl Actor {
             self.forget(&a.request.id);
             self.report.completed += 1;
             self.report.done.push(a.request.id.clone());
+            requests.push(RecentIds::key(&a.reply_to, &a.request.id));
         }
         self.report.batches.push(BatchRecord {
             model: f.key.model.clone(),
@@ -436,6 +438,7 @@ impl Actor {
             queue_ms: queue_ms_sum / n as f32,
             compute_ms,
             energy_j: batch_energy,
+            requests,
         });
     }
 

@@ -246,8 +246,12 @@ fn check_live_args(args: &EvalArgs) -> anyhow::Result<()> {
 /// profile that agent publishes, only the live model, each slowed down from t = 0 by its
 /// agent's emulated factor.
 fn live_twin(args: &EvalArgs, requests: usize) -> anyhow::Result<(Fleet, Scenario)> {
-    let mut fleet = Fleet::load(&args.fleet.profiles, &args.fleet.models, &args.live_profiles)
-        .context("loading the live twin fleet")?;
+    let mut fleet = Fleet::load(
+        &args.fleet.profiles,
+        &args.fleet.models,
+        &args.live_profiles,
+    )
+    .context("loading the live twin fleet")?;
     fleet.models.retain(|m| m.name == args.live_model);
     anyhow::ensure!(
         !fleet.models.is_empty(),

@@ -153,6 +153,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             config: config.clone(),
             final_metrics,
             final_diagnostics,
+            online: None,
         },
     };
     checkpoint.save(&out)?;

@@ -7,6 +7,7 @@ use prometheus::{
 };
 
 use super::snapshot::{width_label, Snapshot};
+use crate::online::OnlineView;
 
 /// The content type of [`render`]'s output.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -260,11 +261,92 @@ pub fn render(s: &Snapshot) -> String {
         i64::from(s.coordinator.connected),
     );
 
+    if let Some(online) = &s.online {
+        online_metrics(&r, online);
+    }
+
     let mut out = Vec::new();
     TextEncoder::new()
         .encode(&r.0.gather(), &mut out)
         .expect("text encoding cannot fail");
     String::from_utf8(out).expect("text encoder writes UTF-8")
+}
+
+/// Online refinement's counters and its latest update (only while it runs).
+fn online_metrics(r: &Scrape, online: &OnlineView) {
+    let st = &online.stats;
+    let counter = |name: &str, help: &str, value: u64| {
+        r.int_counter(name, help, &[])
+            .with_label_values(&[] as &[&str])
+            .inc_by(value)
+    };
+    counter(
+        "slim_router_online_updates_total",
+        "Online policy updates applied.",
+        st.updates,
+    );
+    counter(
+        "slim_router_online_rejected_total",
+        "Online policy updates refused by the KL guard (or with weights not finite); the policy was kept.",
+        st.rejected,
+    );
+    counter(
+        "slim_router_online_transitions_total",
+        "Live decisions whose reward arrived (from agent telemetry).",
+        st.transitions,
+    );
+    counter(
+        "slim_router_online_expired_total",
+        "Remembered decisions whose reward never came (timed out, or placed again first).",
+        st.expired,
+    );
+    counter(
+        "slim_router_online_untracked_total",
+        "Decisions routed but not remembered (memory bound reached, or a full batch waiting).",
+        st.untracked,
+    );
+    counter(
+        "slim_router_online_invalid_total",
+        "Telemetry batch figures that could not be a reward (not finite).",
+        st.invalid,
+    );
+    counter(
+        "slim_router_online_checkpoint_writes_total",
+        "Refined checkpoints written (--online-save).",
+        online.saves,
+    );
+    counter(
+        "slim_router_online_checkpoint_write_errors_total",
+        "Refined checkpoints that could not be written.",
+        online.save_errors,
+    );
+    let gauge = |name: &str, help: &str, value: f64| {
+        r.gauge(name, help, &[])
+            .with_label_values(&[] as &[&str])
+            .set(value)
+    };
+    gauge(
+        "slim_router_online_pending",
+        "Decisions waiting for their reward.",
+        st.pending as f64,
+    );
+    if let Some(last) = &online.last_update {
+        gauge(
+            "slim_router_reward_mean",
+            "Mean live reward of the latest online update's batch (the training reward: higher is better).",
+            f64::from(last.reward_mean),
+        );
+        gauge(
+            "slim_router_cost_mean",
+            "Mean request cost of the latest online update's batch (the preset's cost: lower is better).",
+            f64::from(last.cost_mean),
+        );
+        gauge(
+            "slim_router_online_kl",
+            "KL(old || new) of the latest online update over its batch.",
+            f64::from(last.kl),
+        );
+    }
 }
 
 #[cfg(test)]
@@ -327,6 +409,54 @@ mod tests {
             .count();
         assert_eq!(reasons, slim_protocol::ErrorCode::ALL.len());
         assert_eq!(value(find(&scrape, "slim_agents_online", &[])), 0.0);
+    }
+
+    #[test]
+    fn online_refinement_is_exported_only_while_it_runs() {
+        let mut s = Monitor::new("c", "ppo:efficiency+online", 0).snapshot(
+            &ClusterState::default(),
+            &Counters::default(),
+            true,
+            Instant::now(),
+            0,
+        );
+        assert!(!render(&s).contains("slim_router_online"));
+        let mut online = OnlineView::default();
+        online.stats.updates = 3;
+        online.stats.rejected = 1;
+        online.stats.transitions = 800;
+        online.stats.expired = 7;
+        online.stats.pending = 12;
+        online.saves = 3;
+        s.online = Some(online.clone());
+        let scrape = parse(&render(&s));
+        for (name, want) in [
+            ("slim_router_online_updates_total", 3.0),
+            ("slim_router_online_rejected_total", 1.0),
+            ("slim_router_online_transitions_total", 800.0),
+            ("slim_router_online_expired_total", 7.0),
+            ("slim_router_online_pending", 12.0),
+            ("slim_router_online_checkpoint_writes_total", 3.0),
+        ] {
+            assert_eq!(value(find(&scrape, name, &[])), want, "{name}");
+        }
+        assert!(
+            !scrape
+                .samples
+                .iter()
+                .any(|x| x.metric == "slim_router_reward_mean"),
+            "no update yet, no reward window"
+        );
+        online.last_update = Some(slim_router::ppo::online::UpdateReport {
+            reward_mean: -0.25,
+            cost_mean: 2.5,
+            kl: 0.001,
+            ..Default::default()
+        });
+        s.online = Some(online);
+        let scrape = parse(&render(&s));
+        assert_eq!(value(find(&scrape, "slim_router_reward_mean", &[])), -0.25);
+        assert_eq!(value(find(&scrape, "slim_router_cost_mean", &[])), 2.5);
     }
 
     #[test]

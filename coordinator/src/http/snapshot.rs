@@ -11,7 +11,7 @@ use slim_protocol::{
     Decision, DeviceInfo, Emulation, EnergySource, ErrorCode, QueueStat, Telemetry,
 };
 
-use crate::{counters::Counters, state::ClusterState};
+use crate::{counters::Counters, online::OnlineView, state::ClusterState};
 
 /// Decisions kept for `/api/v1/state`.
 pub const RECENT_DECISIONS: usize = 100;
@@ -35,6 +35,8 @@ pub struct Snapshot {
     pub history: Vec<HistorySample>,
     /// The latest decisions, oldest first.
     pub decisions: Vec<Decision>,
+    /// Online refinement of the PPO policy, when it runs (set by the core task).
+    pub online: Option<OnlineView>,
 }
 
 /// The coordinator's own state.
@@ -413,6 +415,7 @@ impl Monitor {
                 .collect(),
             history: self.history.iter().cloned().collect(),
             decisions: self.recent.iter().cloned().collect(),
+            online: None,
         }
     }
 }
@@ -424,10 +427,10 @@ pub(crate) mod tests {
 
     pub(crate) fn info(agent: &str) -> AgentInfo {
         AgentInfo {
+            threads: 1,
             v: PROTOCOL_VERSION,
             agent: agent.into(),
             online: true,
-            threads: 1,
             started_at_ms: 1,
             backend: "cpu".into(),
             backend_reason: "asked for cpu".into(),
@@ -490,6 +493,7 @@ pub(crate) mod tests {
             queue_ms,
             compute_ms,
             energy_j: 0.1,
+            requests: vec![],
         }
     }
 

@@ -62,6 +62,30 @@ pub struct CheckpointMeta {
     /// Training diagnostics of the last update.
     #[serde(default)]
     pub final_diagnostics: HashMap<String, f64>,
+    /// Set when the weights were refined online from live rewards after training.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub online: Option<OnlineMeta>,
+}
+
+/// How a checkpoint was refined online (`slim-coordinator --online-refine --online-save`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OnlineMeta {
+    /// The checkpoint refinement started from.
+    pub base_policy: String,
+    /// Updates applied.
+    pub updates: u64,
+    /// Updates refused by the KL guard.
+    pub rejected: u64,
+    /// Live transitions (decisions with their reward) collected.
+    pub transitions: u64,
+    /// Decisions whose reward never came.
+    pub expired: u64,
+    /// Settings of the refinement.
+    pub config: super::online::OnlineConfig,
+    /// Mean reward of the last applied update's batch.
+    pub reward_mean: f32,
+    /// When this file was written, ms since the Unix epoch.
+    pub written_at_ms: u64,
 }
 
 /// A policy and what it says about itself.
@@ -74,7 +98,8 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
-    /// Writes the checkpoint to `path`.
+    /// Writes the checkpoint to `path`, atomically: into a temporary file in the same folder,
+    /// then renamed over `path`, so a reader never sees half a file.
     pub fn save(&self, path: &Path) -> Result<(), CheckpointError> {
         let invalid = |reason: String| CheckpointError::Invalid {
             path: path.into(),
@@ -96,12 +121,26 @@ impl Checkpoint {
                 source,
             })?;
         }
+        let name = path
+            .file_name()
+            .ok_or_else(|| invalid("not a file name".into()))?;
+        let mut temp_name = std::ffi::OsString::from(".");
+        temp_name.push(name);
+        temp_name.push(format!(".{}.tmp", std::process::id()));
+        let temp = path.with_file_name(temp_name);
         safetensors::serialize_to_file(
             tensors.iter().map(|(n, t)| (n.as_str(), t)),
             Some(HashMap::from([(META_KEY.to_string(), meta)])),
-            path,
+            &temp,
         )
-        .map_err(|e| invalid(e.to_string()))
+        .map_err(|e| invalid(e.to_string()))?;
+        std::fs::rename(&temp, path).map_err(|source| {
+            let _ = std::fs::remove_file(&temp);
+            CheckpointError::Io {
+                path: path.into(),
+                source,
+            }
+        })
     }
 
     /// Reads the checkpoint at `path`, refusing one made for another observation schema.
@@ -170,28 +209,34 @@ impl Checkpoint {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use rand::rngs::StdRng;
     use rand::SeedableRng;
+
+    /// Metadata of a test checkpoint of the efficiency preset.
+    pub(crate) fn meta() -> CheckpointMeta {
+        CheckpointMeta {
+            observation_schema_version: OBSERVATION_SCHEMA_VERSION,
+            preset: "efficiency".into(),
+            weights: crate::reward::RewardPreset::Efficiency.weights(),
+            fleet: vec!["a".into(), "b".into()],
+            seed: 9,
+            steps: 100,
+            train_seconds: 1.5,
+            config: PpoConfig::default(),
+            final_metrics: Some(Summary::default()),
+            final_diagnostics: HashMap::from([("approx_kl".to_string(), 0.01)]),
+            online: None,
+        }
+    }
 
     #[test]
     fn a_checkpoint_round_trips_weights_and_metadata() {
         let weights = PolicyWeights::init(8, &mut StdRng::seed_from_u64(5));
         let checkpoint = Checkpoint {
             weights,
-            meta: CheckpointMeta {
-                observation_schema_version: OBSERVATION_SCHEMA_VERSION,
-                preset: "efficiency".into(),
-                weights: crate::reward::RewardPreset::Efficiency.weights(),
-                fleet: vec!["a".into(), "b".into()],
-                seed: 9,
-                steps: 100,
-                train_seconds: 1.5,
-                config: PpoConfig::default(),
-                final_metrics: Some(Summary::default()),
-                final_diagnostics: HashMap::from([("approx_kl".to_string(), 0.01)]),
-            },
+            meta: meta(),
         };
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("policy.safetensors");
@@ -209,5 +254,33 @@ mod tests {
         ));
         std::fs::write(dir.path().join("junk"), b"not a checkpoint").unwrap();
         assert!(Checkpoint::load(&dir.path().join("junk")).is_err());
+        // Only the checkpoint and the junk file: the temporary file was renamed away.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+    }
+
+    #[test]
+    fn online_metadata_round_trips_and_older_files_load_without_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("refined.safetensors");
+        let mut checkpoint = Checkpoint {
+            weights: PolicyWeights::init(8, &mut StdRng::seed_from_u64(6)),
+            meta: meta(),
+        };
+        checkpoint.meta.online = Some(OnlineMeta {
+            base_policy: "router/policies/efficiency.safetensors".into(),
+            updates: 3,
+            rejected: 1,
+            transitions: 800,
+            expired: 2,
+            config: super::super::online::OnlineConfig::default(),
+            reward_mean: -0.2,
+            written_at_ms: 1,
+        });
+        checkpoint.save(&path).unwrap();
+        assert_eq!(Checkpoint::load(&path).unwrap(), checkpoint);
+        // The shipped policies predate the field.
+        let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("policies/efficiency.safetensors");
+        assert_eq!(Checkpoint::load(&shipped).unwrap().meta.online, None);
     }
 }

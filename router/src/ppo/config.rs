@@ -92,3 +92,11 @@ impl Default for PpoConfig {
         }
     }
 }
+
+impl PpoConfig {
+    /// The reward of a request that cost `cost`: `-min(cost, cost_clip) * reward_scale`. Training
+    /// and online refinement both use it, so simulated and live rewards agree.
+    pub fn reward(&self, cost: f32) -> f32 {
+        -cost.min(self.cost_clip) * self.reward_scale
+    }
+}

@@ -10,14 +10,45 @@ use super::features::Candidates;
 use super::net::{PolicyWeights, Scratch};
 use crate::{Observation, Route, RouteRequest, Router};
 
+/// The valid candidates of one decision and the policy's logits for them, in reusable buffers.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Scored {
+    /// The candidates.
+    pub candidates: Candidates,
+    /// One logit per candidate.
+    pub logits: Vec<f32>,
+    scratch: Scratch,
+}
+
+impl Scored {
+    /// Builds and scores the candidates of `request` with `weights`; false when there is none.
+    pub fn score(
+        &mut self,
+        weights: &PolicyWeights,
+        observation: &Observation,
+        request: &RouteRequest,
+    ) -> bool {
+        self.candidates.fill(observation, request);
+        if self.candidates.is_empty() {
+            return false;
+        }
+        let n = self.candidates.len();
+        weights.logits(
+            &self.candidates.features,
+            n,
+            &mut self.logits,
+            &mut self.scratch,
+        );
+        true
+    }
+}
+
 /// Routes with a PPO policy: the most likely valid candidate (greedy decoding), or a sample
 /// when built with [`PpoRouter::sampling`].
 #[derive(Debug)]
 pub struct PpoRouter {
     weights: PolicyWeights,
-    candidates: Candidates,
-    logits: Vec<f32>,
-    scratch: Scratch,
+    scored: Scored,
     sample: Option<StdRng>,
     name: String,
 }
@@ -27,9 +58,7 @@ impl PpoRouter {
     pub fn new(weights: PolicyWeights) -> Self {
         Self {
             weights,
-            candidates: Candidates::default(),
-            logits: Vec::new(),
-            scratch: Scratch::default(),
+            scored: Scored::default(),
             sample: None,
             name: "ppo".into(),
         }
@@ -76,22 +105,15 @@ impl Router for PpoRouter {
     }
 
     fn route(&mut self, observation: &Observation, request: &RouteRequest) -> Option<Route> {
-        self.candidates.fill(observation, request);
-        if self.candidates.is_empty() {
+        if !self.scored.score(&self.weights, observation, request) {
             return None;
         }
-        let n = self.candidates.len();
-        self.weights.logits(
-            &self.candidates.features,
-            n,
-            &mut self.logits,
-            &mut self.scratch,
-        );
+        let logits = &self.scored.logits;
         let pick = match self.sample.as_mut() {
-            Some(rng) => sample_index(&self.logits, rng).0,
+            Some(rng) => sample_index(logits, rng).0,
             // The first of equal maxima, as greedy breaks ties toward the lower index.
             None => {
-                self.logits
+                logits
                     .iter()
                     .enumerate()
                     .fold((0, f32::NEG_INFINITY), |best, (i, &l)| {
@@ -104,6 +126,6 @@ impl Router for PpoRouter {
                     .0
             }
         };
-        Some(self.candidates.routes[pick])
+        Some(self.scored.candidates.routes[pick])
     }
 }

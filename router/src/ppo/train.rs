@@ -1,6 +1,5 @@
 //! The PPO training loop (after CleanRL's `ppo.py`).
 
-use candle_core::{Device, Tensor};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -10,6 +9,7 @@ use super::config::PpoConfig;
 use super::features::{Candidates, FEATURES};
 use super::net::{CandleNet, PolicyWeights, Scratch};
 use super::router::{sample_index, PpoRouter};
+use super::update::{step, LossParams, Sample};
 use crate::fleet::Fleet;
 use crate::reward::RewardWeights;
 use crate::sim::{Scenario, Simulator};
@@ -70,8 +70,10 @@ pub struct IterationStats {
 
 struct Rollout {
     k: usize,
+    /// Features, `k * FEATURES` per decision (valid candidates first, then zeros).
     features: Vec<f32>,
-    mask: Vec<f32>,
+    /// Valid candidates per decision.
+    counts: Vec<usize>,
     actions: Vec<u32>,
     logps: Vec<f32>,
     values: Vec<f32>,
@@ -85,7 +87,7 @@ impl Rollout {
         Self {
             k,
             features: Vec::new(),
-            mask: Vec::new(),
+            counts: Vec::new(),
             actions: Vec::new(),
             logps: Vec::new(),
             values: Vec::new(),
@@ -139,7 +141,7 @@ fn collect(
                 if let Some(Some(step)) = step_of_decision.get(c.decision as usize) {
                     let cost = weights.cost(&c.outcome, &scales[c.model]);
                     rollout.costs[*step] += cost;
-                    rollout.rewards[*step] -= cost.min(config.cost_clip) * config.reward_scale;
+                    rollout.rewards[*step] += config.reward(cost);
                 }
             }
             if !more {
@@ -163,9 +165,7 @@ fn collect(
             rollout
                 .features
                 .resize(rollout.features.len() + (rollout.k - n) * FEATURES, 0.0);
-            rollout
-                .mask
-                .extend((0..rollout.k).map(|i| if i < n { 1.0 } else { 0.0 }));
+            rollout.counts.push(n);
             rollout.actions.push(action as u32);
             rollout.logps.push(logp);
             rollout.values.push(value);
@@ -281,109 +281,31 @@ pub fn train(
         };
         let mut order: Vec<usize> = (0..n).collect();
         let mb = config.minibatch_size.min(n).max(1);
+        let params = LossParams::from(config);
         let (mut kls, mut clips, mut batches) = (0.0f32, 0.0f32, 0usize);
         'epochs: for _ in 0..config.update_epochs {
             order.shuffle(&mut rng);
             for chunk in order.chunks(mb) {
-                let m = chunk.len();
-                let mut x = Vec::with_capacity(m * k * FEATURES);
-                let mut mask = Vec::with_capacity(m * k);
-                let mut mb_adv = Vec::with_capacity(m);
-                for &i in chunk {
-                    x.extend_from_slice(
-                        &rollout.features[i * k * FEATURES..(i + 1) * k * FEATURES],
-                    );
-                    mask.extend_from_slice(&rollout.mask[i * k..(i + 1) * k]);
-                    mb_adv.push(adv[i]);
-                }
-                if config.norm_adv && m > 1 {
-                    let mean = mb_adv.iter().sum::<f32>() / m as f32;
-                    let std = (mb_adv.iter().map(|a| (a - mean).powi(2)).sum::<f32>()
-                        / (m - 1) as f32)
-                        .sqrt();
-                    mb_adv
-                        .iter_mut()
-                        .for_each(|a| *a = (*a - mean) / (std + 1e-8));
-                }
-                let pick = |v: &[f32]| chunk.iter().map(|&i| v[i]).collect::<Vec<f32>>();
-                let dev = &Device::Cpu;
-                let x = Tensor::from_vec(x, (m, k, FEATURES), dev)?;
-                let mask = Tensor::from_vec(mask, (m, k), dev)?;
-                let actions = Tensor::from_vec(
-                    chunk
-                        .iter()
-                        .map(|&i| rollout.actions[i])
-                        .collect::<Vec<u32>>(),
-                    (m, 1),
-                    dev,
-                )?;
-                let old_logp = Tensor::from_vec(pick(&rollout.logps), m, dev)?;
-                let old_v = Tensor::from_vec(pick(&rollout.values), m, dev)?;
-                let ret = Tensor::from_vec(pick(&returns), m, dev)?;
-                let mb_adv = Tensor::from_vec(mb_adv, m, dev)?;
-
-                let logp_all = candle_nn::ops::log_softmax(&net.masked_logits(&x, &mask)?, 1)?;
-                let logp = logp_all.gather(&actions, 1)?.squeeze(1)?;
-                let entropy = logp_all
-                    .exp()?
-                    .mul(&logp_all)?
-                    .mul(&mask)?
-                    .sum(1)?
-                    .neg()?
-                    .mean_all()?;
-                let log_ratio = (&logp - &old_logp)?;
-                let ratio = log_ratio.exp()?;
-                let c = f64::from(config.clip_coef);
-                let pg1 = mb_adv.neg()?.mul(&ratio)?;
-                let pg2 = mb_adv.neg()?.mul(&ratio.clamp(1.0 - c, 1.0 + c)?)?;
-                let policy_loss = pg1.maximum(&pg2)?.mean_all()?;
-                let values = net.values(&x, &mask)?;
-                let value_loss = if config.clip_vloss {
-                    let unclipped = (&values - &ret)?.sqr()?;
-                    let clipped = (&old_v + (&values - &old_v)?.clamp(-c, c)?)?;
-                    let clipped = (clipped - &ret)?.sqr()?;
-                    (unclipped.maximum(&clipped)?.mean_all()? * 0.5)?
-                } else {
-                    ((&values - &ret)?.sqr()?.mean_all()? * 0.5)?
-                };
-                let loss = ((&policy_loss - (&entropy * f64::from(config.ent_coef))?)?
-                    + (&value_loss * f64::from(config.vf_coef))?)?;
-
-                let mut grads = loss.backward()?;
-                let vars = net.all_vars();
-                let mut norm_sq = 0.0f32;
-                for v in &vars {
-                    if let Some(g) = grads.get(v.as_tensor()) {
-                        norm_sq += g.sqr()?.sum_all()?.to_scalar::<f32>()?;
-                    }
-                }
-                let norm = norm_sq.sqrt();
-                if norm > config.max_grad_norm {
-                    let scale = f64::from(config.max_grad_norm / (norm + 1e-6));
-                    for v in &vars {
-                        if let Some(g) = grads.remove(v.as_tensor()) {
-                            grads.insert(v.as_tensor(), (g * scale)?);
-                        }
-                    }
-                }
-                optimizer.step(&grads)?;
-
-                let kl = ((&ratio - 1.0)? - &log_ratio)?
-                    .mean_all()?
-                    .to_scalar::<f32>()?;
-                let clipfrac = (&ratio - 1.0)?
-                    .abs()?
-                    .gt(c)?
-                    .to_dtype(candle_core::DType::F32)?
-                    .mean_all()?
-                    .to_scalar::<f32>()?;
-                stats.policy_loss = policy_loss.to_scalar()?;
-                stats.value_loss = value_loss.to_scalar()?;
-                stats.entropy = entropy.to_scalar()?;
-                kls += kl;
-                clips += clipfrac;
+                let samples: Vec<Sample<'_>> = chunk
+                    .iter()
+                    .map(|&i| Sample {
+                        features: &rollout.features
+                            [i * k * FEATURES..(i * k + rollout.counts[i]) * FEATURES],
+                        action: rollout.actions[i],
+                        logp: rollout.logps[i],
+                        value: rollout.values[i],
+                        ret: returns[i],
+                        adv: adv[i],
+                    })
+                    .collect();
+                let s = step(&net, &mut optimizer, &samples, k, &params)?;
+                stats.policy_loss = s.policy_loss;
+                stats.value_loss = s.value_loss;
+                stats.entropy = s.entropy;
+                kls += s.approx_kl;
+                clips += s.clipfrac;
                 batches += 1;
-                if config.target_kl.is_some_and(|t| kl > t) {
+                if config.target_kl.is_some_and(|t| s.approx_kl > t) {
                     break 'epochs;
                 }
             }

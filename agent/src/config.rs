@@ -127,6 +127,39 @@ fn default_agent_id() -> String {
     format!("agent-{clean}")
 }
 
+/// A comma-separated list of batch sizes on the command line; `none` (or nothing) is empty.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchList(pub Vec<u16>);
+
+impl std::str::FromStr for BatchList {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        if s.is_empty() || s.eq_ignore_ascii_case("none") {
+            return Ok(Self(Vec::new()));
+        }
+        s.split(',')
+            .map(|b| {
+                b.trim()
+                    .parse::<u16>()
+                    .map_err(|_| format!("{b:?} is not a batch size (expected e.g. 1,8 or none)"))
+            })
+            .collect::<Result<_, _>>()
+            .map(Self)
+    }
+}
+
+impl std::fmt::Display for BatchList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0.is_empty() {
+            return f.write_str("none");
+        }
+        let list: Vec<String> = self.0.iter().map(u16::to_string).collect();
+        f.write_str(&list.join(","))
+    }
+}
+
 impl AgentConfig {
     /// How the model plans are prepared.
     pub fn plan_options(&self) -> crate::model::PlanOptions {
@@ -198,6 +231,15 @@ mod tests {
     fn unknown_keys_are_rejected_with_their_name() {
         let err = AgentConfig::from_toml("max_btach = 4").unwrap_err();
         assert!(err.to_string().contains("max_btach"), "{err}");
+    }
+
+    #[test]
+    fn batch_lists_parse_sizes_and_none() {
+        assert_eq!("1, 8".parse::<BatchList>().unwrap().0, vec![1, 8]);
+        assert!("none".parse::<BatchList>().unwrap().0.is_empty());
+        assert!("".parse::<BatchList>().unwrap().0.is_empty());
+        assert!("1,x".parse::<BatchList>().unwrap_err().contains("\"x\""));
+        assert_eq!(BatchList(vec![1, 32]).to_string(), "1,32");
     }
 
     #[test]

@@ -78,9 +78,9 @@ struct RunArgs {
     #[arg(long)]
     threads: Option<u16>,
     /// Batch sizes with a plan built for that concrete size, comma-separated (default 1);
-    /// `--concrete-batches ""` keeps only the symbolic-batch plan.
-    #[arg(long, value_delimiter = ',', num_args = 0..)]
-    concrete_batches: Option<Vec<u16>>,
+    /// `none` keeps only the symbolic-batch plan.
+    #[arg(long)]
+    concrete_batches: Option<slim_agent::config::BatchList>,
     /// Log as JSON lines.
     #[arg(long)]
     log_json: bool,
@@ -122,7 +122,7 @@ impl RunArgs {
             config.threads = v;
         }
         if let Some(v) = &self.concrete_batches {
-            config.concrete_batches = v.clone();
+            config.concrete_batches = v.0.clone();
         }
         config.validate().map_err(anyhow::Error::msg)?;
         Ok(config)

@@ -43,9 +43,10 @@ pub struct ProfileArgs {
     /// Threads of tract's executor per batch, as the agent's `--threads`.
     #[arg(long, default_value_t = 1)]
     pub threads: u16,
-    /// Batch sizes with a plan of their own, as the agent's `--concrete-batches` (default 1).
-    #[arg(long, value_delimiter = ',', num_args = 0.., default_value = "1")]
-    pub concrete_batches: Vec<u16>,
+    /// Batch sizes with a plan of their own, as the agent's `--concrete-batches` (`none`: only
+    /// the symbolic-batch plan).
+    #[arg(long, default_value = "1")]
+    pub concrete_batches: slim_agent::config::BatchList,
 }
 
 /// Runs the command.
@@ -54,7 +55,12 @@ pub fn run(args: ProfileArgs) -> anyhow::Result<()> {
     let (backend, reason) = select_backend(args.backend).map_err(anyhow::Error::msg)?;
     let plan_options = slim_agent::model::PlanOptions {
         threads: args.threads as usize,
-        concrete_batches: args.concrete_batches.iter().map(|&b| b as usize).collect(),
+        concrete_batches: args
+            .concrete_batches
+            .0
+            .iter()
+            .map(|&b| b as usize)
+            .collect(),
     };
     eprintln!("profiling on {} ({reason})", backend.name);
     let settings = ProfileSettings {
@@ -114,11 +120,7 @@ pub fn run(args: ProfileArgs) -> anyhow::Result<()> {
             .join(","),
         args.budget,
         args.threads,
-        args.concrete_batches
-            .iter()
-            .map(u16::to_string)
-            .collect::<Vec<_>>()
-            .join(","),
+        args.concrete_batches,
         device.cpu_model,
         device.cpu_cores,
         device.ram_bytes / (1024 * 1024),

@@ -875,6 +875,22 @@ fn report_text(
         );
         d.push_str(p.c_table);
         d.push('\n');
+        let ratios: Vec<(f64, f64)> = live
+            .iter()
+            .filter(|r| r.answered > 0 && r.predicted_ms.mean > 0.0)
+            .map(|r| {
+                (
+                    (r.agent_ms[0] + r.agent_ms[1]) / r.predicted_ms.mean,
+                    r.agent_ms[1],
+                )
+            })
+            .collect();
+        if !ratios.is_empty() {
+            let lo = ratios.iter().map(|r| r.0).fold(f64::INFINITY, f64::min);
+            let hi = ratios.iter().map(|r| r.0).fold(0.0, f64::max);
+            let compute = ratios.iter().map(|r| r.1).sum::<f64>() / ratios.len() as f64;
+            let _ = writeln!(d, "Agent-side, live is {lo:.2}–{hi:.2}× the prediction. The simulator charges a batch the profile's time for its size, timed by `slim profile` in a hot loop on an otherwise idle machine; live, the agents' mean compute time per request is {compute:.3} ms, and their queue time includes the batcher's wait for a fuller batch. What the hot loop does not see is not broken down here: candidates are the hand-over of each batch to a worker thread, caches gone cold between sparse requests, and the cores being shared with the broker, the coordinator and the load generator on this one machine. For a model as small as `digits` these per-batch costs are most of the time, so the simulator is best read as a ranking of routers, not a latency forecast.\n");
+        }
         for r in live.iter().filter(|r| r.answered == 0) {
             let _ = writeln!(d, "**{}** answered nothing live ({}). The coordinator's PPO router scores (device, width, batch) candidates built from each agent's published *device profile*; a device without one has no batch options, so no candidate exists and each request is refused (the other routers do not need a profile).\n", r.name, r.error_codes);
         }

@@ -51,11 +51,28 @@ pub struct DemoArgs {
     /// Where the coordinator serves its dashboard and /metrics; "" disables it.
     #[arg(long, env = "SLIM_HTTP_LISTEN", default_value = slim_coordinator::config::DEFAULT_HTTP_LISTEN)]
     pub http_listen: String,
+    /// With `--router ppo`: refine the policy online from the live rewards (see docs/router.md);
+    /// the demo's summary then reports the updates.
+    #[arg(long)]
+    pub online_refine: bool,
+    /// Rewards per online update.
+    #[arg(long, default_value_t = 64, requires = "online_refine")]
+    pub online_batch: usize,
 }
 
 /// Runs the demo.
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !args.online_refine || args.router == RouterKind::Ppo,
+        "--online-refine refines a PPO policy: it needs --router ppo"
+    );
+    let mut online = slim_coordinator::config::OnlineSettings {
+        enabled: args.online_refine,
+        ..Default::default()
+    };
+    online.learner.batch = args.online_batch;
     let spec = ClusterSpec {
+        online,
         broker_url: args.broker.clone(),
         router: args.router,
         models_dir: args.models_dir.clone(),
@@ -160,8 +177,16 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             counters.refused_total()
         );
     }
+    if args.online_refine {
+        match &dashboard {
+            Some(url) => println!(
+                "  online refinement: updates, rewards and KL are the slim_router_online_* series at {url}metrics"
+            ),
+            None => println!("  online refinement ran; enable --http-listen to see its metrics"),
+        }
+    }
     println!(
-        "Reproduce: slim demo --duration {:?} --models {} --rates {} --router {} --seed {}",
+        "Reproduce: slim demo --duration {:?} --models {} --rates {} --router {} --seed {}{}",
         args.duration,
         args.models.join(","),
         args.rates
@@ -170,7 +195,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             .collect::<Vec<_>>()
             .join(","),
         args.router.as_str(),
-        args.seed
+        args.seed,
+        if args.online_refine {
+            format!(" --online-refine --online-batch {}", args.online_batch)
+        } else {
+            String::new()
+        }
     );
     if args.keep_running {
         println!(

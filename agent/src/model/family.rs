@@ -125,17 +125,20 @@ impl ModelFamily {
                     path: path.clone(),
                     reason: format!("{e:#}"),
                 };
-                let symbolic = prepare(&path, &manifest.input_shape, None, runtime, options)
-                    .map_err(load_error)?;
+                // The file is parsed and its weights folded once; each concrete plan starts
+                // from that model with the batch symbol set.
+                let model = symbolic_model(&path, &manifest.input_shape).map_err(load_error)?;
                 let concrete = options
                     .concrete_batches
                     .iter()
                     .map(|&b| {
-                        prepare(&path, &manifest.input_shape, Some(b), runtime, options)
+                        with_batch(&model, b)
+                            .and_then(|m| prepare(m, runtime, options))
                             .map(|r| (b, r))
                             .map_err(load_error)
                     })
                     .collect::<Result<_, _>>()?;
+                let symbolic = prepare(model, runtime, options).map_err(load_error)?;
                 Ok(WidthPlan {
                     entry: entry.clone(),
                     symbolic,
@@ -260,19 +263,16 @@ pub enum InputMismatch {
 }
 
 fn prepare(
-    path: &Path,
-    sample_shape: &[u32],
-    batch: Option<usize>,
+    model: TypedModel,
     runtime: &dyn Runtime,
     options: &PlanOptions,
 ) -> TractResult<Arc<dyn Runnable>> {
-    let typed = typed_model(path, sample_shape, batch)?;
     let run_options = RunOptions {
         executor: (options.threads > 1).then(|| Executor::multithread(options.threads)),
         ..Default::default()
     };
     Ok(Arc::from(
-        runtime.prepare_with_options(typed, &run_options)?,
+        runtime.prepare_with_options(model, &run_options)?,
     ))
 }
 
@@ -283,15 +283,27 @@ pub fn typed_model(
     sample_shape: &[u32],
     batch: Option<usize>,
 ) -> TractResult<TypedModel> {
+    let model = symbolic_model(path, sample_shape)?;
+    match batch {
+        Some(b) => with_batch(&model, b),
+        None => Ok(model),
+    }
+}
+
+/// The model with a symbolic batch `N`, weights folded, decluttered.
+fn symbolic_model(path: &Path, sample_shape: &[u32]) -> TractResult<TypedModel> {
     let mut model = tract_onnx::onnx().model_for_path(path)?;
-    let n = match batch {
-        Some(b) => (b as i64).to_dim(),
-        None => model.symbols.sym("N").to_dim(),
-    };
-    let mut shape: TVec<TDim> = tvec![n];
+    let mut shape: TVec<TDim> = tvec![model.symbols.sym("N").to_dim()];
     shape.extend(sample_shape.iter().map(|&d| (d as i64).to_dim()));
     model.set_input_fact(0, InferenceFact::dt_shape(f32::datum_type(), shape))?;
     let mut typed = model.into_typed()?;
     super::fold::fold_constants(&mut typed)?;
     typed.into_decluttered()
+}
+
+/// `model` with its batch symbol `N` set to `batch`.
+fn with_batch(model: &TypedModel, batch: usize) -> TractResult<TypedModel> {
+    let n = model.symbols.sym("N");
+    let subs = std::collections::HashMap::from([(n, TDim::Val(batch as i64))]);
+    model.set_symbols(&subs)?.into_decluttered()
 }

@@ -248,17 +248,18 @@ fn profile_batches(info: &AgentInfo, model: &str, width: f32) -> Vec<BatchOption
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use slim_protocol::{DeviceInfo, Tensor, WidthInfo, PROTOCOL_VERSION};
 
-    fn info(agent: &str, online: bool, started: u64) -> AgentInfo {
+    /// An online agent serving digits at width 0.5.
+    pub(crate) fn agent_info(agent: &str) -> AgentInfo {
         AgentInfo {
             threads: 1,
             v: PROTOCOL_VERSION,
             agent: agent.into(),
-            online,
-            started_at_ms: started,
+            online: true,
+            started_at_ms: 1,
             backend: "cpu".into(),
             backend_reason: String::new(),
             device: DeviceInfo::default(),
@@ -278,6 +279,14 @@ mod tests {
             emulation: None,
             profile: None,
             durable: false,
+        }
+    }
+
+    fn info(agent: &str, online: bool, started: u64) -> AgentInfo {
+        AgentInfo {
+            online,
+            started_at_ms: started,
+            ..agent_info(agent)
         }
     }
 

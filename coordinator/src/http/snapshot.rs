@@ -423,36 +423,10 @@ impl Monitor {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use slim_protocol::{AgentInfo, BatchRecord, ModelInfo, WidthInfo, PROTOCOL_VERSION};
+    use slim_protocol::{BatchRecord, PROTOCOL_VERSION};
 
-    pub(crate) fn info(agent: &str) -> AgentInfo {
-        AgentInfo {
-            threads: 1,
-            v: PROTOCOL_VERSION,
-            agent: agent.into(),
-            online: true,
-            started_at_ms: 1,
-            backend: "cpu".into(),
-            backend_reason: "asked for cpu".into(),
-            device: DeviceInfo::default(),
-            models: vec![ModelInfo {
-                name: "digits".into(),
-                input_shape: vec![1, 8, 8],
-                classes: 10,
-                widths: vec![WidthInfo {
-                    width: 0.5,
-                    top1: 0.9,
-                    accuracy_source: "measured".into(),
-                    flops: 1,
-                    params: 1,
-                }],
-            }],
-            max_batch: 8,
-            emulation: None,
-            profile: None,
-            durable: false,
-        }
-    }
+    /// An online agent serving digits at width 0.5 (shared with the cluster-state tests).
+    pub(crate) use crate::state::tests::agent_info as info;
 
     pub(crate) fn telemetry(agent: &str, seq: u64, batches: Vec<BatchRecord>) -> Telemetry {
         Telemetry {

@@ -29,53 +29,174 @@ pub struct PeekedAddress {
 
 /// Reads `id` and `reply_to` from any MessagePack map, ignoring every other field, so a sender
 /// of a malformed request still gets an error reply. A map nested under `request` (as in an
-/// [`crate::Assignment`]) is searched too.
+/// [`crate::Assignment`]) is searched too. The payload is walked in place: nothing but the two
+/// strings is allocated, whatever its size, and nesting deeper than 64 levels ends the walk.
+/// The caller still validates both before using them.
 pub fn peek_reply_address(payload: &[u8]) -> PeekedAddress {
-    let mut cursor = payload;
-    let Ok(value) = rmpv::decode::read_value(&mut cursor) else {
-        return PeekedAddress::default();
-    };
-    peek_map(&value)
+    let mut cursor = Cursor::new(payload);
+    peek_map(&mut cursor, 0).unwrap_or_default()
 }
 
 /// The string at `path` (map keys, outermost first) of any MessagePack payload, if there is one.
 pub fn peek_str(payload: &[u8], path: &[&str]) -> Option<String> {
-    let mut cursor = payload;
-    let mut value = rmpv::decode::read_value(&mut cursor).ok()?;
-    for key in path {
-        let rmpv::Value::Map(entries) = value else {
+    let mut cursor = Cursor::new(payload);
+    for (depth, key) in path.iter().enumerate() {
+        let entries = cursor.map_len()?;
+        let mut found = false;
+        for _ in 0..entries {
+            if cursor.str()? == Some(*key) {
+                found = true;
+                break;
+            }
+            cursor.skip(depth + 1)?;
+        }
+        if !found {
             return None;
-        };
-        value = entries
-            .into_iter()
-            .find(|(k, _)| k.as_str() == Some(key))
-            .map(|(_, v)| v)?;
+        }
     }
-    value.as_str().map(str::to_string)
+    cursor.str()?.map(str::to_string)
 }
 
-fn peek_map(value: &rmpv::Value) -> PeekedAddress {
-    let rmpv::Value::Map(entries) = value else {
-        return PeekedAddress::default();
-    };
-    let nested = entries
-        .iter()
-        .find(|(k, _)| k.as_str() == Some("request"))
-        .map(|(_, v)| peek_map(v))
-        .unwrap_or_default();
-    let field = |name: &str| {
-        entries
-            .iter()
-            .find_map(|(k, v)| match (k.as_str(), v.as_str()) {
-                (Some(key), Some(value)) if key == name && !value.is_empty() => {
-                    Some(value.to_string())
+fn peek_map(cursor: &mut Cursor<'_>, depth: usize) -> Option<PeekedAddress> {
+    let entries = cursor.map_len()?;
+    let mut out = PeekedAddress::default();
+    let mut nested = PeekedAddress::default();
+    let mut partial = || -> Option<()> {
+        for _ in 0..entries {
+            let key = cursor.str()?;
+            match key {
+                Some("id") | Some("reply_to") => {
+                    let value = cursor.str()?.filter(|v| !v.is_empty()).map(str::to_string);
+                    if key == Some("id") {
+                        out.id = out.id.take().or(value);
+                    } else {
+                        out.reply_to = out.reply_to.take().or(value);
+                    }
                 }
-                _ => None,
-            })
+                Some("request") if depth == 0 => {
+                    let start = cursor.pos;
+                    match peek_map(cursor, depth + 1) {
+                        Some(found) => nested = found,
+                        None => {
+                            cursor.pos = start;
+                            cursor.skip(depth + 1)?;
+                        }
+                    }
+                }
+                _ => cursor.skip(depth + 1)?,
+            }
+        }
+        Some(())
     };
-    PeekedAddress {
-        id: field("id").or(nested.id),
-        reply_to: field("reply_to").or(nested.reply_to),
+    // A payload cut short still yields what was read before the cut.
+    let _ = partial();
+    Some(PeekedAddress {
+        id: out.id.or(nested.id),
+        reply_to: out.reply_to.or(nested.reply_to),
+    })
+}
+
+/// Deepest nesting [`Cursor::skip`] walks into.
+const MAX_PEEK_DEPTH: usize = 64;
+
+/// A read position in a MessagePack buffer that skips values without decoding them.
+struct Cursor<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn new(buf: &'a [u8]) -> Self {
+        Self { buf, pos: 0 }
+    }
+
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let end = self.pos.checked_add(n)?;
+        let bytes = self.buf.get(self.pos..end)?;
+        self.pos = end;
+        Some(bytes)
+    }
+
+    fn uint(&mut self, width: usize) -> Option<usize> {
+        let bytes = self.take(width)?;
+        Some(bytes.iter().fold(0usize, |n, &b| (n << 8) | b as usize))
+    }
+
+    /// The entry count of the map here; `None` (position unchanged) if there is no map.
+    fn map_len(&mut self) -> Option<usize> {
+        let start = self.pos;
+        let marker = self.take(1)?[0];
+        let len = match marker {
+            0x80..=0x8f => Some((marker & 0x0f) as usize),
+            0xde => self.uint(2),
+            0xdf => self.uint(4),
+            _ => None,
+        };
+        if len.is_none() {
+            self.pos = start;
+        }
+        len
+    }
+
+    /// The string here, `Some(None)` after skipping a value of another type, `None` at a
+    /// malformed or truncated value.
+    fn str(&mut self) -> Option<Option<&'a str>> {
+        let marker = *self.buf.get(self.pos)?;
+        let len = match marker {
+            0xa0..=0xbf => {
+                self.pos += 1;
+                (marker & 0x1f) as usize
+            }
+            0xd9..=0xdb => {
+                self.pos += 1;
+                self.uint(1 << (marker - 0xd9))?
+            }
+            _ => {
+                self.skip(0)?;
+                return Some(None);
+            }
+        };
+        Some(std::str::from_utf8(self.take(len)?).ok())
+    }
+
+    /// Skips one value (and everything inside it).
+    fn skip(&mut self, depth: usize) -> Option<()> {
+        if depth > MAX_PEEK_DEPTH {
+            return None;
+        }
+        let marker = self.take(1)?[0];
+        let (items, bytes) = match marker {
+            0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => (0, 0),
+            0x80..=0x8f => (2 * (marker & 0x0f) as usize, 0),
+            0x90..=0x9f => ((marker & 0x0f) as usize, 0),
+            0xa0..=0xbf => (0, (marker & 0x1f) as usize),
+            0xc4 | 0xd9 => (0, self.uint(1)?),
+            0xc5 | 0xda => (0, self.uint(2)?),
+            0xc6 | 0xdb => (0, self.uint(4)?),
+            0xc7 => (0, self.uint(1)? + 1),
+            0xc8 => (0, self.uint(2)? + 1),
+            0xc9 => (0, self.uint(4)? + 1),
+            0xca | 0xce | 0xd2 => (0, 4),
+            0xcb | 0xcf | 0xd3 => (0, 8),
+            0xcc | 0xd0 => (0, 1),
+            0xcd | 0xd1 => (0, 2),
+            0xd4 => (0, 2),
+            0xd5 => (0, 3),
+            0xd6 => (0, 5),
+            0xd7 => (0, 9),
+            0xd8 => (0, 17),
+            0xdc => (self.uint(2)?, 0),
+            0xdd => (self.uint(4)?, 0),
+            0xde => (2 * self.uint(2)?, 0),
+            0xdf => (2 * self.uint(4)?, 0),
+            // 0xc1 is never used.
+            _ => return None,
+        };
+        self.take(bytes)?;
+        for _ in 0..items {
+            self.skip(depth + 1)?;
+        }
+        Some(())
     }
 }
 
@@ -110,6 +231,7 @@ mod tests {
             router: "random".into(),
             assigned_at_ms: 1,
             attempt: 0,
+            mac: Some(vec![1, 2, 3]),
         };
         assert_eq!(
             decode::<Assignment>(&encode(&assignment)).unwrap(),
@@ -202,11 +324,11 @@ mod tests {
                 compute_ms: 3.0,
                 energy_j: 0.02,
                 requests: vec![
-                    RecentIds::key("replies/me", "r1"),
-                    RecentIds::key("replies/me", "r2"),
+                    RequestKey::new("replies/me", "r1").wire(),
+                    RequestKey::new("replies/me", "r2").wire(),
                 ],
             }],
-            done: vec!["r1".into()],
+            done: vec![RequestKey::new("replies/me", "r1").wire()],
             emulated: false,
         };
         assert_eq!(decode::<Telemetry>(&encode(&telemetry)).unwrap(), telemetry);
@@ -241,7 +363,7 @@ mod tests {
         assert_eq!(encode(&read), encode(&old));
         // ... and an older coordinator reads a record that lists its requests.
         let new = BatchRecord {
-            requests: vec![RecentIds::key("replies/me", "r1")],
+            requests: vec![RequestKey::new("replies/me", "r1").wire()],
             ..read
         };
         assert_eq!(decode::<OldBatchRecord>(&encode(&new)).unwrap(), old);
@@ -292,6 +414,40 @@ mod tests {
         rmpv::encode::write_value(&mut bytes, &map).unwrap();
         assert_eq!(peek_reply_address(&bytes).reply_to, None);
         assert_eq!(peek_reply_address(b"\xc1garbage"), PeekedAddress::default());
+    }
+
+    #[test]
+    fn peeking_walks_past_large_and_nested_values_and_stops_at_hostile_ones() {
+        // The reply address after a large binary field, as rmp-serde orders an InferRequest.
+        let mut r = sample_request();
+        r.input = Tensor::from_u8(vec![1, 512, 512], vec![0; 512 * 512]);
+        assert_eq!(
+            peek_reply_address(&encode(&r)).reply_to.as_deref(),
+            Some("replies/me")
+        );
+        // Nested inside an assignment.
+        let a = Assignment {
+            v: 1,
+            request: r,
+            width: 0.5,
+            batch_size: 1,
+            max_queue_delay_ms: 0,
+            router: "x".into(),
+            assigned_at_ms: 0,
+            attempt: 0,
+            mac: None,
+        };
+        assert_eq!(peek_reply_address(&encode(&a)).id.as_deref(), Some("r1"));
+        // Deep nesting, absurd lengths and truncation end the walk without a panic.
+        let mut deep = vec![0x81, 0xa1, b'x'];
+        deep.extend(std::iter::repeat_n(0x91, 100_000));
+        assert_eq!(peek_reply_address(&deep), PeekedAddress::default());
+        assert_eq!(peek_reply_address(&[0xdf, 0xff, 0xff, 0xff, 0xff]), PeekedAddress::default());
+        let bytes = encode(&sample_request());
+        for cut in 0..bytes.len() {
+            let _ = peek_reply_address(&bytes[..cut]);
+            let _ = peek_str(&bytes[..cut], &["input", "dtype"]);
+        }
     }
 
     #[test]

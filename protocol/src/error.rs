@@ -30,11 +30,22 @@ pub enum ErrorCode {
     Interrupted,
     /// A fault inside the system; the message says which.
     Internal,
+    /// `reply_to` is not a topic the system will publish to (see docs/protocol.md, Limits);
+    /// this reply goes to `{prefix}/errors`.
+    BadReplyTo,
+    /// The request id is empty or longer than 256 bytes.
+    BadId,
+    /// A number is NaN, infinite or out of range (input elements, `min_accuracy`, `width`).
+    BadValue,
+    /// A bound was hit (queued or held requests); try again later.
+    Overloaded,
+    /// An assignment without a valid signature reached an agent that requires one.
+    Unauthenticated,
 }
 
 impl ErrorCode {
     /// All codes, for metrics and docs.
-    pub const ALL: [ErrorCode; 12] = [
+    pub const ALL: [ErrorCode; 17] = [
         ErrorCode::Malformed,
         ErrorCode::UnsupportedVersion,
         ErrorCode::UnknownModel,
@@ -47,6 +58,11 @@ impl ErrorCode {
         ErrorCode::NoCapacity,
         ErrorCode::Interrupted,
         ErrorCode::Internal,
+        ErrorCode::BadReplyTo,
+        ErrorCode::BadId,
+        ErrorCode::BadValue,
+        ErrorCode::Overloaded,
+        ErrorCode::Unauthenticated,
     ];
 
     /// The wire name, e.g. `bad_shape`.
@@ -64,6 +80,11 @@ impl ErrorCode {
             ErrorCode::NoCapacity => "no_capacity",
             ErrorCode::Interrupted => "interrupted",
             ErrorCode::Internal => "internal",
+            ErrorCode::BadReplyTo => "bad_reply_to",
+            ErrorCode::BadId => "bad_id",
+            ErrorCode::BadValue => "bad_value",
+            ErrorCode::Overloaded => "overloaded",
+            ErrorCode::Unauthenticated => "unauthenticated",
         }
     }
 }

@@ -6,16 +6,23 @@
 //! user-facing description of the same contract and `docs/asyncapi.yaml` its machine-readable
 //! form. This crate has no async runtime and no I/O.
 
+mod auth;
+mod check;
 mod codec;
 mod dedup;
 mod error;
+mod key;
+pub mod limits;
 mod messages;
 mod tensor;
 mod topics;
 
+pub use auth::{AssignmentKey, KeyError};
+pub use check::Refusal;
 pub use codec::{decode, encode, peek_reply_address, peek_str, DecodeError, PeekedAddress};
 pub use dedup::RecentIds;
 pub use error::{ErrorCode, ErrorReply};
+pub use key::RequestKey;
 pub use messages::*;
 pub use tensor::{DType, Tensor, TensorError};
 pub use topics::{AgentTopic, Topics, DEFAULT_PREFIX};

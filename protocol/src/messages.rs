@@ -73,6 +73,10 @@ pub struct Assignment {
     /// 0 for the first placement, +1 for every re-route after an agent was lost.
     #[serde(default)]
     pub attempt: u16,
+    /// HMAC-SHA256 signature by the coordinator ([`crate::AssignmentKey`]), when the deployment
+    /// has an assignment key. Left out otherwise.
+    #[serde(default, with = "serde_bytes", skip_serializing_if = "Option::is_none")]
+    pub mac: Option<Vec<u8>>,
 }
 
 /// One class and its softmax probability.
@@ -299,7 +303,7 @@ pub struct BatchRecord {
     pub compute_ms: f32,
     /// Energy attributed to the batch, joules.
     pub energy_j: f32,
-    /// Its requests, each as its dedup key ([`crate::RecentIds::key`] of `reply_to` and `id`), so
+    /// Its requests, each as its key ([`crate::RequestKey::wire`]: `reply_to`, NUL, `id`), so
     /// the coordinator can credit the batch's latency and energy to the decisions that placed
     /// them (online refinement). Left out when empty, and by older agents.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -348,7 +352,9 @@ pub struct Telemetry {
     pub errors: u64,
     /// Batches run since the previous report.
     pub batches: Vec<BatchRecord>,
-    /// Ids of requests answered since the previous report.
+    /// Requests answered since the previous report, each as its key
+    /// ([`crate::RequestKey::wire`]: `reply_to`, NUL, `id`). Paged: at most
+    /// [`crate::limits::MAX_REPORT_KEY_BYTES`] of keys per report, the rest follow.
     pub done: Vec<String>,
     /// True when the agent emulates a slower device.
     #[serde(default)]

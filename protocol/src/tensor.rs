@@ -35,7 +35,7 @@ pub struct Tensor {
 }
 
 /// Why a tensor is not what it claims to be.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum TensorError {
     /// The byte count does not match dtype × shape.
     #[error("tensor data holds {actual} bytes but dtype and shape {shape:?} need {expected}")]
@@ -46,6 +46,20 @@ pub enum TensorError {
         actual: usize,
         /// The declared shape.
         shape: Vec<u32>,
+    },
+    /// The shape has more dimensions than [`crate::limits::MAX_TENSOR_DIMS`].
+    #[error("tensor has {0} dimensions; at most {max} are accepted", max = crate::limits::MAX_TENSOR_DIMS)]
+    TooManyDims(usize),
+    /// The shape's element count does not fit in memory arithmetic.
+    #[error("tensor shape {0:?} declares more elements than can exist")]
+    Overflow(Vec<u32>),
+    /// A float element is NaN or infinite.
+    #[error("input element {index} is {value}: inputs must be finite numbers")]
+    NotFinite {
+        /// Position of the first bad element.
+        index: usize,
+        /// Its value.
+        value: f32,
     },
 }
 
@@ -69,20 +83,40 @@ impl Tensor {
         }
     }
 
-    /// Number of elements the shape declares.
-    pub fn element_count(&self) -> usize {
-        self.shape.iter().map(|&d| d as usize).product()
+    /// Number of elements the shape declares; `None` when the product overflows.
+    pub fn element_count(&self) -> Option<usize> {
+        self.shape
+            .iter()
+            .try_fold(1usize, |n, &d| n.checked_mul(d as usize))
     }
 
-    /// Checks that the bytes match dtype × shape.
+    /// Checks the shape (at most [`crate::limits::MAX_TENSOR_DIMS`] dimensions, no overflow),
+    /// that the bytes match dtype × shape, and that float elements are finite.
     pub fn validate(&self) -> Result<(), TensorError> {
-        let expected = self.element_count() * self.dtype.size();
+        if self.shape.len() > crate::limits::MAX_TENSOR_DIMS {
+            return Err(TensorError::TooManyDims(self.shape.len()));
+        }
+        let expected = self
+            .element_count()
+            .and_then(|n| n.checked_mul(self.dtype.size()))
+            .ok_or_else(|| TensorError::Overflow(self.shape.clone()))?;
         if expected != self.data.len() {
             return Err(TensorError::SizeMismatch {
                 expected,
                 actual: self.data.len(),
                 shape: self.shape.clone(),
             });
+        }
+        if self.dtype == DType::F32 {
+            let bad = self
+                .data
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .enumerate()
+                .find(|(_, v)| !v.is_finite());
+            if let Some((index, value)) = bad {
+                return Err(TensorError::NotFinite { index, value });
+            }
         }
         Ok(())
     }
@@ -129,6 +163,25 @@ mod tests {
                 shape: vec![2, 2]
             })
         );
+    }
+
+    #[test]
+    fn hostile_shapes_are_refused_without_overflow() {
+        let huge = Tensor::from_u8(vec![u32::MAX, u32::MAX, u32::MAX], vec![0; 4]);
+        assert_eq!(huge.element_count(), None);
+        assert!(matches!(huge.validate(), Err(TensorError::Overflow(_))));
+        let deep = Tensor::from_u8(vec![1; 9], vec![0]);
+        assert_eq!(deep.validate(), Err(TensorError::TooManyDims(9)));
+    }
+
+    #[test]
+    fn non_finite_floats_are_refused() {
+        let t = Tensor::from_f32(vec![3], &[0.0, f32::NAN, 1.0]);
+        assert!(matches!(
+            t.validate(),
+            Err(TensorError::NotFinite { index: 1, .. })
+        ));
+        assert!(Tensor::from_f32(vec![1], &[f32::INFINITY]).validate().is_err());
     }
 
     #[test]

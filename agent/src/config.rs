@@ -60,6 +60,13 @@ pub struct AgentConfig {
     /// routers can predict latency and energy per width and batch. With `slowdown` > 1 its
     /// latencies are scaled by the slowdown.
     pub profile: Option<PathBuf>,
+    /// Most requests queued or running at once; further assignments are answered `overloaded`.
+    pub max_queued: usize,
+    /// Longest queue delay honoured from an assignment, milliseconds; longer ones are capped.
+    pub max_queue_delay_ms: u32,
+    /// File with the key shared with the coordinator (at least 16 bytes). When set, only
+    /// assignments signed with it run; others are refused `unauthenticated` on `{prefix}/errors`.
+    pub assignment_key_file: Option<PathBuf>,
     /// Power model used when no power sensor is readable.
     pub energy: EnergyModelConfig,
 }
@@ -107,6 +114,9 @@ impl Default for AgentConfig {
             profile: None,
             outbox_max_mb: 64,
             outbox_max_age_s: 3600,
+            max_queued: 4096,
+            max_queue_delay_ms: 1000,
+            assignment_key_file: None,
             energy: EnergyModelConfig::default(),
         }
     }
@@ -185,11 +195,9 @@ impl AgentConfig {
 
     /// Checks values that TOML types cannot.
     pub fn validate(&self) -> Result<(), String> {
-        if self.id.is_empty() || self.id.contains(['/', '+', '#']) {
-            return Err(format!(
-                "agent id {:?} must be non-empty and free of / + #",
-                self.id
-            ));
+        slim_protocol::limits::check_name("agent id", &self.id).map_err(|e| e.to_string())?;
+        if self.max_queued == 0 {
+            return Err("max_queued must be at least 1".into());
         }
         if self.max_batch == 0 {
             return Err("max_batch must be at least 1".into());

@@ -81,6 +81,9 @@ struct RunArgs {
     /// `none` keeps only the symbolic-batch plan.
     #[arg(long)]
     concrete_batches: Option<slim_agent::config::BatchList>,
+    /// File with the key shared with the coordinator; only assignments signed with it run.
+    #[arg(long, env = "SLIM_ASSIGNMENT_KEY_FILE", value_name = "FILE")]
+    assignment_key_file: Option<PathBuf>,
     /// Log as JSON lines.
     #[arg(long)]
     log_json: bool,
@@ -123,6 +126,9 @@ impl RunArgs {
         }
         if let Some(v) = &self.concrete_batches {
             config.concrete_batches = v.0.clone();
+        }
+        if let Some(v) = self.assignment_key_file {
+            config.assignment_key_file = Some(v);
         }
         config.validate().map_err(anyhow::Error::msg)?;
         Ok(config)
@@ -167,8 +173,15 @@ async fn main() -> anyhow::Result<()> {
     };
     init_logging(args.log_json);
     let config = args.into_config()?;
-    let agent = slim_agent::start(config).await?;
-    tokio::signal::ctrl_c().await?;
+    slim_mqtt::daemon::exit_on_panic();
+    let mut agent = slim_agent::start(config).await?;
+    tokio::select! {
+        _ = slim_mqtt::daemon::shutdown_signal() => {}
+        why = agent.failed() => {
+            tracing::error!("{why}: exiting so the supervisor restarts the agent");
+            std::process::exit(slim_mqtt::daemon::FAILURE_EXIT_CODE);
+        }
+    }
     tracing::info!("shutting down");
     agent.shutdown().await;
     Ok(())

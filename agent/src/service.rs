@@ -1,12 +1,20 @@
 //! The running agent: MQTT session, scheduler actor, telemetry and outbox, wired together.
 
-use std::{collections::HashMap, path::Path, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    path::Path,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use anyhow::{bail, Context};
 use rumqttc::{AsyncClient, Event, EventLoop, LastWill, Packet, QoS};
 use slim_protocol::{
-    encode, now_ms, AgentInfo, Emulation, ErrorCode, ErrorReply, ModelInfo, Telemetry, Topics,
-    WidthInfo, PROTOCOL_VERSION,
+    encode, now_ms, AgentInfo, AssignmentKey, Emulation, ErrorCode, ErrorReply, ModelInfo, Refusal,
+    Telemetry, Topics, WidthInfo, PROTOCOL_VERSION,
 };
 use tokio::task::JoinHandle;
 
@@ -18,7 +26,7 @@ use crate::{
     scheduler::{spawn_scheduler, InstancePolicy, SchedulerConfig, SchedulerHandle},
     store::{OutboxLimits, Store},
     telemetry::{device_info, select_sensors, SensorOptions, SensorSet, SystemSampler},
-    validate::{validate_assignment, Rejection},
+    validate::{validate_assignment, AssignmentRules},
 };
 
 /// Counts of refused assignments, by error code.
@@ -31,6 +39,8 @@ pub struct AgentHandle {
     pub info: AgentInfo,
     /// Refused assignments by code.
     pub rejections: RejectionCounts,
+    /// MQTT reconnects after the first connection.
+    pub reconnects: Arc<AtomicU64>,
     client: AsyncClient,
     topics: Topics,
     tasks: Vec<JoinHandle<()>>,
@@ -64,6 +74,12 @@ impl AgentHandle {
         for t in &self.tasks {
             t.abort();
         }
+    }
+
+    /// Resolves when any of the agent's tasks ends (it never should while running), and says
+    /// which and how.
+    pub async fn failed(&mut self) -> String {
+        slim_mqtt::daemon::first_exit(&mut self.tasks).await
     }
 
     /// Waits until the agent stops (it runs until shut down).
@@ -210,6 +226,17 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<AgentHandle> {
             max_age_ms: config.outbox_max_age_s * 1000,
         },
     );
+    let rules = AssignmentRules {
+        agent: config.id.clone(),
+        topics: topics.clone(),
+        max_payload_bytes: config.max_payload_bytes,
+        max_batch: config.max_batch,
+        max_queue_delay_ms: config.max_queue_delay_ms,
+        key: match &config.assignment_key_file {
+            Some(path) => Some(AssignmentKey::from_file(path)?),
+            None => None,
+        },
+    };
     let energy = sensors.energy.clone();
     let (scheduler, scheduler_task) = spawn_scheduler(
         SchedulerConfig {
@@ -219,13 +246,15 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<AgentHandle> {
             slowdown: config.slowdown,
             energy: energy.clone(),
             store: store.clone(),
+            max_queued: config.max_queued,
         },
         outbox.clone(),
     );
     let rejections = RejectionCounts::default();
     if let Some(store) = &store {
-        resume_unanswered(store, &config, &families, &scheduler);
+        resume_unanswered(store, &rules, &families, &scheduler);
     }
+    let reconnects = Arc::new(AtomicU64::new(0));
     let session = Session {
         config: config.clone(),
         topics: topics.clone(),
@@ -237,6 +266,8 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<AgentHandle> {
         rejections: rejections.clone(),
         store,
         connected: connected_tx,
+        rules,
+        reconnects: reconnects.clone(),
     };
     let mqtt_task = tokio::spawn(session.run(eventloop));
     let telemetry_task = tokio::spawn(telemetry_loop(
@@ -250,6 +281,7 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<AgentHandle> {
     Ok(AgentHandle {
         info,
         rejections,
+        reconnects,
         client,
         topics,
         tasks: vec![mqtt_task, telemetry_task, scheduler_task, outbox_task],
@@ -298,7 +330,7 @@ fn instance_policy(config: &AgentConfig, device: &slim_protocol::DeviceInfo) -> 
 /// Requeues the requests an earlier run accepted and never answered.
 fn resume_unanswered(
     store: &Store,
-    config: &AgentConfig,
+    rules: &AssignmentRules,
     families: &HashMap<String, Arc<ModelFamily>>,
     scheduler: &SchedulerHandle,
 ) {
@@ -316,12 +348,30 @@ fn resume_unanswered(
         count = unanswered.len(),
         "resuming requests accepted before a restart"
     );
-    for (id, payload) in unanswered {
-        match validate_assignment(&payload, usize::MAX, families, config.max_batch) {
-            Ok(valid) => scheduler.assign(valid),
+    let rules = AssignmentRules {
+        max_payload_bytes: usize::MAX,
+        ..rules.clone()
+    };
+    for (key, payload) in unanswered {
+        match validate_assignment(&payload, &rules, families) {
+            Ok(mut valid) if valid.key == key => {
+                valid.payload = Some(payload);
+                // Queued directly: the actor's inbox is empty at start.
+                if scheduler.assign(valid).is_err() {
+                    tracing::error!(id = %key.id, "the scheduler refused a stored request at start");
+                }
+            }
+            Ok(valid) => {
+                // Stored by an older agent under its id alone: store it under its key.
+                let _ = store.forget_raw(&key);
+                let _ = store.accept(&valid.key, &payload);
+                let mut valid = valid;
+                valid.payload = Some(payload);
+                let _ = scheduler.assign(valid);
+            }
             Err(r) => {
-                tracing::warn!(id, code = %r.code, "a stored request can no longer be served: {}", r.message);
-                let _ = store.answered(&id);
+                tracing::warn!(id = %key.id, code = %r.code, "a stored request can no longer be served: {}", r.message);
+                let _ = store.forget_raw(&key);
             }
         }
     }
@@ -338,14 +388,21 @@ struct Session {
     rejections: RejectionCounts,
     store: Option<Store>,
     connected: tokio::sync::watch::Sender<bool>,
+    rules: AssignmentRules,
+    reconnects: Arc<AtomicU64>,
 }
 
 impl Session {
     async fn run(self, mut eventloop: EventLoop) {
         let assign_topic = self.topics.assign(&self.config.id);
+        let mut connects = 0u64;
         loop {
             match eventloop.poll().await {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    connects += 1;
+                    if connects > 1 {
+                        self.reconnects.fetch_add(1, Ordering::Relaxed);
+                    }
                     tracing::info!(agent = %self.config.id, broker = %self.config.broker.url, "connected");
                     let _ = self.connected.send(true);
                     let client = self.client.clone();
@@ -373,25 +430,26 @@ impl Session {
     }
 
     fn on_assignment(&self, payload: &[u8]) {
-        match validate_assignment(
-            payload,
-            self.config.max_payload_bytes,
-            &self.families,
-            self.config.max_batch,
-        ) {
-            Ok(valid) => {
-                if let Some(store) = &self.store {
-                    if let Err(e) = store.accept(&valid.request.id, payload) {
-                        tracing::error!(error = %e, "cannot persist an accepted request");
-                    }
+        match validate_assignment(payload, &self.rules, &self.families) {
+            Ok(mut valid) => {
+                if self.store.is_some() {
+                    valid.payload = Some(payload.to_vec());
                 }
-                self.scheduler.assign(valid)
+                if let Err(valid) = self.scheduler.assign(valid) {
+                    let mut refusal = Refusal::new(
+                        ErrorCode::Overloaded,
+                        "the agent's inbox is full; retry later",
+                    );
+                    refusal.id = Some(valid.key.id.clone());
+                    refusal.reply_to = Some(valid.key.reply_to.clone());
+                    self.reject(refusal);
+                }
             }
-            Err(rejection) => self.reject(rejection),
+            Err(refusal) => self.reject(refusal),
         }
     }
 
-    fn reject(&self, r: Rejection) {
+    fn reject(&self, r: Refusal) {
         *self.rejections.lock().unwrap().entry(r.code).or_default() += 1;
         tracing::warn!(agent = %self.config.id, code = %r.code, id = ?r.id, "assignment refused: {}", r.message);
         let reply = ErrorReply::new(r.id, r.code, r.message, format!("agent:{}", self.config.id))

@@ -1,9 +1,16 @@
 //! The agent's durable state (sled): the outbox of messages that could not be published while
 //! the broker was unreachable, and the requests accepted but not yet answered.
 
-use std::path::Path;
+use std::{
+    path::Path,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+};
 
 use serde::{Deserialize, Serialize};
+use slim_protocol::RequestKey;
 
 /// A message waiting for the broker.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -36,6 +43,9 @@ pub struct Store {
     db: sled::Db,
     outbox: sled::Tree,
     pending: sled::Tree,
+    /// Bytes in the outbox tree, kept as messages come and go (summing the tree on every push
+    /// would cost O(n) per message during an outage).
+    outbox_bytes: Arc<AtomicU64>,
 }
 
 /// Why the store failed.
@@ -53,10 +63,18 @@ impl Store {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         let db = sled::open(dir)?;
+        let outbox = db.open_tree("outbox")?;
+        let bytes: u64 = outbox
+            .iter()
+            .values()
+            .flatten()
+            .map(|v| v.len() as u64)
+            .sum();
         Ok(Self {
-            outbox: db.open_tree("outbox")?,
+            outbox,
             pending: db.open_tree("pending")?,
             db,
+            outbox_bytes: Arc::new(AtomicU64::new(bytes)),
         })
     }
 
@@ -65,24 +83,29 @@ impl Store {
     pub fn push(&self, message: &Stored, limits: OutboxLimits) -> Result<usize, StoreError> {
         let id = self.db.generate_id()?;
         let bytes = rmp_serde::to_vec_named(message).map_err(|e| StoreError(e.to_string()))?;
+        let len = bytes.len() as u64;
         self.outbox.insert(id.to_be_bytes(), bytes)?;
-        let mut total: u64 = self
-            .outbox
-            .iter()
-            .values()
-            .flatten()
-            .map(|v| v.len() as u64)
-            .sum();
+        let mut total = self.outbox_bytes.fetch_add(len, Ordering::Relaxed) + len;
         let mut dropped = 0;
         while total > limits.max_bytes {
-            let Some((key, value)) = self.outbox.pop_min()? else {
+            let Some((_, value)) = self.outbox.pop_min()? else {
                 break;
             };
-            let _ = key;
-            total = total.saturating_sub(value.len() as u64);
+            total = self.shrink(value.len() as u64);
             dropped += 1;
         }
         Ok(dropped)
+    }
+
+    /// Records that `len` bytes left the outbox; returns what is left.
+    fn shrink(&self, len: u64) -> u64 {
+        let before = self
+            .outbox_bytes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                Some(b.saturating_sub(len))
+            })
+            .unwrap_or(0);
+        before.saturating_sub(len)
     }
 
     /// Takes every stored message, oldest first, dropping those older than the age limit.
@@ -95,6 +118,7 @@ impl Store {
         let mut out = Vec::new();
         let mut expired = 0;
         while let Some((_, value)) = self.outbox.pop_min()? {
+            self.shrink(value.len() as u64);
             let Ok(message) = rmp_serde::from_slice::<Stored>(&value) else {
                 expired += 1;
                 continue;
@@ -115,26 +139,43 @@ impl Store {
     }
 
     /// Records an accepted request (its assignment payload) until it is answered.
-    pub fn accept(&self, id: &str, assignment: &[u8]) -> Result<(), StoreError> {
-        self.pending.insert(id.as_bytes(), assignment)?;
+    pub fn accept(&self, key: &RequestKey, assignment: &[u8]) -> Result<(), StoreError> {
+        self.pending.insert(key.wire().as_bytes(), assignment)?;
         Ok(())
     }
 
     /// Forgets an answered request.
-    pub fn answered(&self, id: &str) -> Result<(), StoreError> {
-        self.pending.remove(id.as_bytes())?;
+    pub fn answered(&self, key: &RequestKey) -> Result<(), StoreError> {
+        self.pending.remove(key.wire().as_bytes())?;
         Ok(())
     }
 
-    /// Requests accepted by an earlier run and never answered: (id, assignment payload).
-    pub fn unanswered(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    /// Requests accepted by an earlier run and never answered: (key, assignment payload).
+    /// Entries whose key cannot be read (written by an older agent, keyed by id alone) are
+    /// returned under a key with an empty reply topic; validation then fills it in.
+    pub fn unanswered(&self) -> Result<Vec<(RequestKey, Vec<u8>)>, StoreError> {
         self.pending
             .iter()
             .map(|entry| {
                 let (k, v) = entry?;
-                Ok((String::from_utf8_lossy(&k).to_string(), v.to_vec()))
+                let text = String::from_utf8_lossy(&k);
+                let key = RequestKey::from_wire(&text)
+                    .unwrap_or_else(|| RequestKey::new("", text.to_string()));
+                Ok((key, v.to_vec()))
             })
             .collect()
+    }
+
+    /// Forgets a stored request by its raw stored key (for entries [`Store::unanswered`]
+    /// could not read).
+    pub fn forget_raw(&self, key: &RequestKey) -> Result<(), StoreError> {
+        let raw = if key.reply_to.is_empty() {
+            key.id.clone()
+        } else {
+            key.wire()
+        };
+        self.pending.remove(raw.as_bytes())?;
+        Ok(())
     }
 
     /// Makes everything written so far durable.
@@ -214,15 +255,21 @@ mod tests {
     #[test]
     fn accepted_requests_survive_a_reopen_until_answered() {
         let (s, dir) = store();
-        s.accept("r1", b"one").unwrap();
-        s.accept("r2", b"two").unwrap();
-        s.answered("r1").unwrap();
+        let k = |id: &str| RequestKey::new("replies/c", id);
+        s.accept(&k("r1"), b"one").unwrap();
+        s.accept(&k("r2"), b"two").unwrap();
+        s.accept(&RequestKey::new("replies/other", "r1"), b"other")
+            .unwrap();
+        s.answered(&k("r1")).unwrap();
         s.flush().unwrap();
         drop(s);
         let s = Store::open(&dir).unwrap();
         assert_eq!(
             s.unanswered().unwrap(),
-            vec![("r2".to_string(), b"two".to_vec())]
+            vec![
+                (k("r2"), b"two".to_vec()),
+                (RequestKey::new("replies/other", "r1"), b"other".to_vec())
+            ]
         );
         let _ = std::fs::remove_dir_all(dir);
     }

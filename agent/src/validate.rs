@@ -2,7 +2,10 @@
 
 use std::{collections::HashMap, sync::Arc, time::Instant};
 
-use slim_protocol::{decode, Assignment, ErrorCode, InferRequest, PROTOCOL_VERSION};
+use slim_protocol::{
+    decode, limits, peek_reply_address, Assignment, AssignmentKey, ErrorCode, InferRequest,
+    Refusal, RequestKey, Topics, PROTOCOL_VERSION,
+};
 
 use crate::model::{InputMismatch, ModelFamily};
 
@@ -12,8 +15,11 @@ use crate::model::{InputMismatch, ModelFamily};
 pub struct ValidAssignment {
     /// The client's request.
     pub request: InferRequest,
-    /// Where the answer goes.
-    pub reply_to: String,
+    /// Its identity; `key.reply_to` is the validated topic the answer goes to.
+    pub key: RequestKey,
+    /// The assignment as it arrived, kept in the durable store until answered (set by the
+    /// session when the agent has a store).
+    pub payload: Option<Vec<u8>>,
     /// The family to run.
     pub family: Arc<ModelFamily>,
     /// Width to run at (exactly one the family has).
@@ -32,69 +38,77 @@ pub struct ValidAssignment {
     pub received_at: Instant,
 }
 
-/// Why an assignment was refused; `reply_to` is where to say so, when known.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Rejection {
-    /// Machine-readable reason.
-    pub code: ErrorCode,
-    /// Explanation for the sender.
-    pub message: String,
-    /// The request id, when readable.
-    pub id: Option<String>,
-    /// The reply address, when readable.
-    pub reply_to: Option<String>,
+/// What an agent checks assignments against, beyond its model families.
+#[derive(Debug, Clone)]
+pub struct AssignmentRules {
+    /// This agent's id: signatures are bound to it.
+    pub agent: String,
+    /// The deployment's topics: reply topics are checked against its prefix.
+    pub topics: Topics,
+    /// Largest payload accepted.
+    pub max_payload_bytes: usize,
+    /// Largest batch the agent forms.
+    pub max_batch: u16,
+    /// Longest queue delay honoured, milliseconds (longer requests are capped).
+    pub max_queue_delay_ms: u32,
+    /// When set, only assignments signed with this key are run.
+    pub key: Option<AssignmentKey>,
 }
 
-/// Checks an assignment payload against the loaded families.
+/// Checks an assignment payload against the loaded families and the agent's rules.
 pub fn validate_assignment(
     payload: &[u8],
-    max_payload_bytes: usize,
+    rules: &AssignmentRules,
     families: &HashMap<String, Arc<ModelFamily>>,
-    max_batch: u16,
-) -> Result<ValidAssignment, Rejection> {
-    let peek = || slim_protocol::peek_reply_address(payload);
-    if payload.len() > max_payload_bytes {
-        let p = peek();
-        return Err(Rejection {
-            code: ErrorCode::TooLarge,
-            message: format!(
-                "payload of {} bytes exceeds the limit of {max_payload_bytes}",
-                payload.len()
+) -> Result<ValidAssignment, Refusal> {
+    let topics = &rules.topics;
+    if payload.len() > rules.max_payload_bytes {
+        return Err(Refusal::new(
+            ErrorCode::TooLarge,
+            format!(
+                "payload of {} bytes exceeds the limit of {}",
+                payload.len(),
+                rules.max_payload_bytes
             ),
-            id: p.id,
-            reply_to: p.reply_to,
-        });
+        )
+        .to_peeked(&peek_reply_address(payload), topics));
     }
     let assignment: Assignment = decode(payload).map_err(|e| {
-        let p = peek();
-        Rejection {
-            code: ErrorCode::Malformed,
-            message: format!("not a valid assignment: {e}"),
-            id: p.id,
-            reply_to: p.reply_to,
-        }
+        Refusal::new(ErrorCode::Malformed, format!("not a valid assignment: {e}"))
+            .to_peeked(&peek_reply_address(payload), topics)
     })?;
-    let request = assignment.request;
-    let reject = |code, message: String| Rejection {
-        code,
-        message,
-        id: Some(request.id.clone()),
-        reply_to: request.reply_to.clone().filter(|r| !r.is_empty()),
-    };
-    if assignment.v != PROTOCOL_VERSION || request.v != PROTOCOL_VERSION {
-        return Err(reject(
+    if let Some(key) = &rules.key {
+        if !key.verify(&rules.agent, &assignment) {
+            // Whoever forged it chose the reply topic: the refusal goes to the dead letters.
+            let mut refusal = Refusal::new(
+                ErrorCode::Unauthenticated,
+                "the assignment is not signed with this deployment's assignment key",
+            );
+            refusal.id = Some(limits::shorten(&assignment.request.id));
+            return Err(refusal);
+        }
+    }
+    if assignment.v != PROTOCOL_VERSION {
+        return Err(Refusal::new(
             ErrorCode::UnsupportedVersion,
             format!(
                 "protocol version {} is not {PROTOCOL_VERSION}",
-                request.v.max(assignment.v)
+                assignment.v
             ),
+        )
+        .to(
+            Some(&assignment.request.id),
+            assignment.request.reply_to.as_deref(),
+            topics,
         ));
     }
-    let Some(reply_to) = request.reply_to.clone().filter(|r| !r.is_empty()) else {
-        return Err(reject(
-            ErrorCode::MissingReplyTo,
-            "the request has no reply_to".into(),
-        ));
+    let request = assignment.request;
+    let reply_to = request.check_fields(topics)?;
+    let reject = |code, message: String| {
+        let mut r = Refusal::new(code, message);
+        r.id = Some(request.id.clone());
+        r.reply_to = Some(reply_to.clone());
+        r
     };
     let Some(family) = families.get(&request.model) else {
         return Err(reject(
@@ -123,14 +137,15 @@ pub fn validate_assignment(
     let sample = family.preprocess(&request.input);
     Ok(ValidAssignment {
         width: plan.entry.width,
-        batch_size: assignment.batch_size.clamp(1, max_batch),
-        max_queue_delay_ms: assignment.max_queue_delay_ms,
-        router: assignment.router,
+        batch_size: assignment.batch_size.clamp(1, rules.max_batch),
+        max_queue_delay_ms: assignment.max_queue_delay_ms.min(rules.max_queue_delay_ms),
+        router: limits::shorten(&assignment.router),
         attempt: assignment.attempt,
         family: family.clone(),
-        reply_to,
+        key: RequestKey::new(reply_to, request.id.clone()),
         request,
         sample,
+        payload: None,
         received_at: Instant::now(),
     })
 }

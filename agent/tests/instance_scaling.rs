@@ -44,6 +44,7 @@ async fn flood(family: Arc<ModelFamily>, budget: u64) -> SchedulerReport {
             slowdown: 1.0,
             energy: EnergyMeter::model(1.0, 2.0, 2),
             store: None,
+            max_queued: 4096,
         },
         outbox,
     );
@@ -51,10 +52,11 @@ async fn flood(family: Arc<ModelFamily>, budget: u64) -> SchedulerReport {
     for i in 0..REQUESTS {
         let mut request = InferRequest::new(format!("r{i}"), "cifar-slimresnet", input.clone());
         request.reply_to = Some("replies".into());
-        scheduler.assign(ValidAssignment {
+        let accepted = scheduler.assign(ValidAssignment {
             sample: family.preprocess(&input),
+            key: slim_protocol::RequestKey::new("replies", &request.id),
+            payload: None,
             request,
-            reply_to: "replies".into(),
             family: family.clone(),
             width: WIDTH,
             batch_size: 4,
@@ -63,6 +65,7 @@ async fn flood(family: Arc<ModelFamily>, budget: u64) -> SchedulerReport {
             attempt: 0,
             received_at: Instant::now(),
         });
+        assert!(accepted.is_ok(), "the scheduler's inbox has room");
     }
     for _ in 0..REQUESTS {
         tokio::time::timeout(Duration::from_secs(120), sent.recv())

@@ -46,6 +46,9 @@ pub struct ClusterSpec {
     pub http_listen: Option<String>,
     /// Coordinator's online refinement of the PPO policy (disabled by default).
     pub online: OnlineSettings,
+    /// Assignment key file shared by the coordinator and every agent (assignments signed and
+    /// checked); `None` runs without signatures, as the demo does.
+    pub assignment_key_file: Option<PathBuf>,
 }
 
 impl Default for ClusterSpec {
@@ -68,6 +71,7 @@ impl Default for ClusterSpec {
             profile: None,
             http_listen: None,
             online: OnlineSettings::default(),
+            assignment_key_file: None,
         }
     }
 }
@@ -114,6 +118,7 @@ impl LocalCluster {
             telemetry_timeout_ms: spec.telemetry_timeout_ms,
             http_listen: spec.http_listen.clone(),
             online: spec.online.clone(),
+            assignment_key_file: spec.assignment_key_file.clone(),
             ..CoordinatorConfig::default()
         })
         .await?;
@@ -185,6 +190,7 @@ impl LocalCluster {
                 .state_root
                 .as_ref()
                 .map(|root| root.join(format!("{}-agent-{}", self.id_prefix, index + 1))),
+            assignment_key_file: self.spec.assignment_key_file.clone(),
             ..AgentConfig::default()
         }
     }

@@ -42,6 +42,22 @@ pub struct CoordinatorConfig {
     /// subscription `$share/{group}/...`): each request goes to one of them. Unset: this
     /// coordinator reads every request.
     pub shared_group: Option<String>,
+    /// Most requests held at once (routed and not yet answered, or parked); beyond it new
+    /// requests get `overloaded`.
+    pub max_held_requests: usize,
+    /// Most MiB of requests held at once; beyond it new requests get `overloaded`.
+    pub max_held_mb: u64,
+    /// A routed request its agent has not reported answered within this long leaves the
+    /// ledger (counted), milliseconds.
+    pub ledger_ttl_ms: u64,
+    /// Most agents tracked; announcements from further agent ids are refused.
+    pub max_agents: usize,
+    /// For this long after connecting, a request for a model no agent has announced yet is
+    /// parked instead of refused, while the fleet's retained status arrives, milliseconds.
+    pub fleet_warmup_ms: u64,
+    /// File holding the key shared with the agents (at least 16 bytes); every assignment is
+    /// signed with it (HMAC-SHA256), and agents holding it refuse unsigned ones.
+    pub assignment_key_file: Option<PathBuf>,
     /// Monitoring HTTP address (`/metrics`, `/api/v1/state`, the dashboard); empty disables it.
     pub http_listen: Option<String>,
     /// Online refinement of the PPO policy from live rewards (`[online]`).
@@ -77,6 +93,12 @@ impl Default for CoordinatorConfig {
             max_payload_bytes: 1024 * 1024,
             max_attempts: 3,
             shared_group: None,
+            max_held_requests: 100_000,
+            max_held_mb: 512,
+            ledger_ttl_ms: 120_000,
+            max_agents: 1000,
+            fleet_warmup_ms: 3000,
+            assignment_key_file: None,
             http_listen: Some(DEFAULT_HTTP_LISTEN.into()),
             online: OnlineSettings::default(),
         }

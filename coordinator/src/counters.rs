@@ -17,6 +17,14 @@ pub struct Counters {
     pub agents_online: usize,
     /// Redelivered requests ignored.
     pub duplicates: u64,
+    /// MQTT reconnects after the first connection.
+    pub reconnects: u64,
+    /// Agent status or telemetry refused (identity mismatch, limits, undecodable, too many agents).
+    pub agent_messages_refused: u64,
+    /// Ledger entries dropped because the agent's own outstanding count showed them gone.
+    pub ledger_reconciled: u64,
+    /// Ledger entries dropped after the ledger TTL.
+    pub ledger_expired: u64,
     /// Refusals by error code.
     pub refused: HashMap<ErrorCode, u64>,
     /// Placements per (agent, width × 1000).

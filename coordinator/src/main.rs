@@ -51,6 +51,10 @@ struct RunArgs {
     /// Share the request stream with other coordinators of this group (MQTT shared subscription).
     #[arg(long, env = "SLIM_SHARED_GROUP")]
     shared_group: Option<String>,
+    /// File with the key shared with the agents (at least 16 bytes, e.g. `openssl rand -hex 32`);
+    /// every assignment is signed with it so agents can refuse forged work.
+    #[arg(long, env = "SLIM_ASSIGNMENT_KEY_FILE", value_name = "FILE")]
+    assignment_key_file: Option<PathBuf>,
     /// Seed for random routers.
     #[arg(long)]
     seed: Option<u64>,
@@ -101,6 +105,9 @@ impl RunArgs {
         if let Some(v) = self.shared_group {
             config.shared_group = Some(v);
         }
+        if let Some(v) = self.assignment_key_file {
+            config.assignment_key_file = Some(v);
+        }
         if let Some(v) = self.seed {
             config.seed = v;
         }
@@ -146,8 +153,15 @@ async fn main() -> anyhow::Result<()> {
         None => cli.run,
     };
     init_logging(args.log_json);
-    let coordinator = slim_coordinator::start(args.into_config()?).await?;
-    tokio::signal::ctrl_c().await?;
+    slim_mqtt::daemon::exit_on_panic();
+    let mut coordinator = slim_coordinator::start(args.into_config()?).await?;
+    tokio::select! {
+        _ = slim_mqtt::daemon::shutdown_signal() => {}
+        why = coordinator.failed() => {
+            tracing::error!("{why}: exiting so the supervisor restarts the coordinator");
+            std::process::exit(slim_mqtt::daemon::FAILURE_EXIT_CODE);
+        }
+    }
     tracing::info!("shutting down");
     coordinator.shutdown().await;
     Ok(())

@@ -247,7 +247,7 @@ impl OnlineRefinement {
 mod tests {
     use std::time::Duration;
 
-    use slim_protocol::{BatchRecord, EnergySource, RecentIds, PROTOCOL_VERSION};
+    use slim_protocol::{BatchRecord, EnergySource, RequestKey, PROTOCOL_VERSION};
     use slim_router::{BatchOption, DeviceView, WidthOption};
 
     use super::*;
@@ -342,7 +342,7 @@ mod tests {
         };
         let now = Instant::now();
         let keys: Vec<String> = (0..8)
-            .map(|i| RecentIds::key("replies/c", &format!("r{i}")))
+            .map(|i| RequestKey::new("replies/c", format!("r{i}")).wire())
             .collect();
         for key in &keys {
             online

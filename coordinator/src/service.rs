@@ -11,10 +11,12 @@ use std::{
     time::{Duration, Instant},
 };
 
+use bytes::Bytes;
 use rumqttc::{AsyncClient, Event, EventLoop, LastWill, Packet, QoS};
 use slim_protocol::{
-    decode, encode, now_ms, AgentInfo, AgentTopic, Assignment, CoordinatorStatus, Decision,
-    ErrorCode, ErrorReply, InferRequest, RecentIds, Telemetry, Topics, PROTOCOL_VERSION,
+    decode, encode, limits, now_ms, AgentInfo, AgentTopic, Assignment, AssignmentKey,
+    CoordinatorStatus, Decision, ErrorCode, ErrorReply, RecentIds, Refusal, Telemetry, Topics,
+    PROTOCOL_VERSION,
 };
 use slim_router::RouteRequest;
 use tokio::{
@@ -27,9 +29,24 @@ use crate::{
     counters::Counters,
     http::{HttpState, Monitor, Snapshot},
     routing::Routing,
-    state::{ClusterState, Pending},
-    validate::{validate_request, Refusal},
+    state::{request_bytes, ClusterState, LedgerCleanup, Pending},
+    validate::{check_against_model, decode_request, too_large, ValidRequest},
 };
+
+/// Messages queued from the MQTT session to the core; the session waits when it is full, so
+/// the broker (not this process) holds the backlog.
+const INBOUND_CAPACITY: usize = 1024;
+
+/// What the MQTT session hands the core.
+#[derive(Debug)]
+enum Inbound {
+    /// A publish within the size limit.
+    Message { topic: String, payload: Bytes },
+    /// A publish over the size limit: only its length and a peek at its address are kept.
+    Oversize { topic: String, refusal: Refusal },
+    /// The session (re)connected.
+    Connected,
+}
 
 /// A started coordinator.
 #[derive(Debug)]
@@ -72,6 +89,12 @@ impl CoordinatorHandle {
         }
     }
 
+    /// Resolves when any of the coordinator's tasks ends (it never should while running), and
+    /// says which and how.
+    pub async fn failed(&mut self) -> String {
+        slim_mqtt::daemon::first_exit(&mut self.tasks).await
+    }
+
     /// Waits until the coordinator stops.
     pub async fn wait(mut self) {
         for t in self.tasks.drain(..) {
@@ -83,6 +106,10 @@ impl CoordinatorHandle {
 /// Connects to the broker and starts routing.
 pub async fn start(config: CoordinatorConfig) -> anyhow::Result<CoordinatorHandle> {
     let routing = Routing::build(&config)?;
+    let assignment_key = match &config.assignment_key_file {
+        Some(path) => Some(AssignmentKey::from_file(path)?),
+        None => None,
+    };
     let topics = Topics::new(&config.topic_prefix);
     let status = CoordinatorStatus {
         v: PROTOCOL_VERSION,
@@ -102,7 +129,7 @@ pub async fn start(config: CoordinatorConfig) -> anyhow::Result<CoordinatorHandl
         true,
     );
     let (client, eventloop) = config.broker.connect(&config.id, Some(will))?;
-    let (inbound_tx, inbound_rx) = mpsc::unbounded_channel();
+    let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_CAPACITY);
     let counters = Arc::new(Mutex::new(Counters::default()));
     let connected = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
@@ -134,6 +161,8 @@ pub async fn start(config: CoordinatorConfig) -> anyhow::Result<CoordinatorHandl
             inbound: inbound_tx,
             url: config.broker.url.clone(),
             connected: connected.clone(),
+            counters: counters.clone(),
+            max_payload_bytes: config.max_payload_bytes,
         },
     ));
     let router_name = &status.router;
@@ -145,11 +174,13 @@ pub async fn start(config: CoordinatorConfig) -> anyhow::Result<CoordinatorHandl
         cluster: ClusterState::default(),
         recent: RecentIds::new(100_000),
         parked: VecDeque::new(),
+        assignment_key,
+        held: (0, 0),
+        connected_since: None,
         counters: counters.clone(),
         monitor: Monitor::new(&config.id, router_name, status.started_at_ms),
         snapshot,
         connected,
-        was_connected: false,
     };
     let core_task = tokio::spawn(core.run(inbound_rx));
     tasks.extend([session, core_task]);
@@ -171,9 +202,11 @@ struct Session {
     /// The request subscription: plain, or `$share/...` in a shared group.
     requests_filter: String,
     status: Vec<u8>,
-    inbound: mpsc::UnboundedSender<(String, Vec<u8>)>,
+    inbound: mpsc::Sender<Inbound>,
     url: String,
     connected: Arc<AtomicBool>,
+    counters: Arc<Mutex<Counters>>,
+    max_payload_bytes: usize,
 }
 
 async fn session_loop(mut eventloop: EventLoop, session: Session) {
@@ -185,12 +218,22 @@ async fn session_loop(mut eventloop: EventLoop, session: Session) {
         inbound,
         url,
         connected,
+        counters,
+        max_payload_bytes,
     } = session;
+    let mut connects = 0u64;
     loop {
         match eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 connected.store(true, Ordering::Relaxed);
+                connects += 1;
+                if connects > 1 {
+                    counters.lock().unwrap().reconnects += 1;
+                }
                 tracing::info!(broker = %url, "coordinator connected");
+                if inbound.send(Inbound::Connected).await.is_err() {
+                    return;
+                }
                 let client = client.clone();
                 let topics = topics.clone();
                 let status = status.clone();
@@ -209,7 +252,18 @@ async fn session_loop(mut eventloop: EventLoop, session: Session) {
                 });
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
-                if inbound.send((p.topic, p.payload.to_vec())).is_err() {
+                let topic = p.topic;
+                let message = if p.payload.len() > max_payload_bytes {
+                    let refusal =
+                        too_large(&p.payload, p.payload.len(), max_payload_bytes, &topics);
+                    Inbound::Oversize { topic, refusal }
+                } else {
+                    Inbound::Message {
+                        topic,
+                        payload: p.payload,
+                    }
+                };
+                if inbound.send(message).await.is_err() {
                     return;
                 }
             }
@@ -225,7 +279,7 @@ async fn session_loop(mut eventloop: EventLoop, session: Session) {
 }
 
 struct Parked {
-    request: InferRequest,
+    valid: ValidRequest,
     attempt: u16,
     since: Instant,
 }
@@ -238,95 +292,203 @@ struct Core {
     cluster: ClusterState,
     recent: RecentIds,
     parked: VecDeque<Parked>,
+    /// Signs assignments, when the deployment has a key.
+    assignment_key: Option<AssignmentKey>,
+    /// Requests held (ledger + parked) and their bytes, recounted every tick and raised by
+    /// each request accepted in between.
+    held: (usize, usize),
+    /// When the session last connected; requests for models nobody has announced yet are parked
+    /// for `fleet_warmup_ms` after it, while the fleet's retained status arrives.
+    connected_since: Option<Instant>,
     counters: Arc<Mutex<Counters>>,
     monitor: Monitor,
     /// Where snapshots go for the HTTP server, when it runs.
     snapshot: Option<watch::Sender<Arc<Snapshot>>>,
     connected: Arc<AtomicBool>,
-    /// Whether the session was up at the previous tick.
-    was_connected: bool,
 }
 
 impl Core {
-    async fn run(mut self, mut inbound: mpsc::UnboundedReceiver<(String, Vec<u8>)>) {
+    async fn run(mut self, mut inbound: mpsc::Receiver<Inbound>) {
         let mut tick = tokio::time::interval(Duration::from_millis(200));
         loop {
             tokio::select! {
                 message = inbound.recv() => {
-                    let Some((topic, payload)) = message else { return };
-                    self.on_message(&topic, &payload).await;
+                    let Some(message) = message else { return };
+                    let now = Instant::now();
+                    match message {
+                        Inbound::Message { topic, payload } => {
+                            self.on_message(&topic, &payload, now).await
+                        }
+                        Inbound::Oversize { topic, refusal } => {
+                            if self.topics.is_request(&topic) {
+                                self.counters.lock().unwrap().received += 1;
+                            }
+                            self.refuse(refusal, &topic).await
+                        }
+                        Inbound::Connected => {
+                            self.connected_since = Some(now);
+                            // Silence while the coordinator itself was cut off is not the agents'.
+                            self.cluster.touch_all(now);
+                        }
+                    }
                 }
                 _ = tick.tick() => self.on_tick().await,
             }
         }
     }
 
-    async fn on_message(&mut self, topic: &str, payload: &[u8]) {
-        let now = Instant::now();
-        if let Some(model) = self.topics.parse_request(topic) {
+    async fn on_message(&mut self, topic: &str, payload: &[u8], now: Instant) {
+        if self.topics.is_request(topic) {
             self.counters.lock().unwrap().received += 1;
-            match validate_request(
-                payload,
-                &model,
-                self.config.max_payload_bytes,
-                &self.cluster,
-            ) {
-                Ok(valid) => {
-                    if !self
-                        .recent
-                        .insert(&RecentIds::key(&valid.reply_to, &valid.request.id))
-                    {
-                        self.counters.lock().unwrap().duplicates += 1;
-                        tracing::debug!(id = %valid.request.id, "duplicate request ignored");
-                        return;
-                    }
-                    self.place(valid.request, 0, now).await;
-                }
-                Err(refusal) => self.refuse(refusal, topic).await,
-            }
+            self.on_request(topic, payload, now).await;
             return;
         }
         match self.topics.parse_agent(topic) {
             Some(AgentTopic::Status(agent)) => match decode::<AgentInfo>(payload) {
-                Ok(info) if info.agent == agent => {
-                    let orphans = self.cluster.on_status(info, now);
-                    self.counters.lock().unwrap().agents_online = self.cluster.online_count();
-                    self.reroute(orphans, now).await;
-                    self.unpark(now).await;
-                }
-                Ok(info) => {
-                    tracing::warn!(topic, claimed = %info.agent, "status names another agent; ignored")
-                }
+                Ok(info) => self.on_status(topic, &agent, info, now).await,
                 Err(e) => self.bad_agent_message(topic, &e.to_string()).await,
             },
-            Some(AgentTopic::Telemetry(_)) => match decode::<Telemetry>(payload) {
-                Ok(t) => {
-                    self.monitor.on_telemetry(&t);
-                    self.routing.on_telemetry(&t);
-                    self.cluster.on_telemetry(t, now);
-                    self.counters.lock().unwrap().agents_online = self.cluster.online_count();
-                    self.unpark(now).await;
-                }
+            Some(AgentTopic::Telemetry(agent)) => match decode::<Telemetry>(payload) {
+                Ok(t) => self.on_telemetry(topic, &agent, t, now).await,
                 Err(e) => self.bad_agent_message(topic, &e.to_string()).await,
             },
             _ => {}
         }
     }
 
+    async fn on_request(&mut self, topic: &str, payload: &[u8], now: Instant) {
+        let model = self.topics.parse_request(topic).unwrap_or_default();
+        let valid =
+            match decode_request(payload, &model, self.config.max_payload_bytes, &self.topics) {
+                Ok(valid) => valid,
+                Err(refusal) => return self.refuse(refusal, topic).await,
+            };
+        if !self.recent.insert(&valid.key) {
+            self.counters.lock().unwrap().duplicates += 1;
+            tracing::debug!(id = %valid.key.id, "duplicate request ignored");
+            return;
+        }
+        if let Some(refusal) = self.over_bound(&valid) {
+            return self.refuse(refusal, topic).await;
+        }
+        match self.cluster.model(&valid.request.model) {
+            Some(model) => {
+                if let Err(refusal) = check_against_model(&valid, model) {
+                    return self.refuse(refusal, topic).await;
+                }
+            }
+            None if self.warming_up(now) => {
+                tracing::debug!(id = %valid.key.id, model = %valid.request.model, "model not announced yet: parked while the fleet's status arrives");
+                return self.park(valid, 0, now);
+            }
+            None => {
+                let refusal = unknown_model(&valid);
+                return self.refuse(refusal, topic).await;
+            }
+        }
+        self.held.0 += 1;
+        self.held.1 += request_bytes(&valid.request);
+        self.place(valid, 0, now).await;
+    }
+
+    /// An `overloaded` refusal when holding `valid` would pass a configured bound.
+    fn over_bound(&self, valid: &ValidRequest) -> Option<Refusal> {
+        let (count, bytes) = self.held;
+        let max_bytes = self.config.max_held_mb as usize * 1024 * 1024;
+        let why = if count >= self.config.max_held_requests {
+            format!("the coordinator holds {count} unanswered requests, its limit")
+        } else if bytes + request_bytes(&valid.request) > max_bytes {
+            format!(
+                "the coordinator holds {} MiB of unanswered requests, its limit is {} MiB",
+                bytes / (1024 * 1024),
+                self.config.max_held_mb
+            )
+        } else {
+            return None;
+        };
+        let mut refusal = Refusal::new(ErrorCode::Overloaded, format!("{why}; retry later"));
+        refusal.id = Some(valid.key.id.clone());
+        refusal.reply_to = Some(valid.key.reply_to.clone());
+        Some(refusal)
+    }
+
+    fn warming_up(&self, now: Instant) -> bool {
+        let warmup = Duration::from_millis(self.config.fleet_warmup_ms);
+        self.connected_since
+            .is_none_or(|since| now.saturating_duration_since(since) < warmup)
+    }
+
+    async fn on_status(&mut self, topic: &str, agent: &str, info: AgentInfo, now: Instant) {
+        if info.agent != agent {
+            return self
+                .bad_agent_message(
+                    topic,
+                    &format!("status names agent {:?}", limits::shorten(&info.agent)),
+                )
+                .await;
+        }
+        if let Err(e) = info.check() {
+            return self.bad_agent_message(topic, &e.to_string()).await;
+        }
+        if !self.cluster.knows(agent) && self.cluster.len() >= self.config.max_agents {
+            let message = format!(
+                "the coordinator already tracks {} agents (max_agents)",
+                self.config.max_agents
+            );
+            return self.bad_agent_message(topic, &message).await;
+        }
+        let orphans = self.cluster.on_status(info, now);
+        self.counters.lock().unwrap().agents_online = self.cluster.online_count();
+        self.reroute(orphans, now).await;
+        self.unpark(now).await;
+    }
+
+    async fn on_telemetry(&mut self, topic: &str, agent: &str, t: Telemetry, now: Instant) {
+        if t.agent != agent {
+            let message = format!("telemetry names agent {:?}", limits::shorten(&t.agent));
+            return self.bad_agent_message(topic, &message).await;
+        }
+        if !self.cluster.knows(agent) {
+            // Telemetry before status (or from an agent never announced) carries nothing to use.
+            return;
+        }
+        if let Err(e) = t.check() {
+            return self.bad_agent_message(topic, &e.to_string()).await;
+        }
+        self.monitor.on_telemetry(&t);
+        self.routing.on_telemetry(&t);
+        let cleanup = self.cluster.on_telemetry(t, now);
+        self.count_cleanup(cleanup);
+        self.counters.lock().unwrap().agents_online = self.cluster.online_count();
+        self.unpark(now).await;
+    }
+
+    fn count_cleanup(&self, cleanup: LedgerCleanup) {
+        if cleanup == LedgerCleanup::default() {
+            return;
+        }
+        tracing::info!(
+            reconciled = cleanup.reconciled,
+            expired = cleanup.expired,
+            "ledger entries dropped: their agents do not hold them"
+        );
+        let mut c = self.counters.lock().unwrap();
+        c.ledger_reconciled += cleanup.reconciled as u64;
+        c.ledger_expired += cleanup.expired as u64;
+    }
+
     async fn on_tick(&mut self) {
         let now = Instant::now();
         let timeout = Duration::from_millis(self.config.telemetry_timeout_ms);
-        // Silence while the coordinator itself is cut off from the broker is not the agents'.
         let connected = self.connected.load(Ordering::Relaxed);
-        if connected && !self.was_connected {
-            self.cluster.touch_all(now);
-        }
-        self.was_connected = connected;
         let orphans = if connected {
             self.cluster.expire(now, timeout)
         } else {
             Vec::new()
         };
+        let ttl = Duration::from_millis(self.config.ledger_ttl_ms);
+        let cleanup = self.cluster.expire_ledger(now, ttl);
+        self.count_cleanup(cleanup);
         self.counters.lock().unwrap().agents_online = self.cluster.online_count();
         self.reroute(orphans, now).await;
         self.routing.tick(now);
@@ -337,18 +499,30 @@ impl Core {
             .is_some_and(|p| now.saturating_duration_since(p.since) > limit)
         {
             let p = self.parked.pop_front().expect("front exists");
-            let refusal = Refusal {
-                code: ErrorCode::NoCapacity,
-                message: format!(
-                    "no online agent could take model {:?} within {} ms",
-                    p.request.model, self.config.park_timeout_ms
-                ),
-                id: Some(p.request.id.clone()),
-                reply_to: p.request.reply_to.clone(),
+            let refusal = if self.cluster.model(&p.valid.request.model).is_none() {
+                unknown_model(&p.valid)
+            } else {
+                let mut r = Refusal::new(
+                    ErrorCode::NoCapacity,
+                    format!(
+                        "no online agent could take model {:?} within {} ms",
+                        p.valid.request.model, self.config.park_timeout_ms
+                    ),
+                );
+                r.id = Some(p.valid.key.id.clone());
+                r.reply_to = Some(p.valid.key.reply_to.clone());
+                r
             };
-            let topic = self.topics.request(&p.request.model);
+            let topic = self.topics.request(&p.valid.request.model);
             self.refuse(refusal, &topic).await;
         }
+        let (count, bytes) = self.cluster.held();
+        let parked_bytes: usize = self
+            .parked
+            .iter()
+            .map(|p| request_bytes(&p.valid.request))
+            .sum();
+        self.held = (count + self.parked.len(), bytes + parked_bytes);
         self.publish_snapshot(now);
     }
 
@@ -369,20 +543,22 @@ impl Core {
         tx.send_replace(Arc::new(snapshot));
     }
 
+    /// A status or telemetry message that cannot be used: counted, logged and dead-lettered.
     async fn bad_agent_message(&mut self, topic: &str, error: &str) {
-        self.counters.lock().unwrap().refused(ErrorCode::Malformed);
-        tracing::warn!(topic, error, "undecodable agent message ignored");
-        let reply =
-            ErrorReply::new(None, ErrorCode::Malformed, error, "coordinator").on_topic(topic);
+        self.counters.lock().unwrap().agent_messages_refused += 1;
+        tracing::warn!(topic = %limits::shorten(topic), error, "agent message refused");
+        let reply = ErrorReply::new(None, ErrorCode::Malformed, error, "coordinator")
+            .on_topic(limits::shorten(topic));
         self.publish(self.topics.dead_letters(), encode(&reply), QoS::AtLeastOnce)
             .await;
     }
 
+    /// Answers a refusal on its (validated) reply topic, or on `{prefix}/errors`.
     async fn refuse(&mut self, refusal: Refusal, topic: &str) {
         self.counters.lock().unwrap().refused(refusal.code);
-        tracing::warn!(code = %refusal.code, id = ?refusal.id, topic, "request refused: {}", refusal.message);
+        tracing::warn!(code = %refusal.code, id = ?refusal.id, topic = %limits::shorten(topic), "request refused: {}", refusal.message);
         let reply = ErrorReply::new(refusal.id, refusal.code, refusal.message, "coordinator")
-            .on_topic(topic);
+            .on_topic(limits::shorten(topic));
         let to = refusal
             .reply_to
             .unwrap_or_else(|| self.topics.dead_letters());
@@ -393,35 +569,66 @@ impl Core {
         for p in orphans {
             self.counters.lock().unwrap().rerouted += 1;
             tracing::info!(id = %p.request.id, attempt = p.attempt + 1, "re-routing a request from a lost agent");
-            self.place(p.request, p.attempt + 1, now).await;
+            let key = slim_protocol::RequestKey::new(
+                p.request.reply_to.clone().unwrap_or_default(),
+                p.request.id.clone(),
+            );
+            let valid = ValidRequest {
+                request: p.request,
+                key,
+            };
+            self.place(valid, p.attempt + 1, now).await;
         }
     }
 
+    fn park(&mut self, valid: ValidRequest, attempt: u16, now: Instant) {
+        self.held.0 += 1;
+        self.held.1 += request_bytes(&valid.request);
+        self.parked.push_back(Parked {
+            valid,
+            attempt,
+            since: now,
+        });
+    }
+
     async fn unpark(&mut self, now: Instant) {
+        if self.parked.is_empty() {
+            return;
+        }
         let waiting = std::mem::take(&mut self.parked);
         for p in waiting {
+            let Some(model) = self.cluster.model(&p.valid.request.model) else {
+                self.parked.push_back(p);
+                continue;
+            };
+            if let Err(refusal) = check_against_model(&p.valid, model) {
+                let topic = self.topics.request(&p.valid.request.model);
+                self.refuse(refusal, &topic).await;
+                continue;
+            }
             if self
                 .cluster
-                .observation(&p.request.model)
+                .observation(&p.valid.request.model)
                 .0
                 .devices
                 .is_empty()
             {
                 self.parked.push_back(p);
             } else {
-                self.place(p.request, p.attempt, now).await;
+                self.place(p.valid, p.attempt, now).await;
             }
         }
     }
 
-    async fn place(&mut self, request: InferRequest, attempt: u16, now: Instant) {
+    async fn place(&mut self, valid: ValidRequest, attempt: u16, now: Instant) {
+        let request = &valid.request;
         if attempt > self.config.max_attempts {
-            let refusal = Refusal {
-                code: ErrorCode::NoCapacity,
-                message: format!("gave up after {attempt} placements on agents that were lost"),
-                id: Some(request.id.clone()),
-                reply_to: request.reply_to.clone(),
-            };
+            let mut refusal = Refusal::new(
+                ErrorCode::NoCapacity,
+                format!("gave up after {attempt} placements on agents that were lost"),
+            );
+            refusal.id = Some(valid.key.id.clone());
+            refusal.reply_to = Some(valid.key.reply_to.clone());
             let topic = self.topics.request(&request.model);
             self.refuse(refusal, &topic).await;
             return;
@@ -429,7 +636,7 @@ impl Core {
         let (observation, ids) = self.cluster.observation(&request.model);
         if observation.devices.is_empty() {
             self.parked.push_back(Parked {
-                request,
+                valid,
                 attempt,
                 since: now,
             });
@@ -441,19 +648,21 @@ impl Core {
             min_accuracy: request.min_accuracy,
             deadline_ms: request.deadline_ms,
         };
-        let key = RecentIds::key(request.reply_to.as_deref().unwrap_or(""), &request.id);
-        let Some(route) = self.routing.route(&observation, &constraints, &key, now) else {
-            let refusal = Refusal {
-                code: ErrorCode::NoCapacity,
-                message: format!(
+        let Some(route) = self
+            .routing
+            .route(&observation, &constraints, &valid.key.wire(), now)
+        else {
+            let mut refusal = Refusal::new(
+                ErrorCode::NoCapacity,
+                format!(
                     "router {} found no eligible (agent, width, batch) among {} online agents \
                      (the ppo router needs agents that publish a device profile)",
                     self.routing.name(),
                     observation.devices.len()
                 ),
-                id: Some(request.id.clone()),
-                reply_to: request.reply_to.clone(),
-            };
+            );
+            refusal.id = Some(valid.key.id.clone());
+            refusal.reply_to = Some(valid.key.reply_to.clone());
             let topic = self.topics.request(&request.model);
             self.refuse(refusal, &topic).await;
             return;
@@ -472,18 +681,23 @@ impl Core {
             agent_outstanding: observation.devices[route.device].outstanding,
             attempt,
         };
-        let assignment = Assignment {
+        let mut assignment = Assignment {
             v: PROTOCOL_VERSION,
-            request: request.clone(),
+            request: valid.request,
             width: route.width,
             batch_size: route.batch_size,
             max_queue_delay_ms: self.config.max_queue_delay_ms,
             router: decision.router.clone(),
             assigned_at_ms: decision.at_ms,
             attempt,
+            mac: None,
         };
+        if let Some(key) = &self.assignment_key {
+            key.sign(&agent, &mut assignment);
+        }
+        let payload = encode(&assignment);
         self.cluster
-            .record_assignment(&agent, request, attempt, now);
+            .record_assignment(&agent, assignment.request, attempt, now);
         {
             let mut c = self.counters.lock().unwrap();
             c.routed += 1;
@@ -491,12 +705,8 @@ impl Core {
                 .entry((agent.clone(), (route.width * 1000.0).round() as u16))
                 .or_default() += 1;
         }
-        self.publish(
-            self.topics.assign(&agent),
-            encode(&assignment),
-            QoS::AtLeastOnce,
-        )
-        .await;
+        self.publish(self.topics.assign(&agent), payload, QoS::AtLeastOnce)
+            .await;
         self.monitor.on_decision(&decision);
         self.publish(self.topics.decisions(), encode(&decision), QoS::AtMostOnce)
             .await;
@@ -511,4 +721,14 @@ impl Core {
             tracing::error!(topic, error = %e, "publish failed: MQTT client closed");
         }
     }
+}
+
+fn unknown_model(valid: &ValidRequest) -> Refusal {
+    let mut refusal = Refusal::new(
+        ErrorCode::UnknownModel,
+        format!("no agent serves model {:?}", valid.request.model),
+    );
+    refusal.id = Some(valid.key.id.clone());
+    refusal.reply_to = Some(valid.key.reply_to.clone());
+    refusal
 }

@@ -6,7 +6,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use slim_protocol::{AgentInfo, InferRequest, ModelInfo, Telemetry};
+use slim_protocol::{AgentInfo, InferRequest, ModelInfo, RequestKey, Telemetry};
 use slim_router::{BatchOption, DeviceView, Observation, WidthOption};
 
 /// A request placed on an agent and not yet answered.
@@ -20,6 +20,31 @@ pub struct Pending {
     pub assigned_at: Instant,
 }
 
+impl Pending {
+    /// Bytes this entry holds (input, id and reply topic), for the held-bytes bound.
+    pub fn bytes(&self) -> usize {
+        request_bytes(&self.request)
+    }
+}
+
+/// Bytes a held request takes, roughly: its input tensor, id and reply topic.
+pub fn request_bytes(request: &InferRequest) -> usize {
+    request.input.data.len()
+        + request.id.len()
+        + request.reply_to.as_ref().map_or(0, String::len)
+        + 128
+}
+
+/// What reconciling the ledger with telemetry and its age did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct LedgerCleanup {
+    /// Entries dropped because the agent reported fewer outstanding requests than the ledger
+    /// held from before its previous report.
+    pub reconciled: usize,
+    /// Entries dropped for having waited longer than the ledger TTL.
+    pub expired: usize,
+}
+
 /// What the coordinator knows of one agent.
 #[derive(Debug, Clone)]
 pub struct AgentEntry {
@@ -31,14 +56,33 @@ pub struct AgentEntry {
     pub last_seen: Instant,
     /// Online and routable.
     pub online: bool,
-    /// Requests it holds.
-    pub pending: HashMap<String, Pending>,
+    /// Requests it holds, by key.
+    pub pending: HashMap<RequestKey, Pending>,
+    /// Outstanding count from its latest telemetry (its own figure, all coordinators' work).
+    pub reported_outstanding: Option<u32>,
+    /// When its latest and the previous telemetry arrived.
+    pub last_report_at: Option<Instant>,
+    prev_report_at: Option<Instant>,
     /// Mean batch compute latency per (model, width × 1000), exponentially smoothed, ms.
     pub latency_ms: HashMap<(String, u16), f32>,
     /// Mean compute time per request (batch time / batch size), exponentially smoothed, ms.
     pub per_request_ms: Option<f32>,
     /// Requests assigned since start.
     pub assigned: u64,
+}
+
+impl AgentEntry {
+    /// The load the router sees: the agent's own outstanding count from its latest report plus
+    /// what was assigned to it since, or the ledger alone before any report.
+    pub fn routing_outstanding(&self) -> u32 {
+        match (self.reported_outstanding, self.last_report_at) {
+            (Some(reported), Some(at)) => {
+                let since = self.pending.values().filter(|p| p.assigned_at > at).count() as u32;
+                reported.saturating_add(since)
+            }
+            _ => self.pending.len() as u32,
+        }
+    }
 }
 
 /// All agents, by id.
@@ -62,6 +106,9 @@ impl ClusterState {
             last_seen: now,
             online,
             pending: HashMap::new(),
+            reported_outstanding: None,
+            last_report_at: None,
+            prev_report_at: None,
             latency_ms: HashMap::new(),
             per_request_ms: None,
             assigned: 0,
@@ -86,18 +133,58 @@ impl ClusterState {
         }
     }
 
-    /// Applies telemetry: load figures, latencies, and the requests it has answered.
-    pub fn on_telemetry(&mut self, telemetry: Telemetry, now: Instant) {
+    /// True when `agent` has announced itself.
+    pub fn knows(&self, agent: &str) -> bool {
+        self.agents.contains_key(agent)
+    }
+
+    /// Number of agents known (online or not).
+    pub fn len(&self) -> usize {
+        self.agents.len()
+    }
+
+    /// True when no agent is known.
+    pub fn is_empty(&self) -> bool {
+        self.agents.is_empty()
+    }
+
+    /// Applies telemetry: load figures, latencies, and the requests it has answered. Ledger
+    /// entries from before the agent's previous report that exceed its own outstanding count
+    /// cannot still be there (their assignment or their `done` was lost): the oldest are dropped,
+    /// so phantom load is gone one report after it appears.
+    pub fn on_telemetry(&mut self, telemetry: Telemetry, now: Instant) -> LedgerCleanup {
+        let mut cleanup = LedgerCleanup::default();
         let Some(entry) = self.agents.get_mut(&telemetry.agent) else {
-            return;
+            return cleanup;
         };
         entry.last_seen = now;
         if !entry.online && entry.info.online {
             entry.online = true;
         }
-        for id in &telemetry.done {
-            entry.pending.remove(id);
+        for key in &telemetry.done {
+            if let Some(key) = RequestKey::from_wire(key) {
+                entry.pending.remove(&key);
+            }
         }
+        if let Some(previous) = entry.last_report_at {
+            let mut old: Vec<(Instant, RequestKey)> = entry
+                .pending
+                .iter()
+                .filter(|(_, p)| p.assigned_at <= previous)
+                .map(|(k, p)| (p.assigned_at, k.clone()))
+                .collect();
+            let excess = old.len().saturating_sub(telemetry.outstanding as usize);
+            if excess > 0 {
+                old.sort();
+                for (_, key) in old.into_iter().take(excess) {
+                    entry.pending.remove(&key);
+                }
+                cleanup.reconciled = excess;
+            }
+        }
+        entry.prev_report_at = entry.last_report_at;
+        entry.last_report_at = Some(now);
+        entry.reported_outstanding = Some(telemetry.outstanding);
         for batch in &telemetry.batches {
             let key = (batch.model.clone(), width_key(batch.width));
             let smoothed = entry.latency_ms.entry(key).or_insert(batch.compute_ms);
@@ -109,6 +196,32 @@ impl ClusterState {
             });
         }
         entry.telemetry = Some(telemetry);
+        cleanup
+    }
+
+    /// Drops ledger entries older than `ttl`: the agent neither answered them nor lost them
+    /// visibly, and holding them forever would let lost `done` reports grow the ledger.
+    pub fn expire_ledger(&mut self, now: Instant, ttl: Duration) -> LedgerCleanup {
+        let mut expired = 0;
+        for entry in self.agents.values_mut() {
+            let before = entry.pending.len();
+            entry
+                .pending
+                .retain(|_, p| now.saturating_duration_since(p.assigned_at) <= ttl);
+            expired += before - entry.pending.len();
+        }
+        LedgerCleanup {
+            reconciled: 0,
+            expired,
+        }
+    }
+
+    /// Requests held in every agent's ledger, and their bytes.
+    pub fn held(&self) -> (usize, usize) {
+        self.agents
+            .values()
+            .flat_map(|a| a.pending.values())
+            .fold((0, 0), |(n, b), p| (n + 1, b + p.bytes()))
     }
 
     /// Takes offline every agent silent for longer than `timeout`; returns their requests.
@@ -142,8 +255,9 @@ impl ClusterState {
     ) {
         if let Some(entry) = self.agents.get_mut(agent) {
             entry.assigned += 1;
+            let key = RequestKey::new(request.reply_to.clone().unwrap_or_default(), &request.id);
             entry.pending.insert(
-                request.id.clone(),
+                key,
                 Pending {
                     request,
                     attempt,
@@ -172,7 +286,7 @@ impl ClusterState {
                 let m = a.info.models.iter().find(|m| m.name == model)?;
                 ids.push(a.info.agent.clone());
                 let t = a.telemetry.as_ref();
-                let outstanding = a.pending.len() as u32;
+                let outstanding = a.routing_outstanding();
                 Some(DeviceView {
                     agent: a.info.agent.clone(),
                     online: true,
@@ -291,7 +405,13 @@ pub(crate) mod tests {
     }
 
     fn request(id: &str) -> InferRequest {
-        InferRequest::new(id, "digits", Tensor::from_u8(vec![1, 8, 8], vec![0; 64]))
+        let mut r = InferRequest::new(id, "digits", Tensor::from_u8(vec![1, 8, 8], vec![0; 64]));
+        r.reply_to = Some("replies/c".into());
+        r
+    }
+
+    fn key(id: &str) -> String {
+        RequestKey::new("replies/c", id).wire()
     }
 
     fn telemetry(agent: &str, done: &[&str]) -> Telemetry {
@@ -314,7 +434,7 @@ pub(crate) mod tests {
             completed: 0,
             errors: 0,
             batches: vec![],
-            done: done.iter().map(|s| s.to_string()).collect(),
+            done: done.iter().map(|id| key(id)).collect(),
             emulated: false,
         }
     }
@@ -331,6 +451,62 @@ pub(crate) mod tests {
         assert_eq!(orphans.len(), 1);
         assert_eq!(orphans[0].request.id, "r2");
         assert_eq!(s.observation("digits").0.devices.len(), 0);
+    }
+
+    #[test]
+    fn done_reports_clear_only_the_same_clients_request() {
+        let t0 = Instant::now();
+        let mut s = ClusterState::default();
+        s.on_status(info("a", true, 1), t0);
+        let mut other = request("r1");
+        other.reply_to = Some("replies/other".into());
+        s.record_assignment("a", request("r1"), 0, t0);
+        s.record_assignment("a", other, 0, t0);
+        s.on_telemetry(telemetry("a", &["r1"]), t0);
+        let left: Vec<_> = s.agents().flat_map(|a| a.pending.keys()).collect();
+        assert_eq!(left, vec![&RequestKey::new("replies/other", "r1")]);
+    }
+
+    #[test]
+    fn phantom_ledger_entries_disappear_one_report_after_the_agent_says_it_holds_nothing() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut s = ClusterState::default();
+        s.on_status(info("a", true, 1), t0);
+        for i in 0..15 {
+            s.record_assignment("a", request(&format!("lost{i}")), 0, t0);
+        }
+        // The first report after the loss: the agent holds nothing, but the ledger cannot yet
+        // tell lost assignments from ones still in flight.
+        let mut t = telemetry("a", &[]);
+        t.outstanding = 0;
+        assert_eq!(s.on_telemetry(t.clone(), t0 + ms(200)).reconciled, 0);
+        // Routing already trusts the agent's own count.
+        assert_eq!(s.observation("digits").0.devices[0].outstanding, 0);
+        s.record_assignment("a", request("fresh"), 0, t0 + ms(300));
+        assert_eq!(s.observation("digits").0.devices[0].outstanding, 1);
+        // One report later the lost ones are dropped; the fresh one is in flight and kept.
+        let cleanup = s.on_telemetry(t, t0 + ms(400));
+        assert_eq!(cleanup.reconciled, 15);
+        assert_eq!(s.held().0, 1);
+    }
+
+    #[test]
+    fn ledger_entries_expire_after_the_ttl() {
+        let t0 = Instant::now();
+        let mut s = ClusterState::default();
+        s.on_status(info("a", true, 1), t0);
+        s.record_assignment("a", request("r1"), 0, t0);
+        let ttl = Duration::from_secs(60);
+        assert_eq!(
+            s.expire_ledger(t0 + Duration::from_secs(59), ttl).expired,
+            0
+        );
+        assert_eq!(
+            s.expire_ledger(t0 + Duration::from_secs(61), ttl).expired,
+            1
+        );
+        assert_eq!(s.held(), (0, 0));
     }
 
     #[test]
@@ -393,7 +569,9 @@ pub(crate) mod tests {
         s.on_status(info("a", true, 1), t0);
         s.on_status(info("b", true, 1), t0);
         s.record_assignment("b", request("r1"), 0, t0);
-        s.on_telemetry(telemetry("b", &[]), t0);
+        let mut t = telemetry("b", &[]);
+        t.outstanding = 1;
+        s.on_telemetry(t, t0);
         let (obs, ids) = s.observation("digits");
         assert_eq!(ids, vec!["a", "b"]);
         assert_eq!(obs.devices[1].outstanding, 1);

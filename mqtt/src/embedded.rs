@@ -14,7 +14,7 @@ impl EmbeddedBroker {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         Self::start(
             SocketAddr::from(([127, 0, 0, 1], port)),
-            crate::DEFAULT_MAX_PACKET_BYTES,
+            crate::BROKER_MESSAGE_LIMIT_BYTES,
         )
     }
 

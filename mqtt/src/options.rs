@@ -7,8 +7,18 @@ use rumqttc::{
 };
 use serde::{Deserialize, Serialize};
 
-/// Largest MQTT packet accepted or sent by default: 4 MiB, room for a batch of images.
+/// Largest MQTT packet sent by default: 4 MiB, room for a batch of images.
 pub const DEFAULT_MAX_PACKET_BYTES: usize = 4 * 1024 * 1024;
+
+/// Largest publish payload the shipped brokers forward: `message_size_limit` in
+/// deploy/mosquitto/mosquitto.conf and the embedded broker's `max_payload_size`.
+pub const BROKER_MESSAGE_LIMIT_BYTES: usize = 8 * 1024 * 1024;
+
+/// Largest MQTT packet received by default: 16 MiB, above [`BROKER_MESSAGE_LIMIT_BYTES`] plus
+/// the longest topic, so no message a shipped broker forwards can make rumqttc drop the
+/// connection ("payload size limit exceeded"). Oversized requests are then refused with
+/// `too_large` by the process that reads them, and the connection stays up.
+pub const DEFAULT_MAX_INCOMING_PACKET_BYTES: usize = 16 * 1024 * 1024;
 
 /// Why a broker configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -52,8 +62,11 @@ pub struct BrokerOptions {
     pub client_key: Option<PathBuf>,
     /// Keep-alive interval in seconds; the broker fires the last will after 1.5× this much silence.
     pub keep_alive_s: u64,
-    /// Largest MQTT packet sent or received, bytes.
+    /// Largest MQTT packet sent, bytes.
     pub max_packet_bytes: usize,
+    /// Largest MQTT packet received, bytes. Keep it above the broker's message size limit: a
+    /// larger packet makes the client drop its connection.
+    pub max_incoming_packet_bytes: usize,
     /// Start a fresh MQTT session on every connect. Set it to false, with persistence enabled on
     /// the broker, so subscriptions and queued QoS 1 messages survive a broker restart.
     pub clean_session: bool,
@@ -70,6 +83,7 @@ impl Default for BrokerOptions {
             client_key: None,
             keep_alive_s: 5,
             max_packet_bytes: DEFAULT_MAX_PACKET_BYTES,
+            max_incoming_packet_bytes: DEFAULT_MAX_INCOMING_PACKET_BYTES,
             clean_session: true,
         }
     }
@@ -137,7 +151,7 @@ impl BrokerOptions {
         let mut options = MqttOptions::new(client_id, host, port);
         options
             .set_keep_alive(Duration::from_secs(self.keep_alive_s.max(1)))
-            .set_max_packet_size(self.max_packet_bytes, self.max_packet_bytes)
+            .set_max_packet_size(self.max_incoming_packet_bytes, self.max_packet_bytes)
             .set_request_channel_capacity(1024)
             .set_inflight(100)
             .set_clean_session(self.clean_session);

@@ -122,24 +122,50 @@ impl AgentInfo {
     /// Names, list lengths and figures within their limits.
     pub fn check(&self) -> Result<(), LimitError> {
         limits::check_name("agent", &self.agent)?;
+        for (what, text) in [
+            ("backend", &self.backend),
+            ("backend_reason", &self.backend_reason),
+            ("hostname", &self.device.hostname),
+            ("device kind", &self.device.kind),
+            ("cpu_model", &self.device.cpu_model),
+            ("gpu", self.device.gpu.as_ref().unwrap_or(&String::new())),
+        ] {
+            limits::check_text(what, text)?;
+        }
         limits::check_list("models", self.models.len())?;
         all(&self.models, |m| {
             limits::check_name("model", &m.name)?;
             limits::check_list("widths", m.widths.len())?;
-            limits::check_list("input_shape", m.input_shape.len())?;
+            if m.input_shape.len() > limits::MAX_TENSOR_DIMS {
+                return Err(LimitError::Value(format!(
+                    "input_shape of {} has {} dimensions",
+                    m.name,
+                    m.input_shape.len()
+                )));
+            }
             all(&m.widths, |w| {
                 limits::check_width(w.width)?;
+                limits::check_text("accuracy_source", &w.accuracy_source)?;
                 limits::check_fraction("top1", w.top1)
             })
         })?;
         if let Some(e) = &self.emulation {
-            limits::check_measure("slowdown", e.slowdown.into())?;
+            if !(e.slowdown.is_finite() && e.slowdown >= 1.0) {
+                return Err(LimitError::Value(format!(
+                    "slowdown must be at least 1, not {}",
+                    e.slowdown
+                )));
+            }
+            limits::check_text("emulation profile", e.profile.as_deref().unwrap_or(""))?;
         }
         if let Some(p) = &self.profile {
+            limits::check_text("profile name", &p.name)?;
+            limits::check_text("profile source", &p.source)?;
             limits::check_list("profile points", p.points.len())?;
             limits::check_measure("idle_power_w", p.idle_power_w.into())?;
             limits::check_measure("max_power_w", p.max_power_w.into())?;
             all(&p.points, |pt| {
+                limits::check_name("model", &pt.model)?;
                 limits::check_width(pt.width)?;
                 limits::check_measure("latency_ms", pt.latency_ms.into())?;
                 limits::check_measure("power_w", pt.power_w.unwrap_or(0.0).into())
@@ -187,6 +213,7 @@ impl Telemetry {
         }
         limits::check_measure("energy_j", self.energy_j)?;
         all(&self.batches, |b| {
+            limits::check_name("model", &b.model)?;
             limits::check_list("batch requests", b.requests.len())?;
             limits::check_width(b.width)?;
             limits::check_measure("queue_ms", b.queue_ms.into())?;
@@ -194,6 +221,7 @@ impl Telemetry {
             limits::check_measure("energy_j", b.energy_j.into())
         })?;
         all(&self.queues, |q| {
+            limits::check_name("model", &q.model)?;
             limits::check_width(q.width)?;
             limits::check_measure("oldest_wait_ms", q.oldest_wait_ms.into())
         })
@@ -222,7 +250,12 @@ mod tests {
     #[test]
     fn a_bad_reply_topic_is_refused_without_echoing_it() {
         let t = Topics::default();
-        for bad in ["x/+", "x\0y", "slim/v1/agents/a/assign", &"r".repeat(70_000)] {
+        for bad in [
+            "x/+",
+            "x\0y",
+            "slim/v1/agents/a/assign",
+            &"r".repeat(70_000),
+        ] {
             let mut r = request();
             r.reply_to = Some(bad.to_string());
             let e = r.check_fields(&t).unwrap_err();
@@ -251,6 +284,9 @@ mod tests {
         assert_eq!(r.check_fields(&t).unwrap_err().code, ErrorCode::BadShape);
         let mut r = request();
         r.model = "a/b".into();
-        assert_eq!(r.check_fields(&t).unwrap_err().code, ErrorCode::UnknownModel);
+        assert_eq!(
+            r.check_fields(&t).unwrap_err().code,
+            ErrorCode::UnknownModel
+        );
     }
 }

@@ -13,9 +13,13 @@ pub fn encode<T: Serialize>(message: &T) -> Vec<u8> {
     rmp_serde::to_vec_named(message).expect("message types always serialize")
 }
 
-/// Decodes a message.
+/// Decodes a message. A payload nested deeper than [`crate::limits::MAX_DEPTH`] is refused.
 pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, DecodeError> {
-    rmp_serde::from_slice(payload).map_err(|e| DecodeError(e.to_string()))
+    let mut decoder = rmp_serde::Deserializer::from_read_ref(payload);
+    // rmp-serde refuses a container when its count reaches 0, so allow one more: exactly
+    // MAX_DEPTH levels decode. Its default (1024) overflows a 2 MiB stack in a debug build.
+    decoder.set_max_depth(crate::limits::MAX_DEPTH + 1);
+    T::deserialize(&mut decoder).map_err(|e| DecodeError(e.to_string()))
 }
 
 /// What could be read of a payload that failed to decode.
@@ -442,12 +446,40 @@ mod tests {
         let mut deep = vec![0x81, 0xa1, b'x'];
         deep.extend(std::iter::repeat_n(0x91, 100_000));
         assert_eq!(peek_reply_address(&deep), PeekedAddress::default());
-        assert_eq!(peek_reply_address(&[0xdf, 0xff, 0xff, 0xff, 0xff]), PeekedAddress::default());
+        assert_eq!(
+            peek_reply_address(&[0xdf, 0xff, 0xff, 0xff, 0xff]),
+            PeekedAddress::default()
+        );
         let bytes = encode(&sample_request());
         for cut in 0..bytes.len() {
             let _ = peek_reply_address(&bytes[..cut]);
             let _ = peek_str(&bytes[..cut], &["input", "dtype"]);
         }
+    }
+
+    #[test]
+    fn payloads_nested_deeper_than_the_limit_are_refused() {
+        // A request with an unknown field of `levels` nested arrays: the request map is one level.
+        let nested = |levels: usize| {
+            let mut bytes = encode(&sample_request());
+            bytes[0] += 1;
+            bytes.extend(encode(&"extra"));
+            bytes.extend(std::iter::repeat_n(0x91, levels - 1));
+            bytes.push(0xc0);
+            bytes
+        };
+        assert!(decode::<InferRequest>(&nested(crate::limits::MAX_DEPTH)).is_ok());
+        let e = decode::<InferRequest>(&nested(crate::limits::MAX_DEPTH + 1)).unwrap_err();
+        assert!(e.to_string().contains("depth"), "{e}");
+        // Far past rmp-serde's own limit of 1024, on a 2 MiB stack in this unoptimized build.
+        let bomb = nested(100_000);
+        let decoded = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || decode::<InferRequest>(&bomb).is_ok())
+            .unwrap()
+            .join()
+            .unwrap();
+        assert!(!decoded);
     }
 
     #[test]

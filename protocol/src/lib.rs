@@ -11,6 +11,8 @@ mod check;
 mod codec;
 mod dedup;
 mod error;
+#[doc(hidden)]
+pub mod fuzz;
 mod key;
 pub mod limits;
 mod messages;

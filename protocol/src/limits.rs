@@ -19,6 +19,11 @@ pub const MAX_TOP_K: u16 = 1000;
 /// Most request keys one telemetry report carries in `done` and all `batches[].requests`
 /// together, counted in bytes of key text; the rest go in the next report.
 pub const MAX_REPORT_KEY_BYTES: usize = 128 * 1024;
+/// Deepest nesting of maps, arrays and ext values in a decoded payload. Every message type
+/// needs at most 5 levels; the rest is room for fields a newer version may add. Deeper payloads
+/// are refused before they are walked: each level costs the decoder stack, and a few hundred
+/// levels overflow a 2 MiB thread stack (Rust's and tokio's default) in an unoptimized build.
+pub const MAX_DEPTH: usize = 32;
 /// Most entries in any list of an agent's status or telemetry (models, widths, profile points,
 /// queues, batch records, done keys).
 pub const MAX_LIST_LEN: usize = 4096;
@@ -38,7 +43,9 @@ pub enum LimitError {
         why: &'static str,
     },
     /// A model or agent name breaks the naming rule.
-    #[error("{what} {shown:?} is not a valid name: 1 to {MAX_NAME_BYTES} bytes of A-Z a-z 0-9 . _ -")]
+    #[error(
+        "{what} {shown:?} is not a valid name: 1 to {MAX_NAME_BYTES} bytes of A-Z a-z 0-9 . _ -"
+    )]
     Name {
         /// `model` or `agent`.
         what: &'static str,
@@ -116,6 +123,11 @@ pub fn check_reply_to(topic: &str, topics: &Topics) -> Result<(), LimitError> {
     if topic.contains('\0') {
         return refuse("it contains a NUL character");
     }
+    // Mosquitto drops a client that publishes to a topic with control characters or Unicode
+    // non-characters ("malformed packet"), so answering there would disconnect us.
+    if topic.chars().any(|c| c.is_control() || is_noncharacter(c)) {
+        return refuse("it contains a control character or a Unicode non-character");
+    }
     if topic.contains(['+', '#']) {
         return refuse("it contains a wildcard (+ or #)");
     }
@@ -129,6 +141,27 @@ pub fn check_reply_to(topic: &str, topics: &Topics) -> Result<(), LimitError> {
         return refuse("only {prefix}/clients/... may be used under the deployment's prefix");
     }
     Ok(())
+}
+
+/// U+FDD0..=U+FDEF and every code point ending in FFFE or FFFF.
+fn is_noncharacter(c: char) -> bool {
+    let u = c as u32;
+    (0xFDD0..=0xFDEF).contains(&u) || (u & 0xFFFE) == 0xFFFE
+}
+
+/// Free text from an agent (host name, CPU model, reasons): at most this many bytes.
+pub const MAX_TEXT_BYTES: usize = 1024;
+
+/// Free text: at most [`MAX_TEXT_BYTES`].
+pub fn check_text(what: &str, text: &str) -> Result<(), LimitError> {
+    if text.len() <= MAX_TEXT_BYTES {
+        Ok(())
+    } else {
+        Err(LimitError::Value(format!(
+            "{what} is {} bytes; the limit is {MAX_TEXT_BYTES}",
+            text.len()
+        )))
+    }
 }
 
 /// A fraction such as an accuracy floor: finite and within 0..=1.
@@ -197,17 +230,23 @@ mod tests {
             "slim/v1/errors",
             "slim/v1",
             "slim/v1/clients/",
+            "replies/\u{1}",
+            "replies/\u{7f}",
+            "replies/\u{fdd0}",
+            "replies/\u{ffff}",
         ] {
             let e = check_reply_to(bad, &t).unwrap_err();
             assert_eq!(e.code(), ErrorCode::BadReplyTo, "{bad:?}");
         }
         let long = "r/".repeat(600);
         assert!(check_reply_to(&long, &t).is_err());
-        assert!(check_reply_to(&"x".repeat(70_000), &t)
-            .unwrap_err()
-            .to_string()
-            .len()
-            < 300);
+        assert!(
+            check_reply_to(&"x".repeat(70_000), &t)
+                .unwrap_err()
+                .to_string()
+                .len()
+                < 300
+        );
     }
 
     #[test]

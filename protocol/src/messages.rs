@@ -13,11 +13,12 @@ pub struct InferRequest {
     pub id: String,
     /// Model family name, e.g. `digits`.
     pub model: String,
-    /// One sample: `[C,H,W]` or `[1,C,H,W]`. `f32` is model-ready, `u8` is raw pixels.
-    pub input: Tensor,
     /// Topic the answer ([`InferResult`] or [`crate::ErrorReply`]) is published to.
     #[serde(default)]
     pub reply_to: Option<String>,
+    /// One sample (encoded after `reply_to`, so a truncated tensor still leaves the
+    /// reply address readable): `[C,H,W]` or `[1,C,H,W]`. `f32` is model-ready, `u8` is raw pixels.
+    pub input: Tensor,
     /// Pin a width (e.g. 0.5) instead of letting the router choose.
     #[serde(default)]
     pub width: Option<f32>,

@@ -181,7 +181,9 @@ mod tests {
             t.validate(),
             Err(TensorError::NotFinite { index: 1, .. })
         ));
-        assert!(Tensor::from_f32(vec![1], &[f32::INFINITY]).validate().is_err());
+        assert!(Tensor::from_f32(vec![1], &[f32::INFINITY])
+            .validate()
+            .is_err());
     }
 
     #[test]

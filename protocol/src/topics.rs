@@ -57,6 +57,14 @@ impl Topics {
         (!rest.is_empty() && !rest.contains('/')).then(|| rest.to_string())
     }
 
+    /// True for any topic under `{prefix}/requests/`, even one whose model level is empty,
+    /// nested or invalid (those are refused with an error, not ignored).
+    pub fn is_request(&self, topic: &str) -> bool {
+        topic
+            .strip_prefix(&self.prefix)
+            .is_some_and(|rest| rest.starts_with("/requests/"))
+    }
+
     /// Where the coordinator sends assignments for `agent`.
     pub fn assign(&self, agent: &str) -> String {
         format!("{}/agents/{agent}/assign", self.prefix)

@@ -202,6 +202,7 @@ async fn an_agent_refuses_a_bad_assignment_sent_straight_to_it() {
         router: "hand".into(),
         assigned_at_ms: 0,
         attempt: 0,
+        mac: None,
     };
     let e = expect_error(
         &client,

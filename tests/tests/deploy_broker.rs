@@ -526,3 +526,97 @@ async fn doctor_reports_the_broker_and_the_models() {
         "{report}"
     );
 }
+
+/// The shipped ACL lets only the coordinator write assignments: a client that publishes one on
+/// an agent's assign topic is dropped by the broker, so the agent never sees it (an agent
+/// holding the assignment key would count it as `unauthenticated` if it did). Signed work from
+/// the coordinator still flows over the secure broker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shipped_acl_keeps_clients_from_writing_assignments() {
+    let broker = SecureBroker::start("secure-assign");
+    let key = broker.dir.join("assignment.key");
+    std::fs::write(&key, "0f1e2d3c4b5a69788796a5b4c3d2e1f0\n").unwrap();
+    let coordinator = slim_coordinator::start(CoordinatorConfig {
+        id: "coordinator".into(),
+        topic_prefix: PREFIX.into(),
+        broker: broker.options(Some(("coordinator", "coord-pw"))),
+        telemetry_timeout_ms: 3000,
+        http_listen: None,
+        assignment_key_file: Some(key.clone()),
+        ..CoordinatorConfig::default()
+    })
+    .await
+    .unwrap();
+    let agent = slim_agent::start(AgentConfig {
+        assignment_key_file: Some(key),
+        ..agent_config(&broker, "agent-1", "agent1-pw")
+    })
+    .await
+    .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while coordinator.counters().agents_online < 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the coordinator never saw agent-1: {}",
+            broker.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let client = SlimClient::connect(
+        &broker.options(Some(("client-1", "client1-pw"))),
+        PREFIX,
+        "client-1",
+        &[],
+    )
+    .await
+    .unwrap();
+    let input = family_samples(&models_dir(), "digits").unwrap()[0]
+        .input
+        .clone();
+    let mut request = slim_protocol::InferRequest::new("forged-1", "digits", input.clone());
+    request.reply_to = Some(client.reply_topic().to_string());
+    let forged = slim_protocol::Assignment {
+        v: slim_protocol::PROTOCOL_VERSION,
+        request,
+        width: 0.25,
+        batch_size: 1,
+        max_queue_delay_ms: 0,
+        router: "forger".into(),
+        assigned_at_ms: 0,
+        attempt: 0,
+        mac: None,
+    };
+    let forged_answer = client.expect("forged-1");
+    client
+        .publish_raw(
+            &format!("{PREFIX}/agents/agent-1/assign"),
+            slim_protocol::encode(&forged),
+        )
+        .await
+        .unwrap();
+    // A signed request through the coordinator is answered after the forged one was sent.
+    let answer = client
+        .request(
+            slim_protocol::InferRequest::new("good-1", "digits", input),
+            ANSWER_TIMEOUT,
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(answer, slim::client::Reply::Result(_)),
+        "{answer:?}"
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), forged_answer)
+            .await
+            .is_err(),
+        "the forged assignment was run"
+    );
+    let refused = agent.rejections.lock().unwrap().clone();
+    assert!(
+        refused.is_empty(),
+        "the agent saw the forged assignment, so the ACL let it through: {refused:?}"
+    );
+    coordinator.shutdown().await;
+    agent.shutdown().await;
+}

@@ -7,8 +7,8 @@ use std::{
 };
 
 use slim_protocol::{
-    encode, BatchRecord, ErrorCode, ErrorReply, InferResult, QueueStat, RecentIds, Timings,
-    PROTOCOL_VERSION,
+    encode, limits::MAX_REPORT_KEY_BYTES, BatchRecord, ErrorCode, ErrorReply, InferResult,
+    QueueStat, RecentIds, RequestKey, Timings, PROTOCOL_VERSION,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -38,7 +38,18 @@ pub struct SchedulerConfig {
     pub store: Option<crate::store::Store>,
     /// Energy model for per-batch energy.
     pub energy: EnergyMeter,
+    /// Most requests queued or running at once; beyond it assignments are answered
+    /// `overloaded`.
+    pub max_queued: usize,
 }
+
+/// Assignments waiting for the actor to take them; beyond this the session answers
+/// `overloaded` instead of queuing more.
+const ASSIGN_CHANNEL_CAPACITY: usize = 1024;
+
+/// Answered keys and batch records waiting for a telemetry report; beyond this the oldest are
+/// dropped (the coordinator's ledger reconciles with the agent's outstanding count instead).
+const MAX_UNREPORTED: usize = 100_000;
 
 /// What the scheduler reports to telemetry; batch records and done ids are drained by the read.
 #[derive(Debug, Default, Clone)]
@@ -53,9 +64,13 @@ pub struct SchedulerReport {
     pub failed: u64,
     /// Duplicates ignored since start.
     pub duplicates: u64,
-    /// Batches since the previous report.
+    /// Assignments answered `overloaded` since start.
+    pub overloaded: u64,
+    /// Answered keys and batch records dropped unreported since start.
+    pub unreported_dropped: u64,
+    /// Batches since the previous report (paged: see [`MAX_REPORT_KEY_BYTES`]).
     pub batches: Vec<BatchRecord>,
-    /// Requests answered since the previous report.
+    /// Keys of requests answered since the previous report (paged likewise).
     pub done: Vec<String>,
     /// Memory taken by all loaded instances, bytes (measured when each loaded).
     pub instance_memory_bytes: u64,
@@ -68,7 +83,6 @@ pub struct SchedulerReport {
 }
 
 enum Command {
-    Assign(Box<ValidAssignment>),
     Done(Box<Finished>),
     Loaded(QueueKey, Result<(Instance, u64), String>),
     Report(oneshot::Sender<SchedulerReport>),
@@ -88,12 +102,12 @@ struct Finished {
 #[derive(Clone, Debug)]
 pub struct SchedulerHandle {
     tx: mpsc::UnboundedSender<Command>,
+    assign_tx: mpsc::Sender<Box<ValidAssignment>>,
 }
 
 impl std::fmt::Debug for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            Command::Assign(_) => "Assign",
             Command::Done(_) => "Done",
             Command::Loaded(..) => "Loaded",
             Command::Report(_) => "Report",
@@ -102,9 +116,13 @@ impl std::fmt::Debug for Command {
 }
 
 impl SchedulerHandle {
-    /// Queues a validated assignment.
-    pub fn assign(&self, assignment: ValidAssignment) {
-        let _ = self.tx.send(Command::Assign(Box::new(assignment)));
+    /// Queues a validated assignment; hands it back when the actor's inbox is full.
+    pub fn assign(&self, assignment: ValidAssignment) -> Result<(), Box<ValidAssignment>> {
+        self.assign_tx
+            .try_send(Box::new(assignment))
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(a) | mpsc::error::TrySendError::Closed(a) => a,
+            })
     }
 
     /// Current state, draining batch records and done ids.
@@ -123,6 +141,7 @@ pub fn spawn_scheduler(
     outbox: Outbox,
 ) -> (SchedulerHandle, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::unbounded_channel();
+    let (assign_tx, assign_rx) = mpsc::channel(ASSIGN_CHANNEL_CAPACITY);
     let actor = Actor {
         config,
         outbox,
@@ -138,7 +157,10 @@ pub fn spawn_scheduler(
         report: SchedulerReport::default(),
         self_tx: tx.clone(),
     };
-    (SchedulerHandle { tx }, tokio::spawn(actor.run(rx)))
+    (
+        SchedulerHandle { tx, assign_tx },
+        tokio::spawn(actor.run(rx, assign_rx)),
+    )
 }
 
 /// A loaded instance waiting for work, and since when.
@@ -161,11 +183,20 @@ struct Actor {
 }
 
 impl Actor {
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>) {
+    async fn run(
+        mut self,
+        mut rx: mpsc::UnboundedReceiver<Command>,
+        mut assignments: mpsc::Receiver<Box<ValidAssignment>>,
+    ) {
         loop {
             let wake = self.next_wake(Instant::now());
             let command = tokio::select! {
                 c = rx.recv() => c,
+                Some(a) = assignments.recv() => {
+                    self.enqueue(*a);
+                    self.dispatch();
+                    continue;
+                }
                 _ = tokio::time::sleep_until(wake.into()) => {
                     self.dispatch();
                     continue;
@@ -173,7 +204,6 @@ impl Actor {
             };
             let Some(command) = command else { break };
             match command {
-                Command::Assign(a) => self.enqueue(*a),
                 Command::Done(f) => self.finish(*f),
                 Command::Loaded(key, outcome) => self.on_loaded(key, outcome),
                 Command::Report(tx) => {
@@ -198,13 +228,27 @@ impl Actor {
     }
 
     fn enqueue(&mut self, a: ValidAssignment) {
-        if !self
-            .recent
-            .insert(&RecentIds::key(&a.reply_to, &a.request.id))
-        {
+        if self.recent.contains(&a.key) {
             self.report.duplicates += 1;
             tracing::debug!(id = %a.request.id, "duplicate request ignored: already accepted");
             return;
+        }
+        let held = self.batcher.len() + self.running;
+        if held >= self.config.max_queued {
+            self.report.overloaded += 1;
+            let message = format!(
+                "agent {} holds {held} requests, its limit (max_queued); retry later",
+                self.config.agent
+            );
+            self.reply_error(&a, ErrorCode::Overloaded, &message);
+            return;
+        }
+        self.recent.insert(&a.key);
+        // Stored only once accepted: a redelivered duplicate never re-enters the store.
+        if let (Some(store), Some(payload)) = (&self.config.store, &a.payload) {
+            if let Err(e) = store.accept(&a.key, payload) {
+                tracing::error!(error = %e, "cannot persist an accepted request");
+            }
         }
         let key = QueueKey::new(a.family.name(), a.width);
         let queued = Queued {
@@ -425,11 +469,11 @@ impl Actor {
                 router: a.router.clone(),
                 emulated: self.config.slowdown > 1.0,
             };
-            self.outbox.send(a.reply_to.clone(), encode(&result));
-            self.forget(&a.request.id);
+            self.outbox.send(a.key.reply_to.clone(), encode(&result));
+            self.forget(&a.key);
             self.report.completed += 1;
-            self.report.done.push(a.request.id.clone());
-            requests.push(RecentIds::key(&a.reply_to, &a.request.id));
+            self.report.done.push(a.key.wire());
+            requests.push(a.key.wire());
         }
         self.report.batches.push(BatchRecord {
             model: f.key.model.clone(),
@@ -444,23 +488,58 @@ impl Actor {
 
     fn fail(&mut self, a: &ValidAssignment, code: ErrorCode, message: &str) {
         self.report.failed += 1;
-        self.report.done.push(a.request.id.clone());
+        self.report.done.push(a.key.wire());
+        self.reply_error(a, code, message);
+        self.forget(&a.key);
+    }
+
+    fn reply_error(&self, a: &ValidAssignment, code: ErrorCode, message: &str) {
         let reply = ErrorReply::new(
-            Some(a.request.id.clone()),
+            Some(a.key.id.clone()),
             code,
             message,
             format!("agent:{}", self.config.agent),
         );
-        self.outbox.send(a.reply_to.clone(), encode(&reply));
-        self.forget(&a.request.id);
+        self.outbox.send(a.key.reply_to.clone(), encode(&reply));
     }
 
-    fn forget(&self, id: &str) {
+    fn forget(&self, key: &RequestKey) {
         if let Some(store) = &self.config.store {
-            if let Err(e) = store.answered(id) {
-                tracing::error!(id, error = %e, "cannot mark a request answered in the store");
+            if let Err(e) = store.answered(key) {
+                tracing::error!(id = %key.id, error = %e, "cannot mark a request answered in the store");
             }
         }
+    }
+
+    /// Takes the oldest answered keys and batch records that fit one report's key budget,
+    /// leaving the rest for the next report; drops the oldest beyond [`MAX_UNREPORTED`].
+    fn take_page(&mut self) -> (Vec<BatchRecord>, Vec<String>) {
+        let excess_done = self.report.done.len().saturating_sub(MAX_UNREPORTED);
+        let excess_batches = self.report.batches.len().saturating_sub(MAX_UNREPORTED);
+        if excess_done + excess_batches > 0 {
+            self.report.done.drain(..excess_done);
+            self.report.batches.drain(..excess_batches);
+            self.report.unreported_dropped += (excess_done + excess_batches) as u64;
+        }
+        // A record too large for any page keeps its figures and loses its key list.
+        for b in &mut self.report.batches {
+            if b.requests.iter().map(String::len).sum::<usize>() > MAX_REPORT_KEY_BYTES {
+                b.requests.clear();
+            }
+        }
+        let mut budget = MAX_REPORT_KEY_BYTES;
+        let mut fit = |keys: usize| {
+            let ok = keys <= budget;
+            if ok {
+                budget -= keys;
+            }
+            ok
+        };
+        let batches = take_while_fits(&mut self.report.batches, |b| {
+            fit(b.requests.iter().map(String::len).sum())
+        });
+        let done = take_while_fits(&mut self.report.done, |k| fit(k.len()));
+        (batches, done)
     }
 
     fn take_report(&mut self) -> SchedulerReport {
@@ -477,18 +556,47 @@ impl Actor {
                 instances: self.loaded.get(&s.key).copied().unwrap_or(0) as u16,
             })
             .collect();
+        let (batches, done) = self.take_page();
         SchedulerReport {
             queues,
             outstanding: (self.batcher.len() + self.running) as u32,
             completed: self.report.completed,
             failed: self.report.failed,
             duplicates: self.report.duplicates,
-            batches: std::mem::take(&mut self.report.batches),
-            done: std::mem::take(&mut self.report.done),
+            overloaded: self.report.overloaded,
+            unreported_dropped: self.report.unreported_dropped,
+            batches,
+            done,
             instance_memory_bytes: self.memory_used,
             memory_budget_bytes: self.config.policy.memory_budget_bytes,
             peak_instances: self.report.peak_instances,
             peak_instance_memory_bytes: self.report.peak_instance_memory_bytes,
         }
+    }
+}
+
+/// Removes and returns the longest prefix of `items` whose elements all `fit`.
+fn take_while_fits<T>(items: &mut Vec<T>, mut fit: impl FnMut(&T) -> bool) -> Vec<T> {
+    let n = items.iter().take_while(|item| fit(item)).count();
+    items.drain(..n).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_prefix_is_taken_while_it_fits_and_the_rest_stays() {
+        let mut items = vec![3, 4, 5, 1];
+        let mut budget = 8;
+        let taken = take_while_fits(&mut items, |&n| {
+            let ok = n <= budget;
+            if ok {
+                budget -= n;
+            }
+            ok
+        });
+        assert_eq!(taken, vec![3, 4]);
+        assert_eq!(items, vec![5, 1], "order kept for the next page");
     }
 }

@@ -245,6 +245,26 @@ pub fn render(s: &Snapshot) -> String {
         "Requests routed again after their agent was lost.",
         s.counters.rerouted,
     );
+    plain(
+        "slim_coordinator_mqtt_reconnects_total",
+        "Reconnections to the broker after the first connection.",
+        s.counters.reconnects,
+    );
+    plain(
+        "slim_agent_messages_refused_total",
+        "Agent status or telemetry refused: identity mismatch, limits, undecodable, or too many agents.",
+        s.counters.agent_messages_refused,
+    );
+    plain(
+        "slim_ledger_reconciled_total",
+        "Ledger entries dropped because the agent's own outstanding count showed them gone.",
+        s.counters.ledger_reconciled,
+    );
+    plain(
+        "slim_ledger_expired_total",
+        "Ledger entries dropped after ledger_ttl_ms without an answer.",
+        s.counters.ledger_expired,
+    );
     let gauge = |name: &str, help: &str, value: i64| {
         r.int_gauge(name, help, &[])
             .with_label_values(&[] as &[&str])

@@ -81,6 +81,12 @@ async fn healthz() -> &'static str {
 /// Connected to the broker and at least one agent online; 503 otherwise.
 async fn readyz(State(http): State<HttpState>) -> (StatusCode, String) {
     let online = http.snapshot().agents.iter().filter(|a| a.online).count();
+    if !slim_mqtt::daemon::healthy() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: a task panicked; the process is exiting\n".into(),
+        );
+    }
     if !http.connected() {
         (
             StatusCode::SERVICE_UNAVAILABLE,

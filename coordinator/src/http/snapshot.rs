@@ -156,6 +156,14 @@ pub struct CountersView {
     pub duplicates: u64,
     /// Agents online now.
     pub agents_online: usize,
+    /// MQTT reconnects after the first connection.
+    pub reconnects: u64,
+    /// Agent status or telemetry messages refused.
+    pub agent_messages_refused: u64,
+    /// Ledger entries dropped by reconciliation with the agents' own counts.
+    pub ledger_reconciled: u64,
+    /// Ledger entries dropped after the ledger TTL.
+    pub ledger_expired: u64,
     /// Refusals by error code; every code is present.
     pub refused: BTreeMap<String, u64>,
 }
@@ -168,6 +176,10 @@ impl From<&Counters> for CountersView {
             rerouted: c.rerouted,
             duplicates: c.duplicates,
             agents_online: c.agents_online,
+            reconnects: c.reconnects,
+            agent_messages_refused: c.agent_messages_refused,
+            ledger_reconciled: c.ledger_reconciled,
+            ledger_expired: c.ledger_expired,
             refused: ErrorCode::ALL
                 .iter()
                 .map(|code| {

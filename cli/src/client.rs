@@ -3,7 +3,7 @@
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::Context;
@@ -34,6 +34,34 @@ impl Reply {
 }
 
 type Waiters = Arc<Mutex<HashMap<String, oneshot::Sender<Reply>>>>;
+
+/// How long the client waits for an answer before publishing the request again, same id
+/// (docs/protocol.md, "Retrying"): long enough that a busy system answers first, short enough
+/// that a request lost in a broker restart is recovered within a few seconds.
+pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(2);
+
+/// Ids answered recently, to tell a duplicate answer from a stray one.
+#[derive(Debug, Default)]
+struct Answered {
+    ids: std::collections::HashSet<String>,
+    order: std::collections::VecDeque<String>,
+    duplicates: u64,
+}
+
+impl Answered {
+    const CAPACITY: usize = 100_000;
+
+    fn record(&mut self, id: &str) {
+        if self.ids.insert(id.to_string()) {
+            self.order.push_back(id.to_string());
+            if self.order.len() > Self::CAPACITY {
+                if let Some(old) = self.order.pop_front() {
+                    self.ids.remove(&old);
+                }
+            }
+        }
+    }
+}
 type Taps = Arc<Mutex<Vec<(String, mpsc::UnboundedSender<(String, Vec<u8>)>)>>>;
 
 /// A connected client.
@@ -44,6 +72,8 @@ pub struct SlimClient {
     reply_topic: String,
     waiters: Waiters,
     taps: Taps,
+    answered: Arc<Mutex<Answered>>,
+    retry_after: Option<Duration>,
     task: Arc<tokio::task::JoinHandle<()>>,
 }
 
@@ -68,15 +98,17 @@ impl SlimClient {
         let (client, mut eventloop) = broker.connect(client_id, None)?;
         let waiters: Waiters = Default::default();
         let taps: Taps = Default::default();
+        let answered: Arc<Mutex<Answered>> = Default::default();
         let (subscribed, mut subacks) = mpsc::unbounded_channel::<()>();
         let mut filters = vec![reply_topic.clone()];
         filters.extend(extra.iter().cloned());
         let task = {
-            let (client, waiters, taps, subscribed) = (
+            let (client, waiters, taps, subscribed, answered) = (
                 client.clone(),
                 waiters.clone(),
                 taps.clone(),
                 subscribed.clone(),
+                answered.clone(),
             );
             let reply_topic = reply_topic.clone();
             tokio::spawn(async move {
@@ -102,8 +134,16 @@ impl SlimClient {
                             }
                             if p.topic == reply_topic {
                                 if let Some((id, reply)) = Reply::decode(&p.payload) {
-                                    if let Some(tx) = waiters.lock().unwrap().remove(&id) {
-                                        let _ = tx.send(reply);
+                                    let waiter = waiters.lock().unwrap().remove(&id);
+                                    let mut seen = answered.lock().unwrap();
+                                    match waiter {
+                                        Some(tx) => {
+                                            seen.record(&id);
+                                            let _ = tx.send(reply);
+                                        }
+                                        // At least once: a second answer is dropped, counted.
+                                        None if seen.ids.contains(&id) => seen.duplicates += 1,
+                                        None => {}
                                     }
                                 }
                             }
@@ -129,8 +169,23 @@ impl SlimClient {
             reply_topic,
             waiters,
             taps,
+            answered,
+            retry_after: Some(DEFAULT_RETRY_AFTER),
             task: Arc::new(task),
         })
+    }
+
+    /// Sets how long to wait for an answer before publishing a request again with the same
+    /// id; `None` sends each request once.
+    pub fn with_retry(mut self, retry_after: Option<Duration>) -> Self {
+        self.retry_after = retry_after;
+        self
+    }
+
+    /// Answers dropped because their request was already answered (at-least-once delivery,
+    /// retries), since connect.
+    pub fn duplicate_answers(&self) -> u64 {
+        self.answered.lock().unwrap().duplicates
     }
 
     /// The topic answers come back on.
@@ -151,29 +206,59 @@ impl SlimClient {
         rx
     }
 
-    /// Sends `request` (its `reply_to` is set to this client's) and returns the pending answer.
-    pub async fn send(
+    /// Sends `request` once (its `reply_to` is set to this client's) and returns the pending
+    /// answer.
+    pub async fn send(&self, request: InferRequest) -> anyhow::Result<oneshot::Receiver<Reply>> {
+        self.send_until(request, None).await
+    }
+
+    /// Sends `request` and, while it has no answer and `until` has not passed, publishes it
+    /// again with the same id every retry period. The system answers a repeat from what it
+    /// already knows (docs/protocol.md, "Retrying"), so a request or answer lost in a broker
+    /// restart is recovered, and duplicates are dropped here.
+    pub async fn send_until(
         &self,
         mut request: InferRequest,
+        until: Option<Instant>,
     ) -> anyhow::Result<oneshot::Receiver<Reply>> {
         request.reply_to = Some(self.reply_topic.clone());
         let (tx, rx) = oneshot::channel();
-        self.waiters.lock().unwrap().insert(request.id.clone(), tx);
+        let id = request.id.clone();
+        self.waiters.lock().unwrap().insert(id.clone(), tx);
+        let topic = self.topics.request(&request.model);
+        let payload = encode(&request);
         self.client
-            .publish(
-                self.topics.request(&request.model),
-                QoS::AtLeastOnce,
-                false,
-                encode(&request),
-            )
+            .publish(topic.clone(), QoS::AtLeastOnce, false, payload.clone())
             .await?;
+        if let (Some(every), Some(until)) = (self.retry_after, until) {
+            let (client, waiters) = (self.client.clone(), self.waiters.clone());
+            tokio::spawn(async move {
+                loop {
+                    let next = Instant::now() + every;
+                    if next >= until {
+                        return;
+                    }
+                    tokio::time::sleep_until(next.into()).await;
+                    if !waiters.lock().unwrap().contains_key(&id) {
+                        return;
+                    }
+                    tracing::debug!(%id, "no answer yet: request published again");
+                    let _ = client
+                        .publish(topic.clone(), QoS::AtLeastOnce, false, payload.clone())
+                        .await;
+                }
+            });
+        }
         Ok(rx)
     }
 
-    /// Sends `request` and waits up to `timeout` for its answer.
+    /// Sends `request` (retrying as [`SlimClient::send_until`]) and waits up to `timeout` for
+    /// its answer.
     pub async fn request(&self, request: InferRequest, timeout: Duration) -> anyhow::Result<Reply> {
         let id = request.id.clone();
-        let rx = self.send(request).await?;
+        let rx = self
+            .send_until(request, Some(Instant::now() + timeout))
+            .await?;
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(reply)) => Ok(reply),
             _ => {

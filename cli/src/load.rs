@@ -56,6 +56,8 @@ pub struct LoadReport {
     pub outcomes: Vec<Outcome>,
     /// Wall time from the first send to the last answer.
     pub elapsed: Duration,
+    /// Answers dropped as duplicates of an answered request during the run.
+    pub duplicates: u64,
 }
 
 /// Runs an open-loop Poisson load through `client`, drawing inputs from `samples`.
@@ -74,6 +76,8 @@ pub async fn run_open_loop(
     let mut sent = 0usize;
     // Ids must be unique across runs, so they do not come from the seeded generator.
     let run_id = uuid::Uuid::new_v4().simple().to_string();
+    let duplicates_before = client.duplicate_answers();
+    let retry_until = start + spec.duration + spec.drain;
     while next.duration_since(start) < spec.duration {
         tokio::time::sleep_until(next.into()).await;
         let sample = &samples[rng.gen_range(0..samples.len())];
@@ -87,7 +91,7 @@ pub async fn run_open_loop(
         request.min_accuracy = spec.min_accuracy;
         request.deadline_ms = spec.deadline_ms;
         request.sent_at_ms = Some(slim_protocol::now_ms());
-        let pending = client.send(request).await?;
+        let pending = client.send_until(request, Some(retry_until)).await?;
         sent += 1;
         let (tx, label, sent_at) = (tx.clone(), sample.label, Instant::now());
         tokio::spawn(async move {
@@ -118,6 +122,7 @@ pub async fn run_open_loop(
         sent,
         outcomes,
         elapsed: last.duration_since(start),
+        duplicates: client.duplicate_answers() - duplicates_before,
     })
 }
 
@@ -132,6 +137,8 @@ pub struct Summary {
     pub errored: BTreeMap<String, usize>,
     /// Never answered.
     pub lost: usize,
+    /// Second answers to an answered request, dropped by the client.
+    pub duplicates: u64,
     /// Results per second over the run.
     pub throughput: f64,
     /// Latency percentiles of results, ms: p50, p95, p99, mean.
@@ -155,6 +162,7 @@ impl LoadReport {
     pub fn summary(&self) -> Summary {
         let mut s = Summary {
             sent: self.sent,
+            duplicates: self.duplicates,
             ..Default::default()
         };
         let mut latencies = Vec::new();
@@ -217,8 +225,8 @@ impl std::fmt::Display for Summary {
         let errored: usize = self.errored.values().sum();
         writeln!(
             f,
-            "  requests   sent {}  answered {}  errored {}  lost {}",
-            self.sent, self.answered, errored, self.lost
+            "  requests   sent {}  answered {}  errored {}  lost {}  duplicate answers dropped {}",
+            self.sent, self.answered, errored, self.lost, self.duplicates
         )?;
         for (code, n) in &self.errored {
             writeln!(f, "             error {code}: {n}")?;

@@ -50,6 +50,10 @@ pub struct CoordinatorConfig {
     /// A routed request its agent has not reported answered within this long leaves the
     /// ledger (counted), milliseconds.
     pub ledger_ttl_ms: u64,
+    /// A repeat of a routed request arriving this long after its assignment is a client's
+    /// retry: it is sent again to the agent that holds or answered it. Earlier repeats are
+    /// MQTT redeliveries and are ignored. Milliseconds.
+    pub resend_after_ms: u64,
     /// Most agents tracked; announcements from further agent ids are refused.
     pub max_agents: usize,
     /// For this long after connecting, a request for a model no agent has announced yet is
@@ -96,6 +100,7 @@ impl Default for CoordinatorConfig {
             max_held_requests: 100_000,
             max_held_mb: 512,
             ledger_ttl_ms: 120_000,
+            resend_after_ms: 1000,
             max_agents: 1000,
             fleet_warmup_ms: 3000,
             assignment_key_file: None,

@@ -17,6 +17,8 @@ pub struct Counters {
     pub agents_online: usize,
     /// Redelivered requests ignored.
     pub duplicates: u64,
+    /// Retried requests sent again to the agent that holds or answered them.
+    pub resent: u64,
     /// MQTT reconnects after the first connection.
     pub reconnects: u64,
     /// Agent status or telemetry refused (identity mismatch, limits, undecodable, too many agents).

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use rumqttc::{AsyncClient, Event, EventLoop, LastWill, Packet, QoS};
 use slim_protocol::{
     decode, encode, limits, now_ms, AgentInfo, AgentTopic, Assignment, AssignmentKey,
-    CoordinatorStatus, Decision, ErrorCode, ErrorReply, RecentIds, Refusal, Telemetry, Topics,
+    CoordinatorStatus, Decision, ErrorCode, ErrorReply, Refusal, Telemetry, Topics,
     PROTOCOL_VERSION,
 };
 use slim_router::RouteRequest;
@@ -172,7 +172,6 @@ pub async fn start(config: CoordinatorConfig) -> anyhow::Result<CoordinatorHandl
         client: client.clone(),
         routing,
         cluster: ClusterState::default(),
-        recent: RecentIds::new(100_000),
         parked: VecDeque::new(),
         assignment_key,
         held: (0, 0),
@@ -290,7 +289,6 @@ struct Core {
     client: AsyncClient,
     routing: Routing,
     cluster: ClusterState,
-    recent: RecentIds,
     parked: VecDeque<Parked>,
     /// Signs assignments, when the deployment has a key.
     assignment_key: Option<AssignmentKey>,
@@ -363,9 +361,7 @@ impl Core {
                 Ok(valid) => valid,
                 Err(refusal) => return self.refuse(refusal, topic).await,
             };
-        if !self.recent.insert(&valid.key) {
-            self.counters.lock().unwrap().duplicates += 1;
-            tracing::debug!(id = %valid.key.id, "duplicate request ignored");
+        if self.on_repeat(&valid, now).await {
             return;
         }
         if let Some(refusal) = self.over_bound(&valid) {
@@ -389,6 +385,81 @@ impl Core {
         self.held.0 += 1;
         self.held.1 += request_bytes(&valid.request);
         self.place(valid, 0, now).await;
+    }
+
+    /// Handles a request whose key this coordinator already holds or answered; false when the
+    /// key is new to it. A repeat soon after the assignment is an MQTT redelivery and is
+    /// ignored; a later one is a client's retry after a lost message, and the assignment goes
+    /// to the same agent again (it ignores what it is still running and replays a cached
+    /// answer). A request that was refused, or answered longer ago than the answer window, is
+    /// routed again.
+    async fn on_repeat(&mut self, valid: &ValidRequest, now: Instant) -> bool {
+        let resend_after = Duration::from_millis(self.config.resend_after_ms);
+        let target = if let Some((agent, p)) = self.cluster.holder(&valid.key) {
+            if now.saturating_duration_since(p.assigned_at) < resend_after {
+                None
+            } else {
+                Some((agent.to_string(), p.width, p.batch_size, p.attempt))
+            }
+        } else if let Some(by) = self.cluster.answered_by(&valid.key, now) {
+            match by.width {
+                Some(width) => Some((by.agent.to_string(), width, self.config.batch_size, 0)),
+                // Answered before this coordinator started: route it like a new request.
+                None => return false,
+            }
+        } else if self.parked.iter().any(|p| p.valid.key == valid.key) {
+            None
+        } else {
+            return false;
+        };
+        let Some((agent, width, batch_size, attempt)) = target else {
+            self.counters.lock().unwrap().duplicates += 1;
+            tracing::debug!(id = %valid.key.id, "duplicate request ignored");
+            return true;
+        };
+        self.counters.lock().unwrap().resent += 1;
+        tracing::info!(id = %valid.key.id, %agent, "a retried request is sent again to the agent that holds or answered it");
+        let assignment = self.assignment(valid.request.clone(), &agent, width, batch_size, attempt);
+        self.cluster.record_assignment(
+            &agent,
+            valid.request.clone(),
+            attempt,
+            (width, batch_size),
+            now,
+        );
+        self.publish(
+            self.topics.assign(&agent),
+            encode(&assignment),
+            QoS::AtLeastOnce,
+        )
+        .await;
+        true
+    }
+
+    /// The (signed, when there is a key) assignment of `request` to `agent`.
+    fn assignment(
+        &self,
+        request: slim_protocol::InferRequest,
+        agent: &str,
+        width: f32,
+        batch_size: u16,
+        attempt: u16,
+    ) -> Assignment {
+        let mut assignment = Assignment {
+            v: PROTOCOL_VERSION,
+            request,
+            width,
+            batch_size,
+            max_queue_delay_ms: self.config.max_queue_delay_ms,
+            router: self.routing.name().to_string(),
+            assigned_at_ms: now_ms(),
+            attempt,
+            mac: None,
+        };
+        if let Some(key) = &self.assignment_key {
+            key.sign(agent, &mut assignment);
+        }
+        assignment
     }
 
     /// An `overloaded` refusal when holding `valid` would pass a configured bound.
@@ -681,23 +752,21 @@ impl Core {
             agent_outstanding: observation.devices[route.device].outstanding,
             attempt,
         };
-        let mut assignment = Assignment {
-            v: PROTOCOL_VERSION,
-            request: valid.request,
-            width: route.width,
-            batch_size: route.batch_size,
-            max_queue_delay_ms: self.config.max_queue_delay_ms,
-            router: decision.router.clone(),
-            assigned_at_ms: decision.at_ms,
+        let assignment = self.assignment(
+            valid.request,
+            &agent,
+            route.width,
+            route.batch_size,
             attempt,
-            mac: None,
-        };
-        if let Some(key) = &self.assignment_key {
-            key.sign(&agent, &mut assignment);
-        }
+        );
         let payload = encode(&assignment);
-        self.cluster
-            .record_assignment(&agent, assignment.request, attempt, now);
+        self.cluster.record_assignment(
+            &agent,
+            assignment.request,
+            attempt,
+            (route.width, route.batch_size),
+            now,
+        );
         {
             let mut c = self.counters.lock().unwrap();
             c.routed += 1;

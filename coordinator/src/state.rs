@@ -7,6 +7,8 @@ use std::{
 };
 
 use slim_protocol::{AgentInfo, InferRequest, ModelInfo, RequestKey, Telemetry};
+
+use crate::answered::{Answered, AnsweredBy};
 use slim_router::{BatchOption, DeviceView, Observation, WidthOption};
 
 /// A request placed on an agent and not yet answered.
@@ -18,6 +20,10 @@ pub struct Pending {
     pub attempt: u16,
     /// When it was last placed.
     pub assigned_at: Instant,
+    /// The width it was assigned.
+    pub width: f32,
+    /// The batch size it was assigned.
+    pub batch_size: u16,
 }
 
 impl Pending {
@@ -85,10 +91,17 @@ impl AgentEntry {
     }
 }
 
-/// All agents, by id.
-#[derive(Debug, Default)]
+/// All agents, by id, and the requests they answered recently.
+#[derive(Debug)]
 pub struct ClusterState {
     agents: BTreeMap<String, AgentEntry>,
+    answered: Answered,
+}
+
+impl Default for ClusterState {
+    fn default() -> Self {
+        Self::new(100_000, Duration::from_secs(120))
+    }
 }
 
 fn width_key(width: f32) -> u16 {
@@ -96,6 +109,29 @@ fn width_key(width: f32) -> u16 {
 }
 
 impl ClusterState {
+    /// An empty cluster that remembers up to `answered_capacity` answered requests for
+    /// `answered_ttl`.
+    pub fn new(answered_capacity: usize, answered_ttl: Duration) -> Self {
+        Self {
+            agents: BTreeMap::new(),
+            answered: Answered::new(answered_capacity, answered_ttl),
+        }
+    }
+
+    /// The agent holding `key` in its ledger, with the ledger entry.
+    pub fn holder(&self, key: &RequestKey) -> Option<(&str, &Pending)> {
+        self.agents
+            .iter()
+            .find_map(|(id, a)| a.pending.get(key).map(|p| (id.as_str(), p)))
+    }
+
+    /// The online agent that answered `key` recently, if any.
+    pub fn answered_by(&self, key: &RequestKey, now: Instant) -> Option<&AnsweredBy> {
+        self.answered
+            .get(key, now)
+            .filter(|by| self.agents.get(&*by.agent).is_some_and(|a| a.online))
+    }
+
     /// Applies a status message. Returns the requests to re-route if the agent went offline.
     pub fn on_status(&mut self, info: AgentInfo, now: Instant) -> Vec<Pending> {
         let id = info.agent.clone();
@@ -161,9 +197,15 @@ impl ClusterState {
         if !entry.online && entry.info.online {
             entry.online = true;
         }
+        let agent: std::sync::Arc<str> = telemetry.agent.as_str().into();
         for key in &telemetry.done {
             if let Some(key) = RequestKey::from_wire(key) {
-                entry.pending.remove(&key);
+                let width = entry.pending.remove(&key).map(|p| p.width);
+                let by = AnsweredBy {
+                    agent: agent.clone(),
+                    width,
+                };
+                self.answered.insert(&key, by, now);
             }
         }
         if let Some(previous) = entry.last_report_at {
@@ -202,6 +244,7 @@ impl ClusterState {
     /// Drops ledger entries older than `ttl`: the agent neither answered them nor lost them
     /// visibly, and holding them forever would let lost `done` reports grow the ledger.
     pub fn expire_ledger(&mut self, now: Instant, ttl: Duration) -> LedgerCleanup {
+        self.answered.expire(now);
         let mut expired = 0;
         for entry in self.agents.values_mut() {
             let before = entry.pending.len();
@@ -251,6 +294,7 @@ impl ClusterState {
         agent: &str,
         request: InferRequest,
         attempt: u16,
+        (width, batch_size): (f32, u16),
         now: Instant,
     ) {
         if let Some(entry) = self.agents.get_mut(agent) {
@@ -262,6 +306,8 @@ impl ClusterState {
                     request,
                     attempt,
                     assigned_at: now,
+                    width,
+                    batch_size,
                 },
             );
         }
@@ -444,8 +490,8 @@ pub(crate) mod tests {
         let t0 = Instant::now();
         let mut s = ClusterState::default();
         assert!(s.on_status(info("a", true, 1), t0).is_empty());
-        s.record_assignment("a", request("r1"), 0, t0);
-        s.record_assignment("a", request("r2"), 0, t0);
+        s.record_assignment("a", request("r1"), 0, (0.5, 1), t0);
+        s.record_assignment("a", request("r2"), 0, (0.5, 1), t0);
         s.on_telemetry(telemetry("a", &["r1"]), t0);
         let orphans = s.on_status(info("a", false, 1), t0);
         assert_eq!(orphans.len(), 1);
@@ -460,8 +506,8 @@ pub(crate) mod tests {
         s.on_status(info("a", true, 1), t0);
         let mut other = request("r1");
         other.reply_to = Some("replies/other".into());
-        s.record_assignment("a", request("r1"), 0, t0);
-        s.record_assignment("a", other, 0, t0);
+        s.record_assignment("a", request("r1"), 0, (0.5, 1), t0);
+        s.record_assignment("a", other, 0, (0.5, 1), t0);
         s.on_telemetry(telemetry("a", &["r1"]), t0);
         let left: Vec<_> = s.agents().flat_map(|a| a.pending.keys()).collect();
         assert_eq!(left, vec![&RequestKey::new("replies/other", "r1")]);
@@ -474,7 +520,7 @@ pub(crate) mod tests {
         let mut s = ClusterState::default();
         s.on_status(info("a", true, 1), t0);
         for i in 0..15 {
-            s.record_assignment("a", request(&format!("lost{i}")), 0, t0);
+            s.record_assignment("a", request(&format!("lost{i}")), 0, (0.5, 1), t0);
         }
         // The first report after the loss: the agent holds nothing, but the ledger cannot yet
         // tell lost assignments from ones still in flight.
@@ -483,7 +529,7 @@ pub(crate) mod tests {
         assert_eq!(s.on_telemetry(t.clone(), t0 + ms(200)).reconciled, 0);
         // Routing already trusts the agent's own count.
         assert_eq!(s.observation("digits").0.devices[0].outstanding, 0);
-        s.record_assignment("a", request("fresh"), 0, t0 + ms(300));
+        s.record_assignment("a", request("fresh"), 0, (0.5, 1), t0 + ms(300));
         assert_eq!(s.observation("digits").0.devices[0].outstanding, 1);
         // One report later the lost ones are dropped; the fresh one is in flight and kept.
         let cleanup = s.on_telemetry(t, t0 + ms(400));
@@ -496,7 +542,7 @@ pub(crate) mod tests {
         let t0 = Instant::now();
         let mut s = ClusterState::default();
         s.on_status(info("a", true, 1), t0);
-        s.record_assignment("a", request("r1"), 0, t0);
+        s.record_assignment("a", request("r1"), 0, (0.5, 1), t0);
         let ttl = Duration::from_secs(60);
         assert_eq!(
             s.expire_ledger(t0 + Duration::from_secs(59), ttl).expired,
@@ -514,7 +560,7 @@ pub(crate) mod tests {
         let t0 = Instant::now();
         let mut s = ClusterState::default();
         s.on_status(info("a", true, 1), t0);
-        s.record_assignment("a", request("r1"), 0, t0);
+        s.record_assignment("a", request("r1"), 0, (0.5, 1), t0);
         assert!(s
             .expire(t0 + Duration::from_millis(900), Duration::from_secs(1))
             .is_empty());
@@ -530,7 +576,7 @@ pub(crate) mod tests {
         let t0 = Instant::now();
         let mut s = ClusterState::default();
         s.on_status(info("a", true, 1), t0);
-        s.record_assignment("a", request("r1"), 0, t0);
+        s.record_assignment("a", request("r1"), 0, (0.5, 1), t0);
         let orphans = s.on_status(info("a", true, 2), t0);
         assert_eq!(orphans.len(), 1);
         assert_eq!(s.online_count(), 1);
@@ -543,7 +589,7 @@ pub(crate) mod tests {
         let mut first = info("a", true, 1);
         first.durable = true;
         s.on_status(first, t0);
-        s.record_assignment("a", request("r1"), 0, t0);
+        s.record_assignment("a", request("r1"), 0, (0.5, 1), t0);
         let mut second = info("a", true, 2);
         second.durable = true;
         assert!(s.on_status(second, t0).is_empty(), "it resumes them itself");
@@ -568,7 +614,7 @@ pub(crate) mod tests {
         let mut s = ClusterState::default();
         s.on_status(info("a", true, 1), t0);
         s.on_status(info("b", true, 1), t0);
-        s.record_assignment("b", request("r1"), 0, t0);
+        s.record_assignment("b", request("r1"), 0, (0.5, 1), t0);
         let mut t = telemetry("b", &[]);
         t.outstanding = 1;
         s.on_telemetry(t, t0);

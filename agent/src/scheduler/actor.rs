@@ -2,18 +2,19 @@
 //! the async threads and hands results to the outbox.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     time::{Duration, Instant},
 };
 
 use slim_protocol::{
     encode, limits::MAX_REPORT_KEY_BYTES, BatchRecord, ErrorCode, ErrorReply, InferResult,
-    QueueStat, RecentIds, RequestKey, Timings, PROTOCOL_VERSION,
+    QueueStat, RequestKey, Timings, PROTOCOL_VERSION,
 };
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
     instances::{InstancePolicy, ScaleDecision, ScaleInput},
+    replay::{ReplayCache, ReplayLimits},
     Batch, Batcher, QueueKey, Queued,
 };
 use crate::{
@@ -62,8 +63,10 @@ pub struct SchedulerReport {
     pub completed: u64,
     /// Requests that failed inside the agent since start.
     pub failed: u64,
-    /// Duplicates ignored since start.
+    /// Duplicates of queued or running requests ignored since start.
     pub duplicates: u64,
+    /// Repeats of answered requests answered again from the replay cache since start.
+    pub replayed: u64,
     /// Assignments answered `overloaded` since start.
     pub overloaded: u64,
     /// Answered keys and batch records dropped unreported since start.
@@ -152,7 +155,8 @@ pub fn spawn_scheduler(
         instance_bytes: HashMap::new(),
         memory_used: 0,
         running_batches: 0,
-        recent: RecentIds::new(100_000),
+        inflight: HashSet::new(),
+        replay: ReplayCache::new(ReplayLimits::default()),
         running: 0,
         report: SchedulerReport::default(),
         self_tx: tx.clone(),
@@ -176,7 +180,10 @@ struct Actor {
     instance_bytes: HashMap<QueueKey, u64>,
     memory_used: u64,
     running_batches: usize,
-    recent: RecentIds,
+    /// Keys of the requests queued or running.
+    inflight: HashSet<RequestKey>,
+    /// Answers recently sent, for repeats of answered requests.
+    replay: ReplayCache,
     running: usize,
     report: SchedulerReport,
     self_tx: mpsc::UnboundedSender<Command>,
@@ -228,9 +235,15 @@ impl Actor {
     }
 
     fn enqueue(&mut self, a: ValidAssignment) {
-        if self.recent.contains(&a.key) {
+        if self.inflight.contains(&a.key) {
             self.report.duplicates += 1;
-            tracing::debug!(id = %a.request.id, "duplicate request ignored: already accepted");
+            tracing::debug!(id = %a.request.id, "duplicate request ignored: already queued or running");
+            return;
+        }
+        if let Some(answer) = self.replay.get(&a.key, Instant::now()) {
+            self.report.replayed += 1;
+            tracing::debug!(id = %a.request.id, "repeat of an answered request: answer sent again");
+            self.outbox.send(a.key.reply_to.clone(), answer.to_vec());
             return;
         }
         let held = self.batcher.len() + self.running;
@@ -243,7 +256,7 @@ impl Actor {
             self.reply_error(&a, ErrorCode::Overloaded, &message);
             return;
         }
-        self.recent.insert(&a.key);
+        self.inflight.insert(a.key.clone());
         // Stored only once accepted: a redelivered duplicate never re-enters the store.
         if let (Some(store), Some(payload)) = (&self.config.store, &a.payload) {
             if let Err(e) = store.accept(&a.key, payload) {
@@ -262,6 +275,7 @@ impl Actor {
 
     fn dispatch(&mut self) {
         let now = Instant::now();
+        self.replay.expire(now);
         loop {
             let free = &self.free;
             let next = self
@@ -469,7 +483,11 @@ impl Actor {
                 router: a.router.clone(),
                 emulated: self.config.slowdown > 1.0,
             };
-            self.outbox.send(a.key.reply_to.clone(), encode(&result));
+            let payload = encode(&result);
+            self.replay
+                .insert(a.key.clone(), payload.clone(), f.started_at + f.compute);
+            self.outbox.send(a.key.reply_to.clone(), payload);
+            self.inflight.remove(&a.key);
             self.forget(&a.key);
             self.report.completed += 1;
             self.report.done.push(a.key.wire());
@@ -490,6 +508,7 @@ impl Actor {
         self.report.failed += 1;
         self.report.done.push(a.key.wire());
         self.reply_error(a, code, message);
+        self.inflight.remove(&a.key);
         self.forget(&a.key);
     }
 
@@ -563,6 +582,7 @@ impl Actor {
             completed: self.report.completed,
             failed: self.report.failed,
             duplicates: self.report.duplicates,
+            replayed: self.report.replayed,
             overloaded: self.report.overloaded,
             unreported_dropped: self.report.unreported_dropped,
             batches,

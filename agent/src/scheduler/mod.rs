@@ -4,8 +4,10 @@ mod actor;
 mod batcher;
 mod instances;
 mod memory;
+mod replay;
 
 pub use actor::{spawn_scheduler, SchedulerConfig, SchedulerHandle, SchedulerReport};
 pub use batcher::{Batch, Batcher, QueueKey, QueueSnapshot, Queued};
 pub use instances::{InstancePolicy, ScaleDecision, ScaleInput};
 pub use memory::resident_bytes;
+pub use replay::{ReplayCache, ReplayLimits};

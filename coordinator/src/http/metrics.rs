@@ -246,6 +246,11 @@ pub fn render(s: &Snapshot) -> String {
         s.counters.rerouted,
     );
     plain(
+        "slim_requests_resent_total",
+        "Retried requests sent again to the agent that holds or answered them.",
+        s.counters.resent,
+    );
+    plain(
         "slim_coordinator_mqtt_reconnects_total",
         "Reconnections to the broker after the first connection.",
         s.counters.reconnects,

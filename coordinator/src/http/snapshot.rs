@@ -156,6 +156,8 @@ pub struct CountersView {
     pub duplicates: u64,
     /// Agents online now.
     pub agents_online: usize,
+    /// Retried requests sent again to the agent that holds or answered them.
+    pub resent: u64,
     /// MQTT reconnects after the first connection.
     pub reconnects: u64,
     /// Agent status or telemetry messages refused.
@@ -176,6 +178,7 @@ impl From<&Counters> for CountersView {
             rerouted: c.rerouted,
             duplicates: c.duplicates,
             agents_online: c.agents_online,
+            resent: c.resent,
             reconnects: c.reconnects,
             agent_messages_refused: c.agent_messages_refused,
             ledger_reconciled: c.ledger_reconciled,

@@ -91,7 +91,43 @@ pub struct LocalCluster {
     id_prefix: String,
 }
 
+/// The coordinator's configuration for `spec` on `broker`.
+fn coordinator_config(spec: &ClusterSpec, broker: &BrokerOptions) -> CoordinatorConfig {
+    let id_prefix = spec.topic_prefix.replace('/', "-");
+    CoordinatorConfig {
+        id: format!("{id_prefix}-coordinator"),
+        topic_prefix: spec.topic_prefix.clone(),
+        broker: broker.clone(),
+        router: spec.router,
+        policy: spec.policy.clone(),
+        shared_group: spec.shared_group.clone(),
+        telemetry_timeout_ms: spec.telemetry_timeout_ms,
+        http_listen: spec.http_listen.clone(),
+        online: spec.online.clone(),
+        assignment_key_file: spec.assignment_key_file.clone(),
+        ..CoordinatorConfig::default()
+    }
+}
+
 impl LocalCluster {
+    /// Stops the coordinator without a goodbye, as a crash would.
+    pub fn kill_coordinator(&mut self) {
+        if let Some(c) = self.coordinator.take() {
+            c.kill();
+        }
+    }
+
+    /// Starts a coordinator again (after [`LocalCluster::kill_coordinator`]), with the same
+    /// configuration; it does not wait for the agents.
+    pub async fn restart_coordinator(&mut self) -> anyhow::Result<()> {
+        if let Some(c) = self.coordinator.take() {
+            c.shutdown().await;
+        }
+        let config = coordinator_config(&self.spec, &self.broker);
+        self.coordinator = Some(slim_coordinator::start(config).await?);
+        Ok(())
+    }
+
     /// Starts the broker (if embedded), the coordinator and the agents, and waits until the
     /// coordinator has seen every agent.
     pub async fn start(spec: ClusterSpec) -> anyhow::Result<Self> {
@@ -108,20 +144,7 @@ impl LocalCluster {
             ..BrokerOptions::from_url(url)
         };
         let id_prefix = spec.topic_prefix.replace('/', "-");
-        let coordinator = slim_coordinator::start(CoordinatorConfig {
-            id: format!("{id_prefix}-coordinator"),
-            topic_prefix: spec.topic_prefix.clone(),
-            broker: broker.clone(),
-            router: spec.router,
-            policy: spec.policy.clone(),
-            shared_group: spec.shared_group.clone(),
-            telemetry_timeout_ms: spec.telemetry_timeout_ms,
-            http_listen: spec.http_listen.clone(),
-            online: spec.online.clone(),
-            assignment_key_file: spec.assignment_key_file.clone(),
-            ..CoordinatorConfig::default()
-        })
-        .await?;
+        let coordinator = slim_coordinator::start(coordinator_config(&spec, &broker)).await?;
         let mut cluster = Self {
             broker,
             embedded,

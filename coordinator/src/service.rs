@@ -89,6 +89,14 @@ impl CoordinatorHandle {
         }
     }
 
+    /// Stops every task at once without a goodbye, as a crash would; the broker then publishes
+    /// the last will.
+    pub fn kill(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+
     /// Resolves when any of the coordinator's tasks ends (it never should while running), and
     /// says which and how.
     pub async fn failed(&mut self) -> String {

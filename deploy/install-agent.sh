@@ -1,4 +1,4 @@
 #!/usr/bin/env bash
-# Installs the Slim Scheduler agent as a hardened systemd service; see deploy/install.sh for the
-# options (--binary, --features, --models, --uninstall, --purge) and DESTDIR/PREFIX.
+# Installs the Slim Scheduler agent as a hardened systemd service; `--help` lists the options
+# (--binary, --features, --models, --uninstall, --purge) and DESTDIR/PREFIX.
 exec "$(dirname "$0")/install.sh" agent "$@"

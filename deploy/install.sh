@@ -1,28 +1,49 @@
 #!/usr/bin/env bash
 # Installs (or uninstalls) a Slim Scheduler agent or coordinator as a systemd service.
-# Use the wrappers: deploy/install-agent.sh and deploy/install-coordinator.sh.
-#
-#   install.sh agent|coordinator [--binary PATH] [--features LIST] [--models DIR]
-#                                [--uninstall [--purge]] [--dry-detect]
-#
-# Without --binary it builds the binary from this checkout with cargo, choosing the cargo
-# features from the detected hardware (Jetson, desktop NVIDIA GPU, CPU only).
-#
-# Environment:
-#   DESTDIR                    stage everything under this root (implies no systemctl, no useradd)
-#   PREFIX                     where binaries and shared files go (default /usr/local)
-#   SLIM_INSTALL_NO_SYSTEMCTL  1: do not run systemctl, useradd or chown (set by DESTDIR)
-#   SLIM_PROBE_ROOT            root the hardware detection reads (default /; for tests)
-#
-# Idempotent: a second run changes nothing and says so. An existing /etc/slim/<role>.toml is
-# never overwritten. --uninstall removes the binary and the unit and keeps the configuration
-# and the state directory; --purge removes those too (and the `slim` user if nothing uses it).
+# Use the wrappers: deploy/install-agent.sh and deploy/install-coordinator.sh (see usage below).
 set -euo pipefail
+
+usage() {
+  cat <<'USAGE'
+Usage: install.sh agent|coordinator [options]
+       (deploy/install-agent.sh and deploy/install-coordinator.sh fill in the role)
+
+Installs slim-agent or slim-coordinator as a hardened systemd service: the binary, the unit,
+/etc/slim/<role>.toml (generated once, never overwritten) and, for the agent, the model families.
+
+Options:
+  --binary PATH     install this binary; without it, build one from this checkout with cargo,
+                    choosing the cargo features from the detected hardware (Jetson, desktop
+                    NVIDIA GPU, CPU only). Required with DESTDIR.
+  --features LIST   cargo features for that build (default: chosen from the hardware)
+  --models DIR      copy the model families in DIR (each sub-folder with a manifest.toml; nothing
+                    else) to $PREFIX/share/slim/models
+  --uninstall       remove the binary and the unit; keep the configuration, the state and the
+                    models
+  --purge           with --uninstall: also remove the configuration, the state directory, the
+                    installed models, and the `slim` user if no service uses it
+  --dry-detect      print the detected hardware and the chosen features, change nothing
+  -h, --help        this text
+
+Environment:
+  DESTDIR                    stage everything under this root (implies no systemctl, no
+                             useradd; needs --binary: nothing is built)
+  PREFIX                     where binaries and shared files go (default /usr/local)
+  SLIM_INSTALL_NO_SYSTEMCTL  1: do not run systemctl, useradd or chown (set by DESTDIR)
+  SLIM_PROBE_ROOT            root the hardware detection reads (default /; for tests)
+
+Idempotent: a second run changes nothing and says so.
+USAGE
+}
+
+for arg in "$@"; do
+  case "$arg" in -h | --help) usage; exit 0 ;; esac
+done
 
 role=${1:-}
 case "$role" in
   agent | coordinator) shift ;;
-  *) echo "usage: $0 agent|coordinator [options] (see the header of this script)" >&2; exit 2 ;;
+  *) echo "usage: $0 agent|coordinator [options] (--help lists them)" >&2; exit 2 ;;
 esac
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -34,18 +55,29 @@ models=""
 uninstall=0
 purge=0
 detect_only=0
+# The value of option $1, which must be present and not look like another option.
+value() {
+  if [ $# -lt 2 ] || [ -z "$2" ] || [ "${2#--}" != "$2" ]; then
+    echo "$name: $1 needs a value (--help lists the options)" >&2
+    exit 2
+  fi
+  printf '%s' "$2"
+}
 while [ $# -gt 0 ]; do
   case "$1" in
-    --binary) binary=$2; shift 2 ;;
-    --features) features=$2; shift 2 ;;
-    --models) models=$2; shift 2 ;;
+    --binary) binary=$(value "$@"); shift 2 ;;
+    --features) features=$(value "$@"); shift 2 ;;
+    --models) models=$(value "$@"); shift 2 ;;
     --uninstall) uninstall=1; shift ;;
     --purge) purge=1; shift ;;
     --dry-detect) detect_only=1; shift ;;
-    -h | --help) sed -n '2,20p' "$0"; exit 0 ;;
-    *) echo "unknown option $1" >&2; exit 2 ;;
+    *) echo "$name: unknown option $1 (--help lists the options)" >&2; exit 2 ;;
   esac
 done
+if [ "$purge" = 1 ] && [ "$uninstall" = 0 ]; then
+  echo "$name: --purge goes with --uninstall" >&2
+  exit 2
+fi
 
 DESTDIR=${DESTDIR:-}
 PREFIX=${PREFIX:-/usr/local}
@@ -172,21 +204,30 @@ if [ "$uninstall" = 1 ]; then
   done
   systemctl_ daemon-reload || true
   if [ "$purge" = 1 ]; then
-    for f in "$config" "$statedir"; do
+    purged=("$config" "$statedir")
+    # Only the agent installs models (--models).
+    [ "$role" = agent ] && purged+=("$sharedir/models")
+    for f in "${purged[@]}"; do
       if [ -e "$DESTDIR$f" ]; then rm -rf "${DESTDIR:?}$f"; say "removed $f"; fi
     done
-    rmdir "$DESTDIR$confdir" 2>/dev/null || true
+    for d in "$confdir" "$sharedir"; do rmdir "$DESTDIR$d" 2>/dev/null || true; done
     if [ -z "$no_systemctl" ] && id slim >/dev/null 2>&1 &&
       [ ! -e /etc/systemd/system/slim-agent.service ] && [ ! -e /etc/systemd/system/slim-coordinator.service ]; then
       userdel slim && say "removed user slim"
     fi
   else
-    say "kept $config and $statedir (--purge removes them)"
+    kept="$config and $statedir"
+    [ "$role" = agent ] && [ -e "$DESTDIR$sharedir/models" ] && kept="$config, $statedir and $sharedir/models"
+    say "kept $kept (--purge removes them)"
   fi
   exit 0
 fi
 
 # --- binary ---------------------------------------------------------------------------------
+if [ -z "$binary" ] && [ -n "$DESTDIR" ]; then
+  echo "$name: DESTDIR stages files and builds nothing: pass --binary PATH (e.g. cargo build --release -p $name${features:+ --features $features}, then --binary target/release/$name)" >&2
+  exit 2
+fi
 if [ -z "$binary" ]; then
   command -v cargo >/dev/null || { echo "$name: no --binary and no cargo: build it elsewhere (docs/deploy.md) and pass --binary" >&2; exit 1; }
   args=(build --release --locked -p "$name")
@@ -226,13 +267,32 @@ put 0644 "$tmp/$unit" "$unitdir/$unit"
 
 if [ -n "$models" ]; then
   [ -d "$models" ] || { echo "$name: --models $models is not a folder" >&2; exit 1; }
-  mkdir -p "$DESTDIR$sharedir/models"
-  if command -v rsync >/dev/null; then
-    rsync -a --delete --exclude pipeline --out-format="$name: installed models/%n" "$models/" "$DESTDIR$sharedir/models/"
-  else
-    cp -a "$models/." "$DESTDIR$sharedir/models/"
-    say "copied models to $sharedir/models"
-  fi
+  # Only model families (sub-folders with a manifest.toml): not the build pipeline, its Python
+  # virtual environment or anything else that lives next to them.
+  families=()
+  for manifest in "$models"/*/manifest.toml; do
+    [ -f "$manifest" ] && families+=("$(dirname "$manifest")")
+  done
+  [ ${#families[@]} -gt 0 ] || { echo "$name: --models $models holds no model family (no */manifest.toml)" >&2; exit 1; }
+  for family in "${families[@]}"; do
+    fname=$(basename "$family")
+    updated=0 total=0
+    while IFS= read -r -d '' file; do
+      rel=${file#"$family"/}
+      dest="$DESTDIR$sharedir/models/$fname/$rel"
+      total=$((total + 1))
+      if ! { [ -e "$dest" ] && cmp -s "$file" "$dest"; }; then
+        install -D -m 0644 "$file" "$dest"
+        updated=$((updated + 1))
+      fi
+    done < <(find "$family" -type f -print0)
+    if [ "$updated" = 0 ]; then
+      say "unchanged $sharedir/models/$fname ($total files)"
+    else
+      say "installed $sharedir/models/$fname ($updated of $total files)"
+      changed=1
+    fi
+  done
 fi
 
 if [ -e "$DESTDIR$config" ]; then
@@ -252,9 +312,20 @@ else
   else
     cp "$tmp/generated.toml" "$tmp/$role.toml"
   fi
+  # The secured-broker keys, commented out, in the [broker] table (docs/deploy.md, section 2).
+  awk '
+    { print }
+    /^\[broker\]$/ {
+      print "# For a secured broker (mqtts://, password file, ACL), uncomment and fill in:"
+      print "# username = \"\""
+      print "# password = \"\""
+      print "# ca_file = \"/etc/slim/ca.crt\""
+    }
+  ' "$tmp/$role.toml" > "$tmp/$role.toml.new"
+  mv "$tmp/$role.toml.new" "$tmp/$role.toml"
   install -D -m 0640 "$tmp/$role.toml" "$DESTDIR$config"
   [ -z "$no_systemctl" ] && chgrp slim "$DESTDIR$config"
-  say "wrote $config (edit broker.url, username, password, ca_file)"
+  say "wrote $config (set url under [broker]; for a secured broker, uncomment username, password and ca_file there)"
   changed=1
 fi
 chmod 0755 "$DESTDIR$confdir"

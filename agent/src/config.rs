@@ -62,7 +62,9 @@ pub struct AgentConfig {
     pub profile: Option<PathBuf>,
     /// Most requests queued or running at once; further assignments are answered `overloaded`.
     pub max_queued: usize,
-    /// Longest queue delay honoured from an assignment, milliseconds; longer ones are capped.
+    /// Longest an idle model instance waits for its batch to fill, milliseconds. 0 (the
+    /// default) is work-conserving: an idle instance takes what is queued at once, and batches
+    /// form while every instance of the queue is busy. An assignment can only lower it.
     pub max_queue_delay_ms: u32,
     /// File with the key shared with the coordinator (at least 16 bytes). When set, only
     /// assignments signed with it run; others are refused `unauthenticated` on `{prefix}/errors`.
@@ -115,7 +117,7 @@ impl Default for AgentConfig {
             outbox_max_mb: 64,
             outbox_max_age_s: 3600,
             max_queued: 4096,
-            max_queue_delay_ms: 1000,
+            max_queue_delay_ms: slim_protocol::DEFAULT_BATCH_DELAY_MS,
             assignment_key_file: None,
             energy: EnergyModelConfig::default(),
         }

@@ -47,6 +47,10 @@ struct RunArgs {
     /// Broker URL, e.g. mqtt://127.0.0.1:1883 or mqtts://broker:8883.
     #[arg(long, env = "SLIM_BROKER")]
     broker: Option<String>,
+    /// Topic prefix of the deployment (default slim/v1); every agent, coordinator and client
+    /// of one deployment uses the same.
+    #[arg(long, env = "SLIM_TOPIC_PREFIX")]
+    topic_prefix: Option<String>,
     /// MQTT username.
     #[arg(long, env = "SLIM_MQTT_USERNAME")]
     username: Option<String>,
@@ -112,6 +116,9 @@ impl RunArgs {
         if let Some(v) = self.id {
             config.id = v;
         }
+        if let Some(v) = self.topic_prefix {
+            config.topic_prefix = v;
+        }
         if let Some(v) = self.models_dir {
             config.models_dir = v;
         }
@@ -135,10 +142,17 @@ impl RunArgs {
     }
 }
 
+/// Logs to stdout (journald under systemd); ANSI colours only on a terminal and without
+/// `NO_COLOR`, so journald and log files get plain text.
 fn init_logging(json: bool) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let colour = std::io::stdout().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(colour);
     if json {
         builder.json().init();
     } else {
@@ -146,8 +160,40 @@ fn init_logging(json: bool) {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+/// Prints `error: ...` and its causes on stderr, without a backtrace, and gives the failure
+/// status.
+fn report_error(error: anyhow::Error) -> std::process::ExitCode {
+    let mut text = format!("error: {error}");
+    let mut last = error.to_string();
+    for cause in error.chain().skip(1) {
+        let cause = cause.to_string();
+        if !cause.is_empty() && !last.ends_with(&cause) {
+            text.push_str("\n  caused by: ");
+            text.push_str(&cause);
+            last = cause;
+        }
+    }
+    eprintln!("{text}");
+    std::process::ExitCode::FAILURE
+}
+
+fn main() -> std::process::ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            return report_error(anyhow::Error::new(e).context("cannot start the async runtime"))
+        }
+    };
+    match runtime.block_on(serve()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => report_error(e),
+    }
+}
+
+async fn serve() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let args = match cli.command {
         Some(Command::GenerateConfig) => {

@@ -451,7 +451,7 @@ impl Session {
 
     fn reject(&self, r: Refusal) {
         *self.rejections.lock().unwrap().entry(r.code).or_default() += 1;
-        tracing::warn!(agent = %self.config.id, code = %r.code, id = ?r.id, "assignment refused: {}", r.message);
+        tracing::warn!(agent = %self.config.id, code = %r.code, id = %r.id.as_deref().unwrap_or("-"), "assignment refused: {}", r.message);
         let reply = ErrorReply::new(r.id, r.code, r.message, format!("agent:{}", self.config.id))
             .on_topic(self.topics.assign(&self.config.id));
         let topic = r.reply_to.unwrap_or_else(|| self.topics.dead_letters());

@@ -17,6 +17,9 @@ pub struct Counters {
     pub agents_online: usize,
     /// Redelivered requests ignored.
     pub duplicates: u64,
+    /// Re-routed requests (from lost agents) that found no agent within the park timeout and
+    /// were left to the client's retry instead of refused.
+    pub reroutes_abandoned: u64,
     /// Retried requests sent again to the agent that holds or answered them.
     pub resent: u64,
     /// MQTT reconnects after the first connection.

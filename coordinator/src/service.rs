@@ -578,6 +578,15 @@ impl Core {
             .is_some_and(|p| now.saturating_duration_since(p.since) > limit)
         {
             let p = self.parked.pop_front().expect("front exists");
+            if p.attempt > 0 {
+                // Re-routed from a lost agent: that agent may have answered it before it was
+                // lost (its `done` report died with it), and a durable agent resumes it when it
+                // comes back. An error now could follow a result, so the request is left to
+                // the client's retry (docs/protocol.md, "Retrying") and counted.
+                self.counters.lock().unwrap().reroutes_abandoned += 1;
+                tracing::warn!(id = %p.valid.key.id, "a re-routed request found no agent within the park timeout: left to the client's retry");
+                continue;
+            }
             let refusal = if self.cluster.model(&p.valid.request.model).is_none() {
                 unknown_model(&p.valid)
             } else {
@@ -635,7 +644,7 @@ impl Core {
     /// Answers a refusal on its (validated) reply topic, or on `{prefix}/errors`.
     async fn refuse(&mut self, refusal: Refusal, topic: &str) {
         self.counters.lock().unwrap().refused(refusal.code);
-        tracing::warn!(code = %refusal.code, id = ?refusal.id, topic = %limits::shorten(topic), "request refused: {}", refusal.message);
+        tracing::warn!(code = %refusal.code, id = %refusal.id.as_deref().unwrap_or("-"), topic = %limits::shorten(topic), "request refused: {}", refusal.message);
         let reply = ErrorReply::new(refusal.id, refusal.code, refusal.message, "coordinator")
             .on_topic(limits::shorten(topic));
         let to = refusal

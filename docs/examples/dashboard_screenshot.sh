@@ -26,7 +26,7 @@ command -v "$CHROMIUM" >/dev/null || { echo "no $CHROMIUM: apt-get install -y ch
 log="$(mktemp)"
 profile="$(mktemp -d)"
 cd "$repo"
-"$SLIM" demo --keep-running --duration "$DURATION" --rate 60 --router random \
+"$SLIM" demo --keep-running --duration "$DURATION" --rates 60,4 --router random \
     --http-listen "127.0.0.1:$PORT" >"$log" 2>&1 &
 demo=$!
 cleanup() { kill -INT "$demo" 2>/dev/null || true; wait "$demo" 2>/dev/null || true; rm -rf "$profile"; }

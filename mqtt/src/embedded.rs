@@ -19,7 +19,10 @@ impl EmbeddedBroker {
     }
 
     /// Starts a broker listening on `addr`, accepting payloads up to `max_payload_bytes`.
+    /// The router keeps each topic filter's recent messages in segments of twice that size,
+    /// at most four of them, so its memory is bounded whatever clients publish.
     pub fn start(addr: SocketAddr, max_payload_bytes: usize) -> std::io::Result<Self> {
+        let segment_bytes = 2 * max_payload_bytes;
         let config_text = format!(
             r#"
 id = 0
@@ -27,8 +30,8 @@ id = 0
 id = 0
 max_connections = 1000
 max_outgoing_packet_count = 1000
-max_segment_size = 104857600
-max_segment_count = 10
+max_segment_size = {segment_bytes}
+max_segment_count = 4
 
 [v4.1]
 name = "v4-1"

@@ -29,6 +29,12 @@ pub use messages::*;
 pub use tensor::{DType, Tensor, TensorError};
 pub use topics::{AgentTopic, Topics, DEFAULT_PREFIX};
 
+/// How long an idle model instance waits for its batch to fill by default, in milliseconds: 0,
+/// work-conserving. An idle instance takes what is queued at once; batches form while every
+/// instance of a queue is busy (as Triton's dynamic batcher with no queue delay). The agents'
+/// `max_queue_delay_ms` and the simulator's twin both default to it.
+pub const DEFAULT_BATCH_DELAY_MS: u32 = 0;
+
 /// Version of the payload schema. Bumped on any incompatible change.
 pub const PROTOCOL_VERSION: u16 = 1;
 

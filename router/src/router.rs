@@ -39,7 +39,7 @@ pub enum RouterKind {
     /// Lowest expected finish time plus energy (weighted), width chosen to meet the deadline
     /// and accuracy floor.
     Greedy,
-    /// A trained PPO policy loaded from [`RouterSettings::policy`].
+    /// A trained PPO policy, loaded from the checkpoint given with --policy.
     Ppo,
 }
 

@@ -3,7 +3,8 @@
 //! One FIFO queue per (model, width). A queue is *due* when it holds a full batch (the batch size
 //! its oldest request was assigned) or when its oldest request has waited its maximum queue
 //! delay. Among due queues with a free model instance, the one whose oldest request has waited
-//! longest goes first.
+//! longest goes first. With the default delay of 0 the batcher is work-conserving: an idle
+//! instance takes what is queued at once, and batches grow only while every instance is busy.
 
 use std::{
     collections::{BTreeMap, VecDeque},
@@ -257,6 +258,25 @@ mod tests {
         assert!(b
             .next_batch(t0 + Duration::from_millis(2), |k| *k != busy)
             .is_none());
+    }
+
+    /// The agents' default: no delay. A lone request runs at once on an idle instance, and a
+    /// batch forms only from what queued while every instance was busy.
+    #[test]
+    fn without_a_delay_idle_instances_take_work_at_once_and_batches_form_while_busy() {
+        let t0 = Instant::now();
+        let mut b = Batcher::default();
+        let k = QueueKey::new("m", 0.5);
+        b.push(k.clone(), queued(1, t0, 8, 0));
+        assert_eq!(ids(&b.next_batch(t0, |_| true).unwrap()), vec![1]);
+        let busy = |_: &QueueKey| false;
+        for i in 2..12 {
+            b.push(k.clone(), queued(i, t0, 8, 0));
+            assert!(b.next_batch(t0, busy).is_none(), "every instance is busy");
+        }
+        let batch = b.next_batch(t0, |_| true).unwrap();
+        assert_eq!(ids(&batch), (2..10).collect::<Vec<_>>(), "up to max_batch");
+        assert_eq!(ids(&b.next_batch(t0, |_| true).unwrap()), vec![10, 11]);
     }
 
     #[test]

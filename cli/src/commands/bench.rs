@@ -6,7 +6,6 @@ use clap::Args;
 
 use super::BrokerArgs;
 use crate::{
-    client::SlimClient,
     load::{run_open_loop, LoadSpec},
     samples::{family_samples, read_npy, split_batch, Sample},
 };
@@ -32,7 +31,7 @@ pub struct BenchArgs {
     /// Inputs: a .npy batch [N,C,H,W]; defaults to the family's held-out samples in --models-dir.
     #[arg(long)]
     pub input: Option<PathBuf>,
-    /// Folder of model families (for default inputs).
+    /// Folder of model families (for default inputs), relative to the current folder.
     #[arg(long, default_value = "models")]
     pub models_dir: PathBuf,
     /// Pin a width.
@@ -58,12 +57,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             .collect(),
         None => family_samples(&args.models_dir, &args.model)?,
     };
-    let broker = args.broker.options();
-    let client_id = format!("slim-bench-{}", uuid::Uuid::new_v4().simple());
-    let client = SlimClient::connect(&broker, &args.broker.topic_prefix, &client_id, &[]).await?;
+    let client = args.broker.connect("slim-bench").await?;
     println!(
-        "bench: {:.0} req/s of {} for {:?} against {}",
-        args.rate, args.model, args.duration, broker.url
+        "bench: {} req/s of {} for {} against {} (prefix {})",
+        args.rate,
+        args.model,
+        super::human_duration(args.duration),
+        args.broker.broker,
+        args.broker.topic_prefix
     );
     let bar = indicatif::ProgressBar::new(args.duration.as_secs().max(1));
     bar.set_style(

@@ -5,6 +5,7 @@ use std::{path::PathBuf, time::Duration};
 use clap::Args;
 use slim_router::RouterKind;
 
+use super::BROKER_TIMEOUT;
 use crate::{
     client::SlimClient,
     cluster::{ClusterSpec, LocalCluster},
@@ -21,8 +22,9 @@ pub struct DemoArgs {
     /// Mean request rate per model (Poisson arrivals), per second; one value per --models entry.
     #[arg(long, value_delimiter = ',', default_value = "50,4")]
     pub rates: Vec<f64>,
-    /// Router used by the coordinator.
-    #[arg(long, value_enum, default_value_t = RouterKind::LeastLoaded)]
+    /// Router used by the coordinator: random, round-robin, least-loaded, greedy, or ppo (the
+    /// trained policy given by --policy).
+    #[arg(long, value_enum, default_value_t = RouterKind::LeastLoaded, hide_possible_values = true)]
     pub router: RouterKind,
     /// Trained policy for `--router ppo` (see `slim train`).
     #[arg(long, default_value = "router/policies/efficiency.safetensors")]
@@ -58,6 +60,43 @@ pub struct DemoArgs {
     /// Rewards per online update.
     #[arg(long, default_value_t = 64, requires = "online_refine")]
     pub online_batch: usize,
+}
+
+/// How long the demo waits for its broker, coordinator and agents to come up.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The `slim demo` command line that repeats this run.
+pub fn reproduce_command(args: &DemoArgs) -> String {
+    format!(
+        "slim demo --duration {} --models {} --rates {} --router {} --seed {}{}",
+        super::human_duration(args.duration),
+        args.models.join(","),
+        super::list_text(&args.rates),
+        args.router.as_str(),
+        args.seed,
+        if args.online_refine {
+            format!(" --online-refine --online-batch {}", args.online_batch)
+        } else {
+            String::new()
+        }
+    )
+}
+
+/// The `slim status` and `slim request` commands that reach a demo left running on `broker`.
+/// `--topic-prefix` is spelled out when it is not the default or SLIM_TOPIC_PREFIX would
+/// change it.
+pub fn follow_up_commands(broker: &str, prefix: &str) -> (String, String) {
+    let env_prefix = std::env::var("SLIM_TOPIC_PREFIX").ok();
+    let prefix_flag =
+        if prefix != slim_protocol::DEFAULT_PREFIX || env_prefix.is_some_and(|p| p != prefix) {
+            format!(" --topic-prefix {prefix}")
+        } else {
+            String::new()
+        };
+    (
+        format!("slim status --broker {broker}{prefix_flag}"),
+        format!("slim request --broker {broker}{prefix_flag} --model digits --input DIGIT.png"),
+    )
 }
 
 /// Runs the demo.
@@ -96,8 +135,15 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .iter()
         .map(|m| family_samples(&args.models_dir, m))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    super::require_path(&args.profile, "the device profile", "--profile")?;
+    if args.router == RouterKind::Ppo {
+        super::require_path(&args.policy, "the PPO policy", "--policy")?;
+    }
+    if let Some(url) = &args.broker {
+        super::probe_broker(&slim_mqtt::BrokerOptions::from_url(url), BROKER_TIMEOUT).await?;
+    }
     println!(
-        "Starting {} broker, a coordinator ({}) and {} agents (emulated slowdowns {:?})...",
+        "Starting {} broker, a coordinator ({}) and {} agents (emulated slowdowns {})...",
         if args.broker.is_some() {
             "on the external"
         } else {
@@ -105,9 +151,17 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         },
         args.router.as_str(),
         args.slowdowns.len(),
-        args.slowdowns
+        super::list_text(&args.slowdowns)
     );
-    let cluster = LocalCluster::start(spec).await?;
+    let cluster = tokio::time::timeout(START_TIMEOUT, LocalCluster::start(spec))
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "the local system did not start within {} (broker {})",
+                super::human_duration(START_TIMEOUT),
+                args.broker.as_deref().unwrap_or("embedded")
+            )
+        })??;
     println!("Broker: {}", cluster.broker.url);
     let dashboard = cluster
         .coordinator
@@ -131,9 +185,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .map(|(m, r)| format!("{r} req/s of {m}"))
         .collect();
     println!(
-        "Sending {} for {:?} (open loop, Poisson arrivals, held-out or reference inputs)...",
+        "Sending {} for {} (open loop, Poisson arrivals, held-out or reference inputs)...",
         mix.join(" and "),
-        args.duration
+        super::human_duration(args.duration)
     );
     let loads: Vec<_> = args
         .models
@@ -185,23 +239,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             None => println!("  online refinement ran; enable --http-listen to see its metrics"),
         }
     }
-    println!(
-        "Reproduce: slim demo --duration {:?} --models {} --rates {} --router {} --seed {}{}",
-        args.duration,
-        args.models.join(","),
-        args.rates
-            .iter()
-            .map(f64::to_string)
-            .collect::<Vec<_>>()
-            .join(","),
-        args.router.as_str(),
-        args.seed,
-        if args.online_refine {
-            format!(" --online-refine --online-batch {}", args.online_batch)
-        } else {
-            String::new()
-        }
-    );
+    println!("Reproduce: {}", reproduce_command(&args));
     if args.keep_running {
         println!(
             "\nStill running; broker at {}. Press Ctrl-C to stop.",
@@ -210,6 +248,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         if let Some(url) = &dashboard {
             println!("Dashboard: {url}");
         }
+        let (status, request) = follow_up_commands(&cluster.broker.url, &cluster.spec.topic_prefix);
+        println!("Fleet table: {status}");
+        println!("One request: {request}  (light digit on a dark background)");
         tokio::signal::ctrl_c().await?;
     }
     client.disconnect().await;

@@ -1,5 +1,6 @@
 //! `slim eval`: reproduces the paper's comparison (routers × seeds in the simulator, and a short
-//! live run over MQTT) and writes docs/evaluation.md with its plots.
+//! live run over MQTT) and writes a report with its plots (out/evaluation.md by default; the
+//! shipped docs/evaluation.md is that report, written with `--out docs/evaluation.md`).
 
 mod plots;
 pub mod stats;
@@ -49,12 +50,13 @@ pub struct EvalArgs {
     /// PPO presets to evaluate (their checkpoints must exist).
     #[arg(long, value_delimiter = ',', default_value = "efficiency,balanced")]
     pub presets: Vec<RewardPreset>,
-    /// The report to write.
-    #[arg(long, default_value = "docs/evaluation.md")]
+    /// The report to write (the shipped docs/evaluation.md is only replaced when named here).
+    #[arg(long, default_value = "out/evaluation.md")]
     pub out: PathBuf,
-    /// Folder for the SVG plots (linked from the report by a path relative to it).
-    #[arg(long, default_value = "docs/eval")]
-    pub plots: PathBuf,
+    /// Folder for the SVG plots, linked from the report by a path relative to it (default: a
+    /// folder `eval` next to --out).
+    #[arg(long)]
+    pub plots: Option<PathBuf>,
     /// Skip the live run over MQTT (simulator only).
     #[arg(long)]
     pub no_live: bool,
@@ -62,11 +64,12 @@ pub struct EvalArgs {
     /// an embedded broker.
     #[arg(long)]
     pub broker: Option<String>,
-    /// Routers the live cluster uses in turn.
+    /// Routers the live cluster uses in turn (random, round-robin, least-loaded, greedy, ppo).
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "random,least-loaded,greedy,ppo"
+        default_value = "random,least-loaded,greedy,ppo",
+        hide_possible_values = true
     )]
     pub live_routers: Vec<RouterKind>,
     /// Sending time per live router.
@@ -594,6 +597,13 @@ fn rel(from: &Path, to: &Path) -> String {
         .replace('\\', "/")
 }
 
+/// Where the plots go: `--plots`, or a folder `eval` next to the report.
+pub fn plots_dir(args: &EvalArgs) -> PathBuf {
+    args.plots
+        .clone()
+        .unwrap_or_else(|| args.out.parent().unwrap_or(Path::new("")).join("eval"))
+}
+
 /// Runs `slim eval`.
 pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
     let start = Instant::now();
@@ -622,9 +632,10 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
     bar.finish_and_clear();
 
     // plots
-    std::fs::create_dir_all(&args.plots)
-        .with_context(|| format!("creating {}", args.plots.display()))?;
-    let cdf_path = args.plots.join("latency_cdf.svg");
+    let plots_dir = plots_dir(&args);
+    std::fs::create_dir_all(&plots_dir)
+        .with_context(|| format!("creating {}", plots_dir.display()))?;
+    let cdf_path = plots_dir.join("latency_cdf.svg");
     let series: Vec<CdfSeries> = sim_rows
         .iter()
         .map(|r| CdfSeries {
@@ -640,7 +651,7 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
         ),
         &series,
     )?;
-    let tradeoff_path = args.plots.join("accuracy_vs_latency_energy.svg");
+    let tradeoff_path = plots_dir.join("accuracy_vs_latency_energy.svg");
     let points: Vec<TradeoffPoint> = sim_rows
         .iter()
         .map(|r| TradeoffPoint {
@@ -655,7 +666,7 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
         "Simulator: accuracy against latency and energy (mean over seeds)",
         &points,
     )?;
-    let live_cdf_path = args.plots.join("live_latency_cdf.svg");
+    let live_cdf_path = plots_dir.join("live_latency_cdf.svg");
     if live {
         let series: Vec<CdfSeries> = live_rows
             .iter()
@@ -690,20 +701,6 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
         println!("{l_table}");
         println!("Sim-to-real:\n\n{c_table}");
     }
-    println!(
-        "Took {:.1} s (simulator {:.1} s). Wrote {}, {}, {}{}.",
-        elapsed.as_secs_f64(),
-        sim_elapsed.as_secs_f64(),
-        args.out.display(),
-        cdf_path.display(),
-        tradeoff_path.display(),
-        if live {
-            format!(", {}", live_cdf_path.display())
-        } else {
-            String::new()
-        }
-    );
-
     let _ = write!(
         doc,
         "{}",
@@ -727,9 +724,23 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
         )
     );
     if let Some(parent) = args.out.parent() {
-        std::fs::create_dir_all(parent)?;
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
     }
     std::fs::write(&args.out, doc).with_context(|| format!("writing {}", args.out.display()))?;
+    println!(
+        "Took {:.1} s (simulator {:.1} s). Wrote {}, {}, {}{}.",
+        elapsed.as_secs_f64(),
+        sim_elapsed.as_secs_f64(),
+        args.out.display(),
+        cdf_path.display(),
+        tradeoff_path.display(),
+        if live {
+            format!(", {}", live_cdf_path.display())
+        } else {
+            String::new()
+        }
+    );
     Ok(())
 }
 

@@ -10,7 +10,12 @@ pub mod simulate;
 pub mod status;
 pub mod train;
 
+use std::{path::Path, time::Duration};
+
+use anyhow::Context;
 use clap::Args;
+
+use crate::client::SlimClient;
 
 /// Broker flags shared by commands that talk to a running system.
 #[derive(Debug, Clone, Args)]
@@ -27,7 +32,7 @@ pub struct BrokerArgs {
     /// CA certificate (PEM) for mqtts://.
     #[arg(long)]
     pub ca_file: Option<std::path::PathBuf>,
-    /// Topic prefix of the deployment.
+    /// Topic prefix of the deployment (the daemons' `topic_prefix`).
     #[arg(long, env = "SLIM_TOPIC_PREFIX", default_value = slim_protocol::DEFAULT_PREFIX)]
     pub topic_prefix: String,
 }
@@ -42,6 +47,126 @@ impl BrokerArgs {
             ..slim_mqtt::BrokerOptions::from_url(&self.broker)
         }
     }
+
+    /// Connects a client called `{role}-{random}` (after [`probe_broker`], so an unreachable
+    /// broker is a prompt, clear error), subscribed to its reply topic only.
+    pub async fn connect(&self, role: &str) -> anyhow::Result<SlimClient> {
+        connect(&self.options(), &self.topic_prefix, role).await
+    }
+}
+
+/// How long commands wait for a broker to accept a connection before giving up.
+pub const BROKER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connects a client called `{role}-{random}` to `broker`, subscribed to its reply topic only,
+/// after checking with [`probe_broker`] that the broker answers.
+pub async fn connect(
+    broker: &slim_mqtt::BrokerOptions,
+    prefix: &str,
+    role: &str,
+) -> anyhow::Result<SlimClient> {
+    probe_broker(broker, BROKER_TIMEOUT).await?;
+    let client_id = format!(
+        "{role}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    );
+    SlimClient::connect(broker, prefix, &client_id, &[])
+        .await
+        .with_context(|| format!("cannot reach the broker at {}", broker.url))
+}
+
+/// Opens one MQTT connection to `broker` and waits for its CONNACK: `Ok` when the broker
+/// accepts, otherwise "cannot reach the broker at URL: <why>" (connection refused, name not
+/// resolved, TLS or login refused, or no answer within `timeout`). The client library retries
+/// forever; this gives up.
+pub async fn probe_broker(
+    broker: &slim_mqtt::BrokerOptions,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    use rumqttc::{Event, Packet};
+    let url = &broker.url;
+    let client_id = format!(
+        "slim-probe-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    );
+    let (client, mut eventloop) = broker
+        .connect(&client_id, None)
+        .with_context(|| format!("cannot use the broker at {url}"))?;
+    let answer = tokio::time::timeout(timeout, async {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => return Ok(()),
+                Ok(_) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    })
+    .await;
+    match answer {
+        Ok(Ok(())) => {
+            let _ = client.try_disconnect();
+            // Let the DISCONNECT go out; the broker closes the connection after it.
+            let _ = tokio::time::timeout(Duration::from_millis(200), eventloop.poll()).await;
+            Ok(())
+        }
+        Ok(Err(e)) => Err(anyhow::anyhow!("cannot reach the broker at {url}: {e}")),
+        Err(_) => Err(anyhow::anyhow!(
+            "cannot reach the broker at {url}: no answer within {}",
+            human_duration(timeout)
+        )),
+    }
+}
+
+/// A duration as people write it: `15s`, `500ms`, `2.5s`, `2m`.
+pub fn human_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms.is_multiple_of(60_000) {
+        format!("{}m", ms / 60_000)
+    } else if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{}s", d.as_secs_f64())
+    }
+}
+
+/// Reward weights as a reader wants them: `latency 1, energy 1, accuracy 0, deadline 1`.
+pub fn weights_text(w: &slim_router::reward::RewardWeights) -> String {
+    format!(
+        "latency {}, energy {}, accuracy {}, deadline {}",
+        w.latency, w.energy, w.accuracy, w.deadline
+    )
+}
+
+/// Numbers as a comma-separated list, the way the flags take them: `1,2,4`.
+pub fn list_text<T: std::fmt::Display>(values: &[T]) -> String {
+    values
+        .iter()
+        .map(T::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Fails with a clear message when `path`, a file or folder a flag names with a default
+/// relative to the repository (`models`, `profiles/...`, `router/policies/...`), is missing.
+pub fn require_path(path: &Path, what: &str, flag: &str) -> anyhow::Result<()> {
+    if path.exists() {
+        return Ok(());
+    }
+    let relative = if path.is_relative() {
+        let cwd = std::env::current_dir()
+            .map(|d| d.display().to_string())
+            .unwrap_or_else(|_| "?".into());
+        format!(" (looked in {cwd})")
+    } else {
+        String::new()
+    };
+    anyhow::bail!(
+        "{what} was not found: {}{relative}; pass {flag} PATH, or run slim from the \
+         repository's root folder",
+        path.display()
+    )
 }
 
 /// Parses durations like `20s`, `500ms`, `2m` or a plain number of seconds.
@@ -70,6 +195,13 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn durations_print_the_way_the_flags_take_them() {
+        for text in ["15s", "500ms", "2m", "2.5s"] {
+            assert_eq!(human_duration(parse_duration(text).unwrap()), text);
+        }
+    }
 
     #[test]
     fn durations_accept_the_usual_units() {

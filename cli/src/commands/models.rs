@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use anyhow::Context;
 use clap::Args;
 use slim_agent::{
     backend::{select_backend, BackendChoice},
@@ -23,23 +24,40 @@ pub struct ModelsArgs {
 
 /// Runs the command.
 pub fn run(args: ModelsArgs) -> anyhow::Result<()> {
+    super::require_path(&args.models_dir, "the models folder", "--models-dir")?;
     let (backend, reason) = select_backend(BackendChoice::Cpu).map_err(anyhow::Error::msg)?;
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&args.models_dir)?
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&args.models_dir)
+        .with_context(|| {
+            format!(
+                "cannot read the models folder {}",
+                args.models_dir.display()
+            )
+        })?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.join("manifest.toml").is_file())
         .collect();
     dirs.sort();
+    anyhow::ensure!(
+        !dirs.is_empty(),
+        "no model family in {} (no */manifest.toml there); pass --models-dir PATH",
+        args.models_dir.display()
+    );
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
     println!("backend: {} ({reason}); latency = mean of timed runs, one instance, single-threaded tract, {threads} cores here", backend.name);
     for dir in dirs {
-        let family = ModelFamily::load(&dir, backend.runtime, &Default::default())?;
+        let family = ModelFamily::load(&dir, backend.runtime, &Default::default())
+            .with_context(|| format!("cannot load the model family in {}", dir.display()))?;
         let m = &family.manifest;
         println!("\n{} — {}", m.family, m.description);
         println!(
-            "  input {:?}, {} classes, weights {}",
-            m.input_shape,
+            "  input {} (C x H x W), {} classes, weights {}",
+            m.input_shape
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join("x"),
             m.classes.len(),
             m.weights
         );

@@ -2,6 +2,7 @@
 
 use std::{path::PathBuf, time::Duration};
 
+use anyhow::Context;
 use clap::Args;
 use slim_agent::{
     backend::{select_backend, BackendChoice},
@@ -68,7 +69,14 @@ pub fn run(args: ProfileArgs) -> anyhow::Result<()> {
         budget: args.budget,
         ..ProfileSettings::default()
     };
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&args.models_dir)?
+    super::require_path(&args.models_dir, "the models folder", "--models-dir")?;
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&args.models_dir)
+        .with_context(|| {
+            format!(
+                "cannot read the models folder {}",
+                args.models_dir.display()
+            )
+        })?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.join("manifest.toml").is_file())
         .filter(|p| {
@@ -80,6 +88,16 @@ pub fn run(args: ProfileArgs) -> anyhow::Result<()> {
         })
         .collect();
     dirs.sort();
+    anyhow::ensure!(
+        !dirs.is_empty(),
+        "no model family to measure in {}{}",
+        args.models_dir.display(),
+        if args.models.is_empty() {
+            String::new()
+        } else {
+            format!(" named {}", args.models.join(", "))
+        }
+    );
     let mut points = Vec::new();
     let per_family = 4 * settings.batches.len() as u64;
     let bar = indicatif::ProgressBar::new(per_family * dirs.len() as u64);
@@ -129,7 +147,8 @@ pub fn run(args: ProfileArgs) -> anyhow::Result<()> {
         args.idle_power_w,
         args.max_power_w,
     );
-    std::fs::write(&args.out, header + &toml::to_string_pretty(&profile)?)?;
+    std::fs::write(&args.out, header + &toml::to_string_pretty(&profile)?)
+        .with_context(|| format!("cannot write {}", args.out.display()))?;
     eprintln!("wrote {}", args.out.display());
     Ok(())
 }

@@ -1,6 +1,9 @@
 //! `slim request`: send one request and print the prediction.
 
-use std::{path::PathBuf, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use anyhow::{bail, Context};
 use clap::Args;
@@ -9,7 +12,7 @@ use slim_protocol::{decode, AgentInfo, InferRequest, Tensor};
 use super::BrokerArgs;
 use crate::{
     client::{Reply, SlimClient},
-    samples::{read_image, read_npy},
+    samples::{image_tensor, read_npy, DecodedImage},
 };
 
 /// Sends one inference request over the broker and prints the answer.
@@ -21,9 +24,13 @@ pub struct RequestArgs {
     #[arg(long)]
     pub model: String,
     /// Input: a .npy tensor ([C,H,W] or [1,C,H,W], uint8 pixels or float32 model-ready values)
-    /// or a PNG/JPEG image (resized to the model's input).
+    /// or a PNG/JPEG image, averaged down (area/box filter) to the model's input size. The
+    /// digits family expects light ink on a dark background (see --invert).
     #[arg(long)]
     pub input: PathBuf,
+    /// Invert the image's pixels (255 - v) before sending: for dark ink on a light background.
+    #[arg(long)]
+    pub invert: bool,
     /// Pin a width instead of letting the router choose.
     #[arg(long)]
     pub width: Option<f32>,
@@ -41,30 +48,59 @@ pub struct RequestArgs {
     pub json: bool,
 }
 
+/// An answer and how long it took, end to end.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// The result or the refusal.
+    pub reply: Reply,
+    /// From publishing the request to receiving the answer.
+    pub latency: Duration,
+}
+
+/// Sends the request described by `args` and waits for its answer; the input file is checked
+/// and decoded before anything is sent, and a PNG/JPEG is resized to the model's input shape
+/// as the agents announce it.
+pub async fn ask(args: &RequestArgs) -> anyhow::Result<Answer> {
+    let input = InputFile::open(&args.input, args.invert)?;
+    let client = args.broker.connect("slim-request").await?;
+    let outcome = async {
+        let tensor = match input {
+            InputFile::Tensor(tensor) => tensor,
+            InputFile::Image(image) => {
+                let shape = model_shape(&client, &args.broker, &args.model).await?;
+                image_tensor(&image, &shape).with_context(|| {
+                    format!("{} cannot feed model {}", args.input.display(), args.model)
+                })?
+            }
+        };
+        let mut request =
+            InferRequest::new(uuid::Uuid::new_v4().to_string(), args.model.clone(), tensor);
+        request.width = args.width;
+        request.min_accuracy = args.min_accuracy;
+        request.top_k = Some(args.top_k);
+        let started = std::time::Instant::now();
+        let reply = client
+            .request(request, args.timeout)
+            .await
+            .with_context(|| {
+                format!(
+                    "no answer from the system on {} (prefix {}): is a coordinator running there?",
+                    args.broker.broker, args.broker.topic_prefix
+                )
+            })?;
+        Ok(Answer {
+            reply,
+            latency: started.elapsed(),
+        })
+    }
+    .await;
+    client.disconnect().await;
+    outcome
+}
+
 /// Runs the command.
 pub async fn run(args: RequestArgs) -> anyhow::Result<()> {
-    let broker = args.broker.options();
-    let prefix = &args.broker.topic_prefix;
-    let client_id = format!("slim-request-{}", uuid::Uuid::new_v4().simple());
-    let status_filter = slim_protocol::Topics::new(prefix).status_filter();
-    let client = SlimClient::connect(
-        &broker,
-        prefix,
-        &client_id,
-        std::slice::from_ref(&status_filter),
-    )
-    .await
-    .with_context(|| format!("cannot reach the broker at {}", broker.url))?;
-    let input = load_input(&client, &status_filter, &args).await?;
-    let mut request =
-        InferRequest::new(uuid::Uuid::new_v4().to_string(), args.model.clone(), input);
-    request.width = args.width;
-    request.min_accuracy = args.min_accuracy;
-    request.top_k = Some(args.top_k);
-    let started = std::time::Instant::now();
-    let reply = client.request(request, args.timeout).await?;
-    let latency = started.elapsed();
-    client.disconnect().await;
+    let Answer { reply, latency } = ask(&args).await?;
     match reply {
         Reply::Result(r) => {
             if args.json {
@@ -95,39 +131,70 @@ pub async fn run(args: RequestArgs) -> anyhow::Result<()> {
     }
 }
 
-async fn load_input(
-    client: &SlimClient,
-    status_filter: &str,
-    args: &RequestArgs,
-) -> anyhow::Result<Tensor> {
-    let ext = args
-        .input
-        .extension()
-        .map(|e| e.to_string_lossy().to_lowercase())
-        .unwrap_or_default();
-    if ext == "npy" {
-        return read_npy(&args.input);
+/// The request's input, read before connecting.
+enum InputFile {
+    /// A .npy tensor, sent as it is.
+    Tensor(Tensor),
+    /// A decoded image, resized once the model's input shape is known.
+    Image(DecodedImage),
+}
+
+impl InputFile {
+    fn open(path: &Path, invert: bool) -> anyhow::Result<Self> {
+        if !path.exists() {
+            bail!("file not found: {}", path.display());
+        }
+        let ext = path
+            .extension()
+            .map(|e| e.to_string_lossy().to_lowercase())
+            .unwrap_or_default();
+        if ext == "npy" {
+            anyhow::ensure!(
+                !invert,
+                "--invert applies to images; invert a .npy tensor before saving it"
+            );
+            return Ok(Self::Tensor(read_npy(path)?));
+        }
+        Ok(Self::Image(DecodedImage::open(path, invert)?))
     }
-    let shape = model_shape(client, status_filter, &args.model).await?;
-    read_image(&args.input, &shape)
 }
 
 /// The model's input shape, from the agents' retained status.
 async fn model_shape(
     client: &SlimClient,
-    status_filter: &str,
+    broker: &BrokerArgs,
     model: &str,
 ) -> anyhow::Result<Vec<u32>> {
-    let mut statuses = client.tap(status_filter);
+    let status_filter = client.topics().status_filter();
+    // Tap first, then subscribe: the broker sends the retained status messages right after
+    // the subscription is acknowledged (a broker need not send them again on a repeated
+    // subscription to the same filter: the embedded one does not).
+    let mut statuses = client.tap(&status_filter);
+    client.resubscribe(&status_filter).await?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
-    // Retained statuses arrived at subscribe time; ask the broker again by re-reading the tap.
-    client.resubscribe(status_filter).await?;
+    let mut seen: Vec<String> = Vec::new();
     while let Ok(Some((_, payload))) = tokio::time::timeout_at(deadline, statuses.recv()).await {
-        if let Ok(info) = decode::<AgentInfo>(&payload) {
-            if let Some(m) = info.models.iter().find(|m| m.name == model) {
-                return Ok(m.input_shape.clone());
+        let Ok(info) = decode::<AgentInfo>(&payload) else {
+            continue;
+        };
+        if let Some(m) = info.models.iter().find(|m| m.name == model) {
+            return Ok(m.input_shape.clone());
+        }
+        for m in &info.models {
+            if !seen.contains(&m.name) {
+                seen.push(m.name.clone());
             }
         }
     }
-    bail!("no agent announces model {model:?}, so its input shape is unknown; pass a .npy tensor instead")
+    let seen = if seen.is_empty() {
+        "no agent status at all there".to_string()
+    } else {
+        format!("the agents there serve {}", seen.join(", "))
+    };
+    bail!(
+        "no agent on {} (prefix {}) announces model {model:?}, so its input shape is unknown \
+         ({seen}); check --broker and --topic-prefix, or pass a .npy tensor",
+        broker.broker,
+        broker.topic_prefix
+    )
 }

@@ -75,6 +75,8 @@ pub struct FleetArgs {
 impl FleetArgs {
     /// Loads the fleet.
     pub fn load(&self) -> anyhow::Result<(Fleet, Vec<String>)> {
+        super::require_path(&self.profiles, "the profiles folder", "--profiles")?;
+        super::require_path(&self.models, "the models folder", "--models")?;
         let names = Fleet::parse_names(&self.fleet);
         let fleet =
             Fleet::load(&self.profiles, &self.models, &names).context("loading the fleet")?;
@@ -89,7 +91,7 @@ pub struct SimulateArgs {
     pub fleet: FleetArgs,
     #[command(flatten)]
     pub weights: WeightArgs,
-    /// PPO checkpoints to compare (repeatable).
+    /// PPO checkpoints to compare (repeatable); without one, only the baselines run.
     #[arg(long)]
     pub policy: Vec<PathBuf>,
     /// Held-out scenarios to run.
@@ -206,17 +208,25 @@ pub fn print_table(rows: &[Evaluation]) {
     }
 }
 
+/// What `slim simulate` says when no PPO checkpoint was given.
+pub const NO_POLICY_NOTE: &str = "PPO not compared: no --policy given (e.g. --policy \
+     router/policies/efficiency.safetensors; repeat --policy to compare several)";
+
 /// Runs `slim simulate`.
 pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
     let (fleet, names) = args.fleet.load()?;
     let (weights, name) = args.weights.resolve();
     println!(
-        "fleet: {} | reward: {name} {weights:?} | {} held-out seeds x {} requests",
+        "fleet: {} | reward: {name} ({}) | {} held-out seeds x {} requests",
         names.join(","),
+        super::weights_text(&weights),
         args.seeds,
         args.requests
     );
     let rows = compare(&fleet, &weights, &args.policy, args.seeds, args.requests)?;
     print_table(&rows);
+    if args.policy.is_empty() {
+        println!("{}", NO_POLICY_NOTE);
+    }
     Ok(())
 }

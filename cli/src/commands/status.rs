@@ -9,8 +9,6 @@ use std::{
 use clap::Args;
 use slim_protocol::{decode, AgentInfo, AgentTopic, CoordinatorStatus, Telemetry};
 
-use crate::client::SlimClient;
-
 /// Shows every agent: backend, status, utilization, memory, power, energy and queue.
 #[derive(Debug, Clone, Args)]
 pub struct StatusArgs {
@@ -41,22 +39,19 @@ pub struct FleetRow {
 /// Connects, listens, prints the table (once, or every second with `--watch`).
 pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
     let topics = slim_protocol::Topics::new(&args.broker.topic_prefix);
-    let client_id = format!(
-        "slim-status-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..8]
-    );
     let filters = [
         topics.status_filter(),
         topics.telemetry_filter(),
         topics.coordinator_status(),
     ];
-    let client = SlimClient::connect(
-        &args.broker.options(),
-        &args.broker.topic_prefix,
-        &client_id,
-        &[],
-    )
-    .await?;
+    let url = args.broker.broker.clone();
+    let client = args.broker.connect("slim-status").await.map_err(|e| {
+        anyhow::anyhow!(
+            "{e:#}\n  hint: `slim status` asks the broker given by --broker or SLIM_BROKER \
+             ({url} here); `slim demo` runs its own broker on a random port and prints the \
+             `slim status --broker URL` command to use"
+        )
+    })?;
     // Tap first, then subscribe, so the retained status messages land in the tap.
     let mut inbox = client.tap(&format!("{}/#", topics.prefix()));
     for filter in &filters {
@@ -92,11 +87,11 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
                 }
             }
             _ = redraw.tick(), if args.watch => {
-                print!("\x1b[2J\x1b[H{}", render(&fleet, coordinator.as_ref(), &topics));
+                print!("\x1b[2J\x1b[H{}", render(&fleet, coordinator.as_ref(), &url, &topics));
                 println!("(refreshing every second; Ctrl-C to stop)");
             }
             _ = tokio::time::sleep_until((started + args.wait).into()), if !args.watch => {
-                print!("{}", render(&fleet, coordinator.as_ref(), &topics));
+                print!("{}", render(&fleet, coordinator.as_ref(), &url, &topics));
                 break;
             }
             _ = tokio::signal::ctrl_c() => break,
@@ -109,6 +104,7 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
 fn render(
     fleet: &BTreeMap<String, (FleetRow, Option<Instant>)>,
     coordinator: Option<&CoordinatorStatus>,
+    broker: &str,
     topics: &slim_protocol::Topics,
 ) -> String {
     let now = Instant::now();
@@ -129,11 +125,20 @@ fn render(
         ),
         None => "no coordinator status".to_string(),
     };
-    format!(
-        "{header} · prefix {}\n{}",
+    let mut text = format!(
+        "broker {broker} · prefix {} · {header}\n{}",
         topics.prefix(),
         fleet_table(&rows)
-    )
+    );
+    if rows.is_empty() {
+        let _ = writeln!(
+            text,
+            "(no agents have announced themselves on {broker} under prefix {}; for `slim demo \
+             --keep-running`, pass the broker URL it prints: slim status --broker URL)",
+            topics.prefix()
+        );
+    }
+    text
 }
 
 fn percent(fraction: Option<f32>) -> String {
@@ -224,9 +229,6 @@ pub fn fleet_table(rows: &[(String, FleetRow)]) -> String {
             .collect();
         let _ = writeln!(out, "{}", cells.join("  ").trim_end());
     }
-    if rows.is_empty() {
-        out.push_str("(no agents have announced themselves on this broker and prefix)\n");
-    }
     out
 }
 
@@ -316,6 +318,20 @@ mod tests {
             ]
         );
         assert!(lines[2].starts_with("b") && lines[2].contains("offline"));
+    }
+
+    #[test]
+    fn the_table_names_the_broker_and_prefix_it_asked_even_when_empty() {
+        let topics = slim_protocol::Topics::new("slim/v1");
+        let text = render(&BTreeMap::new(), None, "mqtt://127.0.0.1:1883", &topics);
+        assert!(
+            text.starts_with("broker mqtt://127.0.0.1:1883 · prefix slim/v1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("no agents have announced themselves on mqtt://127.0.0.1:1883"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -25,7 +25,8 @@ pub struct TrainArgs {
     /// Seed of everything random in training.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Checkpoint to write (default `router/policies/{preset}.safetensors`).
+    /// Checkpoint to write (default `out/{preset}.safetensors` under the current folder; the
+    /// shipped policies in router/policies/ are only replaced when named here).
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// PPO hyperparameters as TOML (fields of `PpoConfig`; `--steps`, `--seed` and
@@ -41,6 +42,11 @@ pub struct TrainArgs {
     /// Requests per evaluation scenario.
     #[arg(long, default_value_t = 5000)]
     pub eval_requests: usize,
+}
+
+/// Where `slim train` writes when `--out` is not given: outside the shipped tree.
+pub fn default_out(preset: &str) -> PathBuf {
+    PathBuf::from("out").join(format!("{preset}.safetensors"))
 }
 
 /// Runs `slim train`.
@@ -60,15 +66,14 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     if let Some(lr) = args.learning_rate {
         config.learning_rate = lr;
     }
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(format!("router/policies/{preset}.safetensors")));
+    let out = args.out.clone().unwrap_or_else(|| default_out(&preset));
     println!(
-        "training {preset} {weights:?} on {} for {} decisions (seed {})",
+        "training {preset} ({}) on {} for {} decisions (seed {}); will write {}",
+        super::weights_text(&weights),
         names.join(","),
         config.total_steps,
-        config.seed
+        config.seed,
+        out.display()
     );
 
     let iterations = config.total_steps.div_ceil(config.steps_per_rollout).max(1) as u64;
@@ -156,8 +161,18 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             online: None,
         },
     };
-    checkpoint.save(&out)?;
-    println!("wrote {}", out.display());
+    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    checkpoint
+        .save(&out)
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    println!(
+        "wrote {} (use it: slim demo --router ppo --policy {})",
+        out.display(),
+        out.display()
+    );
     if args.eval_seeds > 0 {
         let rows = compare(
             &fleet,

@@ -246,6 +246,11 @@ pub fn render(s: &Snapshot) -> String {
         s.counters.rerouted,
     );
     plain(
+        "slim_router_reroutes_abandoned_total",
+        "Re-routed requests that found no agent within the park timeout, left to the client's retry (never refused: the lost agent may have answered them).",
+        s.counters.reroutes_abandoned,
+    );
+    plain(
         "slim_requests_resent_total",
         "Retried requests sent again to the agent that holds or answered them.",
         s.counters.resent,

@@ -158,6 +158,8 @@ pub struct CountersView {
     pub agents_online: usize,
     /// Retried requests sent again to the agent that holds or answered them.
     pub resent: u64,
+    /// Re-routed requests left to the client's retry after the park timeout.
+    pub reroutes_abandoned: u64,
     /// MQTT reconnects after the first connection.
     pub reconnects: u64,
     /// Agent status or telemetry messages refused.
@@ -179,6 +181,7 @@ impl From<&Counters> for CountersView {
             duplicates: c.duplicates,
             agents_online: c.agents_online,
             resent: c.resent,
+            reroutes_abandoned: c.reroutes_abandoned,
             reconnects: c.reconnects,
             agent_messages_refused: c.agent_messages_refused,
             ledger_reconciled: c.ledger_reconciled,

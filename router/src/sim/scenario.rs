@@ -69,7 +69,8 @@ pub struct Scenario {
     pub floor_prob: f64,
     /// Device events, by time.
     pub events: Vec<FleetEvent>,
-    /// How long a device waits to fill a batch, ms.
+    /// How long an idle instance waits to fill a batch, ms (the agents' rule; default
+    /// [`slim_protocol::DEFAULT_BATCH_DELAY_MS`], work-conserving).
     pub max_queue_delay_ms: f64,
     /// Batch sizes a router may assign.
     pub batch_sizes: Vec<u16>,
@@ -89,7 +90,7 @@ impl Scenario {
             deadline_factor: (2.0, 20.0),
             floor_prob: 0.2,
             events: Vec::new(),
-            max_queue_delay_ms: 2.0,
+            max_queue_delay_ms: f64::from(slim_protocol::DEFAULT_BATCH_DELAY_MS),
             batch_sizes: vec![1, 4, 8, 16],
         }
     }

@@ -66,6 +66,10 @@ pub struct AgentConfig {
     /// default) is work-conserving: an idle instance takes what is queued at once, and batches
     /// form while every instance of the queue is busy. An assignment can only lower it.
     pub max_queue_delay_ms: u32,
+    /// Load one instance of every (model, width) before announcing the agent, so the first
+    /// requests of each queue do not wait for a load. Instances no request uses are dropped
+    /// after `instance_idle_timeout_s` as usual.
+    pub warm_instances: bool,
     /// File with the key shared with the coordinator (at least 16 bytes). When set, only
     /// assignments signed with it run; others are refused `unauthenticated` on `{prefix}/errors`.
     pub assignment_key_file: Option<PathBuf>,
@@ -118,6 +122,7 @@ impl Default for AgentConfig {
             outbox_max_age_s: 3600,
             max_queued: 4096,
             max_queue_delay_ms: slim_protocol::DEFAULT_BATCH_DELAY_MS,
+            warm_instances: true,
             assignment_key_file: None,
             energy: EnergyModelConfig::default(),
         }

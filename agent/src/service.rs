@@ -23,7 +23,9 @@ use crate::{
     config::AgentConfig,
     model::ModelFamily,
     outbox::Outbox,
-    scheduler::{spawn_scheduler, InstancePolicy, SchedulerConfig, SchedulerHandle},
+    scheduler::{
+        spawn_scheduler, warm_instances, InstancePolicy, SchedulerConfig, SchedulerHandle,
+    },
     store::{OutboxLimits, Store},
     telemetry::{device_info, select_sensors, SensorOptions, SensorSet, SystemSampler},
     validate::{validate_assignment, AssignmentRules},
@@ -238,10 +240,22 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<AgentHandle> {
         },
     };
     let energy = sensors.energy.clone();
+    let policy = instance_policy(&config, &device);
+    let warm = if config.warm_instances {
+        let mut list: Vec<Arc<ModelFamily>> = families.values().cloned().collect();
+        list.sort_by(|a, b| a.name().cmp(b.name()));
+        let (max_batch, budget) = (config.max_batch as usize, policy.memory_budget_bytes);
+        let warm =
+            tokio::task::spawn_blocking(move || warm_instances(&list, max_batch, budget)).await?;
+        tracing::info!(agent = %config.id, instances = warm.len(), "model instances loaded before serving");
+        warm
+    } else {
+        Vec::new()
+    };
     let (scheduler, scheduler_task) = spawn_scheduler(
         SchedulerConfig {
             agent: config.id.clone(),
-            policy: instance_policy(&config, &device),
+            policy,
             max_batch: config.max_batch as usize,
             slowdown: config.slowdown,
             energy: energy.clone(),
@@ -249,6 +263,7 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<AgentHandle> {
             max_queued: config.max_queued,
         },
         outbox.clone(),
+        warm,
     );
     let rejections = RejectionCounts::default();
     if let Some(store) = &store {

@@ -47,6 +47,7 @@ async fn flood(family: Arc<ModelFamily>, budget: u64) -> SchedulerReport {
             max_queued: 4096,
         },
         outbox,
+        Vec::new(),
     );
     let input = Tensor::from_f32(vec![3, 32, 32], &vec![0.1; 3 * 32 * 32]);
     for i in 0..REQUESTS {

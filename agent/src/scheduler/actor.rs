@@ -44,6 +44,40 @@ pub struct SchedulerConfig {
     pub max_queued: usize,
 }
 
+/// Instances loaded before the agent starts serving, with their measured bytes.
+pub type WarmInstances = Vec<(QueueKey, Instance, u64)>;
+
+/// Loads one instance of every (model, width) of `families`, within `budget_bytes`, so the
+/// first requests of each queue do not wait for a load (which takes seconds on a busy device
+/// and showed as the demo's p99). Blocking: run it off the async threads.
+pub fn warm_instances(
+    families: &[std::sync::Arc<crate::model::ModelFamily>],
+    max_batch: usize,
+    budget_bytes: u64,
+) -> WarmInstances {
+    let mut used = 0;
+    let mut warm = Vec::new();
+    for family in families {
+        for plan in family.plans() {
+            let key = QueueKey::new(family.name(), plan.entry.width);
+            match super::memory::load_measured(family, plan, max_batch) {
+                Ok((instance, bytes)) if used + bytes <= budget_bytes => {
+                    used += bytes;
+                    warm.push((key, instance, bytes));
+                }
+                Ok(_) => {
+                    tracing::info!(model = %key.model, width = key.width(), "memory budget reached: later instances load on demand");
+                    return warm;
+                }
+                Err(e) => {
+                    tracing::warn!(model = %key.model, width = key.width(), error = %e, "warm-up load failed; it loads on demand")
+                }
+            }
+        }
+    }
+    warm
+}
+
 /// Assignments waiting for the actor to take them; beyond this the session answers
 /// `overloaded` instead of queuing more.
 const ASSIGN_CHANNEL_CAPACITY: usize = 1024;
@@ -138,14 +172,15 @@ impl SchedulerHandle {
     }
 }
 
-/// Starts the actor on the current tokio runtime.
+/// Starts the actor on the current tokio runtime, with `warm` instances already loaded.
 pub fn spawn_scheduler(
     config: SchedulerConfig,
     outbox: Outbox,
+    warm: WarmInstances,
 ) -> (SchedulerHandle, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let (assign_tx, assign_rx) = mpsc::channel(ASSIGN_CHANNEL_CAPACITY);
-    let actor = Actor {
+    let mut actor = Actor {
         config,
         outbox,
         batcher: Batcher::default(),
@@ -161,6 +196,13 @@ pub fn spawn_scheduler(
         report: SchedulerReport::default(),
         self_tx: tx.clone(),
     };
+    let now = Instant::now();
+    for (key, instance, bytes) in warm {
+        actor.memory_used += bytes;
+        actor.instance_bytes.insert(key.clone(), bytes);
+        *actor.loaded.entry(key.clone()).or_default() += 1;
+        actor.free.entry(key).or_default().push((instance, now));
+    }
     (
         SchedulerHandle { tx, assign_tx },
         tokio::spawn(actor.run(rx, assign_rx)),

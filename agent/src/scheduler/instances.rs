@@ -2,7 +2,10 @@
 //!
 //! An instance is one execution state of a (model, width) plan: the weights are shared, each
 //! instance holds its own activations. Instances are added while a queue keeps waiting, as long
-//! as the memory budget and the utilization ceiling allow, and dropped when idle.
+//! as the memory budget and the utilization ceiling allow, and dropped when idle. Fairness
+//! across models: each (model, width) queue is always allowed its first instance (memory
+//! permitting), so one model's batches never keep another's queue from running at all; the
+//! ceiling only caps extra instances.
 
 use std::time::Duration;
 
@@ -63,8 +66,11 @@ impl InstancePolicy {
         if input.memory_used.saturating_add(needed) > self.memory_budget_bytes {
             return ScaleDecision::NoMemory;
         }
+        // Every queue may always have one instance: otherwise a queue of small requests would
+        // wait behind other models' long batches for its first instance (head-of-line
+        // blocking across models). The ceiling limits only the extra parallelism.
         let ceiling = (self.capacity as f32 * self.utilization_ceiling).max(1.0);
-        if input.running_batches as f32 >= ceiling {
+        if input.loaded > 0 && input.running_batches as f32 >= ceiling {
             return ScaleDecision::Saturated;
         }
         if input.loaded > 0 && input.oldest_wait < self.scale_up_wait {
@@ -132,6 +138,13 @@ mod tests {
         let mut i = input(1, 50, 100);
         i.running_batches = 2;
         assert_eq!(policy(1000).decide(i), ScaleDecision::Saturated);
+    }
+
+    #[test]
+    fn a_queue_without_an_instance_gets_one_even_on_a_saturated_device() {
+        let mut i = input(0, 0, 100);
+        i.running_batches = 2;
+        assert_eq!(policy(1000).decide(i), ScaleDecision::Add);
     }
 
     #[test]

@@ -6,7 +6,9 @@ mod instances;
 mod memory;
 mod replay;
 
-pub use actor::{spawn_scheduler, SchedulerConfig, SchedulerHandle, SchedulerReport};
+pub use actor::{
+    spawn_scheduler, warm_instances, SchedulerConfig, SchedulerHandle, SchedulerReport,
+};
 pub use batcher::{Batch, Batcher, QueueKey, QueueSnapshot, Queued};
 pub use instances::{InstancePolicy, ScaleDecision, ScaleInput};
 pub use memory::resident_bytes;

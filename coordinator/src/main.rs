@@ -138,55 +138,8 @@ impl RunArgs {
     }
 }
 
-/// Logs to stdout (journald under systemd); ANSI colours only on a terminal and without
-/// `NO_COLOR`, so journald and log files get plain text.
-fn init_logging(json: bool) {
-    use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let colour = std::io::stdout().is_terminal()
-        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(colour);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-}
-
-/// Prints `error: ...` and its causes on stderr, without a backtrace, and gives the failure
-/// status.
-fn report_error(error: anyhow::Error) -> std::process::ExitCode {
-    let mut text = format!("error: {error}");
-    let mut last = error.to_string();
-    for cause in error.chain().skip(1) {
-        let cause = cause.to_string();
-        if !cause.is_empty() && !last.ends_with(&cause) {
-            text.push_str("\n  caused by: ");
-            text.push_str(&cause);
-            last = cause;
-        }
-    }
-    eprintln!("{text}");
-    std::process::ExitCode::FAILURE
-}
-
 fn main() -> std::process::ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            return report_error(anyhow::Error::new(e).context("cannot start the async runtime"))
-        }
-    };
-    match runtime.block_on(serve()) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => report_error(e),
-    }
+    slim_mqtt::daemon::run_main(serve())
 }
 
 async fn serve() -> anyhow::Result<()> {
@@ -199,7 +152,7 @@ async fn serve() -> anyhow::Result<()> {
         Some(Command::Run(args)) => *args,
         None => cli.run,
     };
-    init_logging(args.log_json);
+    slim_mqtt::daemon::init_logging(args.log_json);
     slim_mqtt::daemon::exit_on_panic();
     let mut coordinator = slim_coordinator::start(args.into_config()?).await?;
     tokio::select! {

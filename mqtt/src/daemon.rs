@@ -12,6 +12,56 @@ use std::{
 
 use tokio::task::JoinHandle;
 
+/// Logs to stdout (journald under systemd) at `RUST_LOG` or `info`; ANSI colours only on a
+/// terminal and without `NO_COLOR`, so journald and log files get plain text.
+pub fn init_logging(json: bool) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let colour = std::io::stdout().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(colour);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Runs a daemon's `serve` on a multi-threaded runtime; a user error is printed as
+/// `error: ...` with its causes, without a backtrace, and gives the failure status.
+pub fn run_main(serve: impl Future<Output = anyhow::Result<()>>) -> std::process::ExitCode {
+    let outcome = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow::Error::new(e).context("cannot start the async runtime"))
+        .and_then(|runtime| runtime.block_on(serve));
+    match outcome {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("{}", error_text(&error));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// `error: ...` and each distinct cause on its own `caused by:` line.
+fn error_text(error: &anyhow::Error) -> String {
+    let mut text = format!("error: {error}");
+    let mut last = error.to_string();
+    for cause in error.chain().skip(1) {
+        let cause = cause.to_string();
+        if !cause.is_empty() && !last.ends_with(&cause) {
+            text.push_str("\n  caused by: ");
+            text.push_str(&cause);
+            last = cause;
+        }
+    }
+    text
+}
+
 /// Exit status after a panic or an unexpected task exit (`EX_SOFTWARE` in sysexits.h).
 pub const FAILURE_EXIT_CODE: i32 = 70;
 
@@ -77,6 +127,15 @@ pub async fn first_exit(tasks: &mut Vec<JoinHandle<()>>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn user_errors_read_as_a_cause_chain() {
+        let e = anyhow::anyhow!("connection refused").context("cannot reach the broker");
+        assert_eq!(
+            error_text(&e),
+            "error: cannot reach the broker\n  caused by: connection refused"
+        );
+    }
 
     #[tokio::test]
     async fn the_first_task_to_end_is_reported_and_removed() {

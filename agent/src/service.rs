@@ -133,9 +133,10 @@ pub fn load_families(
     Ok(families)
 }
 
-fn family_dirs(models_dir: &Path) -> anyhow::Result<Vec<std::path::PathBuf>> {
+/// The model-family folders (those with a `manifest.toml`) in `models_dir`, sorted.
+pub fn family_dirs(models_dir: &Path) -> anyhow::Result<Vec<std::path::PathBuf>> {
     let entries = std::fs::read_dir(models_dir)
-        .with_context(|| format!("cannot read models folder {}", models_dir.display()))?;
+        .with_context(|| format!("cannot read the models folder {}", models_dir.display()))?;
     let mut dirs: Vec<_> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.join("manifest.toml").is_file())

@@ -26,17 +26,7 @@ pub struct ModelsArgs {
 pub fn run(args: ModelsArgs) -> anyhow::Result<()> {
     super::require_path(&args.models_dir, "the models folder", "--models-dir")?;
     let (backend, reason) = select_backend(BackendChoice::Cpu).map_err(anyhow::Error::msg)?;
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&args.models_dir)
-        .with_context(|| {
-            format!(
-                "cannot read the models folder {}",
-                args.models_dir.display()
-            )
-        })?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.join("manifest.toml").is_file())
-        .collect();
-    dirs.sort();
+    let dirs = slim_agent::service::family_dirs(&args.models_dir)?;
     anyhow::ensure!(
         !dirs.is_empty(),
         "no model family in {} (no */manifest.toml there); pass --models-dir PATH",

@@ -70,15 +70,8 @@ pub fn run(args: ProfileArgs) -> anyhow::Result<()> {
         ..ProfileSettings::default()
     };
     super::require_path(&args.models_dir, "the models folder", "--models-dir")?;
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&args.models_dir)
-        .with_context(|| {
-            format!(
-                "cannot read the models folder {}",
-                args.models_dir.display()
-            )
-        })?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.join("manifest.toml").is_file())
+    let dirs: Vec<PathBuf> = slim_agent::service::family_dirs(&args.models_dir)?
+        .into_iter()
         .filter(|p| {
             args.models.is_empty()
                 || args
@@ -87,7 +80,6 @@ pub fn run(args: ProfileArgs) -> anyhow::Result<()> {
                     .any(|m| p.file_name().is_some_and(|n| n.to_string_lossy() == *m))
         })
         .collect();
-    dirs.sort();
     anyhow::ensure!(
         !dirs.is_empty(),
         "no model family to measure in {}{}",

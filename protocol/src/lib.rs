@@ -9,7 +9,6 @@
 mod auth;
 mod check;
 mod codec;
-mod dedup;
 mod error;
 #[doc(hidden)]
 pub mod fuzz;
@@ -22,7 +21,6 @@ mod topics;
 pub use auth::{AssignmentKey, KeyError};
 pub use check::Refusal;
 pub use codec::{decode, encode, peek_reply_address, peek_str, DecodeError, PeekedAddress};
-pub use dedup::RecentIds;
 pub use error::{ErrorCode, ErrorReply};
 pub use key::RequestKey;
 pub use messages::*;

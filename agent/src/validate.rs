@@ -139,7 +139,11 @@ pub fn validate_assignment(
         width: plan.entry.width,
         batch_size: assignment.batch_size.clamp(1, rules.max_batch),
         max_queue_delay_ms: assignment.max_queue_delay_ms.min(rules.max_queue_delay_ms),
-        router: limits::shorten(&assignment.router),
+        router: if assignment.router.len() > 64 {
+            limits::shorten(&assignment.router)
+        } else {
+            assignment.router
+        },
         attempt: assignment.attempt,
         family: family.clone(),
         key: RequestKey::new(reply_to, request.id.clone()),

@@ -4,6 +4,7 @@
 //! an embedded rumqttd by default; set `SLIM_TEST_BROKER=mqtt://127.0.0.1:1883` to run the same
 //! tests against Mosquitto (`.ci/run` does both).
 
+pub mod daemons;
 pub mod mosquitto;
 
 use std::{path::PathBuf, time::Duration};

@@ -14,7 +14,7 @@ use anyhow::{bail, Context};
 use rumqttc::{AsyncClient, Event, EventLoop, LastWill, Packet, QoS};
 use slim_protocol::{
     encode, now_ms, AgentInfo, AssignmentKey, Emulation, ErrorCode, ErrorReply, ModelInfo, Refusal,
-    Telemetry, Topics, WidthInfo, PROTOCOL_VERSION,
+    Telemetry, Topics, PROTOCOL_VERSION,
 };
 use tokio::task::JoinHandle;
 
@@ -150,17 +150,7 @@ fn model_info(family: &ModelFamily) -> ModelInfo {
         name: family.name().to_string(),
         input_shape: family.manifest.input_shape.clone(),
         classes: family.manifest.classes.len() as u32,
-        widths: family
-            .plans()
-            .iter()
-            .map(|p| WidthInfo {
-                width: p.entry.width,
-                top1: p.entry.top1,
-                accuracy_source: p.entry.accuracy_source.clone(),
-                flops: p.entry.flops,
-                params: p.entry.params,
-            })
-            .collect(),
+        widths: family.plans().iter().map(|p| p.entry.info()).collect(),
     }
 }
 

@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod commands;
 pub mod load;
 pub mod samples;
+pub mod saturate;
 
 /// Whether log lines written to stderr should carry ANSI colours: only on a terminal, and never
 /// when `NO_COLOR` is set (journald and log files get plain text).

@@ -91,7 +91,7 @@ impl Default for CoordinatorConfig {
             policy: None,
             seed: 0,
             batch_size: 8,
-            max_queue_delay_ms: 5,
+            max_queue_delay_ms: slim_protocol::DEFAULT_BATCH_DELAY_MS,
             telemetry_timeout_ms: 5000,
             park_timeout_ms: 10_000,
             max_payload_bytes: 1024 * 1024,

@@ -52,7 +52,10 @@ enum Inbound {
 #[derive(Debug)]
 pub struct CoordinatorHandle {
     counters: Arc<Mutex<Counters>>,
+    /// The session's connection: subscriptions, status and last will.
     client: AsyncClient,
+    /// The connection assignments, decisions and refusals leave on.
+    out: AsyncClient,
     status_topic: String,
     offline_status: Vec<u8>,
     http_addr: Option<SocketAddr>,
@@ -82,6 +85,7 @@ impl CoordinatorHandle {
             )
             .await;
         tokio::time::sleep(Duration::from_millis(100)).await;
+        let _ = self.out.disconnect().await;
         let _ = self.client.disconnect().await;
         tokio::time::sleep(Duration::from_millis(50)).await;
         for t in &self.tasks {
@@ -137,6 +141,13 @@ pub async fn start(config: CoordinatorConfig) -> anyhow::Result<CoordinatorHandl
         true,
     );
     let (client, eventloop) = config.broker.connect(&config.id, Some(will))?;
+    // Assignments, decisions and refusals leave on a second connection. rumqttc reads and
+    // writes a connection in one loop: on a single connection, a core waiting for room in the
+    // full publish queue while the session waits for the core to take the next message would
+    // stall both for good (`slim bench --saturate` hit it). The session's connection only reads
+    // (and carries the status and last will), so a busy core slows the broker's deliveries to it
+    // instead.
+    let (out, out_loop) = config.broker.connect(&format!("{}-out", config.id), None)?;
     let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_CAPACITY);
     let counters = Arc::new(Mutex::new(Counters::default()));
     let connected = Arc::new(AtomicBool::new(false));
@@ -174,10 +185,11 @@ pub async fn start(config: CoordinatorConfig) -> anyhow::Result<CoordinatorHandl
         },
     ));
     let router_name = &status.router;
+    let publisher = tokio::spawn(publisher_loop(out_loop, config.broker.url.clone()));
     let core = Core {
         config: config.clone(),
         topics: topics.clone(),
-        client: client.clone(),
+        client: out.clone(),
         routing,
         cluster: ClusterState::default(),
         parked: VecDeque::new(),
@@ -190,16 +202,32 @@ pub async fn start(config: CoordinatorConfig) -> anyhow::Result<CoordinatorHandl
         connected,
     };
     let core_task = tokio::spawn(core.run(inbound_rx));
-    tasks.extend([session, core_task]);
+    tasks.extend([session, publisher, core_task]);
     tracing::info!(router = %status.router, broker = %config.broker.url, "coordinator started");
     Ok(CoordinatorHandle {
         counters,
         client,
+        out,
         status_topic: topics.coordinator_status(),
         offline_status,
         http_addr,
         tasks,
     })
+}
+
+/// Drives the publishing connection: sends what the core publishes and reads the broker's
+/// acknowledgements; it subscribes to nothing, so nothing else arrives.
+async fn publisher_loop(mut eventloop: EventLoop, url: String) {
+    loop {
+        match eventloop.poll().await {
+            Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => return,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(broker = %url, error = %e, "MQTT publishing connection error; retrying in 1 s");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
 }
 
 /// What the MQTT session task needs.

@@ -112,7 +112,30 @@ pub enum ManifestError {
     },
 }
 
+impl WidthEntry {
+    /// What the agent announces about this width.
+    pub fn info(&self) -> slim_protocol::WidthInfo {
+        slim_protocol::WidthInfo {
+            width: self.width,
+            top1: self.top1,
+            accuracy_source: self.accuracy_source.clone(),
+            flops: self.flops,
+            params: self.params,
+        }
+    }
+}
+
 impl Manifest {
+    /// What an agent serving every width of this family announces about it.
+    pub fn model_info(&self) -> slim_protocol::ModelInfo {
+        slim_protocol::ModelInfo {
+            name: self.family.clone(),
+            input_shape: self.input_shape.clone(),
+            classes: self.classes.len() as u32,
+            widths: self.widths.iter().map(WidthEntry::info).collect(),
+        }
+    }
+
     /// Reads and checks `dir/manifest.toml`.
     pub fn load(dir: &Path) -> Result<Self, ManifestError> {
         let path = dir.join("manifest.toml");

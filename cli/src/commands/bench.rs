@@ -46,10 +46,60 @@ pub struct BenchArgs {
     /// Seed of arrivals and input choice.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    #[command(flatten)]
+    pub saturate: SaturateArgs,
+}
+
+/// `--saturate`: the coordinator's routing rate against the same broker's own rates.
+#[derive(Debug, Clone, Args)]
+pub struct SaturateArgs {
+    /// Instead of an open-loop load against a running system: start a coordinator per router
+    /// and fleet size on the broker, with emulated agents that count assignments without
+    /// running a model, flood it with requests and print requests routed per second beside two
+    /// anchors measured in the same run on the same broker (raw publish → subscribe, and a
+    /// do-nothing relay client).
+    #[arg(long)]
+    pub saturate: bool,
+    /// With --saturate: start an embedded broker for the run (the demo's) instead of using
+    /// --broker.
+    #[arg(long, requires = "saturate")]
+    pub embedded: bool,
+    /// With --saturate: requests per case.
+    #[arg(long, default_value_t = 20_000, requires = "saturate")]
+    pub messages: usize,
+    /// With --saturate: emulated fleet sizes, comma-separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "5,50,500",
+        requires = "saturate"
+    )]
+    pub fleets: Vec<usize>,
+    /// With --saturate: routers, comma-separated (`ppo` needs --policy).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "random,round-robin,least-loaded,greedy,ppo",
+        requires = "saturate"
+    )]
+    pub routers: Vec<slim_router::RouterKind>,
+    /// With --saturate: PPO checkpoint for the `ppo` router.
+    #[arg(long, default_value = "router/policies/balanced.safetensors")]
+    pub policy: PathBuf,
+    /// With --saturate: the device profile every emulated agent publishes (greedy and PPO
+    /// read it).
+    #[arg(long, default_value = "profiles/cpu-2core-measured.toml")]
+    pub profile: PathBuf,
+    /// With --saturate: also write the table, as markdown, to this file.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 /// Runs the command.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.saturate.saturate {
+        return super::saturate::run(&args).await;
+    }
     let samples: Vec<Sample> = match &args.input {
         Some(path) => split_batch(&read_npy(path)?)
             .into_iter()

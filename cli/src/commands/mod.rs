@@ -6,6 +6,7 @@ pub mod eval;
 pub mod models;
 pub mod profile;
 pub mod request;
+pub mod saturate;
 pub mod simulate;
 pub mod status;
 pub mod train;

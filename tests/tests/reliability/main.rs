@@ -135,9 +135,10 @@ async fn reliability_report() {
     let mut runs = Vec::new();
     for fault in faults {
         for rep in 1..=2 {
+            // At least 10 s of load after the fault's end, to see recovery.
             let run = run_fault(Plan {
                 fault,
-                duration: secs(25),
+                duration: secs(25).max(secs(15) + fault.length()),
                 fault_at: secs(5),
             })
             .await;

@@ -189,7 +189,7 @@ pub fn report_markdown(runs: &[(usize, Run)], soak: &Soak, command: &str) -> Str
         md,
         "# Reliability\n\n\
          Kill anything, lose nothing, answer once, never answer wrongly (issue #21). This file is\n\
-         written by `reliability_report` in `tests/tests/reliability.rs`; do not edit it by hand,\n\
+         written by `reliability_report` in `tests/tests/reliability/`; do not edit it by hand,\n\
          run it again:\n\n\
          ```sh\n{command}\n```\n\n\
          - Date: {}\n- Machine: {} (`lscpu`)\n- Broker: {mosquitto}\n- Build: {profile}\n",
@@ -212,7 +212,8 @@ pub fn report_markdown(runs: &[(usize, Run)], soak: &Soak, command: &str) -> Str
          and state folder.\n\n\
          One client (the `slim` client: QoS 1, persistent session, retries an unanswered request\n\
          with the same id every 2 s, keeps the first answer per id) sends {RATE:.0} requests/s for\n\
-         25 s; the fault starts 5 s in. The client then waits up to 20 s for the last answers.\n\n\
+         25 s, or until 10 s after the fault's end if that is later; the fault starts 5 s in.\n\
+         The client then waits up to 20 s for the last answers.\n\n\
          - **Lost**: requests without any answer at the end.\n\
          - **Duplicate answers dropped**: second answers to an answered request that the client\n  \
            dropped (a retry or a redelivery answered again). No slim client sees a request\n  \

@@ -80,6 +80,18 @@ impl Fault {
         }
     }
 
+    /// How long the fault lasts (0 for a kill without restart).
+    pub fn length(&self) -> Duration {
+        match *self {
+            Fault::None | Fault::OneAgentKill => Duration::ZERO,
+            Fault::AllAgentsKill { down }
+            | Fault::CoordinatorKill { down }
+            | Fault::BrokerTerm { down }
+            | Fault::BrokerKill9 { down } => down,
+            Fault::AgentHang { stopped } => stopped,
+        }
+    }
+
     pub fn tag(&self) -> &'static str {
         match self {
             Fault::None => "none",

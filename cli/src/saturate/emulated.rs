@@ -1,0 +1,231 @@
+//! Many lightweight agents behind one MQTT connection, for measuring the coordinator alone: each
+//! announces itself (retained status with the family's real model info and, when given, a
+//! device profile), counts the assignments it receives without running anything, and reports
+//! them answered in its telemetry so the coordinator's ledger drains as with real agents.
+
+use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use rumqttc::{AsyncClient, Event, Packet, QoS};
+use slim_mqtt::BrokerOptions;
+use slim_protocol::{
+    decode, encode, limits, now_ms, AgentInfo, Assignment, DeviceInfo, DeviceProfile, EnergySource,
+    ModelInfo, RequestKey, Telemetry, Topics, PROTOCOL_VERSION,
+};
+
+/// What the emulated agents announce.
+#[derive(Debug, Clone)]
+pub struct EmulatedFleet {
+    /// How many agents.
+    pub agents: usize,
+    /// The models each serves.
+    pub models: Vec<ModelInfo>,
+    /// A device profile each publishes (the PPO router needs one).
+    pub profile: Option<DeviceProfile>,
+    /// Telemetry interval.
+    pub telemetry: Duration,
+}
+
+/// The running emulation: counts what reached the agents.
+pub struct Emulation {
+    client: AsyncClient,
+    topics: Topics,
+    ids: Vec<String>,
+    assignments: Arc<AtomicU64>,
+    last_at: Arc<Mutex<Option<Instant>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+fn agent_id(i: usize) -> String {
+    format!("emulated-{i:04}")
+}
+
+impl EmulatedFleet {
+    /// Connects, announces every agent, and starts counting and reporting.
+    pub async fn start(
+        &self,
+        broker: &BrokerOptions,
+        topics: &Topics,
+    ) -> anyhow::Result<Emulation> {
+        let client_id = format!("{}-emulated-fleet", topics.prefix().replace('/', "-"));
+        let (client, mut eventloop) = broker.connect(&client_id, None)?;
+        let ids: Vec<String> = (0..self.agents).map(agent_id).collect();
+        let assignments = Arc::new(AtomicU64::new(0));
+        let last_at: Arc<Mutex<Option<Instant>>> = Default::default();
+        // Keys received since the last telemetry, per agent.
+        let done: Arc<Mutex<Vec<Vec<String>>>> =
+            Arc::new(Mutex::new(vec![Vec::new(); self.agents]));
+        let receiver = {
+            let (client, topics, ids) = (client.clone(), topics.clone(), ids.clone());
+            let (assignments, last_at, done) = (assignments.clone(), last_at.clone(), done.clone());
+            let infos: Vec<Vec<u8>> = ids.iter().map(|id| encode(&self.info(id, true))).collect();
+            tokio::spawn(async move {
+                loop {
+                    match eventloop.poll().await {
+                        Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                            let filter = format!("{}/agents/+/assign", topics.prefix());
+                            let _ = client.subscribe(filter, QoS::AtLeastOnce).await;
+                            for (id, info) in ids.iter().zip(&infos) {
+                                let _ = client
+                                    .publish(
+                                        topics.status(id),
+                                        QoS::AtLeastOnce,
+                                        true,
+                                        info.clone(),
+                                    )
+                                    .await;
+                            }
+                        }
+                        Ok(Event::Incoming(Packet::Publish(p))) => {
+                            let Some(index) = agent_index(&topics, &p.topic) else {
+                                continue;
+                            };
+                            if let Ok(a) = decode::<Assignment>(&p.payload) {
+                                let reply_to = a.request.reply_to.unwrap_or_default();
+                                let key = RequestKey::new(reply_to, a.request.id);
+                                done.lock().unwrap()[index].push(key.wire());
+                                assignments.fetch_add(1, Ordering::Relaxed);
+                                *last_at.lock().unwrap() = Some(Instant::now());
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                    }
+                }
+            })
+        };
+        let reporter = {
+            let (client, topics, ids, done) =
+                (client.clone(), topics.clone(), ids.clone(), done.clone());
+            let interval = self.telemetry;
+            tokio::spawn(async move {
+                let mut seq = 0u64;
+                let mut tick = tokio::time::interval(interval);
+                loop {
+                    tick.tick().await;
+                    seq += 1;
+                    let pages: Vec<Vec<String>> = {
+                        let mut done = done.lock().unwrap();
+                        done.iter_mut().map(take_page).collect()
+                    };
+                    for (id, keys) in ids.iter().zip(pages) {
+                        let t = telemetry(id, seq, keys);
+                        let _ = client
+                            .publish(topics.telemetry(id), QoS::AtMostOnce, false, encode(&t))
+                            .await;
+                    }
+                }
+            })
+        };
+        Ok(Emulation {
+            client,
+            topics: topics.clone(),
+            ids,
+            assignments,
+            last_at,
+            tasks: vec![receiver, reporter],
+        })
+    }
+
+    fn info(&self, id: &str, online: bool) -> AgentInfo {
+        AgentInfo {
+            v: PROTOCOL_VERSION,
+            agent: id.into(),
+            online,
+            started_at_ms: now_ms(),
+            backend: "emulated".into(),
+            backend_reason: "slim bench --saturate: answers without running a model".into(),
+            device: DeviceInfo {
+                hostname: "emulated".into(),
+                kind: "cpu".into(),
+                cpu_model: "emulated".into(),
+                cpu_cores: 1,
+                ram_bytes: 1 << 30,
+                gpu: None,
+                vram_bytes: None,
+            },
+            models: self.models.clone(),
+            max_batch: 32,
+            emulation: None,
+            profile: self.profile.clone(),
+            threads: 1,
+            durable: false,
+        }
+    }
+}
+
+/// Telemetry of an idle agent that reports `done` answered.
+fn telemetry(id: &str, seq: u64, done: Vec<String>) -> Telemetry {
+    Telemetry {
+        v: PROTOCOL_VERSION,
+        agent: id.into(),
+        seq,
+        at_ms: now_ms(),
+        cpu_util: 0.0,
+        ram_used_bytes: 0,
+        ram_total_bytes: 1 << 30,
+        gpu_util: None,
+        vram_used_bytes: None,
+        vram_total_bytes: None,
+        power_w: 0.0,
+        energy_j: 0.0,
+        energy_source: EnergySource::Model,
+        queues: Vec::new(),
+        outstanding: 0,
+        completed: 0,
+        errors: 0,
+        batches: Vec::new(),
+        done,
+        emulated: true,
+    }
+}
+
+/// The keys that fit one report ([`limits::MAX_REPORT_KEY_BYTES`]); the rest wait for the next.
+fn take_page(keys: &mut Vec<String>) -> Vec<String> {
+    let mut bytes = 0;
+    let fit = keys
+        .iter()
+        .take_while(|k| {
+            bytes += k.len() + 5;
+            bytes <= limits::MAX_REPORT_KEY_BYTES
+        })
+        .count();
+    keys.drain(..fit).collect()
+}
+
+fn agent_index(topics: &Topics, topic: &str) -> Option<usize> {
+    let rest = topic
+        .strip_prefix(topics.prefix())?
+        .strip_prefix("/agents/emulated-")?;
+    rest.strip_suffix("/assign")?.parse().ok()
+}
+
+impl Emulation {
+    /// Assignments received so far, and when the last one arrived.
+    pub fn received(&self) -> (u64, Option<Instant>) {
+        (
+            self.assignments.load(Ordering::Relaxed),
+            *self.last_at.lock().unwrap(),
+        )
+    }
+
+    /// Takes every agent offline (retained status cleared) and stops.
+    pub async fn stop(self) {
+        for id in &self.ids {
+            let _ = self
+                .client
+                .publish(self.topics.status(id), QoS::AtLeastOnce, true, Vec::new())
+                .await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let _ = self.client.disconnect().await;
+        for task in self.tasks {
+            task.abort();
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! `slim bench --saturate`: how many requests per second the coordinator routes, against what
+//! the same broker moves without it, for fleets of several sizes and every router.
+//!
+//! Everything runs in one process on one broker (embedded unless a URL is given), one case after
+//! another: the anchors first (raw publish → subscribe, then a do-nothing relay), then for each
+//! fleet size and router a fresh coordinator (its own topic prefix) with emulated agents
+//! ([`emulated`]) that count assignments without running a model. Each case floods the same
+//! number of QoS 1 requests from one publisher as fast as its in-flight window allows, and the
+//! rate is messages received ÷ time from the first publish to the last receipt.
+
+pub mod anchors;
+pub mod emulated;
+mod report;
+
+use std::{path::PathBuf, time::Duration};
+
+use slim_coordinator::CoordinatorConfig;
+use slim_mqtt::{BrokerOptions, EmbeddedBroker};
+use slim_protocol::{encode, DeviceProfile, InferRequest, ModelInfo, Topics};
+use slim_router::RouterKind;
+
+pub use report::{Case, SaturationReport};
+
+use anchors::{wait_for, Publisher, Relay, Sink};
+use emulated::EmulatedFleet;
+
+use crate::samples::Sample;
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct SaturationSpec {
+    /// Broker URL; `None` starts an embedded broker.
+    pub broker_url: Option<String>,
+    /// Requests per case.
+    pub messages: usize,
+    /// Emulated fleet sizes.
+    pub fleets: Vec<usize>,
+    /// Routers measured at every fleet size.
+    pub routers: Vec<RouterKind>,
+    /// PPO checkpoint, needed when `routers` holds `ppo`.
+    pub policy: Option<PathBuf>,
+    /// The model the requests ask for, with the model info the emulated agents announce.
+    pub model: ModelInfo,
+    /// The device profile the emulated agents publish (the PPO and greedy routers use it).
+    pub profile: Option<DeviceProfile>,
+    /// Request inputs.
+    pub samples: Vec<Sample>,
+    /// Topic prefix under which every case gets its own.
+    pub topic_prefix: String,
+}
+
+/// How long a case may see nothing arrive before it is cut short.
+const QUIET: Duration = Duration::from_secs(5);
+
+/// Runs every case.
+pub async fn run(spec: &SaturationSpec) -> anyhow::Result<SaturationReport> {
+    let embedded = match &spec.broker_url {
+        Some(_) => None,
+        None => Some(EmbeddedBroker::start_local()?),
+    };
+    let url = match (&spec.broker_url, &embedded) {
+        (Some(url), _) => url.clone(),
+        (None, Some(e)) => e.url(),
+        (None, None) => unreachable!("an embedded broker was started"),
+    };
+    let broker = BrokerOptions::from_url(url.clone());
+    let mut report = SaturationReport::new(&url, spec);
+    let base = format!("{}/{}", spec.topic_prefix, uuid::Uuid::new_v4().simple());
+
+    let topics = Topics::new(&format!("{base}/anchors"));
+    let payloads = requests(spec, &topics, "anchor");
+    let publisher = Publisher::connect(&broker, &client_id(&base, "pub")).await?;
+    report.push(raw(&broker, &publisher, &base, &payloads).await?);
+    report.push(relay(&broker, &publisher, &base, &payloads).await?);
+    for &agents in &spec.fleets {
+        for &router in &spec.routers {
+            eprintln!(
+                "saturate: {} with {agents} emulated agents",
+                router.as_str()
+            );
+            let case = routing(spec, &broker, &publisher, &base, agents, router).await?;
+            report.push(case);
+        }
+    }
+    Ok(report)
+}
+
+fn client_id(base: &str, role: &str) -> String {
+    format!("{}-{role}", base.replace('/', "-"))
+}
+
+/// `n` distinct requests (ids `{tag}-{i}`), encoded, replying to a topic nobody reads.
+fn requests(spec: &SaturationSpec, topics: &Topics, tag: &str) -> Vec<Vec<u8>> {
+    let reply_to = topics.client_replies("saturate");
+    (0..spec.messages)
+        .map(|i| {
+            let sample = &spec.samples[i % spec.samples.len()];
+            let mut r = InferRequest::new(
+                format!("{tag}-{i}"),
+                spec.model.name.clone(),
+                sample.input.clone(),
+            );
+            r.reply_to = Some(reply_to.clone());
+            encode(&r)
+        })
+        .collect()
+}
+
+async fn raw(
+    broker: &BrokerOptions,
+    publisher: &Publisher,
+    base: &str,
+    payloads: &[Vec<u8>],
+) -> anyhow::Result<Case> {
+    let topic = format!("{base}/anchors/raw");
+    let sink = Sink::start(broker, &client_id(base, "raw-sink"), &topic).await?;
+    let start = std::time::Instant::now();
+    publisher.flood(&topic, payloads).await?;
+    let (received, rate) = wait_for(payloads.len() as u64, start, QUIET, || sink.received()).await;
+    Ok(Case::anchor(
+        "raw publish → subscribe",
+        payloads.len(),
+        received,
+        rate,
+    ))
+}
+
+async fn relay(
+    broker: &BrokerOptions,
+    publisher: &Publisher,
+    base: &str,
+    payloads: &[Vec<u8>],
+) -> anyhow::Result<Case> {
+    let (from, to) = (
+        format!("{base}/anchors/relay-in"),
+        format!("{base}/anchors/relay-out"),
+    );
+    let sink = Sink::start(broker, &client_id(base, "relay-sink"), &to).await?;
+    let _relay = Relay::start(broker, &client_id(base, "relay"), &from, &to).await?;
+    let start = std::time::Instant::now();
+    publisher.flood(&from, payloads).await?;
+    let (received, rate) = wait_for(payloads.len() as u64, start, QUIET, || sink.received()).await;
+    Ok(Case::anchor(
+        "do-nothing relay",
+        payloads.len(),
+        received,
+        rate,
+    ))
+}
+
+async fn routing(
+    spec: &SaturationSpec,
+    broker: &BrokerOptions,
+    publisher: &Publisher,
+    base: &str,
+    agents: usize,
+    router: RouterKind,
+) -> anyhow::Result<Case> {
+    let prefix = format!("{base}/{}-{agents}", router.as_str());
+    let topics = Topics::new(&prefix);
+    let config = CoordinatorConfig {
+        id: client_id(&prefix, "coordinator"),
+        topic_prefix: prefix.clone(),
+        broker: broker.clone(),
+        router,
+        policy: (router == RouterKind::Ppo)
+            .then(|| spec.policy.clone())
+            .flatten(),
+        http_listen: Some(String::new()),
+        // Emulated agents report every 200 ms; a busy machine may delay a report.
+        telemetry_timeout_ms: 10_000,
+        max_agents: agents.max(1000),
+        ..CoordinatorConfig::default()
+    };
+    let coordinator = slim_coordinator::start(config).await?;
+    let fleet = EmulatedFleet {
+        agents,
+        models: vec![spec.model.clone()],
+        profile: spec.profile.clone(),
+        telemetry: Duration::from_millis(200),
+    }
+    .start(broker, &topics)
+    .await?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while coordinator.counters().agents_online < agents {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the coordinator sees {} of {agents} emulated agents after 30 s",
+            coordinator.counters().agents_online
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let payloads = requests(spec, &topics, "route");
+    let start = std::time::Instant::now();
+    publisher
+        .flood(&topics.request(&spec.model.name), &payloads)
+        .await?;
+    let (received, rate) = wait_for(payloads.len() as u64, start, QUIET, || fleet.received()).await;
+    let counters = coordinator.counters();
+    fleet.stop().await;
+    coordinator.shutdown().await;
+    Ok(Case::routing(
+        router.as_str(),
+        agents,
+        payloads.len(),
+        received,
+        rate,
+        &counters,
+    ))
+}

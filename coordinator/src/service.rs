@@ -56,6 +56,8 @@ pub struct CoordinatorHandle {
     client: AsyncClient,
     /// The connection assignments, decisions and refusals leave on.
     out: AsyncClient,
+    /// The connection agents' status and telemetry arrive on.
+    fleet: AsyncClient,
     status_topic: String,
     offline_status: Vec<u8>,
     http_addr: Option<SocketAddr>,
@@ -86,6 +88,7 @@ impl CoordinatorHandle {
             .await;
         tokio::time::sleep(Duration::from_millis(100)).await;
         let _ = self.out.disconnect().await;
+        let _ = self.fleet.disconnect().await;
         let _ = self.client.disconnect().await;
         tokio::time::sleep(Duration::from_millis(50)).await;
         for t in &self.tasks {
@@ -148,7 +151,14 @@ pub async fn start(config: CoordinatorConfig) -> anyhow::Result<CoordinatorHandl
     // (and carries the status and last will), so a busy core slows the broker's deliveries to it
     // instead.
     let (out, out_loop) = config.broker.connect(&format!("{}-out", config.id), None)?;
+    // Agents' status and telemetry arrive on a third connection, and the core takes them before
+    // requests: behind a flood of requests in one queue, telemetry waited longer than the
+    // liveness timeout and busy agents were taken offline (`slim bench --saturate`, 500 agents).
+    let (fleet_client, fleet_loop) = config
+        .broker
+        .connect(&format!("{}-fleet", config.id), None)?;
     let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_CAPACITY);
+    let (fleet_tx, fleet_rx) = mpsc::channel(INBOUND_CAPACITY);
     let counters = Arc::new(Mutex::new(Counters::default()));
     let connected = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
@@ -170,13 +180,27 @@ pub async fn start(config: CoordinatorConfig) -> anyhow::Result<CoordinatorHandl
         Some(group) => format!("$share/{group}/{}", topics.requests_filter()),
         None => topics.requests_filter(),
     };
+    let fleet_session = tokio::spawn(session_loop(
+        fleet_loop,
+        Session {
+            client: fleet_client.clone(),
+            topics: topics.clone(),
+            filters: vec![topics.status_filter(), topics.telemetry_filter()],
+            status: None,
+            inbound: fleet_tx,
+            url: config.broker.url.clone(),
+            connected: connected.clone(),
+            counters: counters.clone(),
+            max_payload_bytes: config.max_payload_bytes,
+        },
+    ));
     let session = tokio::spawn(session_loop(
         eventloop,
         Session {
             client: client.clone(),
             topics: topics.clone(),
-            requests_filter,
-            status: encode(&status),
+            filters: vec![requests_filter],
+            status: Some(encode(&status)),
             inbound: inbound_tx,
             url: config.broker.url.clone(),
             connected: connected.clone(),
@@ -201,13 +225,14 @@ pub async fn start(config: CoordinatorConfig) -> anyhow::Result<CoordinatorHandl
         snapshot,
         connected,
     };
-    let core_task = tokio::spawn(core.run(inbound_rx));
-    tasks.extend([session, publisher, core_task]);
+    let core_task = tokio::spawn(core.run(fleet_rx, inbound_rx));
+    tasks.extend([session, fleet_session, publisher, core_task]);
     tracing::info!(router = %status.router, broker = %config.broker.url, "coordinator started");
     Ok(CoordinatorHandle {
         counters,
         client,
         out,
+        fleet: fleet_client,
         status_topic: topics.coordinator_status(),
         offline_status,
         http_addr,
@@ -234,9 +259,11 @@ async fn publisher_loop(mut eventloop: EventLoop, url: String) {
 struct Session {
     client: AsyncClient,
     topics: Topics,
-    /// The request subscription: plain, or `$share/...` in a shared group.
-    requests_filter: String,
-    status: Vec<u8>,
+    /// What this connection subscribes to (requests: plain, or `$share/...` in a shared group).
+    filters: Vec<String>,
+    /// The coordinator's retained status, published on (re)connect by the session that carries
+    /// the last will.
+    status: Option<Vec<u8>>,
     inbound: mpsc::Sender<Inbound>,
     url: String,
     connected: Arc<AtomicBool>,
@@ -248,7 +275,7 @@ async fn session_loop(mut eventloop: EventLoop, session: Session) {
     let Session {
         client,
         topics,
-        requests_filter,
+        filters,
         status,
         inbound,
         url,
@@ -272,18 +299,16 @@ async fn session_loop(mut eventloop: EventLoop, session: Session) {
                 let client = client.clone();
                 let topics = topics.clone();
                 let status = status.clone();
-                let requests_filter = requests_filter.clone();
+                let filters = filters.clone();
                 tokio::spawn(async move {
-                    for filter in [
-                        topics.status_filter(),
-                        topics.telemetry_filter(),
-                        requests_filter,
-                    ] {
+                    for filter in filters {
                         let _ = client.subscribe(filter, QoS::AtLeastOnce).await;
                     }
-                    let _ = client
-                        .publish(topics.coordinator_status(), QoS::AtLeastOnce, true, status)
-                        .await;
+                    if let Some(status) = status {
+                        let _ = client
+                            .publish(topics.coordinator_status(), QoS::AtLeastOnce, true, status)
+                            .await;
+                    }
                 });
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
@@ -342,31 +367,44 @@ struct Core {
 }
 
 impl Core {
-    async fn run(mut self, mut inbound: mpsc::Receiver<Inbound>) {
+    /// Handles the fleet's messages first, then the tick, then requests: however many requests
+    /// wait, agents' telemetry and status are never queued behind them.
+    async fn run(
+        mut self,
+        mut fleet: mpsc::Receiver<Inbound>,
+        mut inbound: mpsc::Receiver<Inbound>,
+    ) {
         let mut tick = tokio::time::interval(Duration::from_millis(200));
         loop {
             tokio::select! {
-                message = inbound.recv() => {
+                biased;
+                message = fleet.recv() => {
                     let Some(message) = message else { return };
-                    let now = Instant::now();
-                    match message {
-                        Inbound::Message { topic, payload } => {
-                            self.on_message(&topic, &payload, now).await
-                        }
-                        Inbound::Oversize { topic, refusal } => {
-                            if self.topics.is_request(&topic) {
-                                self.counters.lock().unwrap().received += 1;
-                            }
-                            self.refuse(refusal, &topic).await
-                        }
-                        Inbound::Connected => {
-                            self.connected_since = Some(now);
-                            // Silence while the coordinator itself was cut off is not the agents'.
-                            self.cluster.touch_all(now);
-                        }
-                    }
+                    self.on_inbound(message).await;
                 }
                 _ = tick.tick() => self.on_tick().await,
+                message = inbound.recv() => {
+                    let Some(message) = message else { return };
+                    self.on_inbound(message).await;
+                }
+            }
+        }
+    }
+
+    async fn on_inbound(&mut self, message: Inbound) {
+        let now = Instant::now();
+        match message {
+            Inbound::Message { topic, payload } => self.on_message(&topic, &payload, now).await,
+            Inbound::Oversize { topic, refusal } => {
+                if self.topics.is_request(&topic) {
+                    self.counters.lock().unwrap().received += 1;
+                }
+                self.refuse(refusal, &topic).await
+            }
+            Inbound::Connected => {
+                self.connected_since = Some(now);
+                // Silence while the coordinator itself was cut off is not the agents'.
+                self.cluster.touch_all(now);
             }
         }
     }
@@ -400,6 +438,9 @@ impl Core {
         if self.on_repeat(&valid, now).await {
             return;
         }
+        let sent_at = valid.request.sent_at_ms;
+        self.monitor
+            .on_arrival(&valid.key, &valid.request.model, sent_at, now, now_ms());
         if let Some(refusal) = self.over_bound(&valid) {
             return self.refuse(refusal, topic).await;
         }
@@ -562,7 +603,7 @@ impl Core {
         if let Err(e) = t.check() {
             return self.bad_agent_message(topic, &e.to_string()).await;
         }
-        self.monitor.on_telemetry(&t);
+        self.monitor.on_telemetry(&t, now, now_ms());
         self.routing.on_telemetry(&t);
         let cleanup = self.cluster.on_telemetry(t, now);
         self.count_cleanup(cleanup);
@@ -764,17 +805,24 @@ impl Core {
             min_accuracy: request.min_accuracy,
             deadline_ms: request.deadline_ms,
         };
-        let Some(route) = self
+        let candidates = observation.devices.len();
+        let route = self
             .routing
-            .route(&observation, &constraints, &valid.key.wire(), now)
-        else {
+            .route(observation, &constraints, &valid.key.wire(), now);
+        let chosen = route.as_ref().map(|r| {
+            (
+                ids[r.device].clone(),
+                observation.devices[r.device].outstanding,
+            )
+        });
+        let (Some(route), Some((agent, agent_outstanding))) = (route, chosen) else {
             let mut refusal = Refusal::new(
                 ErrorCode::NoCapacity,
                 format!(
                     "router {} found no eligible (agent, width, batch) among {} online agents \
                      (the ppo router needs agents that publish a device profile)",
                     self.routing.name(),
-                    observation.devices.len()
+                    candidates
                 ),
             );
             refusal.id = Some(valid.key.id.clone());
@@ -783,7 +831,6 @@ impl Core {
             self.refuse(refusal, &topic).await;
             return;
         };
-        let agent = ids[route.device].clone();
         let decision = Decision {
             v: PROTOCOL_VERSION,
             request_id: request.id.clone(),
@@ -793,8 +840,8 @@ impl Core {
             batch_size: route.batch_size,
             router: self.routing.name().to_string(),
             at_ms: now_ms(),
-            candidates: observation.devices.len() as u16,
-            agent_outstanding: observation.devices[route.device].outstanding,
+            candidates: candidates as u16,
+            agent_outstanding,
             attempt,
         };
         let assignment = self.assignment(
@@ -821,7 +868,8 @@ impl Core {
         }
         self.publish(self.topics.assign(&agent), payload, QoS::AtLeastOnce)
             .await;
-        self.monitor.on_decision(&decision);
+        self.monitor
+            .on_decision(&decision, &valid.key, Instant::now());
         self.publish(self.topics.decisions(), encode(&decision), QoS::AtMostOnce)
             .await;
     }

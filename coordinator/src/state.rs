@@ -2,7 +2,9 @@
 //! each one holds. Pure: the caller passes the clock.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{hash_map::RandomState, BTreeMap, HashMap},
+    hash::BuildHasher,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -69,6 +71,9 @@ pub struct AgentEntry {
     /// When its latest and the previous telemetry arrived.
     pub last_report_at: Option<Instant>,
     prev_report_at: Option<Instant>,
+    /// Requests assigned to it since its latest telemetry (kept as a count, so the router's
+    /// view of the agent costs the same whatever its ledger holds).
+    assigned_since_report: u32,
     /// Mean batch compute latency per (model, width × 1000), exponentially smoothed, ms.
     pub latency_ms: HashMap<(String, u16), f32>,
     /// Mean compute time per request (batch time / batch size), exponentially smoothed, ms.
@@ -81,12 +86,9 @@ impl AgentEntry {
     /// The load the router sees: the agent's own outstanding count from its latest report plus
     /// what was assigned to it since, or the ledger alone before any report.
     pub fn routing_outstanding(&self) -> u32 {
-        match (self.reported_outstanding, self.last_report_at) {
-            (Some(reported), Some(at)) => {
-                let since = self.pending.values().filter(|p| p.assigned_at > at).count() as u32;
-                reported.saturating_add(since)
-            }
-            _ => self.pending.len() as u32,
+        match self.reported_outstanding {
+            Some(reported) => reported.saturating_add(self.assigned_since_report),
+            None => self.pending.len() as u32,
         }
     }
 }
@@ -96,6 +98,23 @@ impl AgentEntry {
 pub struct ClusterState {
     agents: BTreeMap<String, AgentEntry>,
     answered: Answered,
+    /// Which agent each held request was last assigned to, by a keyed fingerprint of its key,
+    /// so finding a request's holder does not ask every agent. Verified against that agent's
+    /// ledger on use; entries leave with the ledger entry or after the ledger TTL.
+    holders: HashMap<u64, (Arc<str>, Instant)>,
+    hasher: RandomState,
+    /// The router's view of each model, built once and then kept current device by device
+    /// (telemetry, assignments); rebuilt when an agent joins, leaves or changes what it serves.
+    views: HashMap<String, ModelView>,
+}
+
+/// The cached [`Observation`] of one model.
+#[derive(Debug)]
+struct ModelView {
+    observation: Observation,
+    ids: Vec<String>,
+    /// Index in `observation.devices` by agent id.
+    index: HashMap<String, usize>,
 }
 
 impl Default for ClusterState {
@@ -115,14 +134,17 @@ impl ClusterState {
         Self {
             agents: BTreeMap::new(),
             answered: Answered::new(answered_capacity, answered_ttl),
+            holders: HashMap::new(),
+            hasher: RandomState::new(),
+            views: HashMap::new(),
         }
     }
 
     /// The agent holding `key` in its ledger, with the ledger entry.
     pub fn holder(&self, key: &RequestKey) -> Option<(&str, &Pending)> {
-        self.agents
-            .iter()
-            .find_map(|(id, a)| a.pending.get(key).map(|p| (id.as_str(), p)))
+        let (agent, _) = self.holders.get(&self.hasher.hash_one(key))?;
+        let (id, entry) = self.agents.get_key_value(&**agent)?;
+        entry.pending.get(key).map(|p| (id.as_str(), p))
     }
 
     /// The online agent that answered `key` recently, if any.
@@ -145,11 +167,15 @@ impl ClusterState {
             reported_outstanding: None,
             last_report_at: None,
             prev_report_at: None,
+            assigned_since_report: 0,
             latency_ms: HashMap::new(),
             per_request_ms: None,
             assigned: 0,
         });
         let restarted = entry.info.started_at_ms != info.started_at_ms;
+        if entry.info != info || entry.online != online {
+            self.views.clear();
+        }
         entry.info = info;
         entry.last_seen = now;
         let was_online = entry.online;
@@ -196,11 +222,15 @@ impl ClusterState {
         entry.last_seen = now;
         if !entry.online && entry.info.online {
             entry.online = true;
+            self.views.clear();
         }
         let agent: std::sync::Arc<str> = telemetry.agent.as_str().into();
         for key in &telemetry.done {
             if let Some(key) = RequestKey::from_wire(key) {
                 let width = entry.pending.remove(&key).map(|p| p.width);
+                if width.is_some() {
+                    self.holders.remove(&self.hasher.hash_one(&key));
+                }
                 let by = AnsweredBy {
                     agent: agent.clone(),
                     width,
@@ -226,6 +256,7 @@ impl ClusterState {
         }
         entry.prev_report_at = entry.last_report_at;
         entry.last_report_at = Some(now);
+        entry.assigned_since_report = 0;
         entry.reported_outstanding = Some(telemetry.outstanding);
         for batch in &telemetry.batches {
             let key = (batch.model.clone(), width_key(batch.width));
@@ -238,6 +269,8 @@ impl ClusterState {
             });
         }
         entry.telemetry = Some(telemetry);
+        let id = entry.info.agent.clone();
+        self.refresh(&id);
         cleanup
     }
 
@@ -246,6 +279,9 @@ impl ClusterState {
     pub fn expire_ledger(&mut self, now: Instant, ttl: Duration) -> LedgerCleanup {
         self.answered.expire(now);
         let mut expired = 0;
+        self.holders
+            .retain(|_, (_, at)| now.saturating_duration_since(*at) <= ttl);
+        self.views.clear();
         for entry in self.agents.values_mut() {
             let before = entry.pending.len();
             entry
@@ -274,6 +310,7 @@ impl ClusterState {
             if entry.online && now.saturating_duration_since(entry.last_seen) > timeout {
                 tracing::warn!(agent = %id, silent_ms = now.saturating_duration_since(entry.last_seen).as_millis() as u64, "agent silent: taken offline");
                 entry.online = false;
+                self.views.clear();
                 orphans.extend(entry.pending.drain().map(|(_, p)| p));
             }
         }
@@ -299,7 +336,10 @@ impl ClusterState {
     ) {
         if let Some(entry) = self.agents.get_mut(agent) {
             entry.assigned += 1;
+            entry.assigned_since_report = entry.assigned_since_report.saturating_add(1);
             let key = RequestKey::new(request.reply_to.clone().unwrap_or_default(), &request.id);
+            self.holders
+                .insert(self.hasher.hash_one(&key), (agent.into(), now));
             entry.pending.insert(
                 key,
                 Pending {
@@ -310,6 +350,7 @@ impl ClusterState {
                     batch_size,
                 },
             );
+            self.refresh_load(agent);
         }
     }
 
@@ -322,58 +363,63 @@ impl ClusterState {
     }
 
     /// Online agents that serve `model`, as the router sees them, with their ids.
-    pub fn observation(&self, model: &str) -> (Observation, Vec<String>) {
+    pub fn observation(&mut self, model: &str) -> (&Observation, &[String]) {
+        if !self.views.contains_key(model) {
+            let view = self.build_view(model);
+            self.views.insert(model.to_string(), view);
+        }
+        let view = &self.views[model];
+        (&view.observation, &view.ids)
+    }
+
+    fn build_view(&self, model: &str) -> ModelView {
         let mut ids = Vec::new();
-        let devices = self
+        let devices: Vec<DeviceView> = self
             .agents
             .values()
             .filter(|a| a.online)
             .filter_map(|a| {
                 let m = a.info.models.iter().find(|m| m.name == model)?;
                 ids.push(a.info.agent.clone());
-                let t = a.telemetry.as_ref();
-                let outstanding = a.routing_outstanding();
-                Some(DeviceView {
-                    agent: a.info.agent.clone(),
-                    online: true,
-                    outstanding,
-                    backlog_ms: outstanding as f32 * a.per_request_ms.unwrap_or(0.0),
-                    instances: t
-                        .map(|t| t.queues.iter().map(|q| q.instances).max().unwrap_or(1))
-                        .unwrap_or(1)
-                        .max(1),
-                    queue_depth: t
-                        .map(|t| t.queues.iter().map(|q| q.depth).sum())
-                        .unwrap_or(0),
-                    cpu_util: t.map(|t| t.cpu_util).unwrap_or(0.0),
-                    gpu_util: t.and_then(|t| t.gpu_util),
-                    mem_free_bytes: t
-                        .map(|t| match (t.vram_total_bytes, t.vram_used_bytes) {
-                            (Some(total), Some(used)) => total.saturating_sub(used),
-                            _ => t.ram_total_bytes.saturating_sub(t.ram_used_bytes),
-                        })
-                        .unwrap_or(0),
-                    power_w: t.map(|t| t.power_w).unwrap_or(0.0),
-                    max_batch: a.info.max_batch,
-                    slowdown: a.info.emulation.as_ref().map(|e| e.slowdown).unwrap_or(1.0),
-                    widths: m
-                        .widths
-                        .iter()
-                        .map(|w| WidthOption {
-                            width: w.width,
-                            top1: w.top1,
-                            flops: w.flops,
-                            recent_latency_ms: a
-                                .latency_ms
-                                .get(&(model.to_string(), width_key(w.width)))
-                                .copied(),
-                            batches: profile_batches(&a.info, model, w.width),
-                        })
-                        .collect(),
-                })
+                Some(device_view(a, m, model))
             })
             .collect();
-        (Observation { devices }, ids)
+        let index = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (id.clone(), i))
+            .collect();
+        ModelView {
+            observation: Observation { devices },
+            ids,
+            index,
+        }
+    }
+
+    /// Brings `agent`'s outstanding work up to date in every cached view (after an assignment).
+    fn refresh_load(&mut self, agent: &str) {
+        let Some(entry) = self.agents.get(agent) else {
+            return;
+        };
+        for view in self.views.values_mut() {
+            if let Some(&i) = view.index.get(agent) {
+                let device = &mut view.observation.devices[i];
+                device.outstanding = entry.routing_outstanding();
+                device.backlog_ms = device.outstanding as f32 * entry.per_request_ms.unwrap_or(0.0);
+            }
+        }
+    }
+
+    /// Brings `agent`'s telemetry figures up to date in every cached view.
+    fn refresh(&mut self, agent: &str) {
+        let Some(entry) = self.agents.get(agent) else {
+            return;
+        };
+        for (model, view) in &mut self.views {
+            if let Some(&i) = view.index.get(agent) {
+                update_dynamic(&mut view.observation.devices[i], entry, model);
+            }
+        }
     }
 
     /// Every agent.
@@ -384,6 +430,68 @@ impl ClusterState {
     /// Number of online agents.
     pub fn online_count(&self) -> usize {
         self.agents.values().filter(|a| a.online).count()
+    }
+}
+
+/// The router's view of one agent for `model`.
+fn device_view(a: &AgentEntry, m: &ModelInfo, model: &str) -> DeviceView {
+    let mut view = DeviceView {
+        agent: a.info.agent.clone(),
+        online: true,
+        outstanding: 0,
+        backlog_ms: 0.0,
+        instances: 1,
+        queue_depth: 0,
+        cpu_util: 0.0,
+        gpu_util: None,
+        mem_free_bytes: 0,
+        power_w: 0.0,
+        max_batch: a.info.max_batch,
+        slowdown: a.info.emulation.as_ref().map(|e| e.slowdown).unwrap_or(1.0),
+        widths: m
+            .widths
+            .iter()
+            .map(|w| WidthOption {
+                width: w.width,
+                top1: w.top1,
+                flops: w.flops,
+                recent_latency_ms: None,
+                batches: profile_batches(&a.info, model, w.width),
+            })
+            .collect(),
+    };
+    update_dynamic(&mut view, a, model);
+    view
+}
+
+/// The figures of `view` that telemetry and assignments change.
+fn update_dynamic(view: &mut DeviceView, a: &AgentEntry, model: &str) {
+    let t = a.telemetry.as_ref();
+    view.outstanding = a.routing_outstanding();
+    view.backlog_ms = view.outstanding as f32 * a.per_request_ms.unwrap_or(0.0);
+    view.instances = t
+        .map(|t| t.queues.iter().map(|q| q.instances).max().unwrap_or(1))
+        .unwrap_or(1)
+        .max(1);
+    view.queue_depth = t
+        .map(|t| t.queues.iter().map(|q| q.depth).sum())
+        .unwrap_or(0);
+    view.cpu_util = t.map(|t| t.cpu_util).unwrap_or(0.0);
+    view.gpu_util = t.and_then(|t| t.gpu_util);
+    view.mem_free_bytes = t
+        .map(|t| match (t.vram_total_bytes, t.vram_used_bytes) {
+            (Some(total), Some(used)) => total.saturating_sub(used),
+            _ => t.ram_total_bytes.saturating_sub(t.ram_used_bytes),
+        })
+        .unwrap_or(0);
+    view.power_w = t.map(|t| t.power_w).unwrap_or(0.0);
+    if !a.latency_ms.is_empty() {
+        for w in &mut view.widths {
+            w.recent_latency_ms = a
+                .latency_ms
+                .get(&(model.to_string(), width_key(w.width)))
+                .copied();
+        }
     }
 }
 
@@ -623,5 +731,38 @@ pub(crate) mod tests {
         assert_eq!(obs.devices[1].outstanding, 1);
         assert_eq!(obs.devices[1].mem_free_bytes, 2);
         assert!(s.observation("other").0.devices.is_empty());
+    }
+
+    #[test]
+    fn the_router_sees_the_reported_load_plus_what_was_assigned_since() {
+        let t0 = Instant::now();
+        let mut s = ClusterState::default();
+        s.on_status(info("a", true, 1), t0);
+        let outstanding = |s: &mut ClusterState| s.observation("digits").0.devices[0].outstanding;
+        s.record_assignment("a", request("r1"), 0, (0.5, 1), t0);
+        assert_eq!(outstanding(&mut s), 1, "before any report: the ledger");
+        let mut t = telemetry("a", &[]);
+        t.outstanding = 3;
+        s.on_telemetry(t, t0 + Duration::from_millis(10));
+        assert_eq!(outstanding(&mut s), 3, "the agent's own figure");
+        s.record_assignment(
+            "a",
+            request("r2"),
+            0,
+            (0.5, 1),
+            t0 + Duration::from_millis(20),
+        );
+        s.record_assignment(
+            "a",
+            request("r3"),
+            0,
+            (0.5, 1),
+            t0 + Duration::from_millis(30),
+        );
+        assert_eq!(outstanding(&mut s), 5, "plus two assigned since");
+        let mut t = telemetry("a", &[&key("r1"), &key("r2")]);
+        t.outstanding = 1;
+        s.on_telemetry(t, t0 + Duration::from_millis(40));
+        assert_eq!(outstanding(&mut s), 1, "the next report replaces both");
     }
 }

@@ -30,12 +30,17 @@ pub trait Router: Send {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum RouterKind {
-    /// Uniformly random device and width (the paper's baseline).
+    /// Uniformly random device, width and batch size (the paper's baseline).
     Random,
     /// Devices in turn, widest eligible width.
     RoundRobin,
-    /// The device with the fewest outstanding requests, widest eligible width.
+    /// The device with the fewest outstanding requests, weighted by its slowdown, widest
+    /// eligible width.
     LeastLoaded,
+    /// The device with the fewest outstanding requests (speed ignored), widest eligible width.
+    JoinShortestQueue,
+    /// The shorter queue of two devices drawn at random, widest eligible width.
+    PowerOfTwoChoices,
     /// Lowest expected finish time plus energy (weighted), width chosen to meet the deadline
     /// and accuracy floor.
     Greedy,
@@ -50,6 +55,8 @@ impl RouterKind {
             RouterKind::Random => "random",
             RouterKind::RoundRobin => "round-robin",
             RouterKind::LeastLoaded => "least-loaded",
+            RouterKind::JoinShortestQueue => "join-shortest-queue",
+            RouterKind::PowerOfTwoChoices => "power-of-two-choices",
             RouterKind::Greedy => "greedy",
             RouterKind::Ppo => "ppo",
         }
@@ -61,7 +68,8 @@ impl RouterKind {
 pub struct RouterSettings {
     /// Seed for routers that draw random numbers.
     pub seed: u64,
-    /// Batch size assigned by routers that do not choose one.
+    /// Batch size assigned by routers that do not choose one (and by random on a device
+    /// without a profile).
     pub batch_size: u16,
     /// Checkpoint of a trained policy (`--policy FILE`), required by [`RouterKind::Ppo`].
     pub policy: Option<PathBuf>,
@@ -100,6 +108,8 @@ pub fn build_router(
         RouterKind::Random => Box::new(baselines::RandomRouter::new(settings)),
         RouterKind::RoundRobin => Box::new(baselines::RoundRobinRouter::new(settings)),
         RouterKind::LeastLoaded => Box::new(baselines::LeastLoadedRouter::new(settings)),
+        RouterKind::JoinShortestQueue => Box::new(baselines::ShortestQueueRouter::new(settings)),
+        RouterKind::PowerOfTwoChoices => Box::new(baselines::PowerOfTwoRouter::new(settings)),
         RouterKind::Greedy => Box::new(baselines::GreedyRouter::new(settings)),
         RouterKind::Ppo => {
             let path = settings.policy.as_ref().ok_or(RouterError::MissingPolicy)?;

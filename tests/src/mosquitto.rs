@@ -3,7 +3,7 @@
 //!
 //! The configuration is the shipped `deploy/mosquitto/mosquitto.conf` without TLS, passwords
 //! and ACL: persistence on (saved every 60 s and on SIGTERM), `set_tcp_nodelay true`, 8 MiB
-//! message limit, anonymous clients, one listener on 127.0.0.1.
+//! message limit, deep per-client queues, anonymous clients, one listener on 127.0.0.1.
 
 use std::{
     fs::OpenOptions,
@@ -52,6 +52,8 @@ impl Mosquitto {
                  persistence_location {}/\n\
                  autosave_interval 60\n\
                  message_size_limit 8388608\n\
+                 max_queued_messages 100000\n\
+                 max_queued_bytes 268435456\n\
                  set_tcp_nodelay true\n\
                  log_dest stderr\n\
                  log_type error\n\

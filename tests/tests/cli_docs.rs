@@ -333,6 +333,10 @@ fn every_documented_slim_command_parses() {
         "README.md",
         "docs/router.md",
         "docs/examples/dashboard_screenshot.sh",
+        "docs/prerequisites.md",
+        "docs/bring-your-own-model.md",
+        "docs/rollout.md",
+        "docs/troubleshooting.md",
     ] {
         assert!(
             found.iter().any(|f| f.place.starts_with(needle)),
@@ -400,4 +404,73 @@ fn the_scanner_finds_commands_in_their_usual_spellings_and_rejects_unknown_flags
     assert_eq!(refusal(&found[2].args), None);
     assert!(refusal(&["demo".into(), "--nonexistent".into()]).is_some());
     assert_eq!(refusal(&["demo".into(), "--help".into()]), None);
+}
+
+/// Every key of a TOML table, nested tables included (`[broker]` gives `broker` and its keys).
+fn toml_keys(table: &toml::Table, out: &mut Vec<String>) {
+    for (key, value) in table {
+        out.push(key.clone());
+        if let toml::Value::Table(inner) = value {
+            toml_keys(inner, out);
+        }
+    }
+}
+
+/// The agent's and the coordinator's config with every optional key set, so that each key
+/// appears when serialized.
+fn every_config_key() -> Vec<String> {
+    let path = Some(PathBuf::from("x"));
+    let broker = slim_mqtt::BrokerOptions {
+        username: Some("u".into()),
+        password: Some("p".into()),
+        ca_file: path.clone(),
+        client_cert: path.clone(),
+        client_key: path.clone(),
+        ..Default::default()
+    };
+    let agent = slim_agent::AgentConfig {
+        broker: broker.clone(),
+        memory_budget_mb: Some(1),
+        state_dir: path.clone(),
+        profile: path.clone(),
+        assignment_key_file: path.clone(),
+        ..Default::default()
+    };
+    let mut coordinator = slim_coordinator::CoordinatorConfig {
+        broker,
+        shared_group: Some("g".into()),
+        policy: path.clone(),
+        assignment_key_file: path.clone(),
+        ..Default::default()
+    };
+    coordinator.online.save = path;
+    let mut keys = Vec::new();
+    for table in [
+        toml::Table::try_from(&agent).unwrap(),
+        toml::Table::try_from(&coordinator).unwrap(),
+    ] {
+        toml_keys(&table, &mut keys);
+    }
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+#[test]
+fn the_configuration_reference_documents_every_config_key() {
+    let doc = std::fs::read_to_string(repo().join("docs/configuration.md")).unwrap();
+    let keys = every_config_key();
+    assert!(keys.len() > 50, "only {} keys: {keys:?}", keys.len());
+    let missing: Vec<&String> = keys
+        .iter()
+        .filter(|k| {
+            !doc.contains(&format!("`{k}`"))
+                && !doc.contains(&format!("`[{k}]`"))
+                && !doc.contains(&format!(".{k}]`"))
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "docs/configuration.md does not mention these config keys: {missing:?}"
+    );
 }

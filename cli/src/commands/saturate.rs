@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use anyhow::Context;
-use slim_agent::model::manifest::Manifest;
+use slim_agent::model::Manifest;
 use slim_protocol::DeviceProfile;
 use slim_router::RouterKind;
 

@@ -1,4 +1,6 @@
-//! `slim simulate`: compares routers in the cluster simulator on seeds never used in training.
+//! `slim simulate`: compares routers in the cluster simulator on seeds never used in training
+//! (`slim_router::eval::eval_seed`). It pools requests over seeds and has no keep-up test or
+//! intervals: `slim eval` is the comparison to cite.
 
 use std::path::PathBuf;
 
@@ -94,7 +96,8 @@ pub struct SimulateArgs {
     /// PPO checkpoints to compare (repeatable); without one, only the baselines run.
     #[arg(long)]
     pub policy: Vec<PathBuf>,
-    /// Held-out scenarios to run.
+    /// Held-out scenarios to run, seeded from the evaluation stream that training never draws
+    /// from.
     #[arg(long, default_value_t = 5)]
     pub seeds: u64,
     /// Requests per scenario.
@@ -121,6 +124,8 @@ pub fn compare(
     for kind in [
         RouterKind::Random,
         RouterKind::RoundRobin,
+        RouterKind::JoinShortestQueue,
+        RouterKind::PowerOfTwoChoices,
         RouterKind::LeastLoaded,
         RouterKind::Greedy,
     ] {

@@ -36,7 +36,8 @@ pub struct TrainArgs {
     /// Adam learning rate at the start (overrides the config's `learning_rate`).
     #[arg(long)]
     pub learning_rate: Option<f64>,
-    /// Held-out scenarios for the final evaluation (0 skips it).
+    /// Held-out scenarios for the final evaluation, seeded from the evaluation stream that
+    /// training never draws from; 0 skips it.
     #[arg(long, default_value_t = 5)]
     pub eval_seeds: u64,
     /// Requests per evaluation scenario.
@@ -168,6 +169,10 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     checkpoint
         .save(&out)
         .with_context(|| format!("cannot write {}", out.display()))?;
+    println!(
+        "policy against its greedy prior: {}",
+        slim_router::ppo::PriorCheck::of(&checkpoint).describe()
+    );
     println!(
         "wrote {} (use it: slim demo --router ppo --policy {})",
         out.display(),

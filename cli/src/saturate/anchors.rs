@@ -145,10 +145,11 @@ impl Relay {
         to: &str,
     ) -> anyhow::Result<Self> {
         let (client, mut eventloop) = broker.connect(client_id, None)?;
+        let out = Publisher::connect(broker, &format!("{client_id}-out")).await?;
         let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(1024);
         let (subscribed, ready) = tokio::sync::oneshot::channel();
         let network = {
-            let (client, from) = (client.clone(), from.to_string());
+            let from = from.to_string();
             tokio::spawn(async move {
                 let mut subscribed = Some(subscribed);
                 loop {
@@ -176,7 +177,8 @@ impl Relay {
             let to = to.to_string();
             tokio::spawn(async move {
                 while let Some(payload) = rx.recv().await {
-                    if client
+                    if out
+                        .client
                         .publish(to.clone(), QoS::AtLeastOnce, false, payload)
                         .await
                         .is_err()

@@ -14,7 +14,7 @@ use std::{
 use rumqttc::{AsyncClient, Event, Packet, QoS};
 use slim_mqtt::BrokerOptions;
 use slim_protocol::{
-    decode, encode, limits, now_ms, AgentInfo, Assignment, DeviceInfo, DeviceProfile, EnergySource,
+    encode, limits, now_ms, peek_str, AgentInfo, DeviceInfo, DeviceProfile, EnergySource,
     ModelInfo, RequestKey, Telemetry, Topics, PROTOCOL_VERSION,
 };
 
@@ -85,9 +85,11 @@ impl EmulatedFleet {
                             let Some(index) = agent_index(&topics, &p.topic) else {
                                 continue;
                             };
-                            if let Ok(a) = decode::<Assignment>(&p.payload) {
-                                let reply_to = a.request.reply_to.unwrap_or_default();
-                                let key = RequestKey::new(reply_to, a.request.id);
+                            // What an agent must read to report the request done; the rest of the
+                            // assignment is not looked at (a peek, no decoding of the tensor).
+                            let field = |name| peek_str(&p.payload, &["request", name]);
+                            if let (Some(reply_to), Some(id)) = (field("reply_to"), field("id")) {
+                                let key = RequestKey::new(reply_to, id);
                                 done.lock().unwrap()[index].push(key.wire());
                                 assignments.fetch_add(1, Ordering::Relaxed);
                                 *last_at.lock().unwrap() = Some(Instant::now());

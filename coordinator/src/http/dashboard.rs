@@ -4,6 +4,7 @@ use axum::{http::header, response::IntoResponse};
 
 const INDEX_HTML: &str = include_str!("assets/index.html");
 const DASHBOARD_JS: &str = include_str!("assets/dashboard.js");
+const CHARTS_JS: &str = include_str!("assets/charts.js");
 const DASHBOARD_CSS: &str = include_str!("assets/dashboard.css");
 
 /// The page.
@@ -19,6 +20,14 @@ pub async fn script() -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
         DASHBOARD_JS,
+    )
+}
+
+/// The formatting helpers and the SVG chart code the page script uses.
+pub async fn charts() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        CHARTS_JS,
     )
 }
 

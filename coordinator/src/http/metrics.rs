@@ -6,7 +6,7 @@ use prometheus::{
     TextEncoder,
 };
 
-use super::snapshot::{width_label, Snapshot};
+use super::{history::width_label, snapshot::Snapshot};
 use crate::online::OnlineView;
 
 /// The content type of [`render`]'s output.
@@ -538,10 +538,11 @@ mod tests {
         cluster.on_status(info("a"), now);
         let mut monitor = Monitor::new("c", "least-loaded", 0);
         let t = telemetry("a", 1, vec![batch(4, 2.0, 10.0)]);
-        monitor.on_telemetry(&t);
+        monitor.on_telemetry(&t, now, 0);
         cluster.on_telemetry(t, now);
-        monitor.on_decision(&decision("a", 0.5, 8));
-        monitor.on_decision(&decision("a", 0.5, 8));
+        let key = slim_protocol::RequestKey::new("r", "1");
+        monitor.on_decision(&decision("a", 0.5, 8), &key, now);
+        monitor.on_decision(&decision("a", 0.5, 8), &key, now);
         let mut counters = Counters::default();
         counters.refused(slim_protocol::ErrorCode::NoCapacity);
         let scrape = parse(&render(

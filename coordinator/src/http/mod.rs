@@ -2,15 +2,25 @@
 //! (JSON) and a live dashboard at `/`. The core task publishes a [`Snapshot`] that the handlers
 //! read; they never touch the cluster state itself.
 
+mod arrivals;
 mod dashboard;
+mod history;
 mod metrics;
+mod models;
+mod power;
 mod server;
 mod snapshot;
 mod state_api;
+mod views;
+mod window;
 
+pub use history::{width_label, HistorySample, HISTORY_SECONDS};
 pub use metrics::{render as render_metrics, CONTENT_TYPE as METRICS_CONTENT_TYPE};
+pub use models::{LatencyView, ModelView, WidthShare};
+pub use power::{PowerPoint, PowerSeries};
 pub use server::{router, serve, HttpState};
-pub use snapshot::{
-    width_label, AgentView, BatchTotals, CoordinatorView, CountersView, DecisionCount,
-    HistorySample, Monitor, Snapshot, TelemetryView, HISTORY_SECONDS, RECENT_DECISIONS,
+pub use snapshot::{Monitor, Snapshot, RECENT_DECISIONS};
+pub use views::{
+    AgentView, BatchTotals, CoordinatorView, CountersView, DecisionCount, TelemetryView,
 };
+pub use window::{Percentiles, WINDOW_MS};

@@ -51,6 +51,7 @@ pub fn router(state: HttpState) -> Router {
     Router::new()
         .route("/", get(dashboard::index))
         .route("/dashboard.js", get(dashboard::script))
+        .route("/charts.js", get(dashboard::charts))
         .route("/dashboard.css", get(dashboard::style))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -166,6 +167,12 @@ mod tests {
         assert_eq!(status, 200);
         assert!(script.contains("api/v1/state"));
         assert_eq!(get(addr, "/dashboard.css").await.0, 200);
+        let (status, charts) = get(addr, "/charts.js").await;
+        assert_eq!(status, 200);
+        assert!(charts.contains("function niceTicks"));
+        for page_or_script in [&page, &script, &charts] {
+            assert!(!page_or_script.contains("https://"), "no CDN");
+        }
         assert_eq!(get(addr, "/nope").await.0, 404);
     }
 }

@@ -2,14 +2,18 @@
 
 mod greedy;
 mod least_loaded;
+mod power_of_two;
 mod random;
 mod round_robin;
+mod shortest_queue;
 
 pub(crate) use greedy::expected_outcome;
 pub use greedy::GreedyRouter;
 pub use least_loaded::LeastLoadedRouter;
+pub use power_of_two::PowerOfTwoRouter;
 pub use random::RandomRouter;
 pub use round_robin::RoundRobinRouter;
+pub use shortest_queue::ShortestQueueRouter;
 
 use crate::{eligible_widths, DeviceView, RouteRequest, WidthOption};
 

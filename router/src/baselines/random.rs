@@ -1,4 +1,5 @@
-//! The paper's baseline: a uniformly random device and a uniformly random eligible width.
+//! The paper's baseline: a uniformly random device, then a uniformly random eligible width of
+//! it, then a uniformly random batch size among those the device offers at that width.
 
 use rand::{rngs::StdRng, seq::SliceRandom, SeedableRng};
 
@@ -12,7 +13,8 @@ pub struct RandomRouter {
 }
 
 impl RandomRouter {
-    /// A random router seeded from `settings`.
+    /// A random router seeded from `settings`; `settings.batch_size` is used only for devices
+    /// without a profile (no batch options).
     pub fn new(settings: &RouterSettings) -> Self {
         Self {
             rng: StdRng::seed_from_u64(settings.seed),
@@ -27,28 +29,24 @@ impl Router for RandomRouter {
     }
 
     fn route(&mut self, observation: &Observation, request: &RouteRequest) -> Option<Route> {
-        let options: Vec<(usize, f32)> = observation
+        let devices: Vec<usize> = observation
             .devices
             .iter()
             .enumerate()
-            .flat_map(|(i, d)| eligible_widths(d, request).map(move |w| (i, w.width)))
+            .filter(|(_, d)| eligible_widths(d, request).next().is_some())
+            .map(|(i, _)| i)
             .collect();
-        let devices: Vec<usize> = {
-            let mut d: Vec<usize> = options.iter().map(|(i, _)| *i).collect();
-            d.dedup();
-            d
-        };
         let device = *devices.choose(&mut self.rng)?;
-        let widths: Vec<f32> = options
-            .iter()
-            .filter(|(i, _)| *i == device)
-            .map(|(_, w)| *w)
-            .collect();
+        let widths: Vec<_> = eligible_widths(&observation.devices[device], request).collect();
         let width = *widths.choose(&mut self.rng)?;
+        let batch_size = width
+            .batches
+            .choose(&mut self.rng)
+            .map_or(self.batch_size, |b| b.batch);
         Some(Route {
             device,
-            width,
-            batch_size: self.batch_size,
+            width: width.width,
+            batch_size,
         })
     }
 }
@@ -59,22 +57,38 @@ mod tests {
     use crate::observation::tests::device;
 
     #[test]
-    fn random_placement_spreads_over_devices_and_widths_and_is_seeded() {
+    fn random_placement_spreads_over_devices_widths_and_batches_and_is_seeded() {
         let obs = Observation {
             devices: vec![device("a", 0), device("b", 0), device("c", 0)],
         };
         let req = RouteRequest::default();
         let mut r = RandomRouter::new(&RouterSettings::default());
-        let routes: Vec<Route> = (0..300).map(|_| r.route(&obs, &req).unwrap()).collect();
+        let routes: Vec<Route> = (0..600).map(|_| r.route(&obs, &req).unwrap()).collect();
         for d in 0..3 {
-            assert!(routes.iter().filter(|x| x.device == d).count() > 50);
+            assert!(routes.iter().filter(|x| x.device == d).count() > 150);
         }
         for w in [0.25, 0.5, 1.0] {
-            assert!(routes.iter().filter(|x| x.width == w).count() > 50);
+            assert!(routes.iter().filter(|x| x.width == w).count() > 150);
+        }
+        for b in [1, 4, 16] {
+            assert!(routes.iter().filter(|x| x.batch_size == b).count() > 150);
         }
         let mut again = RandomRouter::new(&RouterSettings::default());
-        let replay: Vec<Route> = (0..300).map(|_| again.route(&obs, &req).unwrap()).collect();
+        let replay: Vec<Route> = (0..600).map(|_| again.route(&obs, &req).unwrap()).collect();
         assert_eq!(routes, replay);
+    }
+
+    #[test]
+    fn a_device_without_a_profile_gets_the_configured_batch() {
+        let mut bare = device("a", 0);
+        bare.widths.iter_mut().for_each(|w| w.batches.clear());
+        let obs = Observation {
+            devices: vec![bare],
+        };
+        let route = RandomRouter::new(&RouterSettings::default())
+            .route(&obs, &RouteRequest::default())
+            .unwrap();
+        assert_eq!(route.batch_size, 8);
     }
 
     #[test]

@@ -34,7 +34,8 @@ pub struct PpoConfig {
     pub clip_coef: f32,
     /// Clip the value loss around the old values with `clip_coef` too.
     pub clip_vloss: bool,
-    /// Entropy bonus.
+    /// Entropy bonus: the loss subtracts `ent_coef ×` the policy's mean entropy, which keeps
+    /// the sampled policy exploring (0 turns it off).
     pub ent_coef: f32,
     /// Value loss weight.
     pub vf_coef: f32,
@@ -78,7 +79,7 @@ impl Default for PpoConfig {
             norm_adv: true,
             clip_coef: 0.2,
             clip_vloss: true,
-            ent_coef: 0.0,
+            ent_coef: 0.01,
             vf_coef: 0.5,
             max_grad_norm: 0.5,
             target_kl: Some(0.02),

@@ -16,11 +16,13 @@ mod config;
 pub mod features;
 pub mod net;
 pub mod online;
+pub mod prior;
 mod router;
 pub mod train;
 mod update;
 
 pub use checkpoint::{Checkpoint, CheckpointError, CheckpointMeta, OnlineMeta};
 pub use config::PpoConfig;
+pub use prior::PriorCheck;
 pub use router::PpoRouter;
 pub use train::{train, IterationStats};

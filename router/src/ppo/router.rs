@@ -72,6 +72,12 @@ impl PpoRouter {
         }
     }
 
+    /// The same router under another name (for reports that relabel a checkpoint).
+    pub fn named(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
     /// Loads a checkpoint written by `slim train`.
     pub fn load(path: &Path, _seed: u64) -> Result<Self, CheckpointError> {
         let checkpoint = Checkpoint::load(path)?;

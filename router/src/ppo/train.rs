@@ -9,7 +9,7 @@ use super::config::PpoConfig;
 use super::features::{Candidates, FEATURES};
 use super::net::{CandleNet, PolicyWeights, Scratch};
 use super::router::{sample_index, PpoRouter};
-use super::update::{step, LossParams, Sample};
+use super::update::{gae, step, LossParams, Sample};
 use crate::fleet::Fleet;
 use crate::reward::RewardWeights;
 use crate::sim::{Scenario, Simulator};
@@ -182,28 +182,17 @@ fn collect(
     rollout
 }
 
-/// GAE advantages and returns; an episode's last decision bootstraps from 0.
+/// GAE advantages and returns; an episode's last decision bootstraps from 0 (rollouts hold
+/// whole episodes).
 fn advantages(rollout: &Rollout, config: &PpoConfig) -> (Vec<f32>, Vec<f32>) {
-    let n = rollout.len();
-    let mut adv = vec![0.0; n];
-    let mut last = 0.0;
-    for t in (0..n).rev() {
-        let (next_value, next_nonterminal) = if rollout.dones[t] || t + 1 == n {
-            (0.0, 0.0)
-        } else {
-            (rollout.values[t + 1], 1.0)
-        };
-        let delta =
-            rollout.rewards[t] + config.gamma * next_value * next_nonterminal - rollout.values[t];
-        last = delta + config.gamma * config.gae_lambda * next_nonterminal * last;
-        adv[t] = last;
-    }
-    let returns = adv
-        .iter()
-        .zip(&rollout.values)
-        .map(|(a, v)| a + v)
-        .collect();
-    (adv, returns)
+    gae(
+        &rollout.rewards,
+        &rollout.values,
+        &rollout.dones,
+        0.0,
+        config.gamma,
+        config.gae_lambda,
+    )
 }
 
 fn explained_variance(pred: &[f32], target: &[f32]) -> f32 {

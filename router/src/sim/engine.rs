@@ -20,10 +20,12 @@ use crate::fleet::{width_options, Fleet};
 use crate::reward::{Outcome, RewardWeights};
 use crate::{DeviceView, Observation, Route, RouteRequest, Router, Scales};
 
-/// A request that finished, for learners that need its outcome.
+/// A request that finished, for learners that need its outcome: one per decision that placed
+/// it. A request placed again after its device left yields one for the decision that placed it
+/// last and one for each earlier one, so every decision is charged what finally happened.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Completion {
-    /// The decision (counted from 0) that placed it last.
+    /// The decision (counted from 0) this completion credits.
     pub decision: u64,
     /// Index of its model in the fleet.
     pub model: usize,
@@ -75,6 +77,10 @@ struct Request {
     enqueued: f64,
     work_ms: f64,
     decision: u64,
+    /// Whether a decision has placed it (so a new one is a re-placement).
+    placed: bool,
+    /// Decisions that placed it before its device left (empty unless re-routed).
+    earlier: Vec<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -413,6 +419,10 @@ impl Simulator {
         request.batch = batch;
         request.enqueued = self.now;
         request.work_ms = work_ms;
+        if request.placed {
+            request.earlier.push(request.decision);
+        }
+        request.placed = true;
         request.decision = decision;
         self.dispatch(d);
     }
@@ -525,6 +535,8 @@ impl Simulator {
             enqueued: self.now,
             work_ms: 0.0,
             decision: 0,
+            placed: false,
+            earlier: Vec::new(),
         });
         self.arrived += 1;
         self.to_route.push_back(id);
@@ -673,17 +685,20 @@ impl Simulator {
                 deadline_met: request.deadline_ms.map(|d| latency_ms <= d),
             };
             self.records.push(RequestRecord {
+                arrival_ms: request.arrival,
                 model: model as u16,
                 device: d as u16,
                 width: width_value,
                 batch: n as u16,
                 outcome,
             });
-            self.completions.push(Completion {
-                decision: request.decision,
-                model,
-                outcome,
-            });
+            let decisions = request.earlier.iter().chain([&request.decision]);
+            self.completions
+                .extend(decisions.map(|&decision| Completion {
+                    decision,
+                    model,
+                    outcome,
+                }));
         }
         self.dispatch(d);
     }

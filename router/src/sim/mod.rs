@@ -95,6 +95,38 @@ mod tests {
     }
 
     #[test]
+    fn every_decision_is_credited_once_even_when_its_request_is_placed_again() {
+        let fleet = tiny_fleet();
+        let scenario = eventful(&fleet);
+        let mut router = build_router(RouterKind::Random, &RouterSettings::default()).unwrap();
+        let mut sim = Simulator::new(&fleet, &scenario, 3);
+        let mut credited: Vec<u32> = Vec::new();
+        let mut latency_of: Vec<f32> = Vec::new();
+        loop {
+            let more = sim.next_decision();
+            for c in sim.drain_completions() {
+                credited[c.decision as usize] += 1;
+                latency_of[c.decision as usize] = c.outcome.latency_ms;
+            }
+            if !more {
+                break;
+            }
+            let (observation, request) = sim.observation();
+            let route = router.route(observation, request);
+            credited.push(0);
+            latency_of.push(0.0);
+            sim.apply(route);
+        }
+        let summary = sim.summary(&RewardPreset::Balanced.weights());
+        assert!(summary.rerouted > 0);
+        assert_eq!(credited.len(), summary.arrived + summary.rerouted);
+        // No decision is left with the best possible reward (none at all): each gets the cost of
+        // what finally happened to its request, including the time lost to the re-placement.
+        assert!(credited.iter().all(|&n| n == 1), "{credited:?}");
+        assert!(latency_of.iter().all(|&l| l > 0.0));
+    }
+
+    #[test]
     fn a_slimmer_width_costs_less_latency_and_energy_than_a_wider_one() {
         let fleet = tiny_fleet();
         let scenario = Scenario::steady(&fleet, 2000, 0.5);

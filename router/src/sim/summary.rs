@@ -8,6 +8,8 @@ use crate::Scales;
 /// One finished request.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RequestRecord {
+    /// When it arrived, ms after the start of the run.
+    pub arrival_ms: f64,
     /// Index of its model in the fleet.
     pub model: u16,
     /// Index of the device that ran it.

@@ -184,6 +184,7 @@ mod tests {
         deadline_met: Option<bool>,
     ) -> RequestRecord {
         RequestRecord {
+            arrival_ms: 0.0,
             model: 0,
             device: 0,
             width: 0.5,

@@ -30,6 +30,8 @@ pub struct Transition {
     pub(crate) reward: f32,
     /// The request's cost (the reward before clipping and scaling).
     pub(crate) cost: f32,
+    /// The decision's number, in routing order (orders the batch for the value target).
+    pub(crate) seq: u64,
 }
 
 impl Transition {
@@ -67,6 +69,7 @@ struct Tracked {
     top1: f32,
     deadline_ms: Option<u32>,
     at: Instant,
+    seq: u64,
 }
 
 /// Running totals of the learner.
@@ -210,6 +213,7 @@ impl OnlineLearner {
                 top1,
                 deadline_ms: request.deadline_ms,
                 at: now,
+                seq: self.stats.decisions,
             },
         );
         self.stored += size;
@@ -248,6 +252,7 @@ impl OnlineLearner {
             logp: tracked.logp,
             reward,
             cost,
+            seq: tracked.seq,
         });
         self.stats.transitions += 1;
         Some(reward)

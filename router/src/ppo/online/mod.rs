@@ -1,14 +1,15 @@
 //! Online refinement: the PPO policy keeps learning from the rewards of live requests.
 //!
-//! Each routing decision is a one-step episode (a contextual bandit): the [`OnlineLearner`]
+//! The [`OnlineLearner`]
 //! samples a candidate from the policy (exploration) and remembers the candidates' features,
 //! the chosen index and its log-probability under a key the caller picks (the coordinator uses
 //! the request's dedup key). When the request's batch is reported ([`Measured`]), its reward is
 //! computed exactly as in training (the checkpoint's [`RewardWeights`](crate::reward::RewardWeights)
 //! and [`PpoConfig::reward`](super::PpoConfig::reward)) and the decision becomes a
 //! [`Transition`]. Every `batch` transitions, [`OnlineLearner::take_job`] hands out a
-//! [`RefineJob`]: a few epochs of the same clipped PPO loss as training (advantage = reward −
-//! the critic's value, value loss on the reward) at a small learning rate, stopped early when a
+//! [`RefineJob`]: a few epochs of the same clipped PPO loss as training, with training's value
+//! target (the GAE(λ) return under the checkpoint's gamma, over the batch's decisions in routing
+//! order) at a small learning rate, stopped early when a
 //! minibatch's approx_kl passes `target_kl`, and refused as a whole when the exact mean KL
 //! between the old and new policy on the batch passes `max_kl` or a weight is not finite. The job
 //! runs anywhere (it owns its data); [`OnlineLearner::apply`] installs the result.

@@ -1,4 +1,4 @@
-//! One online update: clipped PPO on a batch of one-step transitions, behind a KL guard.
+//! One online update: clipped PPO on a batch of transitions, behind a KL guard.
 
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use rand::rngs::StdRng;
@@ -10,7 +10,7 @@ use super::learner::{softmax, Transition};
 use super::OnlineConfig;
 use crate::ppo::config::PpoConfig;
 use crate::ppo::net::{CandleNet, PolicyWeights, Scratch};
-use crate::ppo::update::{step, LossParams, Sample};
+use crate::ppo::update::{gae, step, LossParams, Sample};
 
 /// An update to run: it owns its inputs, so it can run on any thread.
 #[derive(Debug, Clone)]
@@ -97,6 +97,33 @@ impl RefineJob {
         }
     }
 
+    /// The critic's values, value targets and advantages of the batch, in batch order. As in
+    /// offline training, the target is the GAE(λ) return under the checkpoint's gamma and λ over
+    /// the decisions in routing order; the stream goes on after the batch, so its last decision
+    /// bootstraps from its own value.
+    pub(crate) fn targets(&self) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let mut scratch = Scratch::default();
+        let values: Vec<f32> = self
+            .batch
+            .iter()
+            .map(|t| self.policy.value(&t.features, t.candidates(), &mut scratch))
+            .collect();
+        let mut order: Vec<usize> = (0..self.batch.len()).collect();
+        order.sort_by_key(|&i| self.batch[i].seq);
+        let rewards: Vec<f32> = order.iter().map(|&i| self.batch[i].reward).collect();
+        let sorted: Vec<f32> = order.iter().map(|&i| values[i]).collect();
+        let dones = vec![false; order.len()];
+        let bootstrap = sorted.last().copied().unwrap_or(0.0);
+        let (t, l) = (self.training.gamma, self.training.gae_lambda);
+        let (adv_sorted, ret_sorted) = gae(&rewards, &sorted, &dones, bootstrap, t, l);
+        let (mut adv, mut ret) = (vec![0.0; order.len()], vec![0.0; order.len()]);
+        for (k, &i) in order.iter().enumerate() {
+            adv[i] = adv_sorted[k];
+            ret[i] = ret_sorted[k];
+        }
+        (values, ret, adv)
+    }
+
     fn update(&self) -> candle_core::Result<Refined> {
         let mut report = self.summary();
         if self.batch.is_empty() {
@@ -106,14 +133,7 @@ impl RefineJob {
                 report,
             });
         }
-        // A one-step episode: the return is the reward, the advantage the reward minus the
-        // critic's value.
-        let mut scratch = Scratch::default();
-        let values: Vec<f32> = self
-            .batch
-            .iter()
-            .map(|t| self.policy.value(&t.features, t.candidates(), &mut scratch))
-            .collect();
+        let (values, ret, adv) = self.targets();
         let width = self
             .batch
             .iter()
@@ -147,8 +167,8 @@ impl RefineJob {
                             action: t.action,
                             logp: t.logp,
                             value: values[i],
-                            ret: t.reward,
-                            adv: t.reward - values[i],
+                            ret: ret[i],
+                            adv: adv[i],
                         }
                     })
                     .collect();

@@ -264,3 +264,45 @@ fn settings_that_cannot_work_are_refused() {
         assert!(bad.check().is_err(), "{bad:?}");
     }
 }
+
+#[test]
+fn the_online_value_target_is_trainings_gae_return_in_routing_order() {
+    let mut learner = learner(OnlineConfig {
+        batch: 8,
+        ..OnlineConfig::default()
+    });
+    let (obs, request) = (cluster(), RouteRequest::default());
+    let now = Instant::now();
+    // Route 8 requests, then report their batches in reverse order.
+    let routes: Vec<usize> = (0..8)
+        .map(|i| {
+            learner
+                .route(&obs, &request, &format!("k{i}"), now)
+                .unwrap()
+                .device
+        })
+        .collect();
+    for i in (0..8).rev() {
+        learner.complete(&format!("k{i}"), &measured(routes[i]));
+    }
+    let job = learner.take_job().expect("a full batch");
+    let (values, ret, adv) = job.targets();
+    // Offline training's target over the same decisions, in the order they were routed.
+    let mut order: Vec<usize> = (0..8).collect();
+    order.sort_by_key(|&i| job.batch[i].seq);
+    let rewards: Vec<f32> = order.iter().map(|&i| job.batch[i].reward).collect();
+    let sorted: Vec<f32> = order.iter().map(|&i| values[i]).collect();
+    let (g, l) = (job.training.gamma, job.training.gae_lambda);
+    assert!(g > 0.0, "the checkpoint's gamma is used, not a bandit's 0");
+    let (a, r) = crate::ppo::update::gae(&rewards, &sorted, &[false; 8], sorted[7], g, l);
+    for (k, &i) in order.iter().enumerate() {
+        assert!((ret[i] - r[k]).abs() < 1e-6 && (adv[i] - a[k]).abs() < 1e-6);
+    }
+    // The batch arrived in reverse routing order: the target is not the bare reward.
+    assert!(job.batch[0].seq > job.batch[7].seq);
+    assert!(job
+        .batch
+        .iter()
+        .zip(&ret)
+        .any(|(t, r)| (t.reward - r).abs() > 1e-4));
+}

@@ -1,14 +1,23 @@
-//! Comparing routers in the simulator on held-out seeds.
+//! Comparing routers in the simulator on held-out seeds: the evaluation seed stream, the
+//! fleet's capacity, the keep-up test, paired bootstrap intervals and the sweep runner.
+
+pub mod bootstrap;
+pub mod capacity;
+pub mod keepup;
+pub mod seeds;
+pub mod sweep;
 
 use std::time::Instant;
+
+pub use seeds::{eval_seed, EVAL_STREAM_KEY};
 
 use crate::fleet::Fleet;
 use crate::reward::RewardWeights;
 use crate::sim::{RequestRecord, Scenario, Simulator, Summary};
 use crate::Router;
 
-/// First evaluation seed. Training episodes use `seed * 1_000_003 + episode`, which stays below
-/// this for training seeds under 9000, so evaluation never replays a training scenario.
+/// First seed of the live-twin runs of `slim eval` (`EVAL_SEED_BASE + 1000 + i`). Router
+/// comparisons draw their seeds from [`eval_seed`] instead, a stream training never uses.
 pub const EVAL_SEED_BASE: u64 = 9_000_000_000;
 
 /// A router's results over several scenarios.
@@ -22,8 +31,8 @@ pub struct Evaluation {
     pub decisions_per_s: f64,
 }
 
-/// Runs `router` on `seeds` scenarios of `requests` requests (drawn by [`Scenario::sample`]
-/// from [`EVAL_SEED_BASE`] + seed) and pools the results under `weights`.
+/// Runs `router` on `seeds` scenarios of `requests` requests (scenario `i` drawn by
+/// [`Scenario::sample`] from [`eval_seed`]`(i)`) and pools the results under `weights`.
 pub fn evaluate(
     fleet: &Fleet,
     router: &mut dyn Router,
@@ -37,7 +46,7 @@ pub fn evaluate(
     let mut scales = Vec::new();
     let start = Instant::now();
     for seed in seeds {
-        let seed = EVAL_SEED_BASE + seed;
+        let seed = eval_seed(seed);
         let mut scenario = Scenario::sample(fleet, requests, seed);
         scenario.batch_sizes = batch_sizes.to_vec();
         let mut sim = Simulator::new(fleet, &scenario, seed);

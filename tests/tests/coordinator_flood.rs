@@ -1,0 +1,49 @@
+//! A flood of requests, as fast as one client can publish them, reaches the agents: every
+//! request is routed, none refused, and the emulated agents stay online. Before the coordinator
+//! published on its own connection, such a flood stalled it for good (a full publish queue
+//! waiting on the session that waited on the core); before agents' telemetry had its own
+//! connection, a long flood had every agent taken offline as silent.
+//!
+//! It runs `slim bench --saturate`'s machinery (emulated agents, one publisher) on the embedded
+//! broker, or, when `SLIM_TEST_BROKER` is set (the Mosquitto pass), on a private Mosquitto with
+//! the shipped settings: a default Mosquitto queues 1000 messages per client and drops the rest
+//! of such a flood (docs/deploy.md, "Queue depth").
+
+use slim::saturate::{run, SaturationSpec};
+use slim_agent::model::Manifest;
+use slim_router::RouterKind;
+use slim_tests::{external_broker, models_dir, mosquitto::Mosquitto};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_requests_is_routed_in_full_to_emulated_agents() {
+    let private = external_broker().map(|_| Mosquitto::start("flood"));
+    let manifest = Manifest::load(&models_dir().join("digits")).expect("the digits manifest");
+    let spec = SaturationSpec {
+        broker_url: private.as_ref().map(Mosquitto::url),
+        messages: 6000,
+        fleets: vec![5, 200],
+        routers: vec![RouterKind::LeastLoaded],
+        policy: None,
+        model: manifest.model_info(),
+        profile: None,
+        samples: slim::samples::family_samples(&models_dir(), "digits").unwrap(),
+        topic_prefix: "slim-test/flood".into(),
+    };
+    // A stalled coordinator also stalls the publisher (the broker stops acknowledging), so the
+    // deadlock shows as a timeout, not as missing messages.
+    let report = tokio::time::timeout(std::time::Duration::from_secs(180), run(&spec))
+        .await
+        .expect("the flood finished within 3 minutes (a stalled coordinator never finishes)")
+        .expect("the saturation cases run");
+    eprintln!("{}", report.markdown());
+    assert_eq!(report.cases().len(), 4, "two anchors and two routing cases");
+    for case in report.cases() {
+        assert_eq!(
+            (case.received, case.refused),
+            (spec.messages as u64, 0),
+            "{}: every message must arrive and none be refused\n{}",
+            case.name,
+            report.markdown()
+        );
+    }
+}

@@ -444,12 +444,9 @@ impl Core {
         if let Some(refusal) = self.over_bound(&valid) {
             return self.refuse(refusal, topic).await;
         }
-        match self.cluster.model(&valid.request.model) {
-            Some(model) => {
-                if let Err(refusal) = check_against_model(&valid, model) {
-                    return self.refuse(refusal, topic).await;
-                }
-            }
+        match self.check_model(&valid) {
+            Some(Ok(())) => {}
+            Some(Err(refusal)) => return self.refuse(refusal, topic).await,
             None if self.warming_up(now) => {
                 tracing::debug!(id = %valid.key.id, model = %valid.request.model, "model not announced yet: parked while the fleet's status arrives");
                 return self.park(valid, 0, now);
@@ -511,6 +508,23 @@ impl Core {
         )
         .await;
         true
+    }
+
+    /// Checks `valid` against its model as the agents announce it: it passes if any agent's
+    /// announcement (online agents first) accepts it, so a width or shape that only some agents
+    /// serve yet is routable; otherwise the refusal from the first. `None` when no known agent
+    /// announces the model.
+    fn check_model(&self, valid: &ValidRequest) -> Option<Result<(), Refusal>> {
+        let mut first = None;
+        for model in self.cluster.models(&valid.request.model) {
+            match check_against_model(valid, model) {
+                Ok(()) => return Some(Ok(())),
+                Err(refusal) => {
+                    first.get_or_insert(refusal);
+                }
+            }
+        }
+        first.map(Err)
     }
 
     /// The (signed, when there is a key) assignment of `request` to `agent`.
@@ -656,7 +670,7 @@ impl Core {
                 tracing::warn!(id = %p.valid.key.id, "a re-routed request found no agent within the park timeout: left to the client's retry");
                 continue;
             }
-            let refusal = if self.cluster.model(&p.valid.request.model).is_none() {
+            let refusal = if self.cluster.models(&p.valid.request.model).next().is_none() {
                 unknown_model(&p.valid)
             } else {
                 let mut r = Refusal::new(
@@ -754,11 +768,11 @@ impl Core {
         }
         let waiting = std::mem::take(&mut self.parked);
         for p in waiting {
-            let Some(model) = self.cluster.model(&p.valid.request.model) else {
+            let Some(checked) = self.check_model(&p.valid) else {
                 self.parked.push_back(p);
                 continue;
             };
-            if let Err(refusal) = check_against_model(&p.valid, model) {
+            if let Err(refusal) = checked {
                 let topic = self.topics.request(&p.valid.request.model);
                 self.refuse(refusal, &topic).await;
                 continue;

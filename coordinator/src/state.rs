@@ -354,12 +354,17 @@ impl ClusterState {
         }
     }
 
-    /// The model as any known agent (online or not) describes it.
-    pub fn model(&self, name: &str) -> Option<&ModelInfo> {
-        self.agents
-            .values()
-            .flat_map(|a| a.info.models.iter())
-            .find(|m| m.name == name)
+    /// The model as each known agent describes it: online agents first, then the others
+    /// (agents can differ, e.g. while a new width rolls out).
+    pub fn models<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a ModelInfo> + 'a {
+        let of = move |online: bool| {
+            self.agents
+                .values()
+                .filter(move |a| a.online == online)
+                .flat_map(|a| a.info.models.iter())
+                .filter(move |m| m.name == name)
+        };
+        of(true).chain(of(false))
     }
 
     /// Online agents that serve `model`, as the router sees them, with their ids.
@@ -731,6 +736,27 @@ pub(crate) mod tests {
         assert_eq!(obs.devices[1].outstanding, 1);
         assert_eq!(obs.devices[1].mem_free_bytes, 2);
         assert!(s.observation("other").0.devices.is_empty());
+    }
+
+    #[test]
+    fn models_list_online_agents_announcements_first() {
+        let t0 = Instant::now();
+        let mut s = ClusterState::default();
+        s.on_status(info("a", false, 1), t0);
+        let mut wider = info("b", true, 1);
+        let full = WidthInfo {
+            width: 1.0,
+            ..wider.models[0].widths[0].clone()
+        };
+        wider.models[0].widths.push(full);
+        s.on_status(wider, t0);
+        let widths: Vec<usize> = s.models("digits").map(|m| m.widths.len()).collect();
+        assert_eq!(
+            widths,
+            vec![2, 1],
+            "b (online, two widths) before a (offline)"
+        );
+        assert_eq!(s.models("other").count(), 0);
     }
 
     #[test]

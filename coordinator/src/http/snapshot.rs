@@ -296,7 +296,7 @@ impl Monitor {
             .into_iter()
             .map(|name| {
                 let stats = self.models.get(name).unwrap_or(&empty);
-                ModelView::new(name, stats, cluster.model(name))
+                ModelView::new(name, stats, cluster.models(name).next())
             })
             .collect()
     }

@@ -266,6 +266,14 @@ mod tests {
     }
 
     #[test]
+    fn an_idle_report_passes_its_checks_and_round_trips() {
+        let t = Telemetry::idle("agent-1", 7);
+        assert_eq!(t.check(), Ok(()));
+        assert_eq!((t.seq, t.outstanding, t.done.len()), (7, 0, 0));
+        assert_eq!(crate::decode::<Telemetry>(&crate::encode(&t)).unwrap(), t);
+    }
+
+    #[test]
     fn oversized_ids_and_hostile_numbers_get_their_codes() {
         let t = Topics::default();
         let mut r = request();

@@ -362,6 +362,36 @@ pub struct Telemetry {
     pub emulated: bool,
 }
 
+impl Telemetry {
+    /// The report of an idle agent with 1 GiB of RAM: nothing queued, running or answered, no
+    /// power drawn (energy source `model`). Emulated agents and tests start from it and set
+    /// what they need.
+    pub fn idle(agent: impl Into<String>, seq: u64) -> Self {
+        Self {
+            v: PROTOCOL_VERSION,
+            agent: agent.into(),
+            seq,
+            at_ms: crate::now_ms(),
+            cpu_util: 0.0,
+            ram_used_bytes: 0,
+            ram_total_bytes: 1 << 30,
+            gpu_util: None,
+            vram_used_bytes: None,
+            vram_total_bytes: None,
+            power_w: 0.0,
+            energy_j: 0.0,
+            energy_source: EnergySource::Model,
+            queues: Vec::new(),
+            outstanding: 0,
+            completed: 0,
+            errors: 0,
+            batches: Vec::new(),
+            done: Vec::new(),
+            emulated: false,
+        }
+    }
+}
+
 /// The record of one routing decision, on `{prefix}/decisions`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Decision {

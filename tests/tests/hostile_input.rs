@@ -21,8 +21,7 @@ use slim::{
     samples::family_samples,
 };
 use slim_protocol::{
-    decode, encode, now_ms, Assignment, EnergySource, ErrorCode, ErrorReply, InferRequest,
-    RequestKey, Telemetry, Tensor, PROTOCOL_VERSION,
+    decode, encode, Assignment, ErrorCode, ErrorReply, InferRequest, RequestKey, Telemetry, Tensor,
 };
 use slim_tests::{models_dir, spec, start, ANSWER_TIMEOUT};
 use tokio::sync::{mpsc, oneshot};
@@ -295,26 +294,8 @@ async fn hostile_messages_mixed_into_good_traffic_are_refused_and_nothing_discon
                         .collect();
                     done.push(RequestKey::new(&reply_to, "never-sent").wire());
                     let forged = Telemetry {
-                        v: PROTOCOL_VERSION,
-                        agent: agent_2.clone(),
-                        seq: 1_000_000,
-                        at_ms: now_ms(),
-                        cpu_util: 0.0,
-                        ram_used_bytes: 0,
-                        ram_total_bytes: 1 << 30,
-                        gpu_util: None,
-                        vram_used_bytes: None,
-                        vram_total_bytes: None,
-                        power_w: 0.0,
-                        energy_j: 0.0,
-                        energy_source: EnergySource::Model,
-                        queues: Vec::new(),
-                        outstanding: 0,
-                        completed: 0,
-                        errors: 0,
-                        batches: Vec::new(),
                         done,
-                        emulated: false,
+                        ..Telemetry::idle(agent_2.clone(), 1_000_000)
                     };
                     hostile
                         .publish(&topics.telemetry(&agent_1), encode(&forged))

@@ -14,8 +14,8 @@ use std::{
 use rumqttc::{AsyncClient, Event, Packet, QoS};
 use slim_mqtt::BrokerOptions;
 use slim_protocol::{
-    encode, limits, now_ms, peek_str, AgentInfo, DeviceInfo, DeviceProfile, EnergySource,
-    ModelInfo, RequestKey, Telemetry, Topics, PROTOCOL_VERSION,
+    encode, limits, now_ms, peek_str, AgentInfo, DeviceInfo, DeviceProfile, ModelInfo, RequestKey,
+    Telemetry, Topics, PROTOCOL_VERSION,
 };
 
 /// What the emulated agents announce.
@@ -36,6 +36,8 @@ pub struct Emulation {
     client: AsyncClient,
     topics: Topics,
     ids: Vec<String>,
+    /// Each agent's encoded status, in the order of `ids`.
+    infos: Vec<Vec<u8>>,
     assignments: Arc<AtomicU64>,
     last_at: Arc<Mutex<Option<Instant>>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -55,6 +57,7 @@ impl EmulatedFleet {
         let client_id = format!("{}-emulated-fleet", topics.prefix().replace('/', "-"));
         let (client, mut eventloop) = broker.connect(&client_id, None)?;
         let ids: Vec<String> = (0..self.agents).map(agent_id).collect();
+        let infos: Vec<Vec<u8>> = ids.iter().map(|id| encode(&self.info(id, true))).collect();
         let assignments = Arc::new(AtomicU64::new(0));
         let last_at: Arc<Mutex<Option<Instant>>> = Default::default();
         // Keys received since the last telemetry, per agent.
@@ -63,7 +66,7 @@ impl EmulatedFleet {
         let receiver = {
             let (client, topics, ids) = (client.clone(), topics.clone(), ids.clone());
             let (assignments, last_at, done) = (assignments.clone(), last_at.clone(), done.clone());
-            let infos: Vec<Vec<u8>> = ids.iter().map(|id| encode(&self.info(id, true))).collect();
+            let infos = infos.clone();
             tokio::spawn(async move {
                 loop {
                     match eventloop.poll().await {
@@ -128,6 +131,7 @@ impl EmulatedFleet {
             client,
             topics: topics.clone(),
             ids,
+            infos,
             assignments,
             last_at,
             tasks: vec![receiver, reporter],
@@ -164,26 +168,9 @@ impl EmulatedFleet {
 /// Telemetry of an idle agent that reports `done` answered.
 fn telemetry(id: &str, seq: u64, done: Vec<String>) -> Telemetry {
     Telemetry {
-        v: PROTOCOL_VERSION,
-        agent: id.into(),
-        seq,
-        at_ms: now_ms(),
-        cpu_util: 0.0,
-        ram_used_bytes: 0,
-        ram_total_bytes: 1 << 30,
-        gpu_util: None,
-        vram_used_bytes: None,
-        vram_total_bytes: None,
-        power_w: 0.0,
-        energy_j: 0.0,
-        energy_source: EnergySource::Model,
-        queues: Vec::new(),
-        outstanding: 0,
-        completed: 0,
-        errors: 0,
-        batches: Vec::new(),
         done,
         emulated: true,
+        ..Telemetry::idle(id, seq)
     }
 }
 
@@ -214,6 +201,18 @@ impl Emulation {
             self.assignments.load(Ordering::Relaxed),
             *self.last_at.lock().unwrap(),
         )
+    }
+
+    /// Publishes every agent's status again. A subscriber that arrives after the statuses were
+    /// retained gets at most 100 of them from the embedded broker (rumqttd sends retained
+    /// messages once, up to its in-flight window); a live publish reaches it in full.
+    pub async fn announce(&self) {
+        for (id, info) in self.ids.iter().zip(&self.infos) {
+            let _ = self
+                .client
+                .publish(self.topics.status(id), QoS::AtLeastOnce, true, info.clone())
+                .await;
+        }
     }
 
     /// Takes every agent offline (retained status cleared) and stops.

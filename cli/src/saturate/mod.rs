@@ -181,13 +181,20 @@ async fn routing(
     }
     .start(broker, &topics)
     .await?;
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let started = std::time::Instant::now();
+    let mut announced = started;
     while coordinator.counters().agents_online < agents {
         anyhow::ensure!(
-            std::time::Instant::now() < deadline,
-            "the coordinator sees {} of {agents} emulated agents after 30 s",
+            started.elapsed() < Duration::from_secs(60),
+            "the coordinator sees {} of {agents} emulated agents after 60 s",
             coordinator.counters().agents_online
         );
+        // The coordinator may have subscribed after the statuses were retained, and the
+        // embedded broker hands a new subscriber at most 100 retained messages.
+        if announced.elapsed() > Duration::from_secs(2) {
+            fleet.announce().await;
+            announced = std::time::Instant::now();
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let payloads = requests(spec, &topics, "route");

@@ -1,6 +1,6 @@
 //! The device with the least work outstanding, at the widest eligible width.
 
-use super::widest;
+use super::{eligible, least_loaded};
 use crate::{Observation, Route, RouteRequest, Router, RouterSettings};
 
 /// Least-loaded placement; ties go to the lower index.
@@ -24,20 +24,8 @@ impl Router for LeastLoadedRouter {
     }
 
     fn route(&mut self, observation: &Observation, request: &RouteRequest) -> Option<Route> {
-        observation
-            .devices
-            .iter()
-            .enumerate()
-            .filter_map(|(i, d)| widest(d, request).map(|w| (i, d, w.width)))
-            .min_by(|(_, a, _), (_, b, _)| {
-                let load = |d: &crate::DeviceView| d.outstanding as f32 * d.slowdown.max(1.0);
-                load(a).total_cmp(&load(b))
-            })
-            .map(|(device, _, width)| Route {
-                device,
-                width,
-                batch_size: self.batch_size,
-            })
+        let load = |d: &crate::DeviceView| f64::from(d.outstanding as f32 * d.slowdown.max(1.0));
+        least_loaded(eligible(observation, request), load, self.batch_size)
     }
 }
 

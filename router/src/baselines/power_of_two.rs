@@ -3,7 +3,7 @@
 
 use rand::{rngs::StdRng, seq::index::sample, SeedableRng};
 
-use super::widest;
+use super::{eligible, least_loaded};
 use crate::{Observation, Route, RouteRequest, Router, RouterSettings};
 
 /// Power-of-two-choices placement, seeded; a tie goes to the first draw.
@@ -29,23 +29,10 @@ impl Router for PowerOfTwoRouter {
     }
 
     fn route(&mut self, observation: &Observation, request: &RouteRequest) -> Option<Route> {
-        let eligible: Vec<(usize, u32, f32)> = observation
-            .devices
-            .iter()
-            .enumerate()
-            .filter_map(|(i, d)| widest(d, request).map(|w| (i, d.outstanding, w.width)))
-            .collect();
-        let draws = sample(&mut self.rng, eligible.len(), eligible.len().min(2));
-        let (device, _, width) =
-            draws
-                .iter()
-                .map(|i| eligible[i])
-                .reduce(|a, b| if b.1 < a.1 { b } else { a })?;
-        Some(Route {
-            device,
-            width,
-            batch_size: self.batch_size,
-        })
+        let candidates: Vec<_> = eligible(observation, request).collect();
+        let draws = sample(&mut self.rng, candidates.len(), candidates.len().min(2));
+        let queue = |d: &crate::DeviceView| f64::from(d.outstanding);
+        least_loaded(draws.iter().map(|i| candidates[i]), queue, self.batch_size)
     }
 }
 

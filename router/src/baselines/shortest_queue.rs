@@ -2,7 +2,7 @@
 //! (its queue plus what it runs), at the widest eligible width. Unlike least-loaded it ignores
 //! how fast each device is.
 
-use super::widest;
+use super::{eligible, least_loaded};
 use crate::{Observation, Route, RouteRequest, Router, RouterSettings};
 
 /// Join-shortest-queue placement; ties go to the lower index.
@@ -26,17 +26,8 @@ impl Router for ShortestQueueRouter {
     }
 
     fn route(&mut self, observation: &Observation, request: &RouteRequest) -> Option<Route> {
-        observation
-            .devices
-            .iter()
-            .enumerate()
-            .filter_map(|(i, d)| widest(d, request).map(|w| (i, d.outstanding, w.width)))
-            .min_by_key(|(_, outstanding, _)| *outstanding)
-            .map(|(device, _, width)| Route {
-                device,
-                width,
-                batch_size: self.batch_size,
-            })
+        let queue = |d: &crate::DeviceView| f64::from(d.outstanding);
+        least_loaded(eligible(observation, request), queue, self.batch_size)
     }
 }
 

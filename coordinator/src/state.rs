@@ -281,13 +281,16 @@ impl ClusterState {
         let mut expired = 0;
         self.holders
             .retain(|_, (_, at)| now.saturating_duration_since(*at) <= ttl);
-        self.views.clear();
         for entry in self.agents.values_mut() {
             let before = entry.pending.len();
             entry
                 .pending
                 .retain(|_, p| now.saturating_duration_since(p.assigned_at) <= ttl);
             expired += before - entry.pending.len();
+        }
+        if expired > 0 {
+            // An agent that has not reported yet is seen with its ledger's length.
+            self.views.clear();
         }
         LedgerCleanup {
             reconciled: 0,

@@ -15,10 +15,33 @@ use std::{
 use rumqttc::{AsyncClient, Event, Packet, QoS};
 use slim_mqtt::BrokerOptions;
 
-/// Counts the messages that arrive on a topic filter.
-pub struct Sink {
+/// How many messages arrived, and when the last did; shared by a network task that records
+/// and the measurement that reads.
+#[derive(Debug, Clone, Default)]
+pub struct Arrivals {
     count: Arc<AtomicU64>,
     last_at: Arc<Mutex<Option<Instant>>>,
+}
+
+impl Arrivals {
+    /// Counts one arrival, now.
+    pub fn record(&self) {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        *self.last_at.lock().unwrap() = Some(Instant::now());
+    }
+
+    /// Arrivals so far, and when the last one came.
+    pub fn received(&self) -> (u64, Option<Instant>) {
+        (
+            self.count.load(Ordering::Relaxed),
+            *self.last_at.lock().unwrap(),
+        )
+    }
+}
+
+/// Counts the messages that arrive on a topic filter.
+pub struct Sink {
+    arrivals: Arrivals,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -30,11 +53,10 @@ impl Sink {
         filter: &str,
     ) -> anyhow::Result<Self> {
         let (client, mut eventloop) = broker.connect(client_id, None)?;
-        let count = Arc::new(AtomicU64::new(0));
-        let last_at: Arc<Mutex<Option<Instant>>> = Default::default();
+        let arrivals = Arrivals::default();
         let (subscribed, ready) = tokio::sync::oneshot::channel();
         let task = {
-            let (count, last_at, filter) = (count.clone(), last_at.clone(), filter.to_string());
+            let (arrivals, filter) = (arrivals.clone(), filter.to_string());
             tokio::spawn(async move {
                 let mut subscribed = Some(subscribed);
                 loop {
@@ -47,10 +69,7 @@ impl Sink {
                                 let _ = s.send(());
                             }
                         }
-                        Ok(Event::Incoming(Packet::Publish(_))) => {
-                            count.fetch_add(1, Ordering::Relaxed);
-                            *last_at.lock().unwrap() = Some(Instant::now());
-                        }
+                        Ok(Event::Incoming(Packet::Publish(_))) => arrivals.record(),
                         Ok(_) => {}
                         Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
                     }
@@ -62,19 +81,12 @@ impl Sink {
             .map_err(|_| {
                 anyhow::anyhow!("the broker did not acknowledge the subscription to {filter}")
             })??;
-        Ok(Self {
-            count,
-            last_at,
-            task,
-        })
+        Ok(Self { arrivals, task })
     }
 
     /// Messages received so far, and when the last arrived.
     pub fn received(&self) -> (u64, Option<Instant>) {
-        (
-            self.count.load(Ordering::Relaxed),
-            *self.last_at.lock().unwrap(),
-        )
+        self.arrivals.received()
     }
 }
 

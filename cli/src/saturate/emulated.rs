@@ -4,13 +4,11 @@
 //! them answered in its telemetry so the coordinator's ledger drains as with real agents.
 
 use std::{
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc, Mutex,
-    },
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
+use super::anchors::Arrivals;
 use rumqttc::{AsyncClient, Event, Packet, QoS};
 use slim_mqtt::BrokerOptions;
 use slim_protocol::{
@@ -38,8 +36,7 @@ pub struct Emulation {
     ids: Vec<String>,
     /// Each agent's encoded status, in the order of `ids`.
     infos: Vec<Vec<u8>>,
-    assignments: Arc<AtomicU64>,
-    last_at: Arc<Mutex<Option<Instant>>>,
+    assignments: Arrivals,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -58,14 +55,13 @@ impl EmulatedFleet {
         let (client, mut eventloop) = broker.connect(&client_id, None)?;
         let ids: Vec<String> = (0..self.agents).map(agent_id).collect();
         let infos: Vec<Vec<u8>> = ids.iter().map(|id| encode(&self.info(id, true))).collect();
-        let assignments = Arc::new(AtomicU64::new(0));
-        let last_at: Arc<Mutex<Option<Instant>>> = Default::default();
+        let assignments = Arrivals::default();
         // Keys received since the last telemetry, per agent.
         let done: Arc<Mutex<Vec<Vec<String>>>> =
             Arc::new(Mutex::new(vec![Vec::new(); self.agents]));
         let receiver = {
             let (client, topics, ids) = (client.clone(), topics.clone(), ids.clone());
-            let (assignments, last_at, done) = (assignments.clone(), last_at.clone(), done.clone());
+            let (assignments, done) = (assignments.clone(), done.clone());
             let infos = infos.clone();
             tokio::spawn(async move {
                 loop {
@@ -94,8 +90,7 @@ impl EmulatedFleet {
                             if let (Some(reply_to), Some(id)) = (field("reply_to"), field("id")) {
                                 let key = RequestKey::new(reply_to, id);
                                 done.lock().unwrap()[index].push(key.wire());
-                                assignments.fetch_add(1, Ordering::Relaxed);
-                                *last_at.lock().unwrap() = Some(Instant::now());
+                                assignments.record();
                             }
                         }
                         Ok(_) => {}
@@ -133,7 +128,6 @@ impl EmulatedFleet {
             ids,
             infos,
             assignments,
-            last_at,
             tasks: vec![receiver, reporter],
         })
     }
@@ -197,10 +191,7 @@ fn agent_index(topics: &Topics, topic: &str) -> Option<usize> {
 impl Emulation {
     /// Assignments received so far, and when the last one arrived.
     pub fn received(&self) -> (u64, Option<Instant>) {
-        (
-            self.assignments.load(Ordering::Relaxed),
-            *self.last_at.lock().unwrap(),
-        )
+        self.assignments.received()
     }
 
     /// Publishes every agent's status again. A subscriber that arrives after the statuses were

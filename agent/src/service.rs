@@ -34,6 +34,9 @@ use crate::{
 /// Counts of refused assignments, by error code.
 pub type RejectionCounts = Arc<std::sync::Mutex<HashMap<ErrorCode, u64>>>;
 
+/// How long a shutdown waits for the offline status to leave before it stops anyway.
+const SHUTDOWN_FLUSH: Duration = Duration::from_secs(2);
+
 /// A started agent.
 #[derive(Debug)]
 pub struct AgentHandle {
@@ -49,8 +52,11 @@ pub struct AgentHandle {
 }
 
 impl AgentHandle {
-    /// Publishes the offline status, disconnects and stops every task.
-    pub async fn shutdown(self) {
+    /// Publishes the offline status, disconnects and stops every task. The MQTT task sends
+    /// the status before the DISCONNECT queued after it and ends once that is written, so
+    /// waiting for it is waiting for the flush (bounded by [`SHUTDOWN_FLUSH`] when the broker
+    /// is gone).
+    pub async fn shutdown(mut self) {
         let mut offline = self.info.clone();
         offline.online = false;
         let _ = self
@@ -62,9 +68,9 @@ impl AgentHandle {
                 encode(&offline),
             )
             .await;
-        tokio::time::sleep(Duration::from_millis(100)).await;
         let _ = self.client.disconnect().await;
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mqtt_task = self.tasks.remove(0);
+        let _ = tokio::time::timeout(SHUTDOWN_FLUSH, mqtt_task).await;
         for t in &self.tasks {
             t.abort();
         }
@@ -290,6 +296,7 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<AgentHandle> {
         reconnects,
         client,
         topics,
+        // The MQTT task first: shutdown waits for it.
         tasks: vec![mqtt_task, telemetry_task, scheduler_task, outbox_task],
     })
 }

@@ -173,11 +173,10 @@ impl LocalCluster {
     ) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let online = self
-                .coordinator
-                .as_ref()
-                .map(|c| c.counters().agents_online)
-                .unwrap_or(0);
+            let online = match &self.coordinator {
+                Some(c) => c.counters().await.agents_online,
+                None => 0,
+            };
             if online == n {
                 return Ok(());
             }

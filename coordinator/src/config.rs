@@ -92,7 +92,7 @@ impl Default for CoordinatorConfig {
             seed: 0,
             batch_size: 8,
             max_queue_delay_ms: slim_protocol::DEFAULT_BATCH_DELAY_MS,
-            telemetry_timeout_ms: 5000,
+            telemetry_timeout_ms: slim_protocol::DEFAULT_TELEMETRY_TIMEOUT_MS,
             park_timeout_ms: 10_000,
             max_payload_bytes: 1024 * 1024,
             max_attempts: 3,

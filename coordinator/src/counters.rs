@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use slim_protocol::ErrorCode;
+use slim_protocol::{ErrorCode, WidthKey};
 
 /// Running totals since start.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -32,8 +32,8 @@ pub struct Counters {
     pub ledger_expired: u64,
     /// Refusals by error code.
     pub refused: HashMap<ErrorCode, u64>,
-    /// Placements per (agent, width × 1000).
-    pub per_agent_width: HashMap<(String, u16), u64>,
+    /// Placements per (agent, width).
+    pub per_agent_width: HashMap<(String, WidthKey), u64>,
 }
 
 impl Counters {

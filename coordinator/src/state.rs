@@ -8,7 +8,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use slim_protocol::{AgentInfo, InferRequest, ModelInfo, RequestKey, Telemetry};
+use slim_protocol::{
+    AgentInfo, InferRequest, Liveness, ModelInfo, RequestKey, Telemetry, WidthKey,
+};
 
 use crate::answered::{Answered, AnsweredBy};
 use slim_router::{BatchOption, DeviceView, Observation, WidthOption};
@@ -75,7 +77,7 @@ pub struct AgentEntry {
     /// view of the agent costs the same whatever its ledger holds).
     assigned_since_report: u32,
     /// Mean batch compute latency per (model, width × 1000), exponentially smoothed, ms.
-    pub latency_ms: HashMap<(String, u16), f32>,
+    pub latency_ms: HashMap<(String, WidthKey), f32>,
     /// Mean compute time per request (batch time / batch size), exponentially smoothed, ms.
     pub per_request_ms: Option<f32>,
     /// Requests assigned since start.
@@ -121,10 +123,6 @@ impl Default for ClusterState {
     fn default() -> Self {
         Self::new(100_000, Duration::from_secs(120))
     }
-}
-
-fn width_key(width: f32) -> u16 {
-    (width * 1000.0).round() as u16
 }
 
 impl ClusterState {
@@ -259,7 +257,7 @@ impl ClusterState {
         entry.assigned_since_report = 0;
         entry.reported_outstanding = Some(telemetry.outstanding);
         for batch in &telemetry.batches {
-            let key = (batch.model.clone(), width_key(batch.width));
+            let key = (batch.model.clone(), WidthKey::of(batch.width));
             let smoothed = entry.latency_ms.entry(key).or_insert(batch.compute_ms);
             *smoothed = 0.8 * *smoothed + 0.2 * batch.compute_ms;
             let per_request = batch.compute_ms / f32::from(batch.batch_size.max(1));
@@ -310,7 +308,8 @@ impl ClusterState {
     pub fn expire(&mut self, now: Instant, timeout: Duration) -> Vec<Pending> {
         let mut orphans = Vec::new();
         for (id, entry) in &mut self.agents {
-            if entry.online && now.saturating_duration_since(entry.last_seen) > timeout {
+            let since_heard = now.saturating_duration_since(entry.last_seen);
+            if Liveness::of(entry.online, since_heard, timeout) == Liveness::Silent {
                 tracing::warn!(agent = %id, silent_ms = now.saturating_duration_since(entry.last_seen).as_millis() as u64, "agent silent: taken offline");
                 entry.online = false;
                 self.views.clear();
@@ -497,7 +496,7 @@ fn update_dynamic(view: &mut DeviceView, a: &AgentEntry, model: &str) {
         for w in &mut view.widths {
             w.recent_latency_ms = a
                 .latency_ms
-                .get(&(model.to_string(), width_key(w.width)))
+                .get(&(model.to_string(), WidthKey::of(w.width)))
                 .copied();
         }
     }
@@ -511,7 +510,7 @@ fn profile_batches(info: &AgentInfo, model: &str, width: f32) -> Vec<BatchOption
     let mut batches: Vec<BatchOption> = profile
         .points
         .iter()
-        .filter(|p| p.model == model && width_key(p.width) == width_key(width))
+        .filter(|p| p.model == model && WidthKey::same(p.width, width))
         .map(|p| BatchOption {
             batch: p.batch,
             latency_ms: p.latency_ms,

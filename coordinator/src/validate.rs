@@ -79,7 +79,11 @@ pub fn check_against_model(valid: &ValidRequest, model: &ModelInfo) -> Result<()
         Err(r)
     };
     if let Some(width) = request.width {
-        if !model.widths.iter().any(|w| (w.width - width).abs() < 1e-3) {
+        if !model
+            .widths
+            .iter()
+            .any(|w| slim_protocol::WidthKey::same(w.width, width))
+        {
             let widths: Vec<f32> = model.widths.iter().map(|w| w.width).collect();
             return refuse(
                 ErrorCode::UnknownWidth,

@@ -14,18 +14,22 @@ mod error;
 pub mod fuzz;
 mod key;
 pub mod limits;
+mod liveness;
 mod messages;
 mod tensor;
 mod topics;
+mod width;
 
 pub use auth::{AssignmentKey, KeyError};
 pub use check::Refusal;
 pub use codec::{decode, encode, peek_reply_address, peek_str, DecodeError, PeekedAddress};
 pub use error::{ErrorCode, ErrorReply};
 pub use key::RequestKey;
+pub use liveness::{Liveness, DEFAULT_TELEMETRY_TIMEOUT_MS};
 pub use messages::*;
 pub use tensor::{DType, Tensor, TensorError};
 pub use topics::{AgentTopic, Topics, DEFAULT_PREFIX};
+pub use width::WidthKey;
 
 /// How long an idle model instance waits for its batch to fill by default, in milliseconds: 0,
 /// work-conserving. An idle instance takes what is queued at once; batches form while every

@@ -224,7 +224,7 @@ pub fn profile_cost(
     let mut points: Vec<_> = profile
         .points
         .iter()
-        .filter(|p| p.model == model && (p.width - width).abs() < 1e-3)
+        .filter(|p| p.model == model && slim_protocol::WidthKey::same(p.width, width))
         .collect();
     if points.is_empty() {
         return None;

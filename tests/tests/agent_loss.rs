@@ -42,7 +42,7 @@ async fn requests_held_by_a_killed_agent_are_rerouted_and_answered() {
     let summary = report.summary();
     assert_eq!(summary.lost, 0, "{summary}");
     assert_eq!(summary.answered, summary.sent, "{summary}");
-    let counters = cluster.coordinator.as_ref().unwrap().counters();
+    let counters = cluster.coordinator.as_ref().unwrap().counters().await;
     assert!(
         counters.rerouted > 0,
         "the dead agent held requests: {counters:?}"

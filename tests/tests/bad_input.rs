@@ -160,7 +160,7 @@ async fn each_kind_of_bad_request_gets_its_error_code_and_serving_continues() {
         .unwrap();
     assert!(matches!(reply, Reply::Result(_)), "{reply:?}");
 
-    let counters = cluster.coordinator.as_ref().unwrap().counters();
+    let counters = cluster.coordinator.as_ref().unwrap().counters().await;
     for code in [
         ErrorCode::Malformed,
         ErrorCode::UnknownModel,

@@ -130,7 +130,7 @@ async fn no_result_is_lost_when_the_broker_restarts_mid_run() {
     .unwrap();
     let _broker = restarter.await.unwrap();
     let summary = report.summary();
-    let counters = cluster.coordinator.as_ref().unwrap().counters();
+    let counters = cluster.coordinator.as_ref().unwrap().counters().await;
     eprintln!("{summary}\ncoordinator: {counters:?}");
     assert!(summary.sent > 100, "{summary}");
     assert_eq!(summary.lost, 0, "{summary}");

@@ -248,7 +248,7 @@ async fn an_agent_with_credentials_serves_over_tls_with_the_shipped_acl() {
         .await
         .unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while coordinator.counters().agents_online < 1 {
+    while coordinator.counters().await.agents_online < 1 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the coordinator never saw agent-1 (ACL or TLS problem?): {}",
@@ -554,7 +554,7 @@ async fn the_shipped_acl_keeps_clients_from_writing_assignments() {
     .await
     .unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while coordinator.counters().agents_online < 1 {
+    while coordinator.counters().await.agents_online < 1 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the coordinator never saw agent-1: {}",

@@ -443,7 +443,7 @@ async fn hostile_messages_mixed_into_good_traffic_are_refused_and_nothing_discon
     );
 
     // --- Nothing disconnected, and the refusals were counted. ---
-    let counters = cluster.coordinator.as_ref().unwrap().counters();
+    let counters = cluster.coordinator.as_ref().unwrap().counters().await;
     println!(
         "hostile_input on {}: counters {counters:?}",
         cluster.broker.url

@@ -66,8 +66,14 @@ async fn two_coordinators_in_a_shared_group_split_the_requests_and_route_each_on
         "every request answered once"
     );
 
-    let first = cluster.coordinator.as_ref().unwrap().counters().routed;
-    let other = second.counters().routed;
+    let first = cluster
+        .coordinator
+        .as_ref()
+        .unwrap()
+        .counters()
+        .await
+        .routed;
+    let other = second.counters().await.routed;
     assert_eq!(first + other, summary.sent as u64, "routed once in total");
     assert!(
         first > 0 && other > 0,

@@ -223,7 +223,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         print!("{}", report?.summary());
     }
     if let Some(c) = &cluster.coordinator {
-        let counters = c.counters();
+        let counters = c.counters().await;
         println!(
             "  coordinator routed {}  re-routed {}  refused {}",
             counters.routed,

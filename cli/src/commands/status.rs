@@ -22,8 +22,9 @@ pub struct StatusArgs {
     pub wait: Duration,
 }
 
-/// An agent heard from after this long without telemetry is shown as `silent`.
-const SILENT_AFTER: Duration = Duration::from_secs(5);
+/// An agent heard from after this long without telemetry is shown as `silent`: the
+/// coordinator's default liveness timeout, after which it re-routes the agent's work.
+const SILENT_AFTER: Duration = Duration::from_millis(slim_protocol::DEFAULT_TELEMETRY_TIMEOUT_MS);
 
 /// What is known of one agent.
 #[derive(Debug, Clone, Default)]
@@ -168,11 +169,12 @@ pub fn fleet_table(rows: &[(String, FleetRow)]) -> String {
     let mut lines: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
     for (id, row) in rows {
         let t = row.telemetry.as_ref();
-        let status = match (&row.info, row.telemetry_age) {
-            (Some(info), _) if !info.online => "offline",
-            (_, Some(age)) if age > SILENT_AFTER => "silent",
-            (Some(_), _) => "online",
-            (None, _) => "unknown",
+        let status = match &row.info {
+            Some(info) => {
+                let since_heard = row.telemetry_age.unwrap_or_default();
+                slim_protocol::Liveness::of(info.online, since_heard, SILENT_AFTER).as_str()
+            }
+            None => "unknown",
         };
         let backend = match &row.info {
             Some(info) => match &info.emulation {

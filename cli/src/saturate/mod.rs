@@ -183,11 +183,14 @@ async fn routing(
     .await?;
     let started = std::time::Instant::now();
     let mut announced = started;
-    while coordinator.counters().agents_online < agents {
+    loop {
+        let online = coordinator.counters().await.agents_online;
+        if online >= agents {
+            break;
+        }
         anyhow::ensure!(
             started.elapsed() < Duration::from_secs(60),
-            "the coordinator sees {} of {agents} emulated agents after 60 s",
-            coordinator.counters().agents_online
+            "the coordinator sees {online} of {agents} emulated agents after 60 s",
         );
         // The coordinator may have subscribed after the statuses were retained, and the
         // embedded broker hands a new subscriber at most 100 retained messages.
@@ -203,7 +206,7 @@ async fn routing(
         .flood(&topics.request(&spec.model.name), &payloads)
         .await?;
     let (received, rate) = wait_for(payloads.len() as u64, start, QUIET, || fleet.received()).await;
-    let counters = coordinator.counters();
+    let counters = coordinator.counters().await;
     fleet.stop().await;
     coordinator.shutdown().await;
     Ok(Case::routing(

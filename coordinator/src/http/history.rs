@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use serde::Serialize;
+use slim_protocol::WidthKey;
 
 /// One-second history samples kept (five minutes).
 pub const HISTORY_SECONDS: usize = 300;
@@ -54,7 +55,7 @@ struct Bucket {
     compute: Mean,
     client_hop: Mean,
     coordinator: Mean,
-    widths: BTreeMap<u16, u64>,
+    widths: BTreeMap<WidthKey, u64>,
 }
 
 impl Bucket {
@@ -79,15 +80,10 @@ impl Bucket {
             widths: self
                 .widths
                 .iter()
-                .map(|(w, n)| (width_label(*w), *n))
+                .map(|(w, n)| (w.to_string(), *n))
                 .collect(),
         }
     }
-}
-
-/// A width as a label value: `0.25`, `0.5`, `1`.
-pub fn width_label(key: u16) -> String {
-    format!("{}", f32::from(key) / 1000.0)
 }
 
 /// The samples and the second being filled.
@@ -121,8 +117,8 @@ impl History {
         self.bucket.coordinator.add(f64::from(coordinator_ms), 1);
     }
 
-    /// A decision for width × 1000 = `width`.
-    pub fn decision(&mut self, width: u16) {
+    /// A decision for `width`.
+    pub fn decision(&mut self, width: WidthKey) {
         *self.bucket.widths.entry(width).or_default() += 1;
     }
 

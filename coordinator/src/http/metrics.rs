@@ -6,7 +6,9 @@ use prometheus::{
     TextEncoder,
 };
 
-use super::{history::width_label, snapshot::Snapshot};
+use slim_protocol::WidthKey;
+
+use super::snapshot::Snapshot;
 use crate::online::OnlineView;
 
 /// The content type of [`render`]'s output.
@@ -44,18 +46,32 @@ impl Scrape {
 /// Renders the snapshot as Prometheus text (format 0.0.4).
 pub fn render(s: &Snapshot) -> String {
     let r = Scrape(Registry::new());
-
-    // Requests, as Triton counts them.
-    let success = r.int_counter(
-        "nv_inference_request_success",
-        "Requests answered with a result, per agent (from its telemetry, since the agent started).",
-        &["agent"],
-    );
     let failure = r.int_counter(
         "nv_inference_request_failure",
         "Failed requests by reason: coordinator refusals by error code (agent=\"\"), and error replies sent by agents (reason=\"agent_error\").",
         &["agent", "reason"],
     );
+    for (code, n) in &s.counters.refused {
+        failure.with_label_values(&["", code]).inc_by(*n);
+    }
+
+    batch_metrics(&r, s);
+    agent_metrics(&r, s, &failure);
+    router_metrics(&r, s);
+    coordinator_metrics(&r, s);
+    if let Some(online) = &s.online {
+        online_metrics(&r, online);
+    }
+
+    let mut out = Vec::new();
+    TextEncoder::new()
+        .encode(&r.0.gather(), &mut out)
+        .expect("text encoding cannot fail");
+    String::from_utf8(out).expect("text encoder writes UTF-8")
+}
+
+/// Inferences, batches and agent-side time per (agent, model, width), as Triton counts them.
+fn batch_metrics(r: &Scrape, s: &Snapshot) {
     let count = r.int_counter(
         "nv_inference_count",
         "Inferences run (requests in batches), per agent, model and width.",
@@ -82,7 +98,7 @@ pub fn render(s: &Snapshot) -> String {
         &["agent", "model", "width"],
     );
     for b in &s.batches {
-        let width = width_label((b.width * 1000.0).round() as u16);
+        let width = WidthKey::of(b.width).to_string();
         let labels = [b.agent.as_str(), b.model.as_str(), width.as_str()];
         count.with_label_values(&labels).inc_by(b.inferences);
         exec_count.with_label_values(&labels).inc_by(b.executions);
@@ -92,11 +108,17 @@ pub fn render(s: &Snapshot) -> String {
             .with_label_values(&labels)
             .inc_by(b.queue_us + b.compute_us);
     }
-    for (code, n) in &s.counters.refused {
-        failure.with_label_values(&["", code]).inc_by(*n);
-    }
+}
 
-    // Devices, per agent.
+/// Each agent's device: requests answered and failed, utilization, memory, power and energy.
+/// Long only because it declares one metric (name and help) per device reading, next to the
+/// line that sets it.
+fn agent_metrics(r: &Scrape, s: &Snapshot, failure: &IntCounterVec) {
+    let success = r.int_counter(
+        "nv_inference_request_success",
+        "Requests answered with a result, per agent (from its telemetry, since the agent started).",
+        &["agent"],
+    );
     let pending = r.int_gauge(
         "nv_inference_pending_request_count",
         "Requests waiting in the agent's queues.",
@@ -200,15 +222,17 @@ pub fn render(s: &Snapshot) -> String {
             .with_label_values(&[a.id.as_str(), source.as_str()])
             .set(f64::from(t.power_w));
     }
+}
 
-    // The router and the coordinator.
+/// The router's placements per (agent, width, batch) and its name.
+fn router_metrics(r: &Scrape, s: &Snapshot) {
     let decisions = r.int_counter(
         "slim_router_decisions_total",
         "Placements per chosen agent, width and batch size.",
         &["agent", "width", "batch"],
     );
     for d in &s.decision_counts {
-        let width = width_label((d.width * 1000.0).round() as u16);
+        let width = WidthKey::of(d.width).to_string();
         decisions
             .with_label_values(&[d.agent.as_str(), width.as_str(), &d.batch.to_string()])
             .inc_by(d.count);
@@ -220,6 +244,10 @@ pub fn render(s: &Snapshot) -> String {
     )
     .with_label_values(&[s.coordinator.router.as_str()])
     .set(1);
+}
+
+/// The coordinator's own counters and gauges.
+fn coordinator_metrics(r: &Scrape, s: &Snapshot) {
     let plain = |name: &str, help: &str, value: u64| {
         r.int_counter(name, help, &[])
             .with_label_values(&[] as &[&str])
@@ -290,16 +318,6 @@ pub fn render(s: &Snapshot) -> String {
         "1 when the coordinator is connected to the broker.",
         i64::from(s.coordinator.connected),
     );
-
-    if let Some(online) = &s.online {
-        online_metrics(&r, online);
-    }
-
-    let mut out = Vec::new();
-    TextEncoder::new()
-        .encode(&r.0.gather(), &mut out)
-        .expect("text encoding cannot fail");
-    String::from_utf8(out).expect("text encoder writes UTF-8")
 }
 
 /// Online refinement's counters and its latest update (only while it runs).

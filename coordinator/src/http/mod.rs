@@ -14,7 +14,7 @@ mod state_api;
 mod views;
 mod window;
 
-pub use history::{width_label, HistorySample, HISTORY_SECONDS};
+pub use history::{HistorySample, HISTORY_SECONDS};
 pub use metrics::{render as render_metrics, CONTENT_TYPE as METRICS_CONTENT_TYPE};
 pub use models::{LatencyView, ModelView, WidthShare};
 pub use power::{PowerPoint, PowerSeries};

@@ -5,7 +5,7 @@
 use std::{collections::BTreeMap, sync::Arc};
 
 use serde::Serialize;
-use slim_protocol::{BatchRecord, EnergySource, ModelInfo};
+use slim_protocol::{BatchRecord, EnergySource, ModelInfo, WidthKey};
 
 use super::window::{Percentiles, Window, WINDOW_MS};
 
@@ -17,8 +17,8 @@ pub const MAX_MODELS: usize = 64;
 pub struct BatchSample {
     /// Agent that ran it.
     pub agent: Arc<str>,
-    /// Width × 1000.
-    pub width: u16,
+    /// Its width.
+    pub width: WidthKey,
     /// Requests in it.
     pub size: u32,
     /// Mean queue time of its requests, ms.
@@ -36,7 +36,7 @@ impl BatchSample {
     pub fn new(agent: Arc<str>, b: &BatchRecord, source: EnergySource) -> Self {
         Self {
             agent,
-            width: (b.width * 1000.0).round() as u16,
+            width: WidthKey::of(b.width),
             size: u32::from(b.batch_size.max(1)),
             queue_ms: b.queue_ms.max(0.0),
             compute_ms: b.compute_ms.max(0.0),
@@ -177,7 +177,7 @@ impl ModelView {
 }
 
 fn width_mix(stats: &ModelStats, info: Option<&ModelInfo>) -> Vec<WidthShare> {
-    let mut counts: BTreeMap<u16, u64> = BTreeMap::new();
+    let mut counts: BTreeMap<WidthKey, u64> = BTreeMap::new();
     for b in stats.batches.iter() {
         *counts.entry(b.width).or_default() += u64::from(b.size);
     }
@@ -185,12 +185,9 @@ fn width_mix(stats: &ModelStats, info: Option<&ModelInfo>) -> Vec<WidthShare> {
     counts
         .into_iter()
         .map(|(key, n)| {
-            let width = f32::from(key) / 1000.0;
-            let announced = info.and_then(|m| {
-                m.widths
-                    .iter()
-                    .find(|w| (w.width * 1000.0).round() as u16 == key)
-            });
+            let width = key.width();
+            let announced =
+                info.and_then(|m| m.widths.iter().find(|w| WidthKey::of(w.width) == key));
             WidthShare {
                 width,
                 inferences: n,

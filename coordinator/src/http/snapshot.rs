@@ -9,7 +9,7 @@ use std::{
 };
 
 use serde::Serialize;
-use slim_protocol::{Decision, RequestKey, Telemetry};
+use slim_protocol::{Decision, RequestKey, Telemetry, WidthKey};
 
 use super::{
     arrivals::Arrivals,
@@ -49,10 +49,6 @@ pub struct Snapshot {
     pub online: Option<OnlineView>,
 }
 
-fn width_key(width: f32) -> u16 {
-    (width * 1000.0).round() as u16
-}
-
 /// The latest report number and the time between the latest two reports, per agent.
 #[derive(Debug, Clone, Copy)]
 struct Reports {
@@ -68,8 +64,8 @@ pub struct Monitor {
     id: String,
     router: String,
     started_at_ms: u64,
-    batches: BTreeMap<(String, String, u16), BatchTotals>,
-    decision_counts: BTreeMap<(String, u16, u16), u64>,
+    batches: BTreeMap<(String, String, WidthKey), BatchTotals>,
+    decision_counts: BTreeMap<(String, WidthKey, u16), u64>,
     recent: VecDeque<Decision>,
     history: History,
     reports: HashMap<String, Reports>,
@@ -190,7 +186,7 @@ impl Monitor {
     /// Records a published decision for request `key`; `now` is when its assignment was
     /// handed to the MQTT client.
     pub fn on_decision(&mut self, d: &Decision, key: &RequestKey, now: Instant) {
-        let width = width_key(d.width);
+        let width = WidthKey::of(d.width);
         *self
             .decision_counts
             .entry((d.agent.clone(), width, d.batch_size))
@@ -330,7 +326,7 @@ impl Monitor {
                 .iter()
                 .map(|((agent, width, batch), count)| DecisionCount {
                     agent: agent.clone(),
-                    width: f32::from(*width) / 1000.0,
+                    width: width.width(),
                     batch: *batch,
                     count: *count,
                 })

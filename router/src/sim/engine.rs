@@ -13,6 +13,7 @@ use rand::distributions::{Distribution, WeightedIndex};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::Exp1;
+use slim_protocol::WidthKey;
 
 use super::scenario::{FleetEventKind, Scenario};
 use super::summary::{RequestRecord, Summary};
@@ -188,7 +189,7 @@ impl Simulator {
                             model
                                 .widths
                                 .iter()
-                                .position(|w| (w.width - o.width).abs() < 1e-3)
+                                .position(|w| WidthKey::same(w.width, o.width))
                                 .unwrap_or(0)
                         })
                         .collect(),
@@ -391,7 +392,7 @@ impl Simulator {
             && view[route.device]
                 .widths
                 .iter()
-                .position(|w| (w.width - route.width).abs() < 1e-3)
+                .position(|w| WidthKey::same(w.width, route.width))
                 .is_some();
         if !valid {
             self.dropped += 1;
@@ -400,7 +401,7 @@ impl Simulator {
         let d = route.device;
         let width = self.widths[model]
             .iter()
-            .position(|w| (w - route.width).abs() < 1e-3)
+            .position(|w| WidthKey::same(*w, route.width))
             .unwrap_or(0);
         let device = &mut self.devices[d];
         let batch = route.batch_size.clamp(1, device.max_batch);

@@ -1,0 +1,208 @@
+//! The coordinator's decision core, free of I/O (the shape of rumqttc's `MqttState`): it takes
+//! one [`Input`] at a time (a message, a (re)connection, a tick) and returns the [`Effect`]s to
+//! perform (assignments, decisions, error replies). The service's thin loop feeds it from the
+//! MQTT sessions and publishes what it returns; unit tests drive it directly, without a broker
+//! and with a hand-moved [`Clock`].
+//!
+//! It alone owns the cluster state, the router, the parked requests and the counters.
+
+mod fleet;
+mod requests;
+mod tick;
+
+#[cfg(test)]
+mod tests;
+
+use std::{collections::VecDeque, time::Instant};
+
+use bytes::Bytes;
+use slim_protocol::{
+    now_ms, AssignmentKey, Decision, ErrorCode, ErrorReply, Refusal, RequestKey, Topics,
+};
+
+use crate::{
+    config::CoordinatorConfig,
+    counters::Counters,
+    http::{Monitor, Snapshot},
+    routing::Routing,
+    state::ClusterState,
+    validate::ValidRequest,
+};
+
+/// What the core reacts to.
+#[derive(Debug)]
+pub enum Input {
+    /// A publish within the size limit.
+    Message { topic: String, payload: Bytes },
+    /// A publish over the size limit: only its length and a peek at its address are kept.
+    Oversize { topic: String, refusal: Refusal },
+    /// A connection to the broker was (re)established; `reconnect` is false for its first.
+    Connected { reconnect: bool },
+    /// A connection to the broker was lost.
+    Disconnected,
+    /// The periodic tick (every 200 ms in the service): liveness, expiry, park timeouts.
+    Tick,
+}
+
+/// What the core asks the service to publish.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// An encoded [`slim_protocol::Assignment`] for `agent`, on its assign topic (QoS 1). Encoded here so
+    /// that the request's tensor moves into the ledger instead of being copied.
+    Assign { agent: String, payload: Vec<u8> },
+    /// A routing decision record, on the decisions topic (QoS 0).
+    Decision(Box<Decision>),
+    /// An error reply on a validated reply topic, or on the dead-letter topic (QoS 1).
+    Reply { to: String, reply: ErrorReply },
+}
+
+/// Where the core reads the time: the system's clocks in the service, a hand-moved one in tests.
+pub trait Clock: Send {
+    /// Monotonic time.
+    fn now(&self) -> Instant;
+    /// Wall-clock milliseconds since the Unix epoch.
+    fn wall_ms(&self) -> u64;
+}
+
+/// The system's clocks.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+
+    fn wall_ms(&self) -> u64 {
+        now_ms()
+    }
+}
+
+/// A request waiting for an agent that can take it.
+#[derive(Debug)]
+struct Parked {
+    valid: ValidRequest,
+    attempt: u16,
+    since: Instant,
+}
+
+/// The coordinator's state and decisions.
+pub struct Core {
+    config: CoordinatorConfig,
+    topics: Topics,
+    routing: Routing,
+    cluster: ClusterState,
+    parked: VecDeque<Parked>,
+    /// Signs assignments, when the deployment has a key.
+    assignment_key: Option<AssignmentKey>,
+    /// Requests held (ledger + parked) and their bytes, recounted every tick and raised by
+    /// each request accepted in between.
+    held: (usize, usize),
+    /// When a connection last came up; requests for models nobody has announced yet are parked
+    /// for `fleet_warmup_ms` after it, while the fleet's retained status arrives.
+    connected_since: Option<Instant>,
+    /// Whether the broker connection is up: agents' silence while it is down is not theirs.
+    connected: bool,
+    counters: Counters,
+    monitor: Monitor,
+    clock: Box<dyn Clock>,
+    /// Effects of the input being handled.
+    effects: Vec<Effect>,
+}
+
+impl Core {
+    /// A core with an empty cluster; `routing` is the router built from `config`.
+    pub fn new(
+        config: CoordinatorConfig,
+        routing: Routing,
+        assignment_key: Option<AssignmentKey>,
+        clock: Box<dyn Clock>,
+    ) -> Self {
+        let monitor = Monitor::new(&config.id, routing.name(), clock.wall_ms());
+        Self {
+            topics: Topics::new(&config.topic_prefix),
+            config,
+            routing,
+            cluster: ClusterState::default(),
+            parked: VecDeque::new(),
+            assignment_key,
+            held: (0, 0),
+            connected_since: None,
+            connected: false,
+            counters: Counters::default(),
+            monitor,
+            clock,
+            effects: Vec::new(),
+        }
+    }
+
+    /// Handles one input and appends what to publish to `effects`.
+    pub fn handle(&mut self, input: Input, effects: &mut Vec<Effect>) {
+        let now = self.clock.now();
+        match input {
+            Input::Message { topic, payload } => self.on_message(&topic, &payload, now),
+            Input::Oversize { topic, refusal } => {
+                if self.topics.is_request(&topic) {
+                    self.counters.received += 1;
+                }
+                self.refuse(refusal, &topic)
+            }
+            Input::Connected { reconnect } => {
+                if reconnect {
+                    self.counters.reconnects += 1;
+                }
+                self.connected = true;
+                self.connected_since = Some(now);
+                // Silence while the coordinator itself was cut off is not the agents'.
+                self.cluster.touch_all(now);
+            }
+            Input::Disconnected => self.connected = false,
+            Input::Tick => self.on_tick(now),
+        }
+        effects.append(&mut self.effects);
+    }
+
+    /// The counters so far.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// The router's name, as decisions and status report it.
+    pub fn router_name(&self) -> &str {
+        self.routing.name()
+    }
+
+    /// What the monitoring HTTP server shows, as of now.
+    pub fn snapshot(&self) -> Snapshot {
+        let mut snapshot = self.monitor.snapshot(
+            &self.cluster,
+            &self.counters,
+            self.connected,
+            self.clock.now(),
+            self.clock.wall_ms(),
+        );
+        snapshot.online = self.routing.online_view();
+        snapshot
+    }
+
+    /// Answers a refusal on its (validated) reply topic, or on `{prefix}/errors`.
+    fn refuse(&mut self, refusal: Refusal, topic: &str) {
+        self.counters.refused(refusal.code);
+        tracing::warn!(code = %refusal.code, id = %refusal.id.as_deref().unwrap_or("-"), topic = %slim_protocol::limits::shorten(topic), "request refused: {}", refusal.message);
+        let reply = ErrorReply::new(refusal.id, refusal.code, refusal.message, "coordinator")
+            .on_topic(slim_protocol::limits::shorten(topic));
+        let to = refusal
+            .reply_to
+            .unwrap_or_else(|| self.topics.dead_letters());
+        self.effects.push(Effect::Reply { to, reply });
+    }
+
+    /// Refuses a validated request on its own request topic.
+    fn refuse_request(&mut self, key: &RequestKey, model: &str, code: ErrorCode, message: String) {
+        let mut refusal = Refusal::new(code, message);
+        refusal.id = Some(key.id.clone());
+        refusal.reply_to = Some(key.reply_to.clone());
+        let topic = self.topics.request(model);
+        self.refuse(refusal, &topic);
+    }
+}

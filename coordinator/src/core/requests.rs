@@ -1,0 +1,280 @@
+//! A client's request: validation, repeats, bounds, and placement on an agent.
+
+use std::time::{Duration, Instant};
+
+use slim_protocol::{
+    encode, AgentTopic, Assignment, Decision, ErrorCode, InferRequest, Refusal, WidthKey,
+    PROTOCOL_VERSION,
+};
+use slim_router::RouteRequest;
+
+use super::{Core, Effect, Parked};
+use crate::{
+    state::request_bytes,
+    validate::{check_against_model, decode_request, ValidRequest},
+};
+
+impl Core {
+    pub(super) fn on_message(&mut self, topic: &str, payload: &[u8], now: Instant) {
+        if self.topics.is_request(topic) {
+            self.counters.received += 1;
+            self.on_request(topic, payload, now);
+            return;
+        }
+        match self.topics.parse_agent(topic) {
+            Some(AgentTopic::Status(agent)) => self.on_status_payload(topic, &agent, payload, now),
+            Some(AgentTopic::Telemetry(agent)) => {
+                self.on_telemetry_payload(topic, &agent, payload, now)
+            }
+            _ => {}
+        }
+    }
+
+    fn on_request(&mut self, topic: &str, payload: &[u8], now: Instant) {
+        let model = self.topics.parse_request(topic).unwrap_or_default();
+        let valid =
+            match decode_request(payload, &model, self.config.max_payload_bytes, &self.topics) {
+                Ok(valid) => valid,
+                Err(refusal) => return self.refuse(refusal, topic),
+            };
+        if self.on_repeat(&valid, now) {
+            return;
+        }
+        let sent_at = valid.request.sent_at_ms;
+        let wall_ms = self.clock.wall_ms();
+        self.monitor
+            .on_arrival(&valid.key, &valid.request.model, sent_at, now, wall_ms);
+        if let Some(refusal) = self.over_bound(&valid) {
+            return self.refuse(refusal, topic);
+        }
+        match self.check_model(&valid) {
+            Some(Ok(())) => {}
+            Some(Err(refusal)) => return self.refuse(refusal, topic),
+            None if self.warming_up(now) => {
+                tracing::debug!(id = %valid.key.id, model = %valid.request.model, "model not announced yet: parked while the fleet's status arrives");
+                return self.park(valid, 0, now);
+            }
+            None => return self.refuse_unknown_model(&valid),
+        }
+        self.held.0 += 1;
+        self.held.1 += request_bytes(&valid.request);
+        self.place(valid, 0, now);
+    }
+
+    /// Handles a request whose key this coordinator already holds or answered; false when the
+    /// key is new to it. A repeat soon after the assignment is an MQTT redelivery and is
+    /// ignored; a later one is a client's retry after a lost message, and the assignment goes
+    /// to the same agent again (it ignores what it is still running and replays a cached
+    /// answer). A request that was refused, or answered longer ago than the answer window, is
+    /// routed again.
+    fn on_repeat(&mut self, valid: &ValidRequest, now: Instant) -> bool {
+        let resend_after = Duration::from_millis(self.config.resend_after_ms);
+        let target = if let Some((agent, p)) = self.cluster.holder(&valid.key) {
+            if now.saturating_duration_since(p.assigned_at) < resend_after {
+                None
+            } else {
+                Some((agent.to_string(), p.width, p.batch_size, p.attempt))
+            }
+        } else if let Some(by) = self.cluster.answered_by(&valid.key, now) {
+            match by.width {
+                Some(width) => Some((by.agent.to_string(), width, self.config.batch_size, 0)),
+                // Answered before this coordinator started: route it like a new request.
+                None => return false,
+            }
+        } else if self.parked.iter().any(|p| p.valid.key == valid.key) {
+            None
+        } else {
+            return false;
+        };
+        let Some((agent, width, batch_size, attempt)) = target else {
+            self.counters.duplicates += 1;
+            tracing::debug!(id = %valid.key.id, "duplicate request ignored");
+            return true;
+        };
+        self.counters.resent += 1;
+        tracing::info!(id = %valid.key.id, %agent, "a retried request is sent again to the agent that holds or answered it");
+        let assignment = self.assignment(valid.request.clone(), &agent, width, batch_size, attempt);
+        let payload = encode(&assignment);
+        self.cluster.record_assignment(
+            &agent,
+            assignment.request,
+            attempt,
+            (width, batch_size),
+            now,
+        );
+        self.effects.push(Effect::Assign { agent, payload });
+        true
+    }
+
+    /// Checks `valid` against its model as the agents announce it: it passes if any agent's
+    /// announcement (online agents first) accepts it, so a width or shape that only some agents
+    /// serve yet is routable; otherwise the refusal from the first. `None` when no known agent
+    /// announces the model.
+    pub(super) fn check_model(&self, valid: &ValidRequest) -> Option<Result<(), Refusal>> {
+        let mut first = None;
+        for model in self.cluster.models(&valid.request.model) {
+            match check_against_model(valid, model) {
+                Ok(()) => return Some(Ok(())),
+                Err(refusal) => {
+                    first.get_or_insert(refusal);
+                }
+            }
+        }
+        first.map(Err)
+    }
+
+    /// The (signed, when there is a key) assignment of `request` to `agent`.
+    fn assignment(
+        &self,
+        request: InferRequest,
+        agent: &str,
+        width: f32,
+        batch_size: u16,
+        attempt: u16,
+    ) -> Assignment {
+        let mut assignment = Assignment {
+            v: PROTOCOL_VERSION,
+            request,
+            width,
+            batch_size,
+            max_queue_delay_ms: self.config.max_queue_delay_ms,
+            router: self.routing.name().to_string(),
+            assigned_at_ms: self.clock.wall_ms(),
+            attempt,
+            mac: None,
+        };
+        if let Some(key) = &self.assignment_key {
+            key.sign(agent, &mut assignment);
+        }
+        assignment
+    }
+
+    /// An `overloaded` refusal when holding `valid` would pass a configured bound.
+    fn over_bound(&self, valid: &ValidRequest) -> Option<Refusal> {
+        let (count, bytes) = self.held;
+        let max_bytes = self.config.max_held_mb as usize * 1024 * 1024;
+        let why = if count >= self.config.max_held_requests {
+            format!("the coordinator holds {count} unanswered requests, its limit")
+        } else if bytes + request_bytes(&valid.request) > max_bytes {
+            format!(
+                "the coordinator holds {} MiB of unanswered requests, its limit is {} MiB",
+                bytes / (1024 * 1024),
+                self.config.max_held_mb
+            )
+        } else {
+            return None;
+        };
+        let mut refusal = Refusal::new(ErrorCode::Overloaded, format!("{why}; retry later"));
+        refusal.id = Some(valid.key.id.clone());
+        refusal.reply_to = Some(valid.key.reply_to.clone());
+        Some(refusal)
+    }
+
+    fn warming_up(&self, now: Instant) -> bool {
+        let warmup = Duration::from_millis(self.config.fleet_warmup_ms);
+        self.connected_since
+            .is_none_or(|since| now.saturating_duration_since(since) < warmup)
+    }
+
+    pub(super) fn refuse_unknown_model(&mut self, valid: &ValidRequest) {
+        let message = format!("no agent serves model {:?}", valid.request.model);
+        self.refuse_request(
+            &valid.key,
+            &valid.request.model,
+            ErrorCode::UnknownModel,
+            message,
+        );
+    }
+
+    /// Routes `valid` (placed `attempt` times before, on agents that were lost): an assignment
+    /// and a decision, a refusal, or parked while no agent serves its model.
+    pub(super) fn place(&mut self, valid: ValidRequest, attempt: u16, now: Instant) {
+        if attempt > self.config.max_attempts {
+            let message = format!("gave up after {attempt} placements on agents that were lost");
+            return self.refuse_request(
+                &valid.key,
+                &valid.request.model,
+                ErrorCode::NoCapacity,
+                message,
+            );
+        }
+        let request = &valid.request;
+        let (observation, ids) = self.cluster.observation(&request.model);
+        if observation.devices.is_empty() {
+            self.parked.push_back(Parked {
+                valid,
+                attempt,
+                since: now,
+            });
+            return;
+        }
+        let constraints = RouteRequest {
+            model: request.model.clone(),
+            width: request.width,
+            min_accuracy: request.min_accuracy,
+            deadline_ms: request.deadline_ms,
+        };
+        let candidates = observation.devices.len();
+        let route = self
+            .routing
+            .route(observation, &constraints, &valid.key.wire(), now);
+        let chosen = route.as_ref().map(|r| {
+            (
+                ids[r.device].clone(),
+                observation.devices[r.device].outstanding,
+            )
+        });
+        let (Some(route), Some((agent, agent_outstanding))) = (route, chosen) else {
+            let message = format!(
+                "router {} found no eligible (agent, width, batch) among {} online agents \
+                 (the ppo router needs agents that publish a device profile)",
+                self.routing.name(),
+                candidates
+            );
+            return self.refuse_request(
+                &valid.key,
+                &valid.request.model,
+                ErrorCode::NoCapacity,
+                message,
+            );
+        };
+        let decision = Decision {
+            v: PROTOCOL_VERSION,
+            request_id: request.id.clone(),
+            model: request.model.clone(),
+            agent: agent.clone(),
+            width: route.width,
+            batch_size: route.batch_size,
+            router: self.routing.name().to_string(),
+            at_ms: self.clock.wall_ms(),
+            candidates: candidates as u16,
+            agent_outstanding,
+            attempt,
+        };
+        let assignment = self.assignment(
+            valid.request,
+            &agent,
+            route.width,
+            route.batch_size,
+            attempt,
+        );
+        let payload = encode(&assignment);
+        self.cluster.record_assignment(
+            &agent,
+            assignment.request,
+            attempt,
+            (route.width, route.batch_size),
+            now,
+        );
+        self.counters.routed += 1;
+        *self
+            .counters
+            .per_agent_width
+            .entry((agent.clone(), WidthKey::of(route.width)))
+            .or_default() += 1;
+        let decided = self.clock.now();
+        self.monitor.on_decision(&decision, &valid.key, decided);
+        self.effects.push(Effect::Assign { agent, payload });
+        self.effects.push(Effect::Decision(Box::new(decision)));
+    }
+}

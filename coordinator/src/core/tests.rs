@@ -1,0 +1,279 @@
+//! The core driven without a broker: inputs in, effects out, time moved by hand.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use slim_protocol::{
+    decode, encode, AgentInfo, Assignment, ErrorCode, InferRequest, Telemetry, Tensor, Topics,
+};
+
+use super::{Clock, Core, Effect, Input};
+use crate::{config::CoordinatorConfig, routing::Routing, state::tests::agent_info};
+
+/// A clock the test moves.
+#[derive(Clone)]
+struct ManualClock(Arc<Mutex<(Instant, u64)>>);
+
+impl ManualClock {
+    fn new() -> Self {
+        Self(Arc::new(Mutex::new((Instant::now(), 1_000_000))))
+    }
+
+    fn advance(&self, by: Duration) {
+        let mut t = self.0.lock().unwrap();
+        t.0 += by;
+        t.1 += by.as_millis() as u64;
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Instant {
+        self.0.lock().unwrap().0
+    }
+
+    fn wall_ms(&self) -> u64 {
+        self.0.lock().unwrap().1
+    }
+}
+
+struct Harness {
+    core: Core,
+    clock: ManualClock,
+    topics: Topics,
+}
+
+impl Harness {
+    fn new(config: CoordinatorConfig) -> Self {
+        let clock = ManualClock::new();
+        let topics = Topics::new(&config.topic_prefix);
+        let routing = Routing::build(&config).unwrap();
+        let core = Core::new(config, routing, None, Box::new(clock.clone()));
+        let mut h = Self {
+            core,
+            clock,
+            topics,
+        };
+        h.input(Input::Connected { reconnect: false });
+        h
+    }
+
+    fn input(&mut self, input: Input) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        self.core.handle(input, &mut effects);
+        effects
+    }
+
+    fn message(&mut self, topic: String, payload: Vec<u8>) -> Vec<Effect> {
+        self.input(Input::Message {
+            topic,
+            payload: Bytes::from(payload),
+        })
+    }
+
+    fn status(&mut self, info: AgentInfo) -> Vec<Effect> {
+        let topic = self.topics.status(&info.agent);
+        self.message(topic, encode(&info))
+    }
+
+    fn telemetry(&mut self, agent: &str, seq: u64) -> Vec<Effect> {
+        let topic = self.topics.telemetry(agent);
+        self.message(topic, encode(&Telemetry::idle(agent, seq)))
+    }
+
+    fn request(&mut self, id: &str, model: &str) -> Vec<Effect> {
+        let mut r = InferRequest::new(id, model, Tensor::from_u8(vec![1, 8, 8], vec![0; 64]));
+        r.reply_to = Some("replies/c".into());
+        let topic = self.topics.request(model);
+        self.message(topic, encode(&r))
+    }
+
+    fn tick_after(&mut self, wait: Duration) -> Vec<Effect> {
+        self.clock.advance(wait);
+        self.input(Input::Tick)
+    }
+}
+
+/// The assignments among `effects`, as (agent, decoded assignment).
+fn assignments(effects: &[Effect]) -> Vec<(String, Assignment)> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Assign { agent, payload } => Some((agent.clone(), decode(payload).unwrap())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The error replies among `effects`, as (topic, code, request id).
+fn replies(effects: &[Effect]) -> Vec<(String, ErrorCode, Option<String>)> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Reply { to, reply } => Some((to.clone(), reply.code, reply.id.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_request_is_assigned_to_an_online_agent_with_a_decision_record() {
+    let mut h = Harness::new(CoordinatorConfig::default());
+    assert!(h.status(agent_info("a1")).is_empty());
+    let effects = h.request("r1", "digits");
+    let assigned = assignments(&effects);
+    assert_eq!(assigned.len(), 1, "{effects:?}");
+    assert_eq!(assigned[0].0, "a1");
+    assert_eq!(assigned[0].1.request.id, "r1");
+    assert_eq!(assigned[0].1.width, 0.5);
+    assert!(effects
+        .iter()
+        .any(|e| matches!(e, Effect::Decision(d) if d.agent == "a1" && d.request_id == "r1")));
+    let c = h.core.counters();
+    assert_eq!((c.received, c.routed, c.agents_online), (1, 1, 1));
+}
+
+#[test]
+fn a_redelivery_is_ignored_and_a_later_retry_goes_to_the_same_agent() {
+    let mut h = Harness::new(CoordinatorConfig::default());
+    h.status(agent_info("a1"));
+    h.status(agent_info("a2"));
+    let first = assignments(&h.request("r1", "digits"));
+    assert!(h.request("r1", "digits").is_empty());
+    assert_eq!(h.core.counters().duplicates, 1);
+
+    h.clock.advance(Duration::from_millis(1500));
+    let again = assignments(&h.request("r1", "digits"));
+    assert_eq!(again.len(), 1);
+    assert_eq!(
+        again[0].0, first[0].0,
+        "a retry goes to the agent that holds it"
+    );
+    assert_eq!(h.core.counters().resent, 1);
+    assert_eq!(h.core.counters().routed, 1);
+}
+
+#[test]
+fn a_request_before_the_fleet_announces_is_parked_then_placed() {
+    let mut h = Harness::new(CoordinatorConfig::default());
+    assert!(
+        h.request("r1", "digits").is_empty(),
+        "parked while warming up"
+    );
+    let effects = h.status(agent_info("a1"));
+    let assigned = assignments(&effects);
+    assert_eq!(assigned.len(), 1, "{effects:?}");
+    assert_eq!(assigned[0].1.request.id, "r1");
+}
+
+#[test]
+fn an_unknown_model_is_refused_after_the_warmup_and_a_parked_one_at_the_park_timeout() {
+    let config = CoordinatorConfig::default();
+    let park = Duration::from_millis(config.park_timeout_ms);
+    let mut h = Harness::new(config);
+    assert!(h.request("early", "nosuch").is_empty());
+    h.clock.advance(Duration::from_secs(4));
+    let late = replies(&h.request("late", "nosuch"));
+    assert_eq!(
+        late,
+        vec![(
+            "replies/c".to_string(),
+            ErrorCode::UnknownModel,
+            Some("late".into())
+        )]
+    );
+    let timed_out = replies(&h.tick_after(park));
+    assert_eq!(
+        timed_out,
+        vec![(
+            "replies/c".to_string(),
+            ErrorCode::UnknownModel,
+            Some("early".into())
+        )]
+    );
+    assert_eq!(h.core.counters().refused_total(), 2);
+}
+
+#[test]
+fn a_silent_agents_requests_are_routed_again_to_a_live_one() {
+    let config = CoordinatorConfig::default();
+    let timeout = Duration::from_millis(config.telemetry_timeout_ms);
+    let mut h = Harness::new(config);
+    h.status(agent_info("a1"));
+    assert_eq!(assignments(&h.request("r1", "digits"))[0].0, "a1");
+    h.status(agent_info("a2"));
+    h.clock.advance(timeout);
+    h.telemetry("a2", 1);
+    let effects = h.tick_after(Duration::from_millis(200));
+    let moved = assignments(&effects);
+    assert_eq!(moved.len(), 1, "{effects:?}");
+    assert_eq!(moved[0].0, "a2");
+    assert_eq!(moved[0].1.attempt, 1);
+    let c = h.core.counters();
+    assert_eq!((c.rerouted, c.agents_online), (1, 1));
+}
+
+#[test]
+fn silence_while_the_coordinator_is_disconnected_takes_no_agent_offline() {
+    let config = CoordinatorConfig::default();
+    let timeout = Duration::from_millis(config.telemetry_timeout_ms);
+    let mut h = Harness::new(config);
+    h.status(agent_info("a1"));
+    h.request("r1", "digits");
+    h.input(Input::Disconnected);
+    assert!(h.tick_after(timeout * 3).is_empty());
+    assert_eq!(h.core.counters().agents_online, 1);
+    h.input(Input::Connected { reconnect: true });
+    assert!(h.tick_after(Duration::from_millis(200)).is_empty());
+    assert_eq!(h.core.counters().reconnects, 1);
+    assert_eq!(h.core.counters().rerouted, 0);
+}
+
+#[test]
+fn requests_over_the_held_bound_are_refused_overloaded() {
+    let mut h = Harness::new(CoordinatorConfig {
+        max_held_requests: 2,
+        ..CoordinatorConfig::default()
+    });
+    h.status(agent_info("a1"));
+    assert_eq!(assignments(&h.request("r1", "digits")).len(), 1);
+    assert_eq!(assignments(&h.request("r2", "digits")).len(), 1);
+    let refused = replies(&h.request("r3", "digits"));
+    assert_eq!(
+        refused,
+        vec![(
+            "replies/c".to_string(),
+            ErrorCode::Overloaded,
+            Some("r3".into())
+        )]
+    );
+}
+
+#[test]
+fn an_undecodable_request_and_a_spoofed_status_are_dead_lettered_and_counted() {
+    let mut h = Harness::new(CoordinatorConfig::default());
+    let dead = h.topics.dead_letters();
+    let topic = h.topics.request("digits");
+    let malformed = replies(&h.message(topic, vec![0xc1, 0x00]));
+    assert_eq!(malformed, vec![(dead.clone(), ErrorCode::Malformed, None)]);
+
+    let topic = h.topics.status("a1");
+    let spoofed = replies(&h.message(topic, encode(&agent_info("a2"))));
+    assert_eq!(spoofed, vec![(dead, ErrorCode::Malformed, None)]);
+    let c = h.core.counters();
+    assert_eq!((c.agent_messages_refused, c.agents_online), (1, 0));
+    assert_eq!(c.refused.get(&ErrorCode::Malformed), Some(&1));
+}
+
+#[test]
+fn an_oversized_request_is_refused_without_being_decoded() {
+    let mut h = Harness::new(CoordinatorConfig::default());
+    let topic = h.topics.request("digits");
+    let refusal = slim_protocol::Refusal::new(ErrorCode::TooLarge, "too big");
+    let effects = replies(&h.input(Input::Oversize { topic, refusal }));
+    assert_eq!(effects.len(), 1);
+    assert_eq!(effects[0].1, ErrorCode::TooLarge);
+    assert_eq!(h.core.counters().received, 1);
+}

@@ -118,6 +118,9 @@ impl CoordinatorConfig {
 
     /// Why this configuration cannot run, if it cannot.
     pub fn check(&self) -> Result<(), String> {
+        // The id is a topic level (`{prefix}/coordinators/{id}/status`) and a client id.
+        slim_protocol::limits::check_name("coordinator id", &self.id)
+            .map_err(|e| format!("{e}: the coordinator id (--id / `id`) names its status topic"))?;
         if self.online.enabled && self.router != RouterKind::Ppo {
             return Err(format!(
                 "online refinement (--online-refine) refines a PPO policy: it needs --router ppo \

@@ -24,7 +24,8 @@ pub struct Counters {
     pub resent: u64,
     /// MQTT reconnects after the first connection.
     pub reconnects: u64,
-    /// Agent status or telemetry refused (identity mismatch, limits, undecodable, too many agents).
+    /// Agent status or telemetry, or a coordinator's status, refused (identity mismatch,
+    /// limits, undecodable, too many agents or coordinators).
     pub agent_messages_refused: u64,
     /// Ledger entries dropped because the agent's own outstanding count showed them gone.
     pub ledger_reconciled: u64,

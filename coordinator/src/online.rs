@@ -270,6 +270,7 @@ mod tests {
             power_w: 10.0,
             max_batch: 8,
             slowdown: 1.0,
+            version: 0,
             widths: vec![WidthOption {
                 width: 0.5,
                 top1: 0.9,

@@ -125,6 +125,7 @@ impl CoordinatorHandle {
 
 /// Connects to the broker and starts routing.
 pub async fn start(config: CoordinatorConfig) -> anyhow::Result<CoordinatorHandle> {
+    config.check().map_err(anyhow::Error::msg)?;
     let routing = Routing::build(&config)?;
     let assignment_key = match &config.assignment_key_file {
         Some(path) => Some(AssignmentKey::from_file(path)?),
@@ -142,26 +143,21 @@ pub async fn start(config: CoordinatorConfig) -> anyhow::Result<CoordinatorHandl
         online: false,
         ..status.clone()
     });
+    let status_topic = topics.coordinator_status(&config.id);
     let will = LastWill::new(
-        topics.coordinator_status(),
+        status_topic.clone(),
         offline_status.clone(),
         QoS::AtLeastOnce,
         true,
     );
-    let (client, eventloop) = config.broker.connect(&config.id, Some(will))?;
-    // Assignments, decisions and refusals leave on a second connection. rumqttc reads and
-    // writes a connection in one loop: on a single connection, a core waiting for room in the
-    // full publish queue while the session waits for the core to take the next message would
-    // stall both for good (`slim bench --saturate` hit it). The session's connection only reads
-    // (and carries the status and last will), so a busy core slows the broker's deliveries to it
-    // instead.
-    let (out, out_loop) = config.broker.connect(&format!("{}-out", config.id), None)?;
-    // Agents' status and telemetry arrive on a third connection, and the core takes them before
-    // requests: behind a flood of requests in one queue, telemetry waited longer than the
-    // liveness timeout and busy agents were taken offline (`slim bench --saturate`, 500 agents).
-    let (fleet_client, fleet_loop) = config
-        .broker
-        .connect(&format!("{}-fleet", config.id), None)?;
+    let Connections {
+        client,
+        eventloop,
+        out,
+        out_loop,
+        fleet: fleet_client,
+        fleet_loop,
+    } = Connections::open(&config, will)?;
     let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_CAPACITY);
     let (fleet_tx, fleet_rx) = mpsc::channel(INBOUND_CAPACITY);
     let (control_tx, control_rx) = mpsc::channel(8);
@@ -169,14 +165,8 @@ pub async fn start(config: CoordinatorConfig) -> anyhow::Result<CoordinatorHandl
     let mut tasks = Vec::new();
     let (snapshot, http_addr) = match config.http_listen() {
         Some(listen) => {
-            let listener = tokio::net::TcpListener::bind(listen)
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot listen for HTTP on {listen}: {e}"))?;
-            let (tx, rx) = watch::channel(Arc::new(Snapshot::default()));
-            let (addr, server) =
-                crate::http::serve(listener, HttpState::new(rx, connected.clone()))?;
+            let (tx, addr, server) = serve_http(listen, connected.clone()).await?;
             tasks.push(server);
-            tracing::info!(%addr, "monitoring at http://{addr}/ (metrics at /metrics)");
             (Some(tx), Some(addr))
         }
         None => (None, None),
@@ -190,7 +180,11 @@ pub async fn start(config: CoordinatorConfig) -> anyhow::Result<CoordinatorHandl
         Session {
             client: fleet_client.clone(),
             topics: topics.clone(),
-            filters: vec![topics.status_filter(), topics.telemetry_filter()],
+            filters: vec![
+                topics.status_filter(),
+                topics.telemetry_filter(),
+                topics.coordinator_status_filter(),
+            ],
             status: None,
             inbound: fleet_tx,
             url: config.broker.url.clone(),
@@ -204,7 +198,7 @@ pub async fn start(config: CoordinatorConfig) -> anyhow::Result<CoordinatorHandl
             client: client.clone(),
             topics: topics.clone(),
             filters: vec![requests_filter],
-            status: Some(encode(&status)),
+            status: Some((status_topic.clone(), encode(&status))),
             inbound: inbound_tx,
             url: config.broker.url.clone(),
             connected: connected.clone(),
@@ -238,12 +232,66 @@ pub async fn start(config: CoordinatorConfig) -> anyhow::Result<CoordinatorHandl
         client,
         out,
         fleet: fleet_client,
-        status_topic: topics.coordinator_status(),
+        status_topic,
         offline_status,
         http_addr,
         session: Some(session),
         tasks,
     })
+}
+
+/// The coordinator's three broker connections and their event loops.
+struct Connections {
+    client: AsyncClient,
+    eventloop: EventLoop,
+    out: AsyncClient,
+    out_loop: EventLoop,
+    fleet: AsyncClient,
+    fleet_loop: EventLoop,
+}
+
+impl Connections {
+    /// Opens the request connection (with `will`), the publishing one and the fleet one.
+    fn open(config: &CoordinatorConfig, will: LastWill) -> anyhow::Result<Self> {
+        let (client, eventloop) = config.broker.connect(&config.id, Some(will))?;
+        // Assignments, decisions and refusals leave on a second connection. rumqttc reads and
+        // writes a connection in one loop: on a single connection, a core waiting for room in
+        // the full publish queue while the session waits for the core to take the next message
+        // would stall both for good (`slim bench --saturate` hit it). The session's connection
+        // only reads (and carries the status and last will), so a busy core slows the broker's
+        // deliveries to it instead.
+        let (out, out_loop) = config.broker.connect(&format!("{}-out", config.id), None)?;
+        // Agents' status and telemetry arrive on a third connection, and the core takes them
+        // before requests: behind a flood of requests in one queue, telemetry waited longer
+        // than the liveness timeout and busy agents were taken offline (`slim bench
+        // --saturate`, 500 agents).
+        let (fleet, fleet_loop) = config
+            .broker
+            .connect(&format!("{}-fleet", config.id), None)?;
+        Ok(Self {
+            client,
+            eventloop,
+            out,
+            out_loop,
+            fleet,
+            fleet_loop,
+        })
+    }
+}
+
+/// Starts the monitoring HTTP server on `listen`: the sender its snapshots go to, its address
+/// and its task.
+async fn serve_http(
+    listen: &str,
+    connected: Arc<AtomicBool>,
+) -> anyhow::Result<(watch::Sender<Arc<Snapshot>>, SocketAddr, JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen for HTTP on {listen}: {e}"))?;
+    let (tx, rx) = watch::channel(Arc::new(Snapshot::default()));
+    let (addr, server) = crate::http::serve(listener, HttpState::new(rx, connected))?;
+    tracing::info!(%addr, "monitoring at http://{addr}/ (metrics at /metrics)");
+    Ok((tx, addr, server))
 }
 
 /// Where the core task's inputs come from.
@@ -338,9 +386,9 @@ struct Session {
     topics: Topics,
     /// What this connection subscribes to (requests: plain, or `$share/...` in a shared group).
     filters: Vec<String>,
-    /// The coordinator's retained status, published on (re)connect by the session that carries
-    /// the last will.
-    status: Option<Vec<u8>>,
+    /// The coordinator's retained status (topic, payload), published on (re)connect by the
+    /// session that carries the last will.
+    status: Option<(String, Vec<u8>)>,
     inbound: mpsc::Sender<Input>,
     url: String,
     connected: Arc<AtomicBool>,
@@ -372,17 +420,14 @@ async fn session_loop(mut eventloop: EventLoop, session: Session) {
                     return;
                 }
                 let client = client.clone();
-                let topics = topics.clone();
                 let status = status.clone();
                 let filters = filters.clone();
                 tokio::spawn(async move {
                     for filter in filters {
                         let _ = client.subscribe(filter, QoS::AtLeastOnce).await;
                     }
-                    if let Some(status) = status {
-                        let _ = client
-                            .publish(topics.coordinator_status(), QoS::AtLeastOnce, true, status)
-                            .await;
+                    if let Some((topic, status)) = status {
+                        let _ = client.publish(topic, QoS::AtLeastOnce, true, status).await;
                     }
                 });
             }

@@ -108,6 +108,9 @@ pub struct ClusterState {
     /// The router's view of each model, built once and then kept current device by device
     /// (telemetry, assignments); rebuilt when an agent joins, leaves or changes what it serves.
     views: HashMap<String, ModelView>,
+    /// The last [`DeviceView::version`] given out: every built or updated device view gets the
+    /// next one, so a router can rescore only the devices that changed since its last request.
+    last_version: u64,
 }
 
 /// The cached [`Observation`] of one model.
@@ -135,6 +138,7 @@ impl ClusterState {
             holders: HashMap::new(),
             hasher: RandomState::new(),
             views: HashMap::new(),
+            last_version: 0,
         }
     }
 
@@ -156,6 +160,7 @@ impl ClusterState {
     pub fn on_status(&mut self, info: AgentInfo, now: Instant) -> Vec<Pending> {
         let id = info.agent.clone();
         let online = info.online;
+        let known = self.agents.contains_key(&id);
         let entry = self.agents.entry(id.clone()).or_insert_with(|| AgentEntry {
             info: info.clone(),
             telemetry: None,
@@ -171,7 +176,9 @@ impl ClusterState {
             assigned: 0,
         });
         let restarted = entry.info.started_at_ms != info.started_at_ms;
-        if entry.info != info || entry.online != online {
+        // A new agent joins the cached views too (before, one that announced itself after a
+        // model's view was cached was not routed to until something else rebuilt it).
+        if !known || entry.info != info || entry.online != online {
             self.views.clear();
         }
         entry.info = info;
@@ -191,6 +198,11 @@ impl ClusterState {
         } else {
             Vec::new()
         }
+    }
+
+    /// What `agent` last announced, when it has.
+    pub fn info(&self, agent: &str) -> Option<&AgentInfo> {
+        self.agents.get(agent).map(|a| &a.info)
     }
 
     /// True when `agent` has announced itself.
@@ -372,7 +384,10 @@ impl ClusterState {
     /// Online agents that serve `model`, as the router sees them, with their ids.
     pub fn observation(&mut self, model: &str) -> (&Observation, &[String]) {
         if !self.views.contains_key(model) {
-            let view = self.build_view(model);
+            let mut view = self.build_view(model);
+            for device in &mut view.observation.devices {
+                device.version = next_version(&mut self.last_version);
+            }
             self.views.insert(model.to_string(), view);
         }
         let view = &self.views[model];
@@ -413,6 +428,7 @@ impl ClusterState {
                 let device = &mut view.observation.devices[i];
                 device.outstanding = entry.routing_outstanding();
                 device.backlog_ms = device.outstanding as f32 * entry.per_request_ms.unwrap_or(0.0);
+                device.version = next_version(&mut self.last_version);
             }
         }
     }
@@ -424,7 +440,9 @@ impl ClusterState {
         };
         for (model, view) in &mut self.views {
             if let Some(&i) = view.index.get(agent) {
-                update_dynamic(&mut view.observation.devices[i], entry, model);
+                let device = &mut view.observation.devices[i];
+                update_dynamic(device, entry, model);
+                device.version = next_version(&mut self.last_version);
             }
         }
     }
@@ -438,6 +456,12 @@ impl ClusterState {
     pub fn online_count(&self) -> usize {
         self.agents.values().filter(|a| a.online).count()
     }
+}
+
+/// The next device-view version (never 0, which means "not tracked").
+fn next_version(last: &mut u64) -> u64 {
+    *last += 1;
+    *last
 }
 
 /// The router's view of one agent for `model`.
@@ -455,6 +479,8 @@ fn device_view(a: &AgentEntry, m: &ModelInfo, model: &str) -> DeviceView {
         power_w: 0.0,
         max_batch: a.info.max_batch,
         slowdown: a.info.emulation.as_ref().map(|e| e.slowdown).unwrap_or(1.0),
+        // Stamped by `ClusterState::observation` when the view is cached.
+        version: 0,
         widths: m
             .widths
             .iter()
@@ -650,6 +676,34 @@ pub(crate) mod tests {
         let cleanup = s.on_telemetry(t, t0 + ms(400));
         assert_eq!(cleanup.reconciled, 15);
         assert_eq!(s.held().0, 1);
+    }
+
+    #[test]
+    fn every_change_to_a_cached_device_view_gives_it_a_new_version() {
+        let t0 = Instant::now();
+        let mut s = ClusterState::default();
+        s.on_status(info("a", true, 1), t0);
+        s.on_status(info("b", true, 1), t0);
+        let versions = |s: &mut ClusterState| -> Vec<u64> {
+            let devices = &s.observation("digits").0.devices;
+            devices.iter().map(|d| d.version).collect()
+        };
+        let first = versions(&mut s);
+        assert!(first.iter().all(|&v| v != 0) && first[0] != first[1]);
+        assert_eq!(versions(&mut s), first, "reading changes nothing");
+        s.record_assignment("a", request("r1"), 0, (0.5, 1), t0);
+        let assigned = versions(&mut s);
+        assert!(assigned[0] > first[0] && assigned[0] > first[1]);
+        assert_eq!(assigned[1], first[1], "b did not change");
+        s.on_telemetry(telemetry("b", &[]), t0);
+        let reported = versions(&mut s);
+        assert_eq!(reported[0], assigned[0]);
+        assert!(reported[1] > assigned[0]);
+        // A rebuilt view (an agent joins) gives every device a version never used before.
+        s.on_status(info("c", true, 1), t0);
+        let rebuilt = versions(&mut s);
+        assert_eq!(rebuilt.len(), 3, "the new agent is in the view");
+        assert!(rebuilt.iter().all(|v| *v > reported[1]));
     }
 
     #[test]

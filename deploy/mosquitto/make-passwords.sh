@@ -3,7 +3,8 @@
 #
 #   make-passwords.sh OUT_DIR ROLE:USERNAME:PASSWORD...
 #
-# ROLE is agent, client, coordinator or monitor. An agent's username must be its agent id.
+# ROLE is agent, client, coordinator, monitor or bridge (a site broker's bridge to this hub,
+# deploy/mosquitto/site.conf). An agent's username must be its agent id.
 # Writes OUT_DIR/passwd (hashed with mosquitto_passwd) and OUT_DIR/acl (deploy/mosquitto/acl
 # plus one `user` block per agent, client and extra coordinator). Re-running replaces both.
 # Passwords on the command line end up in shell history: in production read them from a file,
@@ -46,7 +47,9 @@ for spec in "$@"; do
       if [ "$user" != monitor ]; then
         { echo; sed -n "/^user monitor\$/,\$p" "$here/acl"; } | sed "s/^user monitor\$/user $user/" >> "$acl_tmp"
       fi ;;
-    *) echo "unknown role '$role' (agent, client, coordinator, monitor)" >&2; exit 2 ;;
+    bridge)
+      printf '\n# bridge %s (a site broker, deploy/mosquitto/site.conf): the site'"'"'s agents, answers and requests\nuser %s\ntopic write slim/v1/agents/+/status\ntopic write slim/v1/agents/+/telemetry\ntopic read slim/v1/agents/+/assign\ntopic readwrite slim/v1/clients/#\ntopic write slim/v1/errors\ntopic write slim/v1/decisions\ntopic write slim/v1/requests/+\ntopic write slim/v1/coordinators/+/status\ntopic write $SYS/broker/connection/+/state\n' "$user" "$user" >> "$acl_tmp" ;;
+    *) echo "unknown role '$role' (agent, client, coordinator, monitor, bridge)" >&2; exit 2 ;;
   esac
   echo "$role $user"
 done

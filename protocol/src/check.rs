@@ -3,8 +3,8 @@
 
 use crate::{
     limits::{self, LimitError},
-    AgentInfo, ErrorCode, InferRequest, PeekedAddress, Telemetry, TensorError, Topics,
-    PROTOCOL_VERSION,
+    AgentInfo, CoordinatorStatus, ErrorCode, InferRequest, PeekedAddress, Telemetry, TensorError,
+    Topics, PROTOCOL_VERSION,
 };
 
 /// Why a message was refused, and where the sender hears of it. `id` and `reply_to` are only
@@ -172,6 +172,14 @@ impl AgentInfo {
             })?;
         }
         Ok(())
+    }
+}
+
+impl CoordinatorStatus {
+    /// Its id is a valid name (one topic level) and its router name is short text.
+    pub fn check(&self) -> Result<(), LimitError> {
+        limits::check_name("coordinator", &self.id)?;
+        limits::check_text("router", &self.router)
     }
 }
 

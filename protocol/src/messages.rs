@@ -419,7 +419,7 @@ pub struct Decision {
     pub attempt: u16,
 }
 
-/// The coordinator's retained status on `{prefix}/coordinator/status`.
+/// A coordinator's retained status on `{prefix}/coordinators/{id}/status`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CoordinatorStatus {
     /// Protocol version.

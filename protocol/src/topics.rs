@@ -111,9 +111,24 @@ impl Topics {
         format!("{}/decisions", self.prefix)
     }
 
-    /// The coordinator's retained status.
-    pub fn coordinator_status(&self) -> String {
-        format!("{}/coordinator/status", self.prefix)
+    /// Where coordinator `id` keeps its retained status. Each member of a coordinator group
+    /// has its own, so one member's last will never marks the others offline.
+    pub fn coordinator_status(&self, id: &str) -> String {
+        format!("{}/coordinators/{id}/status", self.prefix)
+    }
+
+    /// Subscription filter for every coordinator's status.
+    pub fn coordinator_status_filter(&self) -> String {
+        format!("{}/coordinators/+/status", self.prefix)
+    }
+
+    /// The coordinator id of a `coordinators/{id}/status` topic.
+    pub fn parse_coordinator_status(&self, topic: &str) -> Option<String> {
+        let rest = topic
+            .strip_prefix(&self.prefix)?
+            .strip_prefix("/coordinators/")?;
+        let id = rest.strip_suffix("/status")?;
+        (!id.is_empty() && !id.contains('/')).then(|| id.to_string())
     }
 
     /// Where errors go when the offending message carried no reply address.
@@ -160,5 +175,25 @@ mod tests {
         );
         assert_eq!(t.parse_agent("slim/v1/agents/a1/other"), None);
         assert_eq!(t.parse_agent("slim/v1/agents//status"), None);
+    }
+
+    #[test]
+    fn each_coordinator_has_its_own_status_topic() {
+        let t = Topics::default();
+        assert_eq!(t.coordinator_status("c1"), "slim/v1/coordinators/c1/status");
+        assert_eq!(
+            t.parse_coordinator_status(&t.coordinator_status("c1"))
+                .as_deref(),
+            Some("c1")
+        );
+        assert_eq!(
+            t.parse_coordinator_status("slim/v1/coordinators//status"),
+            None
+        );
+        assert_eq!(
+            t.parse_coordinator_status("slim/v1/coordinators/a/b/status"),
+            None
+        );
+        assert_eq!(t.parse_coordinator_status("slim/v1/agents/c1/status"), None);
     }
 }

@@ -13,6 +13,7 @@
 //! - [`reward`]: reward presets.
 
 pub mod baselines;
+mod cached;
 pub mod eval;
 pub mod fleet;
 mod observation;

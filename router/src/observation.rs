@@ -84,6 +84,13 @@ pub struct DeviceView {
     pub slowdown: f32,
     /// The requested model's widths on this device, ascending.
     pub widths: Vec<WidthOption>,
+    /// Change stamp, for routers that cache per-device scores between requests
+    /// (docs/router.md, "Per-decision cost"). A producer that keeps views between requests
+    /// gives a device a new stamp, never used before by that producer, whenever anything in
+    /// this view changes (the coordinator's `ClusterState` does); routers then rescore only the
+    /// devices whose stamp differs from the one they scored. `0` means not tracked: the device
+    /// is rescored on every request (the simulator and hand-built observations use it).
+    pub version: u64,
 }
 
 /// The cluster as seen for one request.
@@ -137,13 +144,27 @@ pub struct Scales {
 impl Scales {
     /// Scales from the devices in `observation`; 1 ms and 1 mJ when none has a profile.
     pub fn from_observation(observation: &Observation) -> Self {
+        Self::from_contributions(observation.devices.iter().filter_map(Self::contribution))
+    }
+
+    /// What `device` adds to the scales: its widest width's batch-1 latency and energy, when it
+    /// is online and has a profile.
+    pub fn contribution(device: &DeviceView) -> Option<(f32, f32)> {
+        if !device.online {
+            return None;
+        }
+        let b = device.widths.last().and_then(|w| w.batches.first())?;
+        Some((b.latency_ms, b.energy_per_request_mj()))
+    }
+
+    /// Scales from the devices' [`Scales::contribution`]s, in device order (the same sums, in
+    /// the same order, as [`Scales::from_observation`]).
+    pub fn from_contributions(contributions: impl Iterator<Item = (f32, f32)>) -> Self {
         let (mut lat, mut energy, mut n) = (0.0f32, 0.0f32, 0u32);
-        for device in observation.devices.iter().filter(|d| d.online) {
-            if let Some(b) = device.widths.last().and_then(|w| w.batches.first()) {
-                lat += b.latency_ms;
-                energy += b.energy_per_request_mj();
-                n += 1;
-            }
+        for (l, e) in contributions {
+            lat += l;
+            energy += e;
+            n += 1;
         }
         if n == 0 {
             return Self {
@@ -176,6 +197,7 @@ pub(crate) mod tests {
             power_w: 10.0,
             max_batch: 32,
             slowdown: 1.0,
+            version: 0,
             widths: [(0.25, 0.90), (0.5, 0.95), (1.0, 0.99)]
                 .into_iter()
                 .map(|(width, top1)| WidthOption {

@@ -31,6 +31,12 @@ impl Mosquitto {
     /// Writes the config into a fresh temp folder and starts Mosquitto on a free port; returns
     /// once it accepts connections. `tag` names the folder (`slim-mosquitto-{tag}-…`).
     pub fn start(tag: &str) -> Self {
+        Self::start_with(tag, "")
+    }
+
+    /// As [`Mosquitto::start`], with `extra` appended to the configuration (e.g. a bridge:
+    /// `connection`, `address`, `topic` lines).
+    pub fn start_with(tag: &str, extra: &str) -> Self {
         use std::os::unix::fs::PermissionsExt;
         let n = STARTED.fetch_add(1, Ordering::SeqCst);
         let dir =
@@ -61,7 +67,8 @@ impl Mosquitto {
                  log_type notice\n\
                  log_type information\n\
                  log_timestamp_format %H:%M:%S\n\
-                 listener {port} 127.0.0.1\n",
+                 listener {port} 127.0.0.1\n\
+                 {extra}",
                 dir.display()
             ),
         )
@@ -154,7 +161,12 @@ impl Mosquitto {
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .expect("mosquitto is installed (Debian package `mosquitto`)");
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start mosquitto ({e}): these tests need Mosquitto 2 on the PATH \
+                     (Debian/Ubuntu: apt-get install mosquitto; it is not skipped)"
+                )
+            });
         self.child = Some(child);
         let deadline = Instant::now() + LISTEN_TIMEOUT;
         loop {

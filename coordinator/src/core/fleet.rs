@@ -2,9 +2,11 @@
 
 use std::time::Instant;
 
-use slim_protocol::{decode, limits, AgentInfo, ErrorCode, ErrorReply, Telemetry};
+use slim_protocol::{
+    decode, limits, AgentInfo, CoordinatorStatus, ErrorCode, ErrorReply, Telemetry,
+};
 
-use super::{Core, Effect};
+use super::{Core, Effect, MAX_GROUP_MEMBERS};
 use crate::state::LedgerCleanup;
 
 impl Core {
@@ -15,6 +17,18 @@ impl Core {
         payload: &[u8],
         now: Instant,
     ) {
+        if payload.is_empty() {
+            // A cleared retained status (`mosquitto_pub -r -n -t …/status`, or a tool retiring
+            // an agent): the agent is gone, as if it had said so.
+            if let Some(info) = self.cluster.info(agent) {
+                let info = AgentInfo {
+                    online: false,
+                    ..info.clone()
+                };
+                self.on_status(topic, agent, info, now);
+            }
+            return;
+        }
         match decode::<AgentInfo>(payload) {
             Ok(info) => self.on_status(topic, agent, info, now),
             Err(e) => self.bad_agent_message(topic, &e.to_string()),
@@ -76,6 +90,38 @@ impl Core {
         self.unpark(now);
     }
 
+    /// A coordinator's retained status (this one's own included): the group view.
+    pub(super) fn on_coordinator_status(&mut self, topic: &str, id: &str, payload: &[u8]) {
+        if payload.is_empty() {
+            // A cleared retained status: that coordinator was retired.
+            self.group.remove(id);
+            return;
+        }
+        let status = match decode::<CoordinatorStatus>(payload) {
+            Ok(status) => status,
+            Err(e) => return self.bad_agent_message(topic, &e.to_string()),
+        };
+        if status.id != id {
+            let message = format!("status names coordinator {:?}", limits::shorten(&status.id));
+            return self.bad_agent_message(topic, &message);
+        }
+        if let Err(e) = status.check() {
+            return self.bad_agent_message(topic, &e.to_string());
+        }
+        if !self.group.contains_key(id) && self.group.len() >= MAX_GROUP_MEMBERS {
+            let message = format!("more than {MAX_GROUP_MEMBERS} coordinators announced");
+            return self.bad_agent_message(topic, &message);
+        }
+        if self.group.get(id).is_none_or(|s| s.online != status.online) {
+            tracing::info!(
+                coordinator = id,
+                online = status.online,
+                "coordinator group member"
+            );
+        }
+        self.group.insert(id.to_string(), status);
+    }
+
     pub(super) fn count_cleanup(&mut self, cleanup: LedgerCleanup) {
         if cleanup == LedgerCleanup::default() {
             return;
@@ -90,7 +136,7 @@ impl Core {
     }
 
     /// A status or telemetry message that cannot be used: counted, logged and dead-lettered.
-    fn bad_agent_message(&mut self, topic: &str, error: &str) {
+    pub(super) fn bad_agent_message(&mut self, topic: &str, error: &str) {
         self.counters.agent_messages_refused += 1;
         tracing::warn!(topic = %limits::shorten(topic), error, "agent message refused");
         let reply = ErrorReply::new(None, ErrorCode::Malformed, error, "coordinator")

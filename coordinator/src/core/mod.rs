@@ -13,11 +13,15 @@ mod tick;
 #[cfg(test)]
 mod tests;
 
-use std::{collections::VecDeque, time::Instant};
+use std::{
+    collections::{BTreeMap, VecDeque},
+    time::Instant,
+};
 
 use bytes::Bytes;
 use slim_protocol::{
-    now_ms, AssignmentKey, Decision, ErrorCode, ErrorReply, Refusal, RequestKey, Topics,
+    now_ms, AssignmentKey, CoordinatorStatus, Decision, ErrorCode, ErrorReply, Refusal, RequestKey,
+    Topics,
 };
 
 use crate::{
@@ -78,6 +82,9 @@ impl Clock for SystemClock {
     }
 }
 
+/// Coordinators of the deployment tracked for the group view; statuses of more are refused.
+pub const MAX_GROUP_MEMBERS: usize = 64;
+
 /// A request waiting for an agent that can take it.
 #[derive(Debug)]
 struct Parked {
@@ -105,6 +112,8 @@ pub struct Core {
     connected: bool,
     counters: Counters,
     monitor: Monitor,
+    /// The deployment's coordinators by id, as their retained status last said.
+    group: BTreeMap<String, CoordinatorStatus>,
     clock: Box<dyn Clock>,
     /// Effects of the input being handled.
     effects: Vec<Effect>,
@@ -131,6 +140,7 @@ impl Core {
             connected: false,
             counters: Counters::default(),
             monitor,
+            group: BTreeMap::new(),
             clock,
             effects: Vec::new(),
         }
@@ -167,6 +177,12 @@ impl Core {
         &self.counters
     }
 
+    /// The deployment's coordinators as their retained status last said (this one included once
+    /// its own status has come back from the broker).
+    pub fn group(&self) -> impl Iterator<Item = &CoordinatorStatus> {
+        self.group.values()
+    }
+
     /// The router's name, as decisions and status report it.
     pub fn router_name(&self) -> &str {
         self.routing.name()
@@ -182,6 +198,7 @@ impl Core {
             self.clock.wall_ms(),
         );
         snapshot.online = self.routing.online_view();
+        snapshot.group = self.group.values().cloned().collect();
         snapshot
     }
 

@@ -21,6 +21,9 @@ impl Core {
             self.on_request(topic, payload, now);
             return;
         }
+        if let Some(id) = self.topics.parse_coordinator_status(topic) {
+            return self.on_coordinator_status(topic, &id, payload);
+        }
         match self.topics.parse_agent(topic) {
             Some(AgentTopic::Status(agent)) => self.on_status_payload(topic, &agent, payload, now),
             Some(AgentTopic::Telemetry(agent)) => {

@@ -7,7 +7,8 @@ use std::{
 
 use bytes::Bytes;
 use slim_protocol::{
-    decode, encode, AgentInfo, Assignment, ErrorCode, InferRequest, Telemetry, Tensor, Topics,
+    decode, encode, AgentInfo, Assignment, CoordinatorStatus, ErrorCode, InferRequest, Telemetry,
+    Tensor, Topics, PROTOCOL_VERSION,
 };
 
 use super::{Clock, Core, Effect, Input};
@@ -265,6 +266,56 @@ fn an_undecodable_request_and_a_spoofed_status_are_dead_lettered_and_counted() {
     let c = h.core.counters();
     assert_eq!((c.agent_messages_refused, c.agents_online), (1, 0));
     assert_eq!(c.refused.get(&ErrorCode::Malformed), Some(&1));
+}
+
+fn coordinator_status(id: &str, online: bool) -> CoordinatorStatus {
+    CoordinatorStatus {
+        v: PROTOCOL_VERSION,
+        id: id.into(),
+        online,
+        router: "least-loaded".into(),
+        started_at_ms: 1,
+    }
+}
+
+#[test]
+fn each_group_member_is_tracked_by_its_own_status_and_a_spoofed_one_is_refused() {
+    let mut h = Harness::new(CoordinatorConfig::default());
+    for (id, online) in [("c1", true), ("c2", true), ("c2", false)] {
+        let topic = h.topics.coordinator_status(id);
+        assert!(h
+            .message(topic, encode(&coordinator_status(id, online)))
+            .is_empty());
+    }
+    let group: Vec<(String, bool)> = h.core.group().map(|s| (s.id.clone(), s.online)).collect();
+    assert_eq!(group, vec![("c1".into(), true), ("c2".into(), false)]);
+    assert_eq!(h.core.snapshot().group.len(), 2);
+
+    let topic = h.topics.coordinator_status("c1");
+    let spoofed = replies(&h.message(topic, encode(&coordinator_status("c3", false))));
+    assert_eq!(spoofed.len(), 1);
+    assert!(h.core.group().all(|s| s.id != "c3"));
+    assert!(h.core.group().any(|s| s.id == "c1" && s.online));
+}
+
+#[test]
+fn a_cleared_retained_status_retires_the_agent_without_an_error() {
+    let config = CoordinatorConfig::default();
+    let mut h = Harness::new(config);
+    h.status(agent_info("a1"));
+    h.status(agent_info("a2"));
+    let first = assignments(&h.request("r1", "digits"));
+    let holder = first[0].0.clone();
+    let other = if holder == "a1" { "a2" } else { "a1" };
+    let topic = h.topics.status(&holder);
+    let moved = assignments(&h.message(topic, Vec::new()));
+    assert_eq!(moved.len(), 1, "its request goes to the other agent");
+    assert_eq!(moved[0].0, other);
+    let c = h.core.counters();
+    assert_eq!((c.agents_online, c.agent_messages_refused), (1, 0));
+    let topic = h.topics.status("never-seen");
+    assert!(h.message(topic, Vec::new()).is_empty());
+    assert_eq!(h.core.counters().agent_messages_refused, 0);
 }
 
 #[test]

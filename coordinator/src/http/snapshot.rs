@@ -29,6 +29,9 @@ pub const RECENT_DECISIONS: usize = 100;
 pub struct Snapshot {
     /// The coordinator itself.
     pub coordinator: CoordinatorView,
+    /// Every coordinator of the deployment (this one included), as their retained status
+    /// last said: the members of a shared group (set by the core).
+    pub group: Vec<slim_protocol::CoordinatorStatus>,
     /// Every agent ever seen, by id.
     pub agents: Vec<AgentView>,
     /// Request counters.
@@ -340,6 +343,7 @@ impl Monitor {
                 .collect(),
             decisions: self.recent.iter().cloned().collect(),
             online: None,
+            group: Vec::new(),
         }
     }
 }

@@ -1,16 +1,36 @@
 //! A greedy cost heuristic: the lowest expected finish time plus energy, with the width chosen to
 //! meet the request's deadline and accuracy floor.
 
+use crate::cached::{self, Class, Leaf, Ranked, ScoreCache};
 use crate::reward::{Outcome, RewardWeights};
 use crate::{
-    batch_fits, eligible_widths, Observation, Route, RouteRequest, Router, RouterSettings, Scales,
+    batch_fits, eligible_widths, DeviceView, Observation, Route, RouteRequest, Router,
+    RouterSettings, Scales,
 };
 
 /// Greedy placement by expected cost; ties go to the lower index.
+///
+/// On an observation whose devices carry versions (the coordinator's), it keeps each device's
+/// cheapest candidate per constraint class and recosts only the devices that changed since
+/// (`router/src/cached.rs`); the pick is the full scan's, exactly.
 #[derive(Debug)]
 pub struct GreedyRouter {
     weights: RewardWeights,
     batch_size: u16,
+    cache: ScoreCache<Cheapest>,
+}
+
+/// A device's cheapest candidate.
+#[derive(Debug, Clone, Copy)]
+struct Cheapest {
+    cost: f32,
+    route: Route,
+}
+
+impl Ranked for Cheapest {
+    fn beats(&self, other: &Self) -> bool {
+        self.cost < other.cost
+    }
 }
 
 impl GreedyRouter {
@@ -19,7 +39,58 @@ impl GreedyRouter {
         Self {
             weights: settings.weights,
             batch_size: settings.batch_size,
+            cache: ScoreCache::default(),
         }
+    }
+
+    /// Every candidate of device `i` with its cost, in (width, batch) order.
+    fn costs<'a>(
+        &'a self,
+        (i, device): (usize, &'a DeviceView),
+        scales: &'a Scales,
+        request: &'a RouteRequest,
+    ) -> impl Iterator<Item = (f32, Route)> + 'a {
+        eligible_widths(device, request).flat_map(move |width| {
+            // No profile: cost by FLOPs and queue alone.
+            let unprofiled = width.batches.is_empty().then(|| {
+                let cost = device.outstanding as f32 + width.flops as f32 * 1e-9;
+                (cost, self.batch_size)
+            });
+            let profiled =
+                width
+                    .batches
+                    .iter()
+                    .filter(|o| batch_fits(device, o))
+                    .map(move |option| {
+                        let outcome = expected_outcome(device, width, option, request);
+                        (self.weights.cost(&outcome, scales), option.batch)
+                    });
+            unprofiled
+                .into_iter()
+                .chain(profiled)
+                .map(move |(cost, batch_size)| {
+                    let route = Route {
+                        device: i,
+                        width: width.width,
+                        batch_size,
+                    };
+                    (cost, route)
+                })
+        })
+    }
+
+    /// Scans every candidate (the path without a cache).
+    fn route_full(&self, observation: &Observation, request: &RouteRequest) -> Option<Route> {
+        let scales = Scales::from_observation(observation);
+        let mut best: Option<(f32, Route)> = None;
+        for device in observation.devices.iter().enumerate() {
+            for (cost, route) in self.costs(device, &scales, request) {
+                if best.is_none_or(|(c, _)| cost < c) {
+                    best = Some((cost, route));
+                }
+            }
+        }
+        best.map(|(_, route)| route)
     }
 }
 
@@ -60,42 +131,29 @@ impl Router for GreedyRouter {
     }
 
     fn route(&mut self, observation: &Observation, request: &RouteRequest) -> Option<Route> {
-        let scales = Scales::from_observation(observation);
-        let mut best: Option<(f32, Route)> = None;
-        for (i, device) in observation.devices.iter().enumerate() {
-            for width in eligible_widths(device, request) {
-                if width.batches.is_empty() {
-                    // No profile: cost by FLOPs and queue alone.
-                    let cost = device.outstanding as f32 + width.flops as f32 * 1e-9;
-                    if best.is_none_or(|(c, _)| cost < c) {
-                        best = Some((
-                            cost,
-                            Route {
-                                device: i,
-                                width: width.width,
-                                batch_size: self.batch_size,
-                            },
-                        ));
+        if cached::tracked(observation) {
+            let mut cache = std::mem::take(&mut self.cache);
+            let class = Class::of(request, true);
+            let best = cache
+                .best(observation, request, class, true, |i, device, scales| {
+                    let mut best: Option<Cheapest> = None;
+                    for (cost, route) in self.costs((i, device), scales, request) {
+                        if cost.is_nan() {
+                            return Leaf::Unordered;
+                        }
+                        if best.is_none_or(|b| cost < b.cost) {
+                            best = Some(Cheapest { cost, route });
+                        }
                     }
-                    continue;
-                }
-                for option in width.batches.iter().filter(|o| batch_fits(device, o)) {
-                    let outcome = expected_outcome(device, width, option, request);
-                    let cost = self.weights.cost(&outcome, &scales);
-                    if best.is_none_or(|(c, _)| cost < c) {
-                        best = Some((
-                            cost,
-                            Route {
-                                device: i,
-                                width: width.width,
-                                batch_size: option.batch,
-                            },
-                        ));
-                    }
-                }
+                    best.map_or(Leaf::Empty, Leaf::Best)
+                })
+                .map(|best| best.map(|b| b.route));
+            self.cache = cache;
+            if let Ok(route) = best {
+                return route;
             }
         }
-        best.map(|(_, route)| route)
+        self.route_full(observation, request)
     }
 }
 
@@ -144,5 +202,18 @@ mod tests {
             .route(&obs, &RouteRequest::default())
             .unwrap();
         assert_eq!((route.width, route.batch_size), (0.25, 1));
+    }
+
+    #[test]
+    fn the_cached_costs_pick_what_the_full_scan_picks() {
+        for preset in [RewardPreset::Efficiency, RewardPreset::Accuracy] {
+            let settings = RouterSettings {
+                weights: preset.weights(),
+                ..Default::default()
+            };
+            let mut full = GreedyRouter::new(&settings);
+            let mut cached = GreedyRouter::new(&settings);
+            crate::cached::tests::compare(&mut cached, &mut full, |r| r.cache.rescored());
+        }
     }
 }

@@ -1,12 +1,15 @@
 //! The device with the least work outstanding, at the widest eligible width.
 
-use super::{eligible, least_loaded};
+use super::{least_loaded_cached, Lightest};
+use crate::cached::ScoreCache;
 use crate::{Observation, Route, RouteRequest, Router, RouterSettings};
 
-/// Least-loaded placement; ties go to the lower index.
+/// Least-loaded placement; ties go to the lower index. Each device's load is kept between
+/// requests and looked at again only when the device changed (`router/src/cached.rs`).
 #[derive(Debug)]
 pub struct LeastLoadedRouter {
     batch_size: u16,
+    cache: ScoreCache<Lightest>,
 }
 
 impl LeastLoadedRouter {
@@ -14,6 +17,7 @@ impl LeastLoadedRouter {
     pub fn new(settings: &RouterSettings) -> Self {
         Self {
             batch_size: settings.batch_size,
+            cache: ScoreCache::default(),
         }
     }
 }
@@ -25,7 +29,7 @@ impl Router for LeastLoadedRouter {
 
     fn route(&mut self, observation: &Observation, request: &RouteRequest) -> Option<Route> {
         let load = |d: &crate::DeviceView| f64::from(d.outstanding as f32 * d.slowdown.max(1.0));
-        least_loaded(eligible(observation, request), load, self.batch_size)
+        least_loaded_cached(&mut self.cache, observation, request, load, self.batch_size)
     }
 }
 
@@ -54,5 +58,13 @@ mod tests {
         };
         let mut r = LeastLoadedRouter::new(&RouterSettings::default());
         assert_eq!(r.route(&obs, &RouteRequest::default()).unwrap().device, 1);
+    }
+
+    #[test]
+    fn the_cached_loads_pick_what_the_full_scan_picks() {
+        let settings = RouterSettings::default();
+        let mut full = LeastLoadedRouter::new(&settings);
+        let mut cached = LeastLoadedRouter::new(&settings);
+        crate::cached::tests::compare(&mut cached, &mut full, |r| r.cache.rescored());
     }
 }

@@ -15,6 +15,7 @@ pub use random::RandomRouter;
 pub use round_robin::RoundRobinRouter;
 pub use shortest_queue::ShortestQueueRouter;
 
+use crate::cached::{self, Class, Leaf, Ranked, ScoreCache};
 use crate::{eligible_widths, DeviceView, Observation, Route, RouteRequest, WidthOption};
 
 /// The widest width of `device` that `request` allows.
@@ -51,4 +52,56 @@ pub(crate) fn least_loaded<'a>(
             width,
             batch_size,
         })
+}
+
+/// A device's load and its route, for [`least_loaded_cached`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Lightest {
+    load: f64,
+    route: Route,
+}
+
+impl Ranked for Lightest {
+    fn beats(&self, other: &Self) -> bool {
+        // `least_loaded`'s order (`min_by` keeps the first of equal minima).
+        self.load.total_cmp(&other.load) == std::cmp::Ordering::Less
+    }
+}
+
+/// [`least_loaded`] over every eligible device, keeping each device's load between requests
+/// (per constraint class) when the observation's devices carry versions, so only the devices
+/// that changed are looked at again; the same pick as the full scan.
+pub(crate) fn least_loaded_cached(
+    cache: &mut ScoreCache<Lightest>,
+    observation: &Observation,
+    request: &RouteRequest,
+    load: impl Fn(&DeviceView) -> f64,
+    batch_size: u16,
+) -> Option<Route> {
+    if !cached::tracked(observation) {
+        return least_loaded(eligible(observation, request), load, batch_size);
+    }
+    let class = Class::of(request, false);
+    let best = cache.best(
+        observation,
+        request,
+        class,
+        false,
+        |i, device, _| match widest(device, request) {
+            Some(width) => Leaf::Best(Lightest {
+                load: load(device),
+                route: Route {
+                    device: i,
+                    width: width.width,
+                    batch_size,
+                },
+            }),
+            None => Leaf::Empty,
+        },
+    );
+    match best {
+        Ok(best) => best.map(|b| b.route),
+        // Never: `total_cmp` orders every load, so no leaf is unordered.
+        Err(cached::Unordered) => least_loaded(eligible(observation, request), load, batch_size),
+    }
 }

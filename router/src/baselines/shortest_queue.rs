@@ -2,13 +2,16 @@
 //! (its queue plus what it runs), at the widest eligible width. Unlike least-loaded it ignores
 //! how fast each device is.
 
-use super::{eligible, least_loaded};
+use super::{least_loaded_cached, Lightest};
+use crate::cached::ScoreCache;
 use crate::{Observation, Route, RouteRequest, Router, RouterSettings};
 
-/// Join-shortest-queue placement; ties go to the lower index.
+/// Join-shortest-queue placement; ties go to the lower index. Each device's queue is kept
+/// between requests and looked at again only when the device changed (`router/src/cached.rs`).
 #[derive(Debug)]
 pub struct ShortestQueueRouter {
     batch_size: u16,
+    cache: ScoreCache<Lightest>,
 }
 
 impl ShortestQueueRouter {
@@ -16,6 +19,7 @@ impl ShortestQueueRouter {
     pub fn new(settings: &RouterSettings) -> Self {
         Self {
             batch_size: settings.batch_size,
+            cache: ScoreCache::default(),
         }
     }
 }
@@ -27,7 +31,13 @@ impl Router for ShortestQueueRouter {
 
     fn route(&mut self, observation: &Observation, request: &RouteRequest) -> Option<Route> {
         let queue = |d: &crate::DeviceView| f64::from(d.outstanding);
-        least_loaded(eligible(observation, request), queue, self.batch_size)
+        least_loaded_cached(
+            &mut self.cache,
+            observation,
+            request,
+            queue,
+            self.batch_size,
+        )
     }
 }
 
@@ -60,5 +70,13 @@ mod tests {
             .route(&obs, &RouteRequest::default())
             .unwrap();
         assert_eq!(route.device, 1);
+    }
+
+    #[test]
+    fn the_cached_queues_pick_what_the_full_scan_picks() {
+        let settings = RouterSettings::default();
+        let mut full = ShortestQueueRouter::new(&settings);
+        let mut cached = ShortestQueueRouter::new(&settings);
+        crate::cached::tests::compare(&mut cached, &mut full, |r| r.cache.rescored());
     }
 }

@@ -7,7 +7,7 @@
 //! candidates on any fleet, of any size.
 
 use crate::baselines::expected_outcome;
-use crate::{batch_fits, eligible_widths, Observation, Route, RouteRequest, Scales};
+use crate::{batch_fits, eligible_widths, DeviceView, Observation, Route, RouteRequest, Scales};
 
 /// Version of the feature layout below; a checkpoint records it and refuses another.
 pub const OBSERVATION_SCHEMA_VERSION: u32 = 2;
@@ -55,58 +55,70 @@ impl Candidates {
         self.routes.clear();
         self.features.clear();
         let scales = Scales::from_observation(observation);
+        for (i, device) in observation.devices.iter().enumerate() {
+            self.push_device(i, device, &scales, request);
+        }
+    }
+
+    /// Appends the candidates of `device` (index `i` of its observation), with the
+    /// observation's `scales`: what [`Candidates::fill`] builds for that device.
+    pub fn push_device(
+        &mut self,
+        i: usize,
+        device: &DeviceView,
+        scales: &Scales,
+        request: &RouteRequest,
+    ) {
         let (ls, es) = (scales.latency_ms, scales.energy_mj);
         let deadline = request.deadline_ms.map(|d| d as f32);
-        for (i, device) in observation.devices.iter().enumerate() {
-            let instances = f32::from(device.instances.max(1));
-            let util = device.gpu_util.unwrap_or(device.cpu_util);
-            for width in eligible_widths(device, request) {
-                let base = width
-                    .batches
-                    .first()
-                    .map_or(1.0, |b| b.latency_ms.max(1e-4));
-                let drift = width.recent_latency_ms.map_or(0.0, |r| {
-                    (r / (base * device.slowdown.max(0.01)))
-                        .ln()
-                        .clamp(-3.0, 3.0)
+        let instances = f32::from(device.instances.max(1));
+        let util = device.gpu_util.unwrap_or(device.cpu_util);
+        for width in eligible_widths(device, request) {
+            let base = width
+                .batches
+                .first()
+                .map_or(1.0, |b| b.latency_ms.max(1e-4));
+            let drift = width.recent_latency_ms.map_or(0.0, |r| {
+                (r / (base * device.slowdown.max(0.01)))
+                    .ln()
+                    .clamp(-3.0, 3.0)
+            });
+            for option in width
+                .batches
+                .iter()
+                .filter(|o| o.batch <= device.max_batch && batch_fits(device, o))
+            {
+                let expected = expected_outcome(device, width, option, request);
+                let per_request = option.latency_ms * device.slowdown / f32::from(option.batch);
+                let slack = deadline.map_or(1.0, |d| {
+                    ((d - expected.latency_ms) / ls).clamp(-5.0, 5.0) / 5.0
                 });
-                for option in width
-                    .batches
-                    .iter()
-                    .filter(|o| o.batch <= device.max_batch && batch_fits(device, o))
-                {
-                    let expected = expected_outcome(device, width, option, request);
-                    let per_request = option.latency_ms * device.slowdown / f32::from(option.batch);
-                    let slack = deadline.map_or(1.0, |d| {
-                        ((d - expected.latency_ms) / ls).clamp(-5.0, 5.0) / 5.0
-                    });
-                    self.features.extend_from_slice(&[
-                        f32::from(u8::from(deadline.is_some())),
-                        deadline.map_or(0.0, |d| squash(d / ls, 3.0)),
-                        squash(device.queue_depth as f32, 4.0),
-                        squash(device.outstanding as f32, 4.0),
-                        squash(device.backlog_ms / instances / ls, 3.0),
-                        util,
-                        device.slowdown.max(0.01).ln(),
-                        width.width,
-                        (1.0 - width.top1) * 10.0,
-                        f32::from(option.batch).log2() / 4.0,
-                        squash(per_request / ls, 1.0),
-                        squash(expected.latency_ms / ls, 2.0),
-                        squash(expected.energy_mj / es, 2.0),
-                        slack,
-                        drift,
-                        squash(device.power_w, 5.0),
-                        (expected.latency_ms / ls).min(COST_FEATURE_CLIP) / COST_FEATURE_SCALE,
-                        (expected.energy_mj / es).min(COST_FEATURE_CLIP) / COST_FEATURE_SCALE,
-                        f32::from(u8::from(expected.deadline_met == Some(false))),
-                    ]);
-                    self.routes.push(Route {
-                        device: i,
-                        width: width.width,
-                        batch_size: option.batch,
-                    });
-                }
+                self.features.extend_from_slice(&[
+                    f32::from(u8::from(deadline.is_some())),
+                    deadline.map_or(0.0, |d| squash(d / ls, 3.0)),
+                    squash(device.queue_depth as f32, 4.0),
+                    squash(device.outstanding as f32, 4.0),
+                    squash(device.backlog_ms / instances / ls, 3.0),
+                    util,
+                    device.slowdown.max(0.01).ln(),
+                    width.width,
+                    (1.0 - width.top1) * 10.0,
+                    f32::from(option.batch).log2() / 4.0,
+                    squash(per_request / ls, 1.0),
+                    squash(expected.latency_ms / ls, 2.0),
+                    squash(expected.energy_mj / es, 2.0),
+                    slack,
+                    drift,
+                    squash(device.power_w, 5.0),
+                    (expected.latency_ms / ls).min(COST_FEATURE_CLIP) / COST_FEATURE_SCALE,
+                    (expected.energy_mj / es).min(COST_FEATURE_CLIP) / COST_FEATURE_SCALE,
+                    f32::from(u8::from(expected.deadline_met == Some(false))),
+                ]);
+                self.routes.push(Route {
+                    device: i,
+                    width: width.width,
+                    batch_size: option.batch,
+                });
             }
         }
     }

@@ -208,6 +208,8 @@ impl Simulator {
                     max_batch: spec.max_batch,
                     slowdown: 1.0,
                     widths: options,
+                    // Every view is refilled before each decision: not tracked.
+                    version: 0,
                 });
             }
             observations.push(Observation { devices });

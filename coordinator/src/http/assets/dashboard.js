@@ -196,7 +196,11 @@ function renderDecisions(s) {
 }
 
 function render(s) {
-  $("coordinator").textContent = `${s.coordinator.id} · router ${s.coordinator.router}`;
+  const others = (s.group || []).filter((m) => m.id !== s.coordinator.id);
+  const group = others.length
+    ? ` · group: ${others.map((m) => `${m.id} (${m.online ? "online" : "offline"})`).join(", ")}`
+    : "";
+  $("coordinator").textContent = `${s.coordinator.id} · router ${s.coordinator.router}${group}`;
   const badge = $("conn");
   if (!s.coordinator.connected) { badge.textContent = "broker disconnected"; badge.className = "badge bad"; }
   else if (!s.coordinator.ready) { badge.textContent = "no agent online"; badge.className = "badge warn"; }

@@ -26,6 +26,7 @@ fn device(agent: &str, latency_ms: f32, power_w: f32) -> DeviceView {
         power_w,
         max_batch: 8,
         slowdown: 1.0,
+        version: 0,
         widths: vec![WidthOption {
             width: 1.0,
             top1: 0.95,

@@ -112,6 +112,7 @@ impl Default for DoctorOptions {
 }
 
 /// Runs every check for `config`.
+// Long on purpose: the checks in the order the report lists them, each one call.
 pub async fn run(config: &AgentConfig, options: &DoctorOptions) -> DoctorReport {
     let mut report = DoctorReport::default();
     check_config(config, &mut report);

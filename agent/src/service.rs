@@ -25,14 +25,12 @@ use crate::{
     outbox::Outbox,
     scheduler::{
         spawn_scheduler, warm_instances, InstancePolicy, SchedulerConfig, SchedulerHandle,
+        WarmInstances,
     },
     store::{OutboxLimits, Store},
     telemetry::{device_info, select_sensors, SensorOptions, SensorSet, SystemSampler},
     validate::{validate_assignment, AssignmentRules},
 };
-
-/// Counts of refused assignments, by error code.
-pub type RejectionCounts = Arc<std::sync::Mutex<HashMap<ErrorCode, u64>>>;
 
 /// How long a shutdown waits for the offline status to leave before it stops anyway.
 const SHUTDOWN_FLUSH: Duration = Duration::from_secs(2);
@@ -42,16 +40,21 @@ const SHUTDOWN_FLUSH: Duration = Duration::from_secs(2);
 pub struct AgentHandle {
     /// The announcement it published.
     pub info: AgentInfo,
-    /// Refused assignments by code.
-    pub rejections: RejectionCounts,
     /// MQTT reconnects after the first connection.
     pub reconnects: Arc<AtomicU64>,
     client: AsyncClient,
     topics: Topics,
+    scheduler: SchedulerHandle,
     tasks: Vec<JoinHandle<()>>,
 }
 
 impl AgentHandle {
+    /// Assignments refused since start, by code (asked of the scheduler actor, which counts
+    /// them). Counts every refusal whose error reply was already sent; empty once stopped.
+    pub async fn rejections(&self) -> HashMap<ErrorCode, u64> {
+        self.scheduler.rejections().await
+    }
+
     /// Publishes the offline status, disconnects and stops every task. The MQTT task sends
     /// the status before the DISCONNECT queued after it and ends once that is written, so
     /// waiting for it is waiting for the flush (bounded by [`SHUTDOWN_FLUSH`] when the broker
@@ -161,6 +164,8 @@ fn model_info(family: &ModelFamily) -> ModelInfo {
 }
 
 /// Loads the models, connects to the broker and starts serving.
+// Long on purpose: the start-up sequence in the order its parts depend on each other (store
+// before outbox, scheduler before resume and session), mostly one call per step.
 pub async fn start(config: AgentConfig) -> anyhow::Result<AgentHandle> {
     config.validate().map_err(anyhow::Error::msg)?;
     let (backend, backend_reason) = select_backend(config.backend).map_err(anyhow::Error::msg)?;
@@ -180,24 +185,13 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<AgentHandle> {
         cores: base_device.cpu_cores as usize,
     });
     let device = sensors.describe(base_device);
-    let info = AgentInfo {
-        v: PROTOCOL_VERSION,
-        agent: config.id.clone(),
-        online: true,
-        started_at_ms: now_ms(),
-        backend: backend.name.into(),
+    let info = announcement(
+        &config,
+        backend.name,
         backend_reason,
         models,
-        max_batch: config.max_batch,
-        emulation: (config.slowdown > 1.0).then_some(Emulation {
-            slowdown: config.slowdown,
-            profile: None,
-        }),
-        profile: load_profile(&config)?,
-        threads: config.threads,
-        durable: config.state_dir.is_some(),
-        device: device.clone(),
-    };
+        device.clone(),
+    )?;
     let topics = Topics::new(&config.topic_prefix);
     let mut will_info = info.clone();
     will_info.online = false;
@@ -238,17 +232,7 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<AgentHandle> {
     };
     let energy = sensors.energy.clone();
     let policy = instance_policy(&config, &device);
-    let warm = if config.warm_instances {
-        let mut list: Vec<Arc<ModelFamily>> = families.values().cloned().collect();
-        list.sort_by(|a, b| a.name().cmp(b.name()));
-        let (max_batch, budget) = (config.max_batch as usize, policy.memory_budget_bytes);
-        let warm =
-            tokio::task::spawn_blocking(move || warm_instances(&list, max_batch, budget)).await?;
-        tracing::info!(agent = %config.id, instances = warm.len(), "model instances loaded before serving");
-        warm
-    } else {
-        Vec::new()
-    };
+    let warm = load_warm_instances(&config, &families, &policy).await?;
     let (scheduler, scheduler_task) = spawn_scheduler(
         SchedulerConfig {
             agent: config.id.clone(),
@@ -262,7 +246,6 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<AgentHandle> {
         outbox.clone(),
         warm,
     );
-    let rejections = RejectionCounts::default();
     if let Some(store) = &store {
         resume_unanswered(store, &rules, &families, &scheduler);
     }
@@ -275,8 +258,7 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<AgentHandle> {
         scheduler: scheduler.clone(),
         outbox: outbox.clone(),
         client: client.clone(),
-        rejections: rejections.clone(),
-        store,
+        keep_payloads: store.is_some(),
         connected: connected_tx,
         rules,
         reconnects: reconnects.clone(),
@@ -285,20 +267,65 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<AgentHandle> {
     let telemetry_task = tokio::spawn(telemetry_loop(
         config.clone(),
         topics.clone(),
-        scheduler,
+        scheduler.clone(),
         outbox,
         sensors,
-        rejections.clone(),
     ));
     Ok(AgentHandle {
         info,
-        rejections,
         reconnects,
         client,
         topics,
+        scheduler,
         // The MQTT task first: shutdown waits for it.
         tasks: vec![mqtt_task, telemetry_task, scheduler_task, outbox_task],
     })
+}
+
+/// The status the agent announces (retained; its offline copy is the last will).
+fn announcement(
+    config: &AgentConfig,
+    backend: &str,
+    backend_reason: String,
+    models: Vec<ModelInfo>,
+    device: slim_protocol::DeviceInfo,
+) -> anyhow::Result<AgentInfo> {
+    Ok(AgentInfo {
+        v: PROTOCOL_VERSION,
+        agent: config.id.clone(),
+        online: true,
+        started_at_ms: now_ms(),
+        backend: backend.into(),
+        backend_reason,
+        models,
+        max_batch: config.max_batch,
+        emulation: (config.slowdown > 1.0).then_some(Emulation {
+            slowdown: config.slowdown,
+            profile: None,
+        }),
+        profile: load_profile(config)?,
+        threads: config.threads,
+        durable: config.state_dir.is_some(),
+        device,
+    })
+}
+
+/// Loads one instance per (model, width) before serving, when configured to.
+async fn load_warm_instances(
+    config: &AgentConfig,
+    families: &HashMap<String, Arc<ModelFamily>>,
+    policy: &InstancePolicy,
+) -> anyhow::Result<WarmInstances> {
+    if !config.warm_instances {
+        return Ok(Vec::new());
+    }
+    let mut list: Vec<Arc<ModelFamily>> = families.values().cloned().collect();
+    list.sort_by(|a, b| a.name().cmp(b.name()));
+    let (max_batch, budget) = (config.max_batch as usize, policy.memory_budget_bytes);
+    let warm =
+        tokio::task::spawn_blocking(move || warm_instances(&list, max_batch, budget)).await?;
+    tracing::info!(agent = %config.id, instances = warm.len(), "model instances loaded before serving");
+    Ok(warm)
 }
 
 /// Reads the configured device profile, scaled to the emulated slowdown.
@@ -340,7 +367,8 @@ fn instance_policy(config: &AgentConfig, device: &slim_protocol::DeviceInfo) -> 
     }
 }
 
-/// Requeues the requests an earlier run accepted and never answered.
+/// Requeues the requests an earlier run accepted and never answered. Only reads the store: the
+/// scheduler actor does every write to its record of accepted requests.
 fn resume_unanswered(
     store: &Store,
     rules: &AssignmentRules,
@@ -374,17 +402,16 @@ fn resume_unanswered(
                     tracing::error!(id = %key.id, "the scheduler refused a stored request at start");
                 }
             }
-            Ok(valid) => {
-                // Stored by an older agent under its id alone: store it under its key.
-                let _ = store.forget_raw(&key);
-                let _ = store.accept(&valid.key, &payload);
-                let mut valid = valid;
+            Ok(mut valid) => {
+                // Stored by an older agent under its id alone: the actor stores it again under
+                // its key when it queues it.
+                scheduler.forget_stored(key);
                 valid.payload = Some(payload);
                 let _ = scheduler.assign(valid);
             }
             Err(r) => {
                 tracing::warn!(id = %key.id, code = %r.code, "a stored request can no longer be served: {}", r.message);
-                let _ = store.forget_raw(&key);
+                scheduler.forget_stored(key);
             }
         }
     }
@@ -398,8 +425,8 @@ struct Session {
     scheduler: SchedulerHandle,
     outbox: Outbox,
     client: AsyncClient,
-    rejections: RejectionCounts,
-    store: Option<Store>,
+    /// Whether assignments keep their raw payload for the scheduler to store (durable agents).
+    keep_payloads: bool,
     connected: tokio::sync::watch::Sender<bool>,
     rules: AssignmentRules,
     reconnects: Arc<AtomicU64>,
@@ -445,7 +472,7 @@ impl Session {
     fn on_assignment(&self, payload: &[u8]) {
         match validate_assignment(payload, &self.rules, &self.families) {
             Ok(mut valid) => {
-                if self.store.is_some() {
+                if self.keep_payloads {
                     valid.payload = Some(payload.to_vec());
                 }
                 if let Err(valid) = self.scheduler.assign(valid) {
@@ -463,7 +490,8 @@ impl Session {
     }
 
     fn reject(&self, r: Refusal) {
-        *self.rejections.lock().unwrap().entry(r.code).or_default() += 1;
+        // Counted before the reply leaves, so whoever sees the reply sees the count.
+        self.scheduler.rejected(r.code);
         tracing::warn!(agent = %self.config.id, code = %r.code, id = %r.id.as_deref().unwrap_or("-"), "assignment refused: {}", r.message);
         let reply = ErrorReply::new(r.id, r.code, r.message, format!("agent:{}", self.config.id))
             .on_topic(self.topics.assign(&self.config.id));
@@ -478,7 +506,6 @@ async fn telemetry_loop(
     scheduler: SchedulerHandle,
     outbox: Outbox,
     mut sensors: SensorSet,
-    rejections: RejectionCounts,
 ) {
     let mut sampler = SystemSampler::new();
     let interval = Duration::from_millis(config.telemetry_interval_ms.max(50));
@@ -491,8 +518,9 @@ async fn telemetry_loop(
         let now = std::time::Instant::now();
         let tick = sensors.read(&reading, now.duration_since(last).as_secs_f64());
         last = now;
+        scheduler.attribute_power(sensors.energy.attributed_power_w());
         let report = scheduler.report().await;
-        let rejected: u64 = rejections.lock().unwrap().values().sum();
+        let rejected: u64 = report.rejections.values().sum();
         seq += 1;
         let telemetry = Telemetry {
             v: PROTOCOL_VERSION,

@@ -56,6 +56,7 @@ pub struct AssignmentRules {
 }
 
 /// Checks an assignment payload against the loaded families and the agent's rules.
+// Long on purpose: one check after another, in the order that decides which refusal code wins.
 pub fn validate_assignment(
     payload: &[u8],
     rules: &AssignmentRules,

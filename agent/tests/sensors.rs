@@ -14,8 +14,8 @@ use std::{
 use slim_agent::telemetry::{
     jetson::{self, JetsonSensor, RailFiles},
     nvml::{NvmlSensor, NvmlSource, RecordedNvml},
-    probe_sensors, select_sensors_with, EnergyMeter, PowerSensor, SensorError, SensorKind,
-    SensorOptions, SensorReading, SystemReading,
+    probe_sensors, select_sensors_with, BatchAttribution, EnergyMeter, PowerSensor, SensorError,
+    SensorKind, SensorOptions, SensorReading, SystemReading,
 };
 use slim_protocol::{DeviceInfo, EnergySource};
 
@@ -503,7 +503,13 @@ fn overlapping_batches_split_the_measured_power() {
         power_w: Some(100.0),
         ..SensorReading::default()
     };
-    let m = EnergyMeter::measured(EnergySource::Nvml, &first, 50.0, 300.0, 8);
+    let mut m = BatchAttribution::new(&EnergyMeter::measured(
+        EnergySource::Nvml,
+        &first,
+        50.0,
+        300.0,
+        8,
+    ));
     let t0 = Instant::now();
     let s = Duration::from_secs;
     // A runs 0..4 s, B runs 2..6 s: A = 2×100 + 2×50 = 300 J, B = 2×50 + 2×100 = 300 J.
@@ -522,7 +528,7 @@ fn overlapping_batches_split_the_measured_power() {
 
 #[test]
 fn the_model_keeps_its_rule_and_label_for_batches() {
-    let m = EnergyMeter::model(10.0, 40.0, 4);
+    let mut m = BatchAttribution::new(&EnergyMeter::model(10.0, 40.0, 4));
     let t = m.begin_batch();
     let e = m.finish_batch(t, 2.0, 1);
     assert!(close(e.joules as f64, 20.0));

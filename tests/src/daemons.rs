@@ -290,9 +290,43 @@ fn coordinator_config(spec: &FleetSpec) -> CoordinatorConfig {
 }
 
 fn agent_config(spec: &FleetSpec, index: usize) -> AgentConfig {
+    agent_config_named(spec, format!("agent-{}", index + 1))
+}
+
+/// One agent process with the fleet's settings (durable state under `spec.dir`, persistent
+/// session, real speed, one thread) on `spec.broker_url`, with agent id `id`. For topologies
+/// [`ProcessFleet`] does not cover, e.g. agents spread over several brokers.
+pub fn start_agent(spec: &FleetSpec, id: &str) -> Daemon {
+    std::fs::create_dir_all(&spec.dir).expect("the fleet's folder can be created");
+    let config = agent_config_named(spec, id.to_string());
+    Daemon::start(
+        binary("slim-agent"),
+        id,
+        &spec.dir,
+        &toml::to_string(&config).expect("the config serialises"),
+    )
+}
+
+/// One coordinator process with the fleet's settings on `spec.broker_url`, with MQTT client id
+/// `id` and, if given, a shared subscription group.
+pub fn start_coordinator(spec: &FleetSpec, id: &str, shared_group: Option<&str>) -> Daemon {
+    std::fs::create_dir_all(&spec.dir).expect("the fleet's folder can be created");
+    let config = CoordinatorConfig {
+        id: id.into(),
+        shared_group: shared_group.map(Into::into),
+        ..coordinator_config(spec)
+    };
+    Daemon::start(
+        binary("slim-coordinator"),
+        id,
+        &spec.dir,
+        &toml::to_string(&config).expect("the config serialises"),
+    )
+}
+
+fn agent_config_named(spec: &FleetSpec, id: String) -> AgentConfig {
     let mut broker = BrokerOptions::from_url(spec.broker_url.clone());
     broker.clean_session = false;
-    let id = format!("agent-{}", index + 1);
     AgentConfig {
         topic_prefix: spec.topic_prefix.clone(),
         broker,
@@ -315,7 +349,8 @@ pub struct StatusWatcher {
 
 #[derive(Default)]
 struct Statuses {
-    coordinator: bool,
+    /// Whether each coordinator is online, by id.
+    coordinators: HashMap<String, bool>,
     agents: HashMap<String, bool>,
 }
 
@@ -327,7 +362,8 @@ impl StatusWatcher {
     ) -> anyhow::Result<Self> {
         let (client, mut eventloop) = broker.connect(client_id, None)?;
         let state: Arc<Mutex<Statuses>> = Default::default();
-        let (agents, coordinator) = (topics.status_filter(), topics.coordinator_status());
+        let (agents, coordinators) = (topics.status_filter(), topics.coordinator_status_filter());
+        let topics = topics.clone();
         let task = {
             let state = state.clone();
             tokio::spawn(async move {
@@ -335,15 +371,15 @@ impl StatusWatcher {
                     match eventloop.poll().await {
                         Ok(Event::Incoming(Packet::ConnAck(_))) => {
                             let _ = client.subscribe(&agents, QoS::AtLeastOnce).await;
-                            let _ = client.subscribe(&coordinator, QoS::AtLeastOnce).await;
+                            let _ = client.subscribe(&coordinators, QoS::AtLeastOnce).await;
                         }
                         Ok(Event::Incoming(Packet::Publish(p))) => {
                             let mut state = state.lock().unwrap();
-                            if p.topic == coordinator {
+                            if topics.parse_coordinator_status(&p.topic).is_some() {
                                 if let Ok(status) =
                                     slim_protocol::decode::<CoordinatorStatus>(&p.payload)
                                 {
-                                    state.coordinator = status.online;
+                                    state.coordinators.insert(status.id, status.online);
                                 }
                             } else if let Ok(info) = slim_protocol::decode::<AgentInfo>(&p.payload)
                             {
@@ -359,11 +395,11 @@ impl StatusWatcher {
         Ok(Self { state, task })
     }
 
-    /// Whether the coordinator is online, and how many agents are.
+    /// Whether any coordinator is online, and how many agents are.
     pub fn online(&self) -> (bool, usize) {
         let state = self.state.lock().unwrap();
         (
-            state.coordinator,
+            state.coordinators.values().any(|online| *online),
             state.agents.values().filter(|online| **online).count(),
         )
     }

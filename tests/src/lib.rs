@@ -9,7 +9,11 @@ pub mod mosquitto;
 
 use std::{path::PathBuf, time::Duration};
 
-use slim::cluster::{ClusterSpec, LocalCluster};
+use slim_client::{
+    client::SlimClient,
+    cluster::{ClusterSpec, LocalCluster},
+    load::LoadSpec,
+};
 
 /// The broker URL the tests were pointed at, if any.
 pub fn external_broker() -> Option<String> {
@@ -49,9 +53,9 @@ pub async fn start(spec: ClusterSpec) -> LocalCluster {
 
 /// A request client for `cluster`, with a client id unique to its topic prefix, also
 /// subscribed to `extra` topic filters.
-pub async fn client(cluster: &LocalCluster, extra: &[String]) -> slim::client::SlimClient {
+pub async fn client(cluster: &LocalCluster, extra: &[String]) -> SlimClient {
     let prefix = &cluster.spec.topic_prefix;
-    slim::client::SlimClient::connect(
+    SlimClient::connect(
         &cluster.broker,
         prefix,
         &format!("{}-c", prefix.replace('/', "-")),
@@ -63,6 +67,22 @@ pub async fn client(cluster: &LocalCluster, extra: &[String]) -> slim::client::S
 
 /// How long a test waits for any single answer.
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Open-loop load on the digits family: `rate` requests per second for `duration`, then up to
+/// [`ANSWER_TIMEOUT`] for the last answers (seed 0; change it and the rest with `LoadSpec`'s
+/// `with_*` methods).
+pub fn digits_load(rate: f64, duration: Duration) -> LoadSpec {
+    LoadSpec::new("digits", rate, duration).with_drain(ANSWER_TIMEOUT)
+}
+
+/// The body of `GET {path}` from the HTTP server at `addr` (a coordinator's monitoring
+/// endpoints), whatever the status.
+pub async fn http_body(addr: std::net::SocketAddr, path: &str) -> String {
+    match slim_client::http::get(addr, path).await {
+        Ok((_, body)) => body,
+        Err(e) => panic!("GET {path} from {addr}: {e:#}"),
+    }
+}
 
 fn rand_suffix() -> u64 {
     use std::hash::{BuildHasher, Hasher};

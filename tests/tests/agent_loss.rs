@@ -2,12 +2,9 @@
 
 use std::time::Duration;
 
-use slim::{
-    load::{run_open_loop, LoadSpec},
-    samples::family_samples,
-};
+use slim_client::{load::run_open_loop, samples::family_samples};
 use slim_router::RouterKind;
-use slim_tests::{models_dir, spec, start, ANSWER_TIMEOUT};
+use slim_tests::{digits_load, models_dir, spec, start};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_held_by_a_killed_agent_are_rerouted_and_answered() {
@@ -25,16 +22,9 @@ async fn requests_held_by_a_killed_agent_are_rerouted_and_answered() {
     let report = run_open_loop(
         &client,
         &samples,
-        &LoadSpec {
-            model: "digits".into(),
-            rate: 40.0,
-            duration: Duration::from_secs(3),
-            drain: ANSWER_TIMEOUT,
-            seed: 3,
-            width: Some(1.0),
-            min_accuracy: None,
-            deadline_ms: None,
-        },
+        &digits_load(40.0, Duration::from_secs(3))
+            .with_seed(3)
+            .with_width(1.0),
     )
     .await
     .unwrap();

@@ -1,12 +1,12 @@
 //! Bad input never crashes anything and is never silently dropped: the sender gets an error
 //! reply with a code, the refusal is counted, and the system keeps serving.
 
-use slim::client::{Reply, SlimClient};
+use slim_client::client::{Reply, SlimClient};
 use slim_protocol::{decode, encode, ErrorCode, ErrorReply, InferRequest, Tensor};
 use slim_tests::{models_dir, spec, start, ANSWER_TIMEOUT};
 
 fn digits_input() -> Tensor {
-    slim::samples::family_samples(&models_dir(), "digits")
+    slim_client::samples::family_samples(&models_dir(), "digits")
         .unwrap()
         .remove(0)
         .input
@@ -213,7 +213,7 @@ async fn an_agent_refuses_a_bad_assignment_sent_straight_to_it() {
     .await;
     assert_eq!(e.code, ErrorCode::BadShape);
     assert_eq!(e.origin, format!("agent:{agent}"));
-    let counts = cluster.agents[0].rejections.lock().unwrap().clone();
+    let counts = cluster.agents[0].rejections().await;
     assert_eq!(counts.get(&ErrorCode::BadShape), Some(&1));
     cluster.shutdown().await;
 }

@@ -11,12 +11,8 @@ use std::{
     time::Duration,
 };
 
-use slim::{
-    client::SlimClient,
-    load::{run_open_loop, LoadSpec},
-    samples::family_samples,
-};
-use slim_tests::{models_dir, spec, start, ANSWER_TIMEOUT};
+use slim_client::{client::SlimClient, load::run_open_loop, samples::family_samples};
+use slim_tests::{digits_load, models_dir, spec, start};
 
 struct Mosquitto {
     child: Child,
@@ -115,16 +111,7 @@ async fn no_result_is_lost_when_the_broker_restarts_mid_run() {
     let report = run_open_loop(
         &client,
         &samples,
-        &LoadSpec {
-            model: "digits".into(),
-            rate: 30.0,
-            duration: Duration::from_secs(5),
-            drain: ANSWER_TIMEOUT,
-            seed: 11,
-            width: None,
-            min_accuracy: None,
-            deadline_ms: None,
-        },
+        &digits_load(30.0, Duration::from_secs(5)).with_seed(11),
     )
     .await
     .unwrap();

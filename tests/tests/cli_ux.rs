@@ -16,9 +16,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use slim::{
+use slim::commands::{request::RequestArgs, BrokerArgs};
+use slim_client::{
     client::Reply,
-    commands::{request::RequestArgs, BrokerArgs},
     samples::{family_samples, image_tensor, read_image, DecodedImage},
 };
 use slim_protocol::InferRequest;
@@ -199,7 +199,7 @@ fn upscale(pixels: &[u8], side: usize, factor: usize) -> Vec<u8> {
         .collect()
 }
 
-fn request_args(cluster: &slim::cluster::LocalCluster, input: &Path) -> RequestArgs {
+fn request_args(cluster: &slim_client::cluster::LocalCluster, input: &Path) -> RequestArgs {
     RequestArgs {
         broker: BrokerArgs {
             broker: cluster.broker.url.clone(),

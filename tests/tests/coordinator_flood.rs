@@ -26,7 +26,7 @@ async fn a_flood_of_requests_is_routed_in_full_to_emulated_agents() {
         policy: None,
         model: manifest.model_info(),
         profile: None,
-        samples: slim::samples::family_samples(&models_dir(), "digits").unwrap(),
+        samples: slim_client::samples::family_samples(&models_dir(), "digits").unwrap(),
         topic_prefix: "slim-test/flood".into(),
     };
     // A stalled coordinator also stalls the publisher (the broker stops acknowledging), so the

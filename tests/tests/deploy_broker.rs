@@ -12,19 +12,15 @@ use std::{
 };
 
 use rumqttc::{ConnectReturnCode, ConnectionError, Event, EventLoop, Packet, QoS};
-use slim::{
-    client::SlimClient,
-    load::{run_open_loop, LoadSpec},
-    samples::family_samples,
-};
 use slim_agent::{
     backend::BackendChoice,
     doctor::{self, DoctorOptions, Status},
     AgentConfig,
 };
+use slim_client::{client::SlimClient, load::run_open_loop, samples::family_samples};
 use slim_coordinator::CoordinatorConfig;
 use slim_mqtt::BrokerOptions;
-use slim_tests::{models_dir, ANSWER_TIMEOUT};
+use slim_tests::{digits_load, models_dir, ANSWER_TIMEOUT};
 
 const PREFIX: &str = "slim/v1";
 
@@ -269,16 +265,7 @@ async fn an_agent_with_credentials_serves_over_tls_with_the_shipped_acl() {
     let report = run_open_loop(
         &client,
         &samples,
-        &LoadSpec {
-            model: "digits".into(),
-            rate: 20.0,
-            duration: Duration::from_secs(2),
-            drain: ANSWER_TIMEOUT,
-            seed: 3,
-            width: None,
-            min_accuracy: None,
-            deadline_ms: None,
-        },
+        &digits_load(20.0, Duration::from_secs(2)).with_seed(3),
     )
     .await
     .unwrap();
@@ -603,7 +590,7 @@ async fn the_shipped_acl_keeps_clients_from_writing_assignments() {
         .await
         .unwrap();
     assert!(
-        matches!(answer, slim::client::Reply::Result(_)),
+        matches!(answer, slim_client::client::Reply::Result(_)),
         "{answer:?}"
     );
     assert!(
@@ -612,7 +599,7 @@ async fn the_shipped_acl_keeps_clients_from_writing_assignments() {
             .is_err(),
         "the forged assignment was run"
     );
-    let refused = agent.rejections.lock().unwrap().clone();
+    let refused = agent.rejections().await;
     assert!(
         refused.is_empty(),
         "the agent saw the forged assignment, so the ACL let it through: {refused:?}"

@@ -14,16 +14,13 @@ use std::{
 };
 
 use rumqttc::{AsyncClient, Event, Packet, QoS};
-use slim::{
-    client::Reply,
-    cluster::LocalCluster,
-    load::{run_open_loop, LoadSpec},
-    samples::family_samples,
+use slim_client::{
+    client::Reply, cluster::LocalCluster, load::run_open_loop, samples::family_samples,
 };
 use slim_protocol::{
     decode, encode, Assignment, ErrorCode, ErrorReply, InferRequest, RequestKey, Telemetry, Tensor,
 };
-use slim_tests::{models_dir, spec, start, ANSWER_TIMEOUT};
+use slim_tests::{digits_load, models_dir, spec, start, ANSWER_TIMEOUT};
 use tokio::sync::{mpsc, oneshot};
 
 /// Messages seen on one topic filter, in arrival order: (topic, payload).
@@ -262,16 +259,7 @@ async fn hostile_messages_mixed_into_good_traffic_are_refused_and_nothing_discon
     plan.extend(bombs);
     let steps = plan.len();
 
-    let good_spec = LoadSpec {
-        model: "digits".into(),
-        rate: 40.0,
-        duration: Duration::from_secs(6),
-        drain: ANSWER_TIMEOUT,
-        seed: 11,
-        width: None,
-        min_accuracy: None,
-        deadline_ms: None,
-    };
+    let good_spec = digits_load(40.0, Duration::from_secs(6)).with_seed(11);
     // Spread the hostile messages over the good traffic's first 5.5 s.
     let gap = Duration::from_millis(5_000 / steps as u64);
     let rss_before = proc_status_kib("VmRSS");
@@ -456,11 +444,11 @@ async fn hostile_messages_mixed_into_good_traffic_are_refused_and_nothing_discon
             "agent {} reconnected",
             agent.info.agent
         );
+        let refused = agent.rejections().await;
         assert!(
-            agent.rejections.lock().unwrap().is_empty(),
-            "agent {} refused assignments: {:?}",
+            refused.is_empty(),
+            "agent {} refused assignments: {refused:?}",
             agent.info.agent,
-            agent.rejections.lock().unwrap()
         );
     }
     assert_eq!(counters.agents_online, 2, "{counters:?}");

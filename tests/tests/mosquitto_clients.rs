@@ -165,7 +165,7 @@ async fn a_request_published_with_mosquitto_pub_is_answered_on_its_reply_topic()
     require_mosquitto_clients();
     let cluster = start(spec(&[1.0])).await;
     let topics = cluster.topics();
-    let sample = slim::samples::family_samples(&models_dir(), "digits")
+    let sample = slim_client::samples::family_samples(&models_dir(), "digits")
         .unwrap()
         .remove(0);
     let label = sample.label.expect("held-out samples are labelled");

@@ -1,35 +1,16 @@
 //! Online refinement end to end: a coordinator routing with the trained efficiency policy and
 //! refining it from the rewards real agents report, while every request is still answered.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{path::PathBuf, time::Duration};
 
-use slim::{
-    load::{run_open_loop, LoadSpec},
-    samples::family_samples,
-};
+use slim_client::{load::run_open_loop, samples::family_samples};
 use slim_coordinator::config::OnlineSettings;
 use slim_router::ppo::{online::OnlineConfig, Checkpoint};
 use slim_router::{build_router, RouterKind, RouterSettings};
-use slim_tests::{models_dir, spec, start, ANSWER_TIMEOUT};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use slim_tests::{digits_load, http_body, models_dir, spec, start};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// The body of a plain HTTP/1.0 GET.
-async fn get(addr: SocketAddr, path: &str) -> String {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream
-        .write_all(format!("GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_string())
-        .unwrap_or_default()
 }
 
 /// The value of an unlabelled sample in Prometheus text.
@@ -72,16 +53,9 @@ async fn the_policy_is_refined_online_while_every_request_is_answered() {
     let report = run_open_loop(
         &client,
         &samples,
-        &LoadSpec {
-            model: "digits".into(),
-            rate: 40.0,
-            duration: Duration::from_secs(3),
-            drain: ANSWER_TIMEOUT,
-            seed: 11,
-            width: None,
-            min_accuracy: None,
-            deadline_ms: Some(500),
-        },
+        &digits_load(40.0, Duration::from_secs(3))
+            .with_seed(11)
+            .with_deadline_ms(500),
     )
     .await
     .unwrap();
@@ -93,7 +67,7 @@ async fn the_policy_is_refined_online_while_every_request_is_answered() {
     // The rewards arrive with the next telemetry; the update runs off the routing loop.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let text = loop {
-        let text = get(addr, "/metrics").await;
+        let text = http_body(addr, "/metrics").await;
         if metric(&text, "slim_router_online_updates_total").unwrap_or(0.0) >= 1.0
             && metric(&text, "slim_router_online_checkpoint_writes_total").unwrap_or(0.0) >= 1.0
         {

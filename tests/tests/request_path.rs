@@ -3,13 +3,9 @@
 use std::time::Duration;
 
 use rumqttc::{Event, Packet, QoS};
-use slim::{
-    client::Reply,
-    load::{run_open_loop, LoadSpec},
-    samples::family_samples,
-};
+use slim_client::{client::Reply, load::run_open_loop, samples::family_samples};
 use slim_protocol::{decode, AgentInfo, Decision, InferRequest};
-use slim_tests::{models_dir, spec, start, ANSWER_TIMEOUT};
+use slim_tests::{digits_load, models_dir, spec, start, ANSWER_TIMEOUT};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_request_is_answered_and_the_load_is_spread_over_three_agents() {
@@ -19,16 +15,7 @@ async fn every_request_is_answered_and_the_load_is_spread_over_three_agents() {
     let report = run_open_loop(
         &client,
         &samples,
-        &LoadSpec {
-            model: "digits".into(),
-            rate: 60.0,
-            duration: Duration::from_secs(3),
-            drain: ANSWER_TIMEOUT,
-            seed: 7,
-            width: None,
-            min_accuracy: None,
-            deadline_ms: None,
-        },
+        &digits_load(60.0, Duration::from_secs(3)).with_seed(7),
     )
     .await
     .unwrap();

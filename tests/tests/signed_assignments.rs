@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use slim::{client::Reply, samples::family_samples};
+use slim_client::{client::Reply, samples::family_samples};
 use slim_protocol::{decode, encode, Assignment, ErrorCode, ErrorReply, InferRequest};
 use slim_tests::{models_dir, spec, start, ANSWER_TIMEOUT};
 
@@ -113,18 +113,14 @@ async fn agents_with_a_key_run_signed_work_and_refuse_forged_or_replayed_assignm
             .is_err(),
         "a forged assignment was run"
     );
-    let rejected: u64 = cluster
-        .agents
-        .iter()
-        .map(|a| {
-            a.rejections
-                .lock()
-                .unwrap()
-                .get(&ErrorCode::Unauthenticated)
-                .copied()
-                .unwrap_or(0)
-        })
-        .sum();
+    let mut rejected = 0;
+    for agent in &cluster.agents {
+        let counts = agent.rejections().await;
+        rejected += counts
+            .get(&ErrorCode::Unauthenticated)
+            .copied()
+            .unwrap_or(0);
+    }
     assert_eq!(rejected, 2, "each refusal is counted");
     cluster.shutdown().await;
 }

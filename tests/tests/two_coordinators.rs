@@ -1,18 +1,19 @@
 //! Two coordinators share the request stream (MQTT shared subscription): each request is routed
-//! by exactly one of them and answered once.
+//! by exactly one of them and answered once, and the group keeps serving when one member dies.
 
-use std::{collections::HashMap, time::Duration};
-
-use slim::{
-    client::Reply,
-    load::{run_open_loop, LoadSpec},
-    samples::family_samples,
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
 };
-use slim_coordinator::CoordinatorConfig;
-use slim_tests::{models_dir, spec, start, ANSWER_TIMEOUT};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_coordinators_in_a_shared_group_split_the_requests_and_route_each_once() {
+use slim_client::cluster::LocalCluster;
+use slim_client::{client::Reply, load::run_open_loop, samples::family_samples};
+use slim_coordinator::{CoordinatorConfig, CoordinatorHandle};
+use slim_tests::{digits_load, models_dir, spec, start};
+
+/// A cluster whose coordinator shares the request stream with a second one, both knowing both
+/// agents.
+async fn group_of_two() -> (LocalCluster, CoordinatorHandle) {
     let mut spec = spec(&[1.0, 1.0]);
     spec.shared_group = Some("slim-test".into());
     let cluster = start(spec).await;
@@ -27,8 +28,34 @@ async fn two_coordinators_in_a_shared_group_split_the_requests_and_route_each_on
     })
     .await
     .unwrap();
-    // Let the second coordinator learn the agents from their retained status.
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // The second coordinator learns the agents from their retained status.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while second.counters().await.agents_online < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the second coordinator sees both agents"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (cluster, second)
+}
+
+/// How many times each request id was answered with a result on `replies`.
+fn answer_counts(
+    replies: &mut tokio::sync::mpsc::UnboundedReceiver<(String, Vec<u8>)>,
+) -> HashMap<String, usize> {
+    let mut answers: HashMap<String, usize> = HashMap::new();
+    while let Ok((_, payload)) = replies.try_recv() {
+        if let Some((id, Reply::Result(_))) = Reply::decode(&payload) {
+            *answers.entry(id).or_default() += 1;
+        }
+    }
+    answers
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_coordinators_in_a_shared_group_split_the_requests_and_route_each_once() {
+    let (cluster, second) = group_of_two().await;
 
     let client = slim_tests::client(&cluster, &[]).await;
     let mut replies = client.tap(client.reply_topic());
@@ -36,16 +63,7 @@ async fn two_coordinators_in_a_shared_group_split_the_requests_and_route_each_on
     let report = run_open_loop(
         &client,
         &samples,
-        &LoadSpec {
-            model: "digits".into(),
-            rate: 40.0,
-            duration: Duration::from_secs(3),
-            drain: ANSWER_TIMEOUT,
-            seed: 5,
-            width: None,
-            min_accuracy: None,
-            deadline_ms: None,
-        },
+        &digits_load(40.0, Duration::from_secs(3)).with_seed(5),
     )
     .await
     .unwrap();
@@ -54,12 +72,7 @@ async fn two_coordinators_in_a_shared_group_split_the_requests_and_route_each_on
     assert_eq!(summary.answered, summary.sent, "{summary}");
 
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut answers: HashMap<String, usize> = HashMap::new();
-    while let Ok((_, payload)) = replies.try_recv() {
-        if let Some((id, Reply::Result(_))) = Reply::decode(&payload) {
-            *answers.entry(id).or_default() += 1;
-        }
-    }
+    let answers = answer_counts(&mut replies);
     assert_eq!(answers.len(), summary.sent);
     assert!(
         answers.values().all(|&n| n == 1),
@@ -79,6 +92,51 @@ async fn two_coordinators_in_a_shared_group_split_the_requests_and_route_each_on
         first > 0 && other > 0,
         "both coordinators routed: {first} and {other}"
     );
+    second.shutdown().await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_keeps_serving_when_one_member_is_killed_under_load() {
+    let (mut cluster, second) = group_of_two().await;
+    let topics = cluster.topics();
+    let client = slim_tests::client(&cluster, &[topics.coordinator_status_filter()]).await;
+    let mut replies = client.tap(client.reply_topic());
+    let mut statuses = client.tap(&topics.coordinator_status_filter());
+    let samples = family_samples(&models_dir(), "digits").unwrap();
+    let killed = cluster.coordinator.as_ref().unwrap().counters().await;
+    let kill = async {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        cluster.kill_coordinator();
+    };
+    let spec = digits_load(40.0, Duration::from_secs(4)).with_seed(9);
+    let (report, ()) = tokio::join!(run_open_loop(&client, &samples, &spec), kill);
+    let summary = report.unwrap().summary();
+    println!("one of two coordinators killed after 1.5 s of 4 s: {summary}");
+    assert_eq!(summary.lost, 0, "{summary}");
+    assert_eq!(summary.answered, summary.sent, "{summary}");
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let answers = answer_counts(&mut replies);
+    assert_eq!(answers.len(), summary.sent, "every request answered");
+    let twice: Vec<_> = answers.iter().filter(|(_, &n)| n > 1).collect();
+    assert!(twice.is_empty(), "answered more than once: {twice:?}");
+    assert!(
+        second.counters().await.routed > 0,
+        "the survivor routed: {killed:?}"
+    );
+
+    // Each member's status is its own: the killed one's last will marks only it offline.
+    let mut online = HashMap::new();
+    while let Ok((_, payload)) = statuses.try_recv() {
+        if let Ok(status) = slim_protocol::decode::<slim_protocol::CoordinatorStatus>(&payload) {
+            online.insert(status.id, status.online);
+        }
+    }
+    let first_id = format!("{}-coordinator", topics.prefix().replace('/', "-"));
+    let second_id = format!("{first_id}-2");
+    assert_eq!(online.get(&first_id), Some(&false), "{online:?}");
+    assert_eq!(online.get(&second_id), Some(&true), "{online:?}");
     second.shutdown().await;
     cluster.shutdown().await;
 }

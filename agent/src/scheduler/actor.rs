@@ -1,5 +1,6 @@
-//! The scheduler actor: owns the queues and the model instances, forms batches, runs them off
-//! the async threads and hands results to the outbox.
+//! The scheduler actor: owns the queues, the model instances, the refusal counts and the
+//! durable store's record of accepted requests; forms batches, runs them off the async threads
+//! and hands results to the outbox. Everything else talks to it through [`SchedulerHandle`].
 
 use std::{
     collections::{HashMap, HashSet},
@@ -20,7 +21,7 @@ use super::{
 use crate::{
     model::{top_k, Instance},
     outbox::Outbox,
-    telemetry::EnergyMeter,
+    telemetry::{BatchAttribution, EnergyMeter},
     validate::ValidAssignment,
 };
 
@@ -37,7 +38,8 @@ pub struct SchedulerConfig {
     pub slowdown: f32,
     /// Durable store: answered requests are removed from it.
     pub store: Option<crate::store::Store>,
-    /// Energy model for per-batch energy.
+    /// Energy rule for per-batch energy; the actor attributes the power the telemetry task
+    /// measures with it (see [`SchedulerHandle::attribute_power`]).
     pub energy: EnergyMeter,
     /// Most requests queued or running at once; beyond it assignments are answered
     /// `overloaded`.
@@ -103,6 +105,8 @@ pub struct SchedulerReport {
     pub replayed: u64,
     /// Assignments answered `overloaded` since start.
     pub overloaded: u64,
+    /// Assignments the session refused before they reached a queue, by code, since start.
+    pub rejections: HashMap<ErrorCode, u64>,
     /// Answered keys and batch records dropped unreported since start.
     pub unreported_dropped: u64,
     /// Batches since the previous report (paged: see [`MAX_REPORT_KEY_BYTES`]).
@@ -123,6 +127,10 @@ enum Command {
     Done(Box<Finished>),
     Loaded(QueueKey, Result<(Instance, u64), String>),
     Report(oneshot::Sender<SchedulerReport>),
+    Rejected(ErrorCode),
+    Rejections(oneshot::Sender<HashMap<ErrorCode, u64>>),
+    ForgetStored(RequestKey),
+    Power(f32),
 }
 
 struct Finished {
@@ -148,6 +156,10 @@ impl std::fmt::Debug for Command {
             Command::Done(_) => "Done",
             Command::Loaded(..) => "Loaded",
             Command::Report(_) => "Report",
+            Command::Rejected(_) => "Rejected",
+            Command::Rejections(_) => "Rejections",
+            Command::ForgetStored(_) => "ForgetStored",
+            Command::Power(_) => "Power",
         })
     }
 }
@@ -170,6 +182,34 @@ impl SchedulerHandle {
         }
         rx.await.unwrap_or_default()
     }
+
+    /// Counts an assignment refused before it reached a queue (invalid, or the inbox full).
+    pub fn rejected(&self, code: ErrorCode) {
+        let _ = self.tx.send(Command::Rejected(code));
+    }
+
+    /// Attributes `watts` (the latest telemetry window's average power) to the batches in
+    /// flight from now on.
+    pub fn attribute_power(&self, watts: f32) {
+        let _ = self.tx.send(Command::Power(watts));
+    }
+
+    /// Removes a stored request by its raw stored key (see [`crate::store::Store::forget_raw`]):
+    /// one an earlier run accepted that can no longer be served, or that was stored under an
+    /// older key format and is stored again under its key when queued.
+    pub fn forget_stored(&self, key: RequestKey) {
+        let _ = self.tx.send(Command::ForgetStored(key));
+    }
+
+    /// Refused assignments by code since start, without draining anything. Counts every
+    /// [`Self::rejected`] sent before the call. Empty once the actor has stopped.
+    pub async fn rejections(&self) -> HashMap<ErrorCode, u64> {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Command::Rejections(tx)).is_err() {
+            return HashMap::new();
+        }
+        rx.await.unwrap_or_default()
+    }
 }
 
 /// Starts the actor on the current tokio runtime, with `warm` instances already loaded.
@@ -181,6 +221,7 @@ pub fn spawn_scheduler(
     let (tx, rx) = mpsc::unbounded_channel();
     let (assign_tx, assign_rx) = mpsc::channel(ASSIGN_CHANNEL_CAPACITY);
     let mut actor = Actor {
+        energy: BatchAttribution::new(&config.energy),
         config,
         outbox,
         batcher: Batcher::default(),
@@ -228,6 +269,8 @@ struct Actor {
     replay: ReplayCache,
     running: usize,
     report: SchedulerReport,
+    /// Splits measured power among the batches in flight.
+    energy: BatchAttribution,
     self_tx: mpsc::UnboundedSender<Command>,
 }
 
@@ -257,6 +300,26 @@ impl Actor {
                 Command::Loaded(key, outcome) => self.on_loaded(key, outcome),
                 Command::Report(tx) => {
                     let _ = tx.send(self.take_report());
+                }
+                Command::Rejected(code) => {
+                    *self.report.rejections.entry(code).or_default() += 1;
+                    continue;
+                }
+                Command::Rejections(tx) => {
+                    let _ = tx.send(self.report.rejections.clone());
+                    continue;
+                }
+                Command::Power(watts) => {
+                    self.energy.set_power(watts);
+                    continue;
+                }
+                Command::ForgetStored(key) => {
+                    if let Some(store) = &self.config.store {
+                        if let Err(e) = store.forget_raw(&key) {
+                            tracing::error!(id = %key.id, error = %e, "cannot remove a stored request");
+                        }
+                    }
+                    continue;
                 }
             }
             self.dispatch();
@@ -442,7 +505,7 @@ impl Actor {
     fn start(&mut self, batch: Batch<ValidAssignment>, mut state: Instance) {
         let key = batch.key.clone();
         self.running_batches += 1;
-        let energy = self.config.energy.begin_batch();
+        let energy = self.energy.begin_batch();
         self.running += batch.items.len();
         let tx = self.self_tx.clone();
         let slowdown = self.config.slowdown;
@@ -490,7 +553,6 @@ impl Actor {
         let n = f.items.len();
         let compute_ms = f.compute.as_secs_f32() * 1000.0;
         let batch_energy = self
-            .config
             .energy
             .finish_batch(f.energy, f.compute.as_secs_f64(), 1)
             .joules;
@@ -626,6 +688,7 @@ impl Actor {
             duplicates: self.report.duplicates,
             replayed: self.report.replayed,
             overloaded: self.report.overloaded,
+            rejections: self.report.rejections.clone(),
             unreported_dropped: self.report.unreported_dropped,
             batches,
             done,
@@ -644,21 +707,4 @@ fn take_while_fits<T>(items: &mut Vec<T>, mut fit: impl FnMut(&T) -> bool) -> Ve
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_prefix_is_taken_while_it_fits_and_the_rest_stays() {
-        let mut items = vec![3, 4, 5, 1];
-        let mut budget = 8;
-        let taken = take_while_fits(&mut items, |&n| {
-            let ok = n <= budget;
-            if ok {
-                budget -= n;
-            }
-            ok
-        });
-        assert_eq!(taken, vec![3, 4]);
-        assert_eq!(items, vec![5, 1], "order kept for the next page");
-    }
-}
+mod tests;

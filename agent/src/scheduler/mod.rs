@@ -8,6 +8,7 @@ mod replay;
 
 pub use actor::{
     spawn_scheduler, warm_instances, SchedulerConfig, SchedulerHandle, SchedulerReport,
+    WarmInstances,
 };
 pub use batcher::{Batch, Batcher, QueueKey, QueueSnapshot, Queued};
 pub use instances::{InstancePolicy, ScaleDecision, ScaleInput};

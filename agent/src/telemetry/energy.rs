@@ -2,10 +2,7 @@
 //! one was chosen (NVML, INA3221), else from the labelled power model
 //! idle + utilization × (max − idle). Every figure carries its [`EnergySource`].
 
-use std::{
-    sync::{Arc, Mutex},
-    time::Instant,
-};
+use std::time::Instant;
 
 use slim_protocol::EnergySource;
 
@@ -20,13 +17,16 @@ pub struct BatchEnergy {
     pub source: EnergySource,
 }
 
-/// Measured power shared between the telemetry task (which reads the sensor) and the scheduler
-/// (which attributes it to batches).
+/// Splits measured power among the batches in flight. Owned by the scheduler actor, which
+/// starts and finishes batches; the telemetry task sends it each window's average power
+/// ([`EnergyMeter::attributed_power_w`]) through the scheduler's handle.
 #[derive(Debug)]
-struct Attribution {
+pub struct BatchAttribution {
+    /// The meter's rule and label (and, for the model, its figures).
+    meter: EnergyMeter,
     /// Average measured power over the latest telemetry window, watts.
     power_w: f32,
-    /// Batches begun with [`EnergyMeter::begin_batch`] and not finished.
+    /// Batches begun with [`Self::begin_batch`] and not finished.
     in_flight: usize,
     /// ∫ power / in_flight dt over the times some batch was in flight, joules: the energy one
     /// batch in flight the whole time would have been given.
@@ -34,25 +34,15 @@ struct Attribution {
     last: Instant,
 }
 
-impl Attribution {
-    fn settle(&mut self, now: Instant) {
-        if self.in_flight > 0 {
-            let dt = now.saturating_duration_since(self.last).as_secs_f64();
-            self.per_batch_j += self.power_w as f64 * dt / self.in_flight as f64;
-        }
-        self.last = now;
-    }
-}
-
-/// A batch in flight, from [`EnergyMeter::begin_batch`].
+/// A batch in flight, from [`BatchAttribution::begin_batch`].
 #[derive(Debug)]
-#[must_use = "finish the batch with EnergyMeter::finish_batch"]
+#[must_use = "finish the batch with BatchAttribution::finish_batch"]
 pub struct BatchToken {
     start_j: f64,
 }
 
-/// Integrates power into energy and attributes it to batches. Clones share the measured power
-/// (the telemetry task's meter updates it; the scheduler's clone reads it).
+/// Integrates power into energy (owned by the telemetry task, which reads the sensor).
+/// [`BatchAttribution`] splits the power it measures among batches.
 #[derive(Debug, Clone)]
 pub struct EnergyMeter {
     idle_w: f32,
@@ -64,7 +54,8 @@ pub struct EnergyMeter {
     pub source: EnergySource,
     last_power_w: f32,
     last_counter_mj: Option<u64>,
-    shared: Arc<Mutex<Attribution>>,
+    /// Average power of the latest window, watts: what batches are attributed.
+    attributed_w: f32,
 }
 
 impl EnergyMeter {
@@ -77,12 +68,7 @@ impl EnergyMeter {
             source,
             last_power_w: power_w,
             last_counter_mj: None,
-            shared: Arc::new(Mutex::new(Attribution {
-                power_w,
-                in_flight: 0,
-                per_batch_j: 0.0,
-                last: Instant::now(),
-            })),
+            attributed_w: power_w,
         }
     }
 
@@ -166,16 +152,13 @@ impl EnergyMeter {
         }
     }
 
-    fn publish(&self, power_w: f32) {
-        if let Ok(mut a) = self.shared.lock() {
-            a.settle(Instant::now());
-            a.power_w = power_w;
-        }
+    fn publish(&mut self, power_w: f32) {
+        self.attributed_w = power_w;
     }
 
     /// The measured power batches are attributed now (the latest window's average), watts.
     pub fn attributed_power_w(&self) -> f32 {
-        self.shared.lock().map(|a| a.power_w).unwrap_or(0.0)
+        self.attributed_w
     }
 
     /// Energy since start, joules.
@@ -188,8 +171,7 @@ impl EnergyMeter {
     /// - **Model**: those cores' share of full-load power, `seconds × max × threads / cores`.
     /// - **Sensor** (NVML, INA3221): `seconds × P`, where `P` is the measured average power of
     ///   the latest telemetry window. This assumes the batch had the device to itself; when
-    ///   batches overlap, [`Self::begin_batch`] / [`Self::finish_batch`] split the power among
-    ///   them instead.
+    ///   batches overlap, [`BatchAttribution`] splits the power among them instead.
     ///
     /// The figure is labelled with [`Self::source`].
     pub fn batch_energy_j(&self, seconds: f64, threads: usize) -> f32 {
@@ -209,19 +191,55 @@ impl EnergyMeter {
             source: self.source,
         }
     }
+}
+
+impl BatchAttribution {
+    /// Starts attributing with `meter`'s rule, label and latest power.
+    pub fn new(meter: &EnergyMeter) -> Self {
+        Self {
+            power_w: meter.attributed_power_w(),
+            meter: meter.clone(),
+            in_flight: 0,
+            per_batch_j: 0.0,
+            last: Instant::now(),
+        }
+    }
+
+    /// Where the figures come from.
+    pub fn source(&self) -> EnergySource {
+        self.meter.source
+    }
+
+    /// Takes a new window's average power, from now on.
+    pub fn set_power(&mut self, power_w: f32) {
+        self.set_power_at(Instant::now(), power_w);
+    }
+
+    /// [`Self::set_power`] at a given instant.
+    pub fn set_power_at(&mut self, now: Instant, power_w: f32) {
+        self.settle(now);
+        self.power_w = power_w;
+    }
+
+    fn settle(&mut self, now: Instant) {
+        if self.in_flight > 0 {
+            let dt = now.saturating_duration_since(self.last).as_secs_f64();
+            self.per_batch_j += self.power_w as f64 * dt / self.in_flight as f64;
+        }
+        self.last = now;
+    }
 
     /// Marks a batch as started, for [`Self::finish_batch`].
-    pub fn begin_batch(&self) -> BatchToken {
+    pub fn begin_batch(&mut self) -> BatchToken {
         self.begin_batch_at(Instant::now())
     }
 
     /// [`Self::begin_batch`] at a given instant.
-    pub fn begin_batch_at(&self, now: Instant) -> BatchToken {
-        let mut a = self.shared.lock().unwrap_or_else(|e| e.into_inner());
-        a.settle(now);
-        a.in_flight += 1;
+    pub fn begin_batch_at(&mut self, now: Instant) -> BatchToken {
+        self.settle(now);
+        self.in_flight += 1;
         BatchToken {
-            start_j: a.per_batch_j,
+            start_j: self.per_batch_j,
         }
     }
 
@@ -232,31 +250,28 @@ impl EnergyMeter {
     /// `∫ P(t) / n(t) dt` over its run. The batches' figures therefore add up to the measured
     /// energy of the time some batch was running (idle power included, as in the model's
     /// full-load figure), and one batch running alone gets `seconds × P`. With the model, the
-    /// rule is [`Self::batch_energy_j`]'s.
-    pub fn finish_batch(&self, token: BatchToken, seconds: f64, threads: usize) -> BatchEnergy {
+    /// rule is [`EnergyMeter::batch_energy_j`]'s.
+    pub fn finish_batch(&mut self, token: BatchToken, seconds: f64, threads: usize) -> BatchEnergy {
         self.finish_batch_at(token, Instant::now(), seconds, threads)
     }
 
     /// [`Self::finish_batch`] at a given instant.
     pub fn finish_batch_at(
-        &self,
+        &mut self,
         token: BatchToken,
         now: Instant,
         seconds: f64,
         threads: usize,
     ) -> BatchEnergy {
-        let mut a = self.shared.lock().unwrap_or_else(|e| e.into_inner());
-        a.settle(now);
-        a.in_flight = a.in_flight.saturating_sub(1);
-        let measured = (a.per_batch_j - token.start_j).max(0.0) as f32;
-        drop(a);
-        if self.is_measured() {
+        self.settle(now);
+        self.in_flight = self.in_flight.saturating_sub(1);
+        if self.meter.is_measured() {
             BatchEnergy {
-                joules: measured,
-                source: self.source,
+                joules: (self.per_batch_j - token.start_j).max(0.0) as f32,
+                source: self.meter.source,
             }
         } else {
-            self.batch_energy(seconds, threads)
+            self.meter.batch_energy(seconds, threads)
         }
     }
 }

@@ -8,7 +8,7 @@ pub mod nvml;
 pub mod sensor;
 mod system;
 
-pub use energy::{BatchEnergy, BatchToken, EnergyMeter};
+pub use energy::{BatchAttribution, BatchEnergy, BatchToken, EnergyMeter};
 pub use sensor::{
     detected_device_info, probe_sensors, select_sensors, select_sensors_with, PowerSensor,
     SensorAttempt, SensorError, SensorKind, SensorOptions, SensorReading, SensorReport, SensorSet,

@@ -309,70 +309,23 @@ pub fn select_sensors_with(
     open_nvml: impl FnOnce() -> Result<Box<dyn NvmlSource>, SensorError>,
     options: &SensorOptions,
 ) -> (SensorSet, SensorReport) {
-    let mut attempts = Vec::new();
-    let mut warnings = Vec::new();
-    let mut chosen: Option<(SensorKind, Box<dyn PowerSensor>, SensorReading)> = None;
+    let mut log = ProbeLog::default();
 
     // 1. NVML. One that reads no power is kept only if no Jetson rails are found (a Jetson
     //    whose NVML answers utilization but not power is better served by its rails).
-    let mut nvml_without_power: Option<(Box<dyn PowerSensor>, SensorReading)> = None;
-    match open_nvml().and_then(NvmlSensor::new) {
-        Ok(mut sensor) => match sensor.read() {
-            Ok(first) => {
-                warnings.extend(sensor.unsupported().iter().map(|w| format!("nvml: {w}")));
-                if first.power_w.is_some() {
-                    attempts.push(SensorAttempt {
-                        sensor: "nvml",
-                        outcome: Ok(sensor.summary()),
-                    });
-                    chosen = Some((SensorKind::Nvml, Box::new(sensor), first));
-                } else {
-                    attempts.push(SensorAttempt {
-                        sensor: "nvml",
-                        outcome: Ok(format!("{} (reads no power)", sensor.summary())),
-                    });
-                    nvml_without_power = Some((Box::new(sensor), first));
-                }
-            }
-            Err(e) => attempts.push(SensorAttempt {
-                sensor: "nvml",
-                outcome: Err(format!("opened but unreadable: {e}")),
-            }),
-        },
-        Err(e) => attempts.push(SensorAttempt {
-            sensor: "nvml",
-            outcome: Err(e.to_string()),
-        }),
-    }
+    let (mut chosen, nvml_without_power) = match probe_nvml(open_nvml, &mut log) {
+        Some((sensor, first)) if first.power_w.is_some() => {
+            (Some((SensorKind::Nvml, sensor, first)), None)
+        }
+        without_power => (None, without_power),
+    };
 
     // 2. Jetson sysfs.
     if chosen.is_none() {
-        match JetsonSensor::open(&options.sysfs_root) {
-            Ok(mut sensor) => {
-                warnings.extend(sensor.warnings().iter().map(|w| format!("jetson: {w}")));
-                let first = match sensor.read() {
-                    Ok(r) => r,
-                    Err(e) => {
-                        warnings.push(format!("jetson: first read failed: {e}"));
-                        SensorReading::default()
-                    }
-                };
-                attempts.push(SensorAttempt {
-                    sensor: "jetson",
-                    outcome: Ok(sensor.summary()),
-                });
-                let has_power = first.power_w.is_some();
-                if has_power || nvml_without_power.is_none() {
-                    chosen = Some((SensorKind::Jetson, Box::new(sensor), first));
-                }
-            }
-            Err(e) => attempts.push(SensorAttempt {
-                sensor: "jetson",
-                outcome: Err(e.to_string()),
-            }),
-        }
+        chosen = probe_jetson(options, nvml_without_power.is_some(), &mut log)
+            .map(|(sensor, first)| (SensorKind::Jetson, sensor, first));
     } else {
-        attempts.push(SensorAttempt {
+        log.attempts.push(SensorAttempt {
             sensor: "jetson",
             outcome: Err("not tried: NVML was chosen".into()),
         });
@@ -384,46 +337,20 @@ pub fn select_sensors_with(
     }
 
     // 3. The power model, for energy whenever the chosen sensor cannot supply it.
-    let model = || EnergyMeter::model(options.idle_power_w, options.max_power_w, options.cores);
     let (kind, sensor, energy, energy_reason, first) = match chosen {
         Some((kind, sensor, first)) => {
-            let (energy, reason) = match first.power_w {
-                None => (
-                    model(),
-                    format!("{} reads no power; using the power model", sensor.name()),
-                ),
-                Some(_) if !sensor.covers_cpu() && !options.batches_on_gpu => (
-                    model(),
-                    format!(
-                        "{} measures the GPU only and batches run on the CPU; using the power model",
-                        sensor.name()
-                    ),
-                ),
-                Some(_) => (
-                    EnergyMeter::measured(
-                        sensor.source(),
-                        &first,
-                        options.idle_power_w,
-                        options.max_power_w,
-                        options.cores,
-                    ),
-                    match first.energy_counter_mj {
-                        Some(_) => format!("{} energy counter", sensor.name()),
-                        None => format!("{} power integrated over time", sensor.name()),
-                    },
-                ),
-            };
+            let (energy, reason) = energy_meter_for(sensor.as_ref(), &first, options);
             (kind, Some(sensor), energy, reason, Some(first))
         }
         None => (
             SensorKind::Model,
             None,
-            model(),
+            model_meter(options),
             "no power sensor found".to_string(),
             None,
         ),
     };
-    attempts.push(SensorAttempt {
+    log.attempts.push(SensorAttempt {
         sensor: "model",
         outcome: Ok(format!(
             "idle {} W, max {} W",
@@ -431,7 +358,7 @@ pub fn select_sensors_with(
         )),
     });
 
-    for a in &attempts {
+    for a in &log.attempts {
         match &a.outcome {
             Ok(found) => tracing::debug!(sensor = a.sensor, "sensor found: {found}"),
             Err(why) => tracing::debug!(sensor = a.sensor, "sensor not used: {why}"),
@@ -443,8 +370,8 @@ pub fn select_sensors_with(
         chosen: kind,
         energy_source: energy.source,
         energy_reason,
-        attempts,
-        warnings,
+        attempts: log.attempts,
+        warnings: log.warnings,
         first_reading: first,
     };
     let set = SensorSet {
@@ -454,6 +381,121 @@ pub fn select_sensors_with(
         failures: 0,
     };
     (set, report)
+}
+
+/// What sensor selection tried and noticed, for the report.
+#[derive(Default)]
+struct ProbeLog {
+    attempts: Vec<SensorAttempt>,
+    warnings: Vec<String>,
+}
+
+/// A sensor that answered, with its first reading.
+type Probed = (Box<dyn PowerSensor>, SensorReading);
+
+/// Opens NVML and reads it once; `None` when it cannot be opened or read.
+fn probe_nvml(
+    open_nvml: impl FnOnce() -> Result<Box<dyn NvmlSource>, SensorError>,
+    log: &mut ProbeLog,
+) -> Option<Probed> {
+    let outcome = match open_nvml().and_then(NvmlSensor::new) {
+        Ok(mut sensor) => match sensor.read() {
+            Ok(first) => {
+                log.warnings
+                    .extend(sensor.unsupported().iter().map(|w| format!("nvml: {w}")));
+                let summary = match first.power_w {
+                    Some(_) => sensor.summary(),
+                    None => format!("{} (reads no power)", sensor.summary()),
+                };
+                log.attempts.push(SensorAttempt {
+                    sensor: "nvml",
+                    outcome: Ok(summary),
+                });
+                return Some((Box::new(sensor), first));
+            }
+            Err(e) => Err(format!("opened but unreadable: {e}")),
+        },
+        Err(e) => Err(e.to_string()),
+    };
+    log.attempts.push(SensorAttempt {
+        sensor: "nvml",
+        outcome,
+    });
+    None
+}
+
+/// Opens the Jetson rails under `options.sysfs_root`; they are chosen when they read power, or
+/// when there is no NVML (without power) to fall back on.
+fn probe_jetson(
+    options: &SensorOptions,
+    have_nvml_without_power: bool,
+    log: &mut ProbeLog,
+) -> Option<Probed> {
+    let mut sensor = match JetsonSensor::open(&options.sysfs_root) {
+        Ok(sensor) => sensor,
+        Err(e) => {
+            log.attempts.push(SensorAttempt {
+                sensor: "jetson",
+                outcome: Err(e.to_string()),
+            });
+            return None;
+        }
+    };
+    log.warnings
+        .extend(sensor.warnings().iter().map(|w| format!("jetson: {w}")));
+    let first = match sensor.read() {
+        Ok(r) => r,
+        Err(e) => {
+            log.warnings.push(format!("jetson: first read failed: {e}"));
+            SensorReading::default()
+        }
+    };
+    log.attempts.push(SensorAttempt {
+        sensor: "jetson",
+        outcome: Ok(sensor.summary()),
+    });
+    let has_power = first.power_w.is_some();
+    (has_power || !have_nvml_without_power)
+        .then(|| (Box::new(sensor) as Box<dyn PowerSensor>, first))
+}
+
+fn model_meter(options: &SensorOptions) -> EnergyMeter {
+    EnergyMeter::model(options.idle_power_w, options.max_power_w, options.cores)
+}
+
+/// The energy meter for the chosen sensor, and why: measured when it reads power that covers
+/// where batches run, else the power model.
+fn energy_meter_for(
+    sensor: &dyn PowerSensor,
+    first: &SensorReading,
+    options: &SensorOptions,
+) -> (EnergyMeter, String) {
+    match first.power_w {
+        None => (
+            model_meter(options),
+            format!("{} reads no power; using the power model", sensor.name()),
+        ),
+        Some(_) if !sensor.covers_cpu() && !options.batches_on_gpu => (
+            model_meter(options),
+            format!(
+                "{} measures the GPU only and batches run on the CPU; using the power model",
+                sensor.name()
+            ),
+        ),
+        Some(_) => (
+            EnergyMeter::measured(
+                sensor.source(),
+                first,
+                options.idle_power_w,
+                options.max_power_w,
+                options.cores,
+            ),
+            match first.energy_counter_mj {
+                Some(_) => format!("{} energy counter", sensor.name()),
+                None => format!("{} power integrated over time", sensor.name()),
+            },
+        ),
+    }
 }
 
 /// Probes the sensors under `sysfs_root` (`/` on a real device) and says what was found, what

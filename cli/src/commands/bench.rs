@@ -3,12 +3,12 @@
 use std::{path::PathBuf, time::Duration};
 
 use clap::Args;
-
-use super::BrokerArgs;
-use crate::{
+use slim_client::{
     load::{run_open_loop, LoadSpec},
     samples::{family_samples, read_npy, split_batch, Sample},
 };
+
+use super::BrokerArgs;
 
 /// Sends requests at a Poisson rate for a while, then prints throughput, latency percentiles and
 /// what was lost. The load is open loop: arrivals do not wait for answers.
@@ -83,6 +83,16 @@ pub struct SaturateArgs {
         requires = "saturate"
     )]
     pub routers: Vec<slim_router::RouterKind>,
+    /// With --saturate: how many coordinators share the request stream (one MQTT shared
+    /// subscription group), comma-separated; every fleet size and router is measured with
+    /// each count.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "1",
+        requires = "saturate"
+    )]
+    pub coordinators: Vec<usize>,
     /// With --saturate: PPO checkpoint for the `ppo` router.
     #[arg(long, default_value = "router/policies/balanced.safetensors")]
     pub policy: PathBuf,

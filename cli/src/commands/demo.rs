@@ -3,15 +3,15 @@
 use std::{path::PathBuf, time::Duration};
 
 use clap::Args;
-use slim_router::RouterKind;
-
-use super::BROKER_TIMEOUT;
-use crate::{
+use slim_client::{
     client::SlimClient,
     cluster::{ClusterSpec, LocalCluster},
     load::{run_open_loop, LoadSpec},
     samples::family_samples,
 };
+use slim_router::RouterKind;
+
+use super::BROKER_TIMEOUT;
 
 /// Runs the whole system on this machine and drives a workload through it.
 #[derive(Debug, Clone, Args)]
@@ -196,16 +196,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .zip(samples)
         .enumerate()
         .map(|(i, ((model, rate), samples))| {
-            let spec = LoadSpec {
-                model: model.clone(),
-                rate: *rate,
-                duration: args.duration,
-                drain: Duration::from_secs(15),
-                seed: args.seed + i as u64,
-                width: None,
-                min_accuracy: None,
-                deadline_ms: None,
-            };
+            let spec = LoadSpec::new(model.clone(), *rate, args.duration)
+                .with_drain(Duration::from_secs(15))
+                .with_seed(args.seed + i as u64);
             let client = client.clone();
             tokio::spawn(async move { run_open_loop(&client, &samples, &spec).await })
         })

@@ -11,12 +11,11 @@ pub mod simulate;
 pub mod status;
 pub mod train;
 
-use std::{path::Path, time::Duration};
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-
-use crate::client::SlimClient;
+use slim_client::client::SlimClient;
 
 /// Broker flags shared by commands that talk to a running system.
 #[derive(Debug, Clone, Args)]
@@ -149,26 +148,9 @@ pub fn list_text<T: std::fmt::Display>(values: &[T]) -> String {
         .join(",")
 }
 
-/// Fails with a clear message when `path`, a file or folder a flag names with a default
-/// relative to the repository (`models`, `profiles/...`, `router/policies/...`), is missing.
-pub fn require_path(path: &Path, what: &str, flag: &str) -> anyhow::Result<()> {
-    if path.exists() {
-        return Ok(());
-    }
-    let relative = if path.is_relative() {
-        let cwd = std::env::current_dir()
-            .map(|d| d.display().to_string())
-            .unwrap_or_else(|_| "?".into());
-        format!(" (looked in {cwd})")
-    } else {
-        String::new()
-    };
-    anyhow::bail!(
-        "{what} was not found: {}{relative}; pass {flag} PATH, or run slim from the \
-         repository's root folder",
-        path.display()
-    )
-}
+/// Fails with a clear message when a path a flag names is missing (kept here for the commands;
+/// it lives with the sample loading in `slim_client`).
+pub use slim_client::samples::require_path;
 
 /// Parses durations like `20s`, `500ms`, `2m` or a plain number of seconds.
 pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {

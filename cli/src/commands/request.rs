@@ -7,13 +7,13 @@ use std::{
 
 use anyhow::{bail, Context};
 use clap::Args;
-use slim_protocol::{decode, AgentInfo, InferRequest, Tensor};
-
-use super::BrokerArgs;
-use crate::{
+use slim_client::{
     client::{Reply, SlimClient},
     samples::{image_tensor, read_npy, DecodedImage},
 };
+use slim_protocol::{decode, AgentInfo, InferRequest, Tensor};
+
+use super::BrokerArgs;
 
 /// Sends one inference request over the broker and prints the answer.
 #[derive(Debug, Clone, Args)]

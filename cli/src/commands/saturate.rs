@@ -4,14 +4,12 @@ use std::fmt::Write as _;
 
 use anyhow::Context;
 use slim_agent::model::Manifest;
+use slim_client::samples::family_samples;
 use slim_protocol::DeviceProfile;
 use slim_router::RouterKind;
 
 use super::bench::BenchArgs;
-use crate::{
-    samples::family_samples,
-    saturate::{self, SaturationSpec},
-};
+use crate::saturate::{self, SaturationSpec};
 
 /// Runs the saturation cases and prints (and with --out writes) the table.
 pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
@@ -30,6 +28,11 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
         .with_context(|| format!("{} is not a device profile", sat.profile.display()))?;
     let wants_ppo = sat.routers.contains(&RouterKind::Ppo);
     anyhow::ensure!(
+        sat.coordinators.iter().all(|&n| (1..=64).contains(&n)),
+        "--coordinators takes counts from 1 to 64, got {:?}",
+        sat.coordinators
+    );
+    anyhow::ensure!(
         !wants_ppo || sat.policy.is_file(),
         "the ppo router needs a checkpoint: {} does not exist (pass --policy FILE, or leave ppo out of --routers)",
         sat.policy.display()
@@ -45,7 +48,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
         samples: family_samples(&args.models_dir, &args.model)?,
         topic_prefix: format!("{}/saturate", args.broker.topic_prefix),
     };
-    let report = saturate::run(&spec).await?;
+    let report = saturate::run_groups(&spec, &sat.coordinators).await?;
     let table = report.markdown();
     println!("{table}");
     if let Some(out) = &sat.out {

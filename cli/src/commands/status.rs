@@ -43,7 +43,7 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
     let filters = [
         topics.status_filter(),
         topics.telemetry_filter(),
-        topics.coordinator_status(),
+        topics.coordinator_status_filter(),
     ];
     let url = args.broker.broker.clone();
     let client = args.broker.connect("slim-status").await.map_err(|e| {
@@ -60,15 +60,20 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
     }
 
     let mut fleet: BTreeMap<String, (FleetRow, Option<Instant>)> = BTreeMap::new();
-    let mut coordinator: Option<CoordinatorStatus> = None;
+    let mut coordinators: BTreeMap<String, CoordinatorStatus> = BTreeMap::new();
     let started = Instant::now();
     let mut redraw = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
             message = inbox.recv() => {
                 let Some((topic, payload)) = message else { break };
-                if topic == topics.coordinator_status() {
-                    coordinator = decode(&payload).ok();
+                if let Some(id) = topics.parse_coordinator_status(&topic) {
+                    match decode::<CoordinatorStatus>(&payload) {
+                        Ok(status) if status.id == id => {
+                            coordinators.insert(id, status);
+                        }
+                        _ => {}
+                    }
                     continue;
                 }
                 match topics.parse_agent(&topic) {
@@ -88,11 +93,11 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
                 }
             }
             _ = redraw.tick(), if args.watch => {
-                print!("\x1b[2J\x1b[H{}", render(&fleet, coordinator.as_ref(), &url, &topics));
+                print!("\x1b[2J\x1b[H{}", render(&fleet, &coordinators, &url, &topics));
                 println!("(refreshing every second; Ctrl-C to stop)");
             }
             _ = tokio::time::sleep_until((started + args.wait).into()), if !args.watch => {
-                print!("{}", render(&fleet, coordinator.as_ref(), &url, &topics));
+                print!("{}", render(&fleet, &coordinators, &url, &topics));
                 break;
             }
             _ = tokio::signal::ctrl_c() => break,
@@ -104,7 +109,7 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
 
 fn render(
     fleet: &BTreeMap<String, (FleetRow, Option<Instant>)>,
-    coordinator: Option<&CoordinatorStatus>,
+    coordinators: &BTreeMap<String, CoordinatorStatus>,
     broker: &str,
     topics: &slim_protocol::Topics,
 ) -> String {
@@ -117,15 +122,7 @@ fn render(
             (id.clone(), row)
         })
         .collect();
-    let header = match coordinator {
-        Some(c) => format!(
-            "coordinator {} ({}, router {})",
-            c.id,
-            if c.online { "online" } else { "offline" },
-            c.router
-        ),
-        None => "no coordinator status".to_string(),
-    };
+    let header = coordinators_line(coordinators);
     let mut text = format!(
         "broker {broker} · prefix {} · {header}\n{}",
         topics.prefix(),
@@ -140,6 +137,33 @@ fn render(
         );
     }
     text
+}
+
+/// The coordinators, one per member of a group: `coordinator c1 (online, router greedy)`, or
+/// `coordinators: c1 (online, router greedy), c2 (offline, …) · ready` where the group is ready
+/// while any member is online.
+fn coordinators_line(coordinators: &BTreeMap<String, CoordinatorStatus>) -> String {
+    let member = |c: &CoordinatorStatus| {
+        let state = if c.online { "online" } else { "offline" };
+        format!("{} ({state}, router {})", c.id, c.router)
+    };
+    match coordinators.len() {
+        0 => "no coordinator status".to_string(),
+        1 => format!(
+            "coordinator {}",
+            coordinators.values().map(member).collect::<String>()
+        ),
+        _ => {
+            let ready = coordinators.values().any(|c| c.online);
+            let members: Vec<String> = coordinators.values().map(member).collect();
+            let state = if ready {
+                "ready"
+            } else {
+                "not ready: no member online"
+            };
+            format!("coordinators: {} · {state}", members.join(", "))
+        }
+    }
 }
 
 fn percent(fraction: Option<f32>) -> String {
@@ -323,9 +347,38 @@ mod tests {
     }
 
     #[test]
+    fn a_group_is_ready_while_any_member_is_online() {
+        let status = |id: &str, online: bool| CoordinatorStatus {
+            v: slim_protocol::PROTOCOL_VERSION,
+            id: id.into(),
+            online,
+            router: "greedy".into(),
+            started_at_ms: 1,
+        };
+        let mut group = BTreeMap::new();
+        group.insert("c1".to_string(), status("c1", false));
+        assert_eq!(
+            coordinators_line(&group),
+            "coordinator c1 (offline, router greedy)"
+        );
+        group.insert("c2".to_string(), status("c2", true));
+        assert_eq!(
+            coordinators_line(&group),
+            "coordinators: c1 (offline, router greedy), c2 (online, router greedy) · ready"
+        );
+        group.insert("c2".to_string(), status("c2", false));
+        assert!(coordinators_line(&group).ends_with("not ready: no member online"));
+    }
+
+    #[test]
     fn the_table_names_the_broker_and_prefix_it_asked_even_when_empty() {
         let topics = slim_protocol::Topics::new("slim/v1");
-        let text = render(&BTreeMap::new(), None, "mqtt://127.0.0.1:1883", &topics);
+        let text = render(
+            &BTreeMap::new(),
+            &BTreeMap::new(),
+            "mqtt://127.0.0.1:1883",
+            &topics,
+        );
         assert!(
             text.starts_with("broker mqtt://127.0.0.1:1883 · prefix slim/v1"),
             "{text}"

@@ -7,6 +7,10 @@
 //! ([`emulated`]) that count assignments without running a model. Each case floods the same
 //! number of QoS 1 requests from one publisher as fast as its in-flight window allows, and the
 //! rate is messages received ÷ time from the first publish to the last receipt.
+//!
+//! [`run_groups`] also runs each routing case with several coordinators in one shared group
+//! (`$share/saturate/…/requests/+`, the deployment's scale-out, docs/deploy.md): the broker
+//! splits the flood between them, and the rate is what reached the agents from all of them.
 
 pub mod anchors;
 pub mod emulated;
@@ -52,8 +56,17 @@ pub struct SaturationSpec {
 /// How long a case may see nothing arrive before it is cut short.
 const QUIET: Duration = Duration::from_secs(5);
 
-/// Runs every case.
+/// Runs every case, each routing case with one coordinator.
 pub async fn run(spec: &SaturationSpec) -> anyhow::Result<SaturationReport> {
+    run_groups(spec, &[1]).await
+}
+
+/// Runs every case; each routing case once per entry of `coordinators`, with that many
+/// coordinators sharing the request stream (1: a lone coordinator, no shared subscription).
+pub async fn run_groups(
+    spec: &SaturationSpec,
+    coordinators: &[usize],
+) -> anyhow::Result<SaturationReport> {
     let embedded = match &spec.broker_url {
         Some(_) => None,
         None => Some(EmbeddedBroker::start_local()?),
@@ -74,12 +87,22 @@ pub async fn run(spec: &SaturationSpec) -> anyhow::Result<SaturationReport> {
     report.push(relay(&broker, &publisher, &base, &payloads).await?);
     for &agents in &spec.fleets {
         for &router in &spec.routers {
-            eprintln!(
-                "saturate: {} with {agents} emulated agents",
-                router.as_str()
-            );
-            let case = routing(spec, &broker, &publisher, &base, agents, router).await?;
-            report.push(case);
+            for &group in coordinators {
+                eprintln!(
+                    "saturate: {} with {agents} emulated agents, {group} coordinator(s)",
+                    router.as_str()
+                );
+                let case = routing(
+                    spec,
+                    &broker,
+                    &publisher,
+                    &base,
+                    (agents, group.max(1)),
+                    router,
+                )
+                .await?;
+                report.push(case);
+            }
         }
     }
     Ok(report)
@@ -153,26 +176,30 @@ async fn routing(
     broker: &BrokerOptions,
     publisher: &Publisher,
     base: &str,
-    agents: usize,
+    (agents, coordinators): (usize, usize),
     router: RouterKind,
 ) -> anyhow::Result<Case> {
-    let prefix = format!("{base}/{}-{agents}", router.as_str());
+    let prefix = format!("{base}/{}-{agents}-{coordinators}", router.as_str());
     let topics = Topics::new(&prefix);
-    let config = CoordinatorConfig {
-        id: client_id(&prefix, "coordinator"),
-        topic_prefix: prefix.clone(),
-        broker: broker.clone(),
-        router,
-        policy: (router == RouterKind::Ppo)
-            .then(|| spec.policy.clone())
-            .flatten(),
-        http_listen: Some(String::new()),
-        // Emulated agents report every 200 ms; a busy machine may delay a report.
-        telemetry_timeout_ms: 10_000,
-        max_agents: agents.max(1000),
-        ..CoordinatorConfig::default()
-    };
-    let coordinator = slim_coordinator::start(config).await?;
+    let mut group = Vec::with_capacity(coordinators);
+    for k in 1..=coordinators {
+        let config = CoordinatorConfig {
+            id: client_id(&prefix, &format!("coordinator-{k}")),
+            topic_prefix: prefix.clone(),
+            broker: broker.clone(),
+            router,
+            policy: (router == RouterKind::Ppo)
+                .then(|| spec.policy.clone())
+                .flatten(),
+            http_listen: Some(String::new()),
+            // Emulated agents report every 200 ms; a busy machine may delay a report.
+            telemetry_timeout_ms: 10_000,
+            max_agents: agents.max(1000),
+            shared_group: (coordinators > 1).then(|| "saturate".to_string()),
+            ..CoordinatorConfig::default()
+        };
+        group.push(slim_coordinator::start(config).await?);
+    }
     let fleet = EmulatedFleet {
         agents,
         models: vec![spec.model.clone()],
@@ -184,13 +211,17 @@ async fn routing(
     let started = std::time::Instant::now();
     let mut announced = started;
     loop {
-        let online = coordinator.counters().await.agents_online;
+        // The agents every member of the group sees.
+        let mut online = usize::MAX;
+        for coordinator in &group {
+            online = online.min(coordinator.counters().await.agents_online);
+        }
         if online >= agents {
             break;
         }
         anyhow::ensure!(
             started.elapsed() < Duration::from_secs(60),
-            "the coordinator sees {online} of {agents} emulated agents after 60 s",
+            "a coordinator sees {online} of {agents} emulated agents after 60 s",
         );
         // The coordinator may have subscribed after the statuses were retained, and the
         // embedded broker hands a new subscriber at most 100 retained messages.
@@ -206,9 +237,14 @@ async fn routing(
         .flood(&topics.request(&spec.model.name), &payloads)
         .await?;
     let (received, rate) = wait_for(payloads.len() as u64, start, QUIET, || fleet.received()).await;
-    let counters = coordinator.counters().await;
+    let mut counters = Vec::with_capacity(group.len());
+    for coordinator in &group {
+        counters.push(coordinator.counters().await);
+    }
     fleet.stop().await;
-    coordinator.shutdown().await;
+    for coordinator in group {
+        coordinator.shutdown().await;
+    }
     Ok(Case::routing(
         router.as_str(),
         agents,

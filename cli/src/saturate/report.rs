@@ -35,21 +35,34 @@ impl Case {
         }
     }
 
+    /// A routing case; `group` holds the counters of every coordinator of the shared group
+    /// (one for a lone coordinator), and a group's name lists each member's share.
     pub fn routing(
         router: &str,
         agents: usize,
         sent: usize,
         received: u64,
         rate: f64,
-        counters: &Counters,
+        group: &[Counters],
     ) -> Self {
+        let name = match group {
+            [_] => format!("coordinator, {router}"),
+            _ => {
+                let shares: Vec<String> = group.iter().map(|c| c.routed.to_string()).collect();
+                format!(
+                    "{} coordinators (shared group), {router}; routed {}",
+                    group.len(),
+                    shares.join(" + ")
+                )
+            }
+        };
         Self {
-            name: format!("coordinator, {router}"),
+            name,
             agents: Some(agents),
             sent,
             received,
             rate,
-            refused: counters.refused_total(),
+            refused: group.iter().map(Counters::refused_total).sum(),
         }
     }
 }

@@ -6,7 +6,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use slim::{load::Summary, samples::family_samples};
+use slim_client::{load::Summary, samples::family_samples};
 use slim_tests::{
     models_dir,
     mosquitto::{self, vm_rss_kib, Mosquitto},

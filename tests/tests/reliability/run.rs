@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use slim::{
+use slim_client::{
     client::{Reply, SlimClient},
     load::{LoadReport, Outcome, Summary},
     samples::{family_samples, Sample},

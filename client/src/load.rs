@@ -36,6 +36,57 @@ pub struct LoadSpec {
     pub deadline_ms: Option<u32>,
 }
 
+impl LoadSpec {
+    /// How long [`LoadSpec::new`] waits for the last answers after sending stops.
+    pub const DEFAULT_DRAIN: Duration = Duration::from_secs(20);
+
+    /// `rate` requests per second for `model` during `duration`, then up to
+    /// [`LoadSpec::DEFAULT_DRAIN`] for the last answers; seed 0, no pinned width, no accuracy
+    /// floor, no deadline. The `with_*` methods change one of those.
+    pub fn new(model: impl Into<String>, rate: f64, duration: Duration) -> Self {
+        Self {
+            model: model.into(),
+            rate,
+            duration,
+            drain: Self::DEFAULT_DRAIN,
+            seed: 0,
+            width: None,
+            min_accuracy: None,
+            deadline_ms: None,
+        }
+    }
+
+    /// Waits up to `drain` for the last answers after sending stops.
+    pub fn with_drain(mut self, drain: Duration) -> Self {
+        self.drain = drain;
+        self
+    }
+
+    /// Seeds arrivals and sample choice.
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// Pins every request to `width`.
+    pub fn with_width(mut self, width: f32) -> Self {
+        self.width = Some(width);
+        self
+    }
+
+    /// Asks for at least `min_accuracy` on every request.
+    pub fn with_min_accuracy(mut self, min_accuracy: f32) -> Self {
+        self.min_accuracy = Some(min_accuracy);
+        self
+    }
+
+    /// Gives every request a latency budget of `deadline_ms`.
+    pub fn with_deadline_ms(mut self, deadline_ms: u32) -> Self {
+        self.deadline_ms = Some(deadline_ms);
+        self
+    }
+}
+
 /// One answered request.
 #[derive(Debug, Clone)]
 pub struct Outcome {

@@ -185,10 +185,31 @@ pub fn split_batch(batch: &Tensor) -> Vec<Tensor> {
         .collect()
 }
 
+/// Fails with a clear message when `path`, a file or folder a flag names with a default
+/// relative to the repository (`models`, `profiles/...`, `router/policies/...`), is missing.
+pub fn require_path(path: &Path, what: &str, flag: &str) -> anyhow::Result<()> {
+    if path.exists() {
+        return Ok(());
+    }
+    let relative = if path.is_relative() {
+        let cwd = std::env::current_dir()
+            .map(|d| d.display().to_string())
+            .unwrap_or_else(|_| "?".into());
+        format!(" (looked in {cwd})")
+    } else {
+        String::new()
+    };
+    bail!(
+        "{what} was not found: {}{relative}; pass {flag} PATH, or run slim from the \
+         repository's root folder",
+        path.display()
+    )
+}
+
 /// Checks that `models_dir` is a folder of model families and holds `model`; the errors say
 /// what was looked for and how to point at the right folder.
 pub fn check_family(models_dir: &Path, model: &str) -> anyhow::Result<()> {
-    crate::commands::require_path(models_dir, "the models folder", "--models-dir")?;
+    require_path(models_dir, "the models folder", "--models-dir")?;
     anyhow::ensure!(
         models_dir.is_dir(),
         "the models folder {} is not a folder; pass --models-dir PATH",

@@ -7,10 +7,6 @@ pub mod app;
 pub mod commands;
 pub mod saturate;
 
-// `crate::client`, `crate::samples`, ... as the modules that predate `slim_client` spell them
-// (commands/eval, saturate); new code imports from `slim_client`.
-pub(crate) use slim_client::{client, cluster, load, samples};
-
 /// Whether log lines written to stderr should carry ANSI colours: only on a terminal, and never
 /// when `NO_COLOR` is set (journald and log files get plain text).
 pub fn stderr_wants_colour() -> bool {

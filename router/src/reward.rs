@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 use crate::Scales;
 
 /// Named weightings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum RewardPreset {
     /// Latency and energy only: drives to the slimmest width (the paper's 96% / 97% result).

@@ -27,7 +27,8 @@ pub trait Router: Send {
 }
 
 /// The routers that can be chosen by name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum RouterKind {
     /// Uniformly random device, width and batch size (the paper's baseline).

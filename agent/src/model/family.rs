@@ -9,9 +9,11 @@ use std::{
 use slim_protocol::DType;
 use tract_linalg::multithread::Executor;
 use tract_onnx::prelude::*;
-use tract_onnx::tract_core::runtime::{RunOptions, Runnable, Runtime, State};
+use tract_onnx::tract_core::runtime::{DefaultRuntime, RunOptions, Runnable, Runtime, State};
 
-use super::{width_key, Manifest, ManifestError, WidthEntry};
+use tract_onnx::pb::ModelProto;
+
+use super::{batch_depth::batch_as_depth, width_key, Manifest, ManifestError, WidthEntry};
 
 /// Why a family or an input cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -125,14 +127,34 @@ impl ModelFamily {
                     path: path.clone(),
                     reason: format!("{e:#}"),
                 };
-                // The file is parsed and its weights folded once; each concrete plan starts
-                // from that model with the batch symbol set.
-                let model = symbolic_model(&path, &manifest.input_shape).map_err(load_error)?;
+                // The file is parsed and its weights folded once per layout; each concrete plan
+                // starts from one of those models with the batch symbol set: a batch of one
+                // as exported, larger ones with the batch as a depth axis (batch_depth.rs).
+                let proto = tract_onnx::onnx()
+                    .proto_model_for_path(&path)
+                    .map_err(load_error)?;
+                let model =
+                    symbolic_model(&path, &proto, &manifest.input_shape).map_err(load_error)?;
+                // Only tract's CPU runtime convolves a batch image by image; a GPU runtime
+                // keeps the graph as exported.
+                let on_cpu = runtime.name() == DefaultRuntime.name();
+                let depth = if on_cpu && options.concrete_batches.iter().any(|&b| b > 1) {
+                    batch_as_depth(&proto)
+                        .map(|p| symbolic_model(&path, &p, &manifest.input_shape))
+                        .transpose()
+                        .map_err(load_error)?
+                } else {
+                    None
+                };
                 let concrete = options
                     .concrete_batches
                     .iter()
                     .map(|&b| {
-                        with_batch(&model, b)
+                        let base = match &depth {
+                            Some(depth) if b > 1 => depth,
+                            _ => &model,
+                        };
+                        with_batch(base, b)
                             .and_then(|m| prepare(m, runtime, options))
                             .map(|r| (b, r))
                             .map_err(load_error)
@@ -228,11 +250,25 @@ impl ModelFamily {
         let state = instance.state_for(samples.len());
         let mut shape = vec![samples.len()];
         shape.extend(self.manifest.input_shape.iter().map(|&d| d as usize));
-        let flat: Vec<f32> = samples.iter().flatten().copied().collect();
-        let input = tract_ndarray::ArrayD::from_shape_vec(shape, flat)
-            .map_err(|e| ModelError::Run(e.to_string()))?;
+        // Slice copies (memcpy): cheap even where this crate is built without optimization
+        // (dev builds), unlike an element-wise iterator.
+        let per = self.sample_len();
+        let mut flat = Vec::with_capacity(per * samples.len());
+        for sample in samples {
+            if sample.len() != per {
+                return Err(ModelError::Run(format!(
+                    "a sample holds {} values, the model takes {per}",
+                    sample.len()
+                )));
+            }
+            flat.extend_from_slice(sample);
+        }
+        let input = Tensor::from(
+            tract_ndarray::ArrayD::from_shape_vec(shape, flat)
+                .map_err(|e| ModelError::Run(e.to_string()))?,
+        );
         let outputs = state
-            .run(tvec!(Tensor::from(input).into()))
+            .run(tvec!(input.into()))
             .map_err(|e| ModelError::Run(format!("{e:#}")))?;
         let logits = outputs[0]
             .to_plain_array_view::<f32>()
@@ -276,14 +312,33 @@ fn prepare(
     ))
 }
 
+/// How a plan lays out a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchLayout {
+    /// As exported: tract convolves one image after the other.
+    PerImage,
+    /// The batch as the depth axis of 3-D convolutions (`batch_as_depth`): one matrix product
+    /// per layer for the whole batch. What the agent's concrete plans for batches above 1 use
+    /// on the CPU runtime.
+    Depth,
+}
+
 /// Loads an ONNX file as a decluttered tract model with input `[batch, sample_shape…]`, the
-/// batch symbolic (`N`) when `batch` is `None`, and its constant weights folded.
+/// batch symbolic (`N`) when `batch` is `None`, its constant weights folded, and the batch laid
+/// out as `layout` says (`PerImage` when the rewrite does not apply to this graph).
 pub fn typed_model(
     path: &Path,
     sample_shape: &[u32],
     batch: Option<usize>,
+    layout: BatchLayout,
 ) -> TractResult<TypedModel> {
-    let model = symbolic_model(path, sample_shape)?;
+    let mut proto = tract_onnx::onnx().proto_model_for_path(path)?;
+    if layout == BatchLayout::Depth {
+        if let Some(rewritten) = batch_as_depth(&proto) {
+            proto = rewritten;
+        }
+    }
+    let model = symbolic_model(path, &proto, sample_shape)?;
     match batch {
         Some(b) => with_batch(&model, b),
         None => Ok(model),
@@ -291,8 +346,19 @@ pub fn typed_model(
 }
 
 /// The model with a symbolic batch `N`, weights folded, decluttered.
-fn symbolic_model(path: &Path, sample_shape: &[u32]) -> TractResult<TypedModel> {
-    let mut model = tract_onnx::onnx().model_for_path(path)?;
+/// `path` is the file `proto` was read from: tensors stored beside it (external data) are
+/// resolved from its folder, as `model_for_path` does.
+fn symbolic_model(
+    path: &Path,
+    proto: &ModelProto,
+    sample_shape: &[u32],
+) -> TractResult<TypedModel> {
+    let dir = path.parent().and_then(Path::to_str);
+    let parsed = tract_onnx::onnx().parse(proto, dir)?;
+    if !parsed.unresolved_inputs.is_empty() {
+        anyhow::bail!("could not resolve inputs {:?}", parsed.unresolved_inputs);
+    }
+    let mut model = parsed.model;
     let mut shape: TVec<TDim> = tvec![model.symbols.sym("N").to_dim()];
     shape.extend(sample_shape.iter().map(|&d| (d as i64).to_dim()));
     model.set_input_fact(0, InferenceFact::dt_shape(f32::datum_type(), shape))?;

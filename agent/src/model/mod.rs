@@ -1,12 +1,15 @@
 //! Slimmable model families: the manifest, the loaded per-width plans, pre- and post-processing.
 
+mod batch_depth;
 mod family;
 mod fold;
 mod manifest;
 mod postprocess;
 
+pub use batch_depth::batch_as_depth;
 pub use family::{
-    typed_model, InputMismatch, Instance, ModelError, ModelFamily, PlanOptions, WidthPlan,
+    typed_model, BatchLayout, InputMismatch, Instance, ModelError, ModelFamily, PlanOptions,
+    WidthPlan,
 };
 pub use fold::fold_constants;
 pub use manifest::{Dataset, Manifest, ManifestError, Preprocess, WidthEntry, MANIFEST_SCHEMA};

@@ -28,7 +28,7 @@ pub use report::{Case, SaturationReport};
 use anchors::{wait_for, Publisher, Relay, Sink};
 use emulated::EmulatedFleet;
 
-use crate::samples::Sample;
+use slim_client::samples::Sample;
 
 /// What to measure.
 #[derive(Debug, Clone)]

@@ -14,11 +14,11 @@ use slim_router::{build_router, Router, RouterKind, RouterSettings};
 
 use super::stats::{percentile, MeanStd, RunMetrics};
 use super::{policy_path, EvalArgs};
-use crate::client::{Reply, SlimClient};
-use crate::cluster::{ClusterSpec, LocalCluster};
 use crate::commands::simulate::batch_sizes;
-use crate::load::{run_open_loop, LoadReport, LoadSpec};
-use crate::samples::family_samples;
+use slim_client::client::{Reply, SlimClient};
+use slim_client::cluster::{ClusterSpec, LocalCluster};
+use slim_client::load::{run_open_loop, LoadReport, LoadSpec};
+use slim_client::samples::family_samples;
 
 /// One router's live results.
 pub struct LiveRow {

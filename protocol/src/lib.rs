@@ -15,6 +15,7 @@ pub mod fuzz;
 mod key;
 pub mod limits;
 mod liveness;
+pub mod manifest;
 mod messages;
 mod tensor;
 mod topics;

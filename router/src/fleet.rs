@@ -32,6 +32,9 @@ pub enum FleetError {
         /// The cause.
         source: toml::de::Error,
     },
+    /// A model manifest cannot be used.
+    #[error(transparent)]
+    Manifest(#[from] slim_protocol::manifest::ManifestError),
     /// The fleet names no device, or no model.
     #[error("{0}")]
     Empty(String),
@@ -69,7 +72,7 @@ impl ProfileFile {
 }
 
 /// One width of a model family, from its manifest.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct WidthSpec {
     /// Width multiplier.
     pub width: f32,
@@ -81,11 +84,10 @@ pub struct WidthSpec {
     pub params: u64,
 }
 
-/// A model family, from its manifest.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+/// A model family, from its manifest: what the simulator needs of it.
+#[derive(Debug, Clone, PartialEq)]
 pub struct ModelSpec {
     /// Family name.
-    #[serde(rename = "family")]
     pub name: String,
     /// Input shape of one sample.
     pub input_shape: Vec<usize>,
@@ -94,18 +96,11 @@ pub struct ModelSpec {
 }
 
 impl ModelSpec {
-    /// Reads a `manifest.toml`.
+    /// Reads and checks a `manifest.toml` with the agent's parser
+    /// ([`slim_protocol::manifest::Manifest`]).
     pub fn load(path: &Path) -> Result<Self, FleetError> {
-        let text = std::fs::read_to_string(path).map_err(|source| FleetError::Read {
-            path: path.into(),
-            source,
-        })?;
-        let mut spec: ModelSpec = toml::from_str(&text).map_err(|source| FleetError::Parse {
-            path: path.into(),
-            source,
-        })?;
-        spec.widths.sort_by(|a, b| a.width.total_cmp(&b.width));
-        Ok(spec)
+        let dir = path.parent().unwrap_or(Path::new("."));
+        Ok(Self::from(&slim_protocol::manifest::Manifest::load(dir)?))
     }
 
     /// Memory one instance needs for a batch of `batch` at `width`, bytes: f32 weights plus an
@@ -114,6 +109,26 @@ impl ModelSpec {
         let input: usize = self.input_shape.iter().product();
         let activations = input as f64 * 4.0 * 64.0 * f64::from(width.width);
         (width.params as f64 * 4.0 + activations * f64::from(batch)) as u64
+    }
+}
+
+impl From<&slim_protocol::manifest::Manifest> for ModelSpec {
+    fn from(m: &slim_protocol::manifest::Manifest) -> Self {
+        Self {
+            name: m.family.clone(),
+            input_shape: m.input_shape.iter().map(|&d| d as usize).collect(),
+            // The manifest lists widths ascending (checked when it loads).
+            widths: m
+                .widths
+                .iter()
+                .map(|w| WidthSpec {
+                    width: w.width,
+                    top1: w.top1,
+                    flops: w.flops,
+                    params: w.params,
+                })
+                .collect(),
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use tract_onnx::tract_core::runtime::{DefaultRuntime, RunOptions, Runnable, Runt
 
 use tract_onnx::pb::ModelProto;
 
-use super::{batch_depth::batch_as_depth, width_key, Manifest, ManifestError, WidthEntry};
+use super::{batch_depth::batch_as_depth, Manifest, ManifestError, WidthEntry};
 
 /// Why a family or an input cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -182,8 +182,9 @@ impl ModelFamily {
 
     /// The plan for `width`, if the family has it.
     pub fn plan(&self, width: f32) -> Option<&WidthPlan> {
-        let key = width_key(width);
-        self.plans.iter().find(|p| width_key(p.entry.width) == key)
+        self.plans
+            .iter()
+            .find(|p| slim_protocol::WidthKey::same(p.entry.width, width))
     }
 
     /// All plans, ascending width.

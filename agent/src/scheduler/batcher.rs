@@ -25,7 +25,7 @@ impl QueueKey {
     pub fn new(model: &str, width: f32) -> Self {
         Self {
             model: model.to_string(),
-            width_milli: crate::model::width_key(width),
+            width_milli: slim_protocol::WidthKey::of(width).0,
         }
     }
 

@@ -1,4 +1,6 @@
-//! The model-family manifest (`models/<family>/manifest.toml`), as documented in models/README.md.
+//! The model-family manifest (`models/<family>/manifest.toml`), as documented in models/README.md:
+//! the one parser the agent (which loads the family) and the router's fleets (which simulate it)
+//! both use.
 
 use std::path::{Path, PathBuf};
 
@@ -114,8 +116,8 @@ pub enum ManifestError {
 
 impl WidthEntry {
     /// What the agent announces about this width.
-    pub fn info(&self) -> slim_protocol::WidthInfo {
-        slim_protocol::WidthInfo {
+    pub fn info(&self) -> crate::WidthInfo {
+        crate::WidthInfo {
             width: self.width,
             top1: self.top1,
             accuracy_source: self.accuracy_source.clone(),
@@ -127,8 +129,8 @@ impl WidthEntry {
 
 impl Manifest {
     /// What an agent serving every width of this family announces about it.
-    pub fn model_info(&self) -> slim_protocol::ModelInfo {
-        slim_protocol::ModelInfo {
+    pub fn model_info(&self) -> crate::ModelInfo {
+        crate::ModelInfo {
             name: self.family.clone(),
             input_shape: self.input_shape.clone(),
             classes: self.classes.len() as u32,
@@ -177,5 +179,53 @@ impl Manifest {
             return Err("widths must be listed in ascending order without repeats".into());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn models_dir() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../models")
+    }
+
+    #[test]
+    fn every_shipped_manifest_loads_and_announces_its_widths_in_order() {
+        let mut families = 0;
+        for entry in std::fs::read_dir(models_dir()).unwrap() {
+            let dir = entry.unwrap().path();
+            if !dir.join("manifest.toml").is_file() {
+                continue;
+            }
+            let manifest = Manifest::load(&dir).unwrap();
+            let info = manifest.model_info();
+            assert_eq!(info.classes as usize, manifest.classes.len());
+            assert!(info.widths.windows(2).all(|w| w[0].width < w[1].width));
+            families += 1;
+        }
+        assert!(
+            families >= 2,
+            "digits and cifar-slimresnet ship: {families}"
+        );
+    }
+
+    #[test]
+    fn a_manifest_with_widths_out_of_order_is_refused_with_its_path() {
+        let dir = std::env::temp_dir().join(format!("slim-manifest-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let text = std::fs::read_to_string(models_dir().join("digits/manifest.toml")).unwrap();
+        let mut manifest: toml::Table = toml::from_str(&text).unwrap();
+        let widths = manifest["widths"].as_array_mut().unwrap();
+        widths.reverse();
+        std::fs::write(
+            dir.join("manifest.toml"),
+            toml::to_string(&manifest).unwrap(),
+        )
+        .unwrap();
+        let error = Manifest::load(&dir).unwrap_err().to_string();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(error.contains("ascending"), "{error}");
+        assert!(error.contains("manifest.toml"), "{error}");
     }
 }

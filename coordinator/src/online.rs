@@ -247,7 +247,7 @@ impl OnlineRefinement {
 mod tests {
     use std::time::Duration;
 
-    use slim_protocol::{BatchRecord, EnergySource, RequestKey, PROTOCOL_VERSION};
+    use slim_protocol::{BatchRecord, RequestKey};
     use slim_router::{BatchOption, DeviceView, WidthOption};
 
     use super::*;
@@ -288,23 +288,12 @@ mod tests {
 
     fn telemetry(requests: Vec<String>) -> Telemetry {
         Telemetry {
-            v: PROTOCOL_VERSION,
-            agent: "a".into(),
-            seq: 1,
             at_ms: 0,
             cpu_util: 0.1,
             ram_used_bytes: 1,
             ram_total_bytes: 2,
-            gpu_util: None,
-            vram_used_bytes: None,
-            vram_total_bytes: None,
             power_w: 10.0,
             energy_j: 1.0,
-            energy_source: EnergySource::Model,
-            queues: vec![],
-            outstanding: 0,
-            completed: 0,
-            errors: 0,
             batches: vec![BatchRecord {
                 model: "digits".into(),
                 width: 0.5,
@@ -314,8 +303,7 @@ mod tests {
                 energy_j: 0.01,
                 requests,
             }],
-            done: vec![],
-            emulated: false,
+            ..Telemetry::idle("a", 1)
         }
     }
 

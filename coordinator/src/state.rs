@@ -603,26 +603,14 @@ pub(crate) mod tests {
 
     fn telemetry(agent: &str, done: &[&str]) -> Telemetry {
         Telemetry {
-            v: PROTOCOL_VERSION,
-            agent: agent.into(),
-            seq: 1,
             at_ms: 0,
             cpu_util: 0.5,
             ram_used_bytes: 1,
             ram_total_bytes: 3,
-            gpu_util: None,
-            vram_used_bytes: None,
-            vram_total_bytes: None,
             power_w: 1.0,
             energy_j: 1.0,
-            energy_source: slim_protocol::EnergySource::Model,
-            queues: vec![],
-            outstanding: 0,
-            completed: 0,
-            errors: 0,
-            batches: vec![],
             done: done.iter().map(|id| key(id)).collect(),
-            emulated: false,
+            ..Telemetry::idle(agent, 1)
         }
     }
 

@@ -77,16 +77,11 @@ fn agent_info() -> AgentInfo {
 
 fn telemetry(seq: u64) -> Telemetry {
     Telemetry {
-        v: PROTOCOL_VERSION,
-        agent: "jetson-1".into(),
-        seq,
         at_ms: 0,
         cpu_util: 0.5,
         ram_used_bytes: 3 << 30,
         ram_total_bytes: 8 << 30,
         gpu_util: Some(0.75),
-        vram_used_bytes: None,
-        vram_total_bytes: None,
         power_w: 9.5,
         energy_j: 321.0,
         energy_source: EnergySource::Ina3221,
@@ -109,8 +104,7 @@ fn telemetry(seq: u64) -> Telemetry {
             energy_j: 0.05,
             requests: vec![],
         }],
-        done: vec![],
-        emulated: false,
+        ..Telemetry::idle("jetson-1", seq)
     }
 }
 

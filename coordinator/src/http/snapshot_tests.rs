@@ -1,25 +1,18 @@
 //! Tests of the monitor and its snapshot (shared helpers are used by the metrics tests).
 use super::*;
-use slim_protocol::{BatchRecord, EnergySource, QueueStat, PROTOCOL_VERSION};
+use slim_protocol::{BatchRecord, QueueStat, PROTOCOL_VERSION};
 
 /// An online agent serving digits at width 0.5 (shared with the cluster-state tests).
 pub(crate) use crate::state::tests::agent_info as info;
 
 pub(crate) fn telemetry(agent: &str, seq: u64, batches: Vec<BatchRecord>) -> Telemetry {
     Telemetry {
-        v: PROTOCOL_VERSION,
-        agent: agent.into(),
-        seq,
         at_ms: 0,
         cpu_util: 0.25,
         ram_used_bytes: 1_000,
         ram_total_bytes: 4_000,
-        gpu_util: None,
-        vram_used_bytes: None,
-        vram_total_bytes: None,
         power_w: 7.5,
         energy_j: 120.0,
-        energy_source: EnergySource::Model,
         queues: vec![QueueStat {
             model: "digits".into(),
             width: 0.5,
@@ -31,8 +24,7 @@ pub(crate) fn telemetry(agent: &str, seq: u64, batches: Vec<BatchRecord>) -> Tel
         completed: 42,
         errors: 2,
         batches,
-        done: vec![],
-        emulated: false,
+        ..Telemetry::idle(agent, seq)
     }
 }
 

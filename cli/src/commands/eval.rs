@@ -3,6 +3,7 @@
 //! short live run over MQTT; writes a report with its plots (out/evaluation.md by default; the
 //! shipped docs/evaluation.md is only replaced when named with `--out`).
 
+mod generalise;
 mod live;
 mod plots;
 mod report;
@@ -21,6 +22,7 @@ use slim_router::RouterKind;
 
 use super::simulate::FleetArgs;
 use plots::{CdfSeries, LoadSeries};
+pub use sim::checkpoint_name;
 use sim::SimResults;
 use stats::cdf;
 use tables::keeps_up;
@@ -107,6 +109,17 @@ pub struct EvalArgs {
     /// Seed of the live workload.
     #[arg(long, default_value_t = 1)]
     pub live_seed: u64,
+    /// Device counts of the generalisation check: each checkpoint, without retraining, on the
+    /// evaluated fleet cycled to each size, and on that fleet plus one device of a type no
+    /// checkpoint was trained on (default 2,5,10,50; with --quick 2,10).
+    #[arg(long, value_delimiter = ',')]
+    pub generalise_sizes: Option<Vec<usize>>,
+    /// Offered load of the generalisation check, as a fraction of each fleet's capacity.
+    #[arg(long, default_value_t = 0.35)]
+    pub generalise_load: f64,
+    /// Skip the generalisation check.
+    #[arg(long)]
+    pub no_generalise: bool,
 }
 
 impl EvalArgs {
@@ -126,6 +139,19 @@ impl EvalArgs {
             self.loads.clone().unwrap_or(loads),
             self.requests.unwrap_or(requests),
         )
+    }
+
+    /// Device counts of the generalisation check (empty with --no-generalise).
+    pub fn generalise_sizes(&self) -> Vec<usize> {
+        if self.no_generalise {
+            return Vec::new();
+        }
+        let default = if self.quick {
+            vec![2, 10]
+        } else {
+            vec![2, 5, 10, 50]
+        };
+        self.generalise_sizes.clone().unwrap_or(default)
     }
 
     /// Threads of the simulator part.
@@ -231,7 +257,10 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
     );
     let entries = sim::entries(&args.policies, &args.presets)?;
     let live = !args.no_live && !args.quick;
+    let sizes = args.generalise_sizes();
+    let generalise_fleets = if sizes.is_empty() { 0 } else { sizes.len() + 1 };
     let steps = sim::steps(entries.len(), loads.len())
+        + generalise::steps(entries.len(), generalise_fleets)
         + if live {
             args.live_routers.len() as u64
         } else {
@@ -250,8 +279,26 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
         requests,
         presets: args.presets.clone(),
         threads: args.sim_threads(),
+        shifting: true,
     };
     let res = sim::run(&plan, entries, &bar);
+    let generalise_text = if sizes.is_empty() {
+        String::new()
+    } else {
+        let g = generalise::Plan {
+            fleet: (&fleet, &names),
+            dirs: (&args.fleet.profiles, &args.fleet.models),
+            policies: (&args.policies, &args.presets),
+            sizes: &sizes,
+            load: args.generalise_load,
+            seeds,
+            requests,
+            threads: args.sim_threads(),
+        };
+        let table = generalise::table(&generalise::run(&g, &bar)?);
+        println!("Generalisation:\n\n{table}");
+        generalise::section(&g, &table)
+    };
     let sim_seconds = start.elapsed().as_secs_f64();
     let live_rows = if live {
         live::live_part(&args, &bar).await?
@@ -279,6 +326,7 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
         seconds: (start.elapsed().as_secs_f64(), sim_seconds),
         names: &names,
         live: live_text,
+        generalise: generalise_text,
         plots: (rel(&args.out, &paths[0]), rel(&args.out, &paths[1])),
     };
     let doc = report::text(&args, &res, &parts);

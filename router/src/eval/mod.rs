@@ -3,6 +3,7 @@
 
 pub mod bootstrap;
 pub mod capacity;
+pub mod generalise;
 pub mod keepup;
 pub mod seeds;
 pub mod sweep;

@@ -15,6 +15,7 @@ use rand::{Rng, SeedableRng};
 use rand_distr::Exp1;
 use slim_protocol::WidthKey;
 
+use super::meter::PowerMeter;
 use super::scenario::{FleetEventKind, Scenario};
 use super::summary::{RequestRecord, Summary};
 use crate::fleet::{width_options, Fleet};
@@ -123,12 +124,21 @@ struct Device {
     running: Vec<RunningBatch>,
     recent_ms: Vec<Vec<Option<f32>>>,
     timer_at: f64,
+    /// Whole-device energy, idle time included.
+    meter: PowerMeter,
 }
 
 impl Device {
+    /// Power now: idle plus the running batches' extra, at most the device's maximum.
     fn power_now(&self) -> f32 {
         let extra: f32 = self.running.iter().map(|b| b.extra_power_w).sum();
         (self.idle_power_w + extra).min(self.max_power_w.max(self.idle_power_w))
+    }
+
+    /// Tells the meter the power changed at `now_ms`; an offline device draws nothing.
+    fn meter_power(&mut self, now_ms: f64) {
+        let power = if self.online { self.power_now() } else { 0.0 };
+        self.meter.set(now_ms, power);
     }
 }
 
@@ -267,6 +277,7 @@ impl Simulator {
                     running: Vec::new(),
                     recent_ms: widths.iter().map(|w| vec![None; w.len()]).collect(),
                     timer_at: f64::INFINITY,
+                    meter: PowerMeter::new(spec.profile.idle_power_w),
                 }
             })
             .collect();
@@ -453,14 +464,24 @@ impl Simulator {
 
     /// Summary of the requests finished so far.
     pub fn summary(&self, weights: &RewardWeights) -> Summary {
-        Summary::from_records(
+        let mut summary = Summary::from_records(
             &self.records,
             &self.scales,
             weights,
             self.arrived,
             self.dropped,
             self.rerouted,
-        )
+        );
+        summary.set_fleet_energy(self.fleet_energy_mj(), self.now);
+        summary
+    }
+
+    /// Energy every device drew from the start until now, idle time included, mJ (modelled).
+    pub fn fleet_energy_mj(&self) -> f64 {
+        self.devices
+            .iter()
+            .map(|d| d.meter.energy_at(self.now))
+            .sum()
     }
 
     fn push(&mut self, at: f64, kind: EventKind) {
@@ -647,6 +668,7 @@ impl Simulator {
                 mem,
                 extra_power_w,
             });
+            device.meter_power(self.now);
             self.push(
                 end,
                 EventKind::BatchDone {
@@ -663,6 +685,7 @@ impl Simulator {
             return; // the device left while this batch ran; its requests were routed again
         };
         let batch = device.running.swap_remove(pos);
+        device.meter_power(self.now);
         device.busy -= 1;
         device.mem_held -= batch.mem;
         device.outstanding -= batch.requests.len() as u32;
@@ -713,6 +736,7 @@ impl Simulator {
             FleetEventKind::Slowdown(factor) => device.slowdown = factor.max(0.01),
             FleetEventKind::Join => {
                 device.online = true;
+                device.meter_power(self.now);
                 self.dispatch(event.device);
             }
             FleetEventKind::Leave => {
@@ -731,6 +755,7 @@ impl Simulator {
                 device.busy = 0;
                 device.mem_held = 0;
                 device.timer_at = f64::INFINITY;
+                device.meter_power(self.now);
                 orphans.sort_unstable();
                 self.rerouted += orphans.len();
                 self.to_route.extend(orphans);

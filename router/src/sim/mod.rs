@@ -7,10 +7,12 @@
 //! latency and power per width × batch from the device profiles. [`Summary`] holds the results.
 
 mod engine;
+mod meter;
 mod scenario;
 mod summary;
 
 pub use engine::{Completion, Simulator};
+pub use meter::PowerMeter;
 pub use scenario::{fleet_capacity_per_s, Burst, FleetEvent, FleetEventKind, RateStep, Scenario};
 pub use summary::{RequestRecord, Summary};
 
@@ -92,6 +94,39 @@ mod tests {
             );
             assert!(summary.mean_latency_ms > 0.0 && summary.mean_energy_mj > 0.0);
         }
+    }
+
+    #[test]
+    fn fleet_energy_counts_idle_devices_and_stays_within_idle_and_max_power() {
+        let fleet = tiny_fleet();
+        let scenario = eventful(&fleet); // device 0 is away from 200 to 400 ms
+        let mut router = build_router(RouterKind::Greedy, &RouterSettings::default()).unwrap();
+        let mut sim = Simulator::new(&fleet, &scenario, 5);
+        let summary = sim.run(router.as_mut(), &RewardPreset::Balanced.weights());
+        let t = summary.duration_ms;
+        assert!(t > 400.0, "the run covers the fleet events: {t} ms");
+        let away = |d: usize| if d == 0 { 200.0 } else { 0.0 };
+        let bound = |power: &dyn Fn(usize) -> f32| -> f64 {
+            (0..fleet.devices.len())
+                .map(|d| f64::from(power(d)) * (t - away(d)))
+                .sum()
+        };
+        let idle = bound(&|d| fleet.devices[d].profile.idle_power_w);
+        let max = bound(&|d| {
+            let p = &fleet.devices[d].profile;
+            p.max_power_w.max(p.idle_power_w)
+        });
+        let energy = sim.fleet_energy_mj();
+        assert!(
+            energy > idle,
+            "{energy} mJ must exceed idle alone ({idle} mJ)"
+        );
+        assert!(
+            energy <= max * (1.0 + 1e-9),
+            "{energy} mJ above max power ({max} mJ)"
+        );
+        let per_request = energy / summary.completed as f64;
+        assert!((summary.fleet_energy_per_request_mj - per_request).abs() < 1e-6);
     }
 
     #[test]

@@ -51,9 +51,28 @@ pub struct Summary {
     pub deadline_miss_rate: f64,
     /// Mean request cost under the weights the summary was made with (lower is better).
     pub mean_cost: f64,
+    /// Energy every device drew over the run, idle time included, divided by the requests
+    /// finished, mJ (modelled from the profiles). Unlike `mean_energy_mj`, which charges each
+    /// batch its device's power while it runs, this counts devices left idle and the idle floor
+    /// once when batches overlap on one device.
+    #[serde(default)]
+    pub fleet_energy_per_request_mj: f64,
+    /// Simulated time the run covered, ms.
+    #[serde(default)]
+    pub duration_ms: f64,
 }
 
 impl Summary {
+    /// Records the fleet's whole energy over a run of `duration_ms`.
+    pub fn set_fleet_energy(&mut self, energy_mj: f64, duration_ms: f64) {
+        self.duration_ms = duration_ms;
+        self.fleet_energy_per_request_mj = if self.completed == 0 {
+            0.0
+        } else {
+            energy_mj / self.completed as f64
+        };
+    }
+
     /// Summarizes `records`; costs use each model's `scales`.
     pub fn from_records(
         records: &[RequestRecord],
@@ -111,6 +130,9 @@ impl Summary {
             mean_cost: mean(&|r| {
                 f64::from(weights.cost(&r.outcome, &scales[usize::from(r.model)]))
             }),
+            // Set by the simulator, which knows every device's power over time.
+            fleet_energy_per_request_mj: 0.0,
+            duration_ms: 0.0,
         }
     }
 }

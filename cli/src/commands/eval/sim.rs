@@ -32,9 +32,24 @@ fn baseline(kind: RouterKind, name: &str, settings: RouterSettings) -> Entry {
     }
 }
 
+/// A PPO checkpoint's name in reports: `prior:<preset>` when it equals its greedy prior (it
+/// decides as greedy-weighted does), else `ppo:<preset>`.
+pub fn checkpoint_name(preset: &str, check: &PriorCheck) -> String {
+    let prefix = if check.is_prior() { "prior" } else { "ppo" };
+    format!("{prefix}:{preset}")
+}
+
 /// The routers: the six baselines, greedy weighted like each non-efficiency preset, and one PPO
 /// checkpoint per preset (named `prior:<preset>` when it equals its greedy prior).
 pub fn entries(policies: &Path, presets: &[RewardPreset]) -> anyhow::Result<Vec<Entry>> {
+    Ok(with_checkpoints(policies, presets)?.0)
+}
+
+/// [`entries`], and the profile names each checkpoint was trained on.
+pub fn with_checkpoints(
+    policies: &Path,
+    presets: &[RewardPreset],
+) -> anyhow::Result<(Vec<Entry>, Vec<String>)> {
     let plain = RouterSettings::default();
     let mut out = vec![
         baseline(RouterKind::Random, "random", plain.clone()),
@@ -60,13 +75,14 @@ pub fn entries(policies: &Path, presets: &[RewardPreset]) -> anyhow::Result<Vec<
         let name = format!("greedy-weighted:{}", preset.as_str());
         out.push(baseline(RouterKind::Greedy, &name, settings));
     }
+    let mut trained_on = Vec::new();
     for preset in presets {
         let path = policies.join(format!("{}.safetensors", preset.as_str()));
         let checkpoint =
             Checkpoint::load(&path).with_context(|| format!("loading {}", path.display()))?;
+        trained_on.extend(checkpoint.meta.fleet.iter().cloned());
         let check = PriorCheck::of(&checkpoint);
-        let prefix = if check.is_prior() { "prior" } else { "ppo" };
-        let name = format!("{prefix}:{}", preset.as_str());
+        let name = checkpoint_name(preset.as_str(), &check);
         let (weights, label) = (checkpoint.weights, name.clone());
         out.push(Entry {
             name,
@@ -75,7 +91,9 @@ pub fn entries(policies: &Path, presets: &[RewardPreset]) -> anyhow::Result<Vec<
             make: Box::new(move || Box::new(PpoRouter::new(weights.clone()).named(label.clone()))),
         });
     }
-    Ok(out)
+    trained_on.sort();
+    trained_on.dedup();
+    Ok((out, trained_on))
 }
 
 /// One router's runs at every load of the sweep, and on the shifting scenarios.
@@ -114,6 +132,8 @@ pub struct SimPlan<'a> {
     pub presets: Vec<RewardPreset>,
     /// Worker threads.
     pub threads: usize,
+    /// Whether to run the shifting-load and churn scenarios too.
+    pub shifting: bool,
 }
 
 /// Runs every router of `entries` over the plan.
@@ -137,8 +157,12 @@ pub fn run(plan: &SimPlan<'_>, entries: Vec<Entry>, bar: &ProgressBar) -> SimRes
             by_load.push(run_seeds(&spec, &|_| steady(&spec, rate), &*entry.make));
             bar.inc(1);
         }
-        let shifting = run_seeds(&spec, &|seed| shifting(&spec, seed), &*entry.make);
-        bar.inc(1);
+        let shifting = if plan.shifting {
+            bar.inc(1);
+            run_seeds(&spec, &|seed| shifting(&spec, seed), &*entry.make)
+        } else {
+            Vec::new()
+        };
         runs.push(RouterRuns { by_load, shifting });
     }
     SimResults {
@@ -150,7 +174,7 @@ pub fn run(plan: &SimPlan<'_>, entries: Vec<Entry>, bar: &ProgressBar) -> SimRes
     }
 }
 
-/// Progress-bar steps of [`run`].
+/// Progress-bar steps of [`run`] with the shifting scenarios.
 pub fn steps(routers: usize, loads: usize) -> u64 {
     (routers * (loads + 1)) as u64
 }

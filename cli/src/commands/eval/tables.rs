@@ -17,9 +17,14 @@ pub fn latency(r: &SeedRun) -> f64 {
     r.summary.mean_latency_ms
 }
 
-/// Mean modelled energy per request, mJ.
+/// Mean modelled energy per request, mJ: each batch charged its device's power while it runs.
 pub fn energy(r: &SeedRun) -> f64 {
     r.summary.mean_energy_mj
+}
+
+/// The whole fleet's modelled energy over the run, idle devices included, per request, mJ.
+pub fn fleet_energy(r: &SeedRun) -> f64 {
+    r.summary.fleet_energy_per_request_mj
 }
 
 fn values(runs: &[SeedRun], f: impl Fn(&SeedRun) -> f64) -> Vec<f64> {

@@ -15,7 +15,7 @@ mod views;
 mod window;
 
 pub use history::{HistorySample, HISTORY_SECONDS};
-pub use metrics::{render as render_metrics, CONTENT_TYPE as METRICS_CONTENT_TYPE};
+pub use metrics::{Metrics, CONTENT_TYPE as METRICS_CONTENT_TYPE};
 pub use models::{LatencyView, ModelView, WidthShare};
 pub use power::{PowerPoint, PowerSeries};
 pub use server::{router, serve, HttpState};

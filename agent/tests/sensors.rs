@@ -14,8 +14,10 @@ use std::{
 use slim_agent::telemetry::{
     jetson::{self, JetsonSensor, RailFiles},
     nvml::{NvmlSensor, NvmlSource, RecordedNvml},
-    probe_sensors, select_sensors_with, BatchAttribution, EnergyMeter, PowerSensor, SensorError,
-    SensorKind, SensorOptions, SensorReading, SystemReading,
+    probe_sensors,
+    rapl::{self, RaplSensor},
+    select_sensors_with, BatchAttribution, EnergyMeter, PowerSensor, SensorError, SensorKind,
+    SensorOptions, SensorReading, SystemReading,
 };
 use slim_protocol::{DeviceInfo, EnergySource};
 
@@ -51,8 +53,8 @@ fn close(a: f64, b: f64) -> bool {
     (a - b).abs() < 1e-3 * b.abs().max(1.0)
 }
 
-/// A fresh copy of a fixture tree, to damage in a test.
-fn scratch_copy(name: &str, tag: &str) -> PathBuf {
+/// A fresh copy of a fixture tree, to damage in a test; removed when dropped.
+fn scratch_copy(name: &str, tag: &str) -> tempfile::TempDir {
     fn copy(from: &Path, to: &Path) {
         std::fs::create_dir_all(to).unwrap();
         for e in std::fs::read_dir(from).unwrap() {
@@ -65,9 +67,11 @@ fn scratch_copy(name: &str, tag: &str) -> PathBuf {
             }
         }
     }
-    let dir = std::env::temp_dir().join(format!("slim-sensors-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    copy(&fixture(name), &dir);
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("slim-sensors-{tag}-"))
+        .tempdir()
+        .unwrap();
+    copy(&fixture(name), dir.path());
     dir
 }
 
@@ -167,7 +171,8 @@ fn jetson_device_info_is_unified_memory() {
 
 #[test]
 fn bad_or_missing_sysfs_files_give_clear_errors_not_panics() {
-    let root = scratch_copy("jetson-new-hwmon", "bad");
+    let scratch = scratch_copy("jetson-new-hwmon", "bad");
+    let root = scratch.path().to_path_buf();
     let hw = root.join("sys/bus/i2c/drivers/ina3221/1-0040/hwmon/hwmon3");
 
     // Garbage in a current file.
@@ -206,12 +211,12 @@ fn bad_or_missing_sysfs_files_give_clear_errors_not_panics() {
         jetson::read_number(&root.join("nope")),
         Err(SensorError::Missing { .. })
     ));
-    let _ = std::fs::remove_dir_all(&root);
 }
 
 #[test]
 fn a_failing_rail_holds_the_last_power_and_keeps_the_label() {
-    let root = scratch_copy("jetson-orin-nano-hwmon", "hold");
+    let scratch = scratch_copy("jetson-orin-nano-hwmon", "hold");
+    let root = scratch.path().to_path_buf();
     let (mut set, _) = select_sensors_with(no_nvml, &options(root.clone(), false));
     let first = set.read(&system(), 1.0);
     assert_eq!(first.energy_source, EnergySource::Ina3221);
@@ -224,7 +229,6 @@ fn a_failing_rail_holds_the_last_power_and_keeps_the_label() {
     assert_eq!(held.energy_source, EnergySource::Ina3221);
     assert_eq!(held.power_w, first.power_w);
     assert!(close(held.energy_j, 2.0 * first.power_w as f64));
-    let _ = std::fs::remove_dir_all(&root);
 }
 
 // ---------------------------------------------------------------- fallback order
@@ -235,7 +239,11 @@ fn no_nvml_and_no_jetson_falls_back_to_the_model() {
     assert_eq!(report.chosen, SensorKind::Model);
     assert_eq!(report.energy_source, EnergySource::Model);
     let names: Vec<&str> = report.attempts.iter().map(|a| a.sensor).collect();
-    assert_eq!(names, ["nvml", "jetson", "model"], "tried in this order");
+    assert_eq!(
+        names,
+        ["nvml", "jetson", "rapl", "model"],
+        "tried in this order"
+    );
     assert!(report.attempts[0]
         .outcome
         .as_ref()
@@ -533,6 +541,308 @@ fn the_model_keeps_its_rule_and_label_for_batches() {
     let e = m.finish_batch(t, 2.0, 1);
     assert!(close(e.joules as f64, 20.0));
     assert_eq!(e.source, EnergySource::Model);
+}
+
+// ---------------------------------------------------------------- RAPL, fake powercap trees
+
+/// Where a RAPL counter wraps on current Intel parts, microjoules.
+const RAPL_RANGE_UJ: u64 = 262_143_328_850;
+
+/// A powercap tree as an x86 server shows it: two packages (with `core` and `dram` sub-zones),
+/// the `intel-rapl-mmio` duplicate of package 0, a `psys` zone and the control-type folder.
+fn rapl_tree() -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("slim-sensors-rapl-")
+        .tempdir()
+        .unwrap();
+    let class = dir.path().join("sys/class/powercap");
+    let zone = |name: &str, label: &str, uj: u64| {
+        let z = class.join(name);
+        std::fs::create_dir_all(&z).unwrap();
+        std::fs::write(z.join("name"), format!("{label}\n")).unwrap();
+        std::fs::write(z.join("energy_uj"), format!("{uj}\n")).unwrap();
+        std::fs::write(z.join("max_energy_range_uj"), format!("{RAPL_RANGE_UJ}\n")).unwrap();
+    };
+    std::fs::create_dir_all(class.join("intel-rapl")).unwrap();
+    zone("intel-rapl:0", "package-0", 1_000_000);
+    zone("intel-rapl:0:0", "core", 500_000);
+    zone("intel-rapl:0:1", "dram", 900_000_000);
+    zone("intel-rapl:1", "package-1", 2_000_000);
+    zone("intel-rapl-mmio:0", "package-0", 1_000_000);
+    zone("intel-rapl:2", "psys", 700_000_000);
+    dir
+}
+
+fn set_rapl(root: &Path, zone: &str, uj: u64) {
+    std::fs::write(
+        root.join("sys/class/powercap").join(zone).join("energy_uj"),
+        format!("{uj}\n"),
+    )
+    .unwrap();
+}
+
+#[test]
+fn rapl_sums_the_package_domains_only() {
+    let tree = rapl_tree();
+    let domains = rapl::discover_packages(tree.path());
+    let names: Vec<&str> = domains.iter().map(|d| d.name.as_str()).collect();
+    assert_eq!(names, ["package-0", "package-1"]);
+    assert!(domains[0].dir.ends_with("intel-rapl:0"));
+    assert_eq!(domains[1].max_energy_range_uj, Some(RAPL_RANGE_UJ));
+
+    let t0 = Instant::now();
+    let mut s = RaplSensor::open_at(tree.path(), t0).unwrap();
+    assert!(
+        s.summary().contains("package-0 + package-1"),
+        "{}",
+        s.summary()
+    );
+    let first = s.read_at(t0).unwrap();
+    assert_eq!(first.energy_counter_mj, Some(0), "zero at opening");
+    assert_eq!(first.power_w, None, "no time has passed: no power yet");
+
+    // 5 J on package 0, 3 J on package 1; sub-zones, mmio and psys move too but are not read.
+    set_rapl(tree.path(), "intel-rapl:0", 6_000_000);
+    set_rapl(tree.path(), "intel-rapl:1", 5_000_000);
+    set_rapl(tree.path(), "intel-rapl:0:1", 990_000_000);
+    set_rapl(tree.path(), "intel-rapl:2", 900_000_000);
+    set_rapl(tree.path(), "intel-rapl-mmio:0", 6_000_000);
+    let r = s.read_at(t0 + Duration::from_secs(2)).unwrap();
+    assert_eq!(r.energy_counter_mj, Some(8_000));
+    assert!(close(r.power_w.unwrap() as f64, 4.0), "8 J over 2 s: {r:?}");
+    assert_eq!(r.gpu_util, None);
+    assert_eq!(r.vram_total_bytes, None);
+    assert_eq!(s.source(), EnergySource::Rapl);
+    assert!(s.covers_cpu());
+}
+
+#[test]
+fn a_rapl_counter_that_wraps_is_unwrapped() {
+    let tree = rapl_tree();
+    set_rapl(tree.path(), "intel-rapl:0", RAPL_RANGE_UJ - 2_000_000);
+    let t0 = Instant::now();
+    let mut s = RaplSensor::open_at(tree.path(), t0).unwrap();
+    // Package 0 runs 2 J to the end of its range and 3 J past 0; package 1 adds 1 J.
+    set_rapl(tree.path(), "intel-rapl:0", 3_000_000);
+    set_rapl(tree.path(), "intel-rapl:1", 3_000_000);
+    let r = s.read_at(t0 + Duration::from_secs(1)).unwrap();
+    assert_eq!(s.wraps(), 1);
+    assert_eq!(s.total_uj(), 6_000_000);
+    assert_eq!(r.energy_counter_mj, Some(6_000));
+    assert!(close(r.power_w.unwrap() as f64, 6.0), "{r:?}");
+    // And on from there without a wrap.
+    set_rapl(tree.path(), "intel-rapl:0", 4_000_000);
+    let r = s.read_at(t0 + Duration::from_secs(2)).unwrap();
+    assert_eq!(s.wraps(), 1);
+    assert_eq!(r.energy_counter_mj, Some(7_000));
+
+    // The meter, fed the unwrapped counter, never sees the wrap.
+    let mut m = EnergyMeter::measured(EnergySource::Rapl, &Default::default(), 10.0, 60.0, 4);
+    m.record(
+        Some(&SensorReading {
+            energy_counter_mj: Some(0),
+            ..Default::default()
+        }),
+        0.0,
+    );
+    m.record(Some(&r), 2.0);
+    assert!(close(m.total_j(), 7.0), "{}", m.total_j());
+}
+
+#[test]
+fn bad_or_unreadable_rapl_counters_give_clear_errors() {
+    let tree = rapl_tree();
+    let counter = tree
+        .path()
+        .join("sys/class/powercap/intel-rapl:1/energy_uj");
+
+    std::fs::write(&counter, "n/a\n").unwrap();
+    let e = RaplSensor::open(tree.path()).unwrap_err();
+    assert!(
+        matches!(&e, SensorError::Parse { path, found, .. } if path.ends_with("intel-rapl:1/energy_uj") && found == "n/a"),
+        "{e}"
+    );
+
+    // Readable at opening, gone later: the read fails and changes nothing.
+    std::fs::write(&counter, "2000000\n").unwrap();
+    let t0 = Instant::now();
+    let mut s = RaplSensor::open_at(tree.path(), t0).unwrap();
+    std::fs::remove_file(&counter).unwrap();
+    let e = s.read_at(t0 + Duration::from_secs(1)).unwrap_err();
+    assert!(e.to_string().ends_with("energy_uj: not found"), "{e}");
+    std::fs::write(&counter, "3000000\n").unwrap();
+    let r = s.read_at(t0 + Duration::from_secs(2)).unwrap();
+    assert_eq!(
+        r.energy_counter_mj,
+        Some(1_000),
+        "the failed second is in the next reading"
+    );
+
+    // Root-only counters (Linux >= 5.10). Root reads them anyway, so this part only runs as
+    // another user; rapl.rs unit-tests the message itself.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&counter, std::fs::Permissions::from_mode(0o000)).unwrap();
+    if std::fs::read(&counter).is_err() {
+        let e = RaplSensor::open(tree.path()).unwrap_err();
+        assert!(e.to_string().contains("root only"), "{e}");
+    }
+    std::fs::set_permissions(&counter, std::fs::Permissions::from_mode(0o644)).unwrap();
+
+    // Not a counter at all (a folder): an I/O error, whoever runs the test.
+    std::fs::remove_file(&counter).unwrap();
+    std::fs::create_dir(&counter).unwrap();
+    let e = RaplSensor::open(tree.path()).unwrap_err();
+    assert!(matches!(&e, SensorError::Io { .. }), "{e}");
+}
+
+#[test]
+fn no_powercap_or_no_package_is_no_rapl() {
+    let e = RaplSensor::open(&fixture("not-a-jetson")).unwrap_err();
+    assert!(e.to_string().contains("no RAPL"), "{e}");
+    let tree = rapl_tree();
+    for zone in ["intel-rapl:0", "intel-rapl:1"] {
+        std::fs::remove_dir_all(tree.path().join("sys/class/powercap").join(zone)).unwrap();
+    }
+    let e = RaplSensor::open(tree.path()).unwrap_err();
+    assert!(e.to_string().contains("no package domain"), "{e}");
+}
+
+#[test]
+fn rapl_is_the_measured_source_on_a_cpu_box() {
+    let tree = rapl_tree();
+    let (mut set, report) = select_sensors_with(no_nvml, &options(tree.path().into(), false));
+    assert_eq!(report.chosen, SensorKind::Rapl);
+    assert_eq!(report.energy_source, EnergySource::Rapl);
+    assert!(
+        report.energy_reason.contains("rapl energy counter"),
+        "{report}"
+    );
+    let names: Vec<&str> = report.attempts.iter().map(|a| a.sensor).collect();
+    assert_eq!(names, ["nvml", "jetson", "rapl", "model"]);
+    assert!(report.attempts[2].outcome.is_ok());
+    assert_eq!(set.name(), "rapl");
+    assert_eq!(set.energy_sensor_name(), "rapl");
+    assert!(set.energy.is_measured());
+
+    set_rapl(tree.path(), "intel-rapl:0", 11_000_000);
+    set_rapl(tree.path(), "intel-rapl:1", 7_000_000);
+    let tick = set.read(&system(), 1.0);
+    assert_eq!(tick.energy_source, EnergySource::Rapl);
+    assert!(close(tick.energy_j, 15.0), "the counters' 15 J: {tick:?}");
+    assert_eq!(tick.gpu_util, None);
+
+    // A failed read holds the last power, still labelled measured.
+    std::fs::write(
+        tree.path()
+            .join("sys/class/powercap/intel-rapl:1/energy_uj"),
+        "garbage",
+    )
+    .unwrap();
+    let held = set.read(&system(), 1.0);
+    assert_eq!(held.energy_source, EnergySource::Rapl);
+    assert_eq!(held.power_w, tick.power_w);
+
+    // The device facts are left alone: RAPL knows no GPU.
+    let device = set.describe(DeviceInfo {
+        kind: "cpu".into(),
+        ..DeviceInfo::default()
+    });
+    assert_eq!(device.kind, "cpu");
+    assert_eq!(device.gpu, None);
+}
+
+#[test]
+fn rapl_measures_cpu_batches_beside_an_nvml_gpu() {
+    let tree = rapl_tree();
+    let (mut set, report) = select_sensors_with(
+        || Ok(Box::new(h200_idle()) as Box<dyn NvmlSource>),
+        &options(tree.path().into(), false),
+    );
+    assert_eq!(report.chosen, SensorKind::Nvml, "GPU figures from NVML");
+    assert_eq!(report.energy_source, EnergySource::Rapl, "{report}");
+    assert!(report.energy_reason.contains("nvml"), "{report}");
+    assert_eq!(set.name(), "nvml");
+    assert_eq!(set.energy_sensor_name(), "rapl");
+    set_rapl(tree.path(), "intel-rapl:0", 3_000_000);
+    let tick = set.read(&system(), 1.0);
+    assert_eq!(tick.energy_source, EnergySource::Rapl);
+    assert!(close(tick.energy_j, 2.0), "{tick:?}");
+    assert!(tick.vram_total_bytes.is_some(), "VRAM still from NVML");
+}
+
+#[test]
+fn nvml_keeps_gpu_batches_and_rapl_is_not_tried() {
+    let tree = rapl_tree();
+    let (set, report) = select_sensors_with(
+        || Ok(Box::new(h200_idle()) as Box<dyn NvmlSource>),
+        &options(tree.path().into(), true),
+    );
+    assert_eq!(report.energy_source, EnergySource::Nvml);
+    let rapl = report.attempts.iter().find(|a| a.sensor == "rapl").unwrap();
+    assert!(rapl
+        .outcome
+        .as_ref()
+        .unwrap_err()
+        .contains("nvml measures the batches"));
+    assert_eq!(set.energy_sensor_name(), "nvml");
+}
+
+#[test]
+fn rapl_does_not_stand_in_for_a_gpu_that_reads_no_power() {
+    let tree = rapl_tree();
+    let mut no_power = h200_idle();
+    no_power.power_mw = None;
+    no_power.total_energy_mj = None;
+    let (_, report) = select_sensors_with(
+        move || Ok(Box::new(no_power) as Box<dyn NvmlSource>),
+        &options(tree.path().into(), true),
+    );
+    assert_eq!(report.chosen, SensorKind::Nvml);
+    assert_eq!(report.energy_source, EnergySource::Model);
+    let rapl = report.attempts.iter().find(|a| a.sensor == "rapl").unwrap();
+    assert!(
+        rapl.outcome.as_ref().unwrap_err().contains("GPU"),
+        "{report}"
+    );
+}
+
+#[test]
+fn unreadable_rapl_counters_fall_back_to_the_model_with_a_warning() {
+    let tree = rapl_tree();
+    let counter = tree
+        .path()
+        .join("sys/class/powercap/intel-rapl:0/energy_uj");
+    std::fs::remove_file(&counter).unwrap();
+    std::fs::create_dir(&counter).unwrap();
+    let (set, report) = select_sensors_with(no_nvml, &options(tree.path().into(), false));
+    assert_eq!(report.chosen, SensorKind::Model);
+    assert_eq!(report.energy_source, EnergySource::Model);
+    assert!(
+        report
+            .warnings
+            .iter()
+            .any(|w| w.starts_with("rapl: package counters found but unreadable")),
+        "{report}"
+    );
+    assert_eq!(set.energy_sensor_name(), "model");
+}
+
+#[test]
+fn the_modelled_total_counts_idle_power_over_wall_time() {
+    // No sensor: an agent idle for 3 ticks of 2 s accrues the model's 10 W idle power.
+    let (mut set, report) = select_sensors_with(no_nvml, &options(fixture("not-a-jetson"), false));
+    assert_eq!(report.energy_source, EnergySource::Model);
+    let idle = SystemReading {
+        cpu_util: 0.0,
+        ..system()
+    };
+    let mut tick = set.read(&idle, 2.0);
+    for _ in 0..2 {
+        tick = set.read(&idle, 2.0);
+    }
+    assert_eq!(tick.power_w, 10.0);
+    assert!(close(tick.energy_j, 60.0), "{tick:?}");
+    assert_eq!(tick.energy_source, EnergySource::Model, "labelled modelled");
 }
 
 // ---------------------------------------------------------------- real hardware

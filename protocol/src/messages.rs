@@ -110,10 +110,20 @@ pub enum EnergySource {
     Nvml,
     /// Jetson INA3221 power rails in sysfs.
     Ina3221,
+    /// Intel/AMD RAPL energy counters of the CPU packages (`/sys/class/powercap`).
+    Rapl,
     /// Estimated: idle + utilization × (max − idle) from the device profile.
     Model,
     /// No figure is available.
     None,
+}
+
+impl EnergySource {
+    /// True for a figure read from a sensor (`nvml`, `ina3221`, `rapl`), false for the `model`
+    /// estimate and for `none`.
+    pub fn is_measured(self) -> bool {
+        matches!(self, Self::Nvml | Self::Ina3221 | Self::Rapl)
+    }
 }
 
 /// The answer to a request, published on its `reply_to`.

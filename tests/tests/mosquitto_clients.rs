@@ -225,7 +225,7 @@ async fn a_request_published_with_mosquitto_pub_is_answered_on_its_reply_topic()
     );
     let source = text(&answer, "energy_source");
     assert!(
-        ["nvml", "ina3221", "model", "none"].contains(&source),
+        ["nvml", "ina3221", "rapl", "model", "none"].contains(&source),
         "{answer}"
     );
     let energy = number(&answer, "energy_j");

@@ -108,6 +108,9 @@ pub struct ModelFamily {
     /// The family folder.
     pub dir: PathBuf,
     plans: Vec<WidthPlan>,
+    /// Threads of tract's executor each of its instances runs a batch on
+    /// ([`PlanOptions::threads`]).
+    threads: usize,
 }
 
 impl ModelFamily {
@@ -172,7 +175,14 @@ impl ModelFamily {
             manifest,
             dir: dir.to_path_buf(),
             plans,
+            threads: options.threads.max(1),
         })
+    }
+
+    /// Threads each instance of this family runs a batch on: the executor its plans were
+    /// prepared with (1 = single-threaded). The energy model charges a batch this many cores.
+    pub fn threads(&self) -> usize {
+        self.threads
     }
 
     /// Family name.

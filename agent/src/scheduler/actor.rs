@@ -140,6 +140,8 @@ struct Finished {
     started_at: Instant,
     compute: Duration,
     energy: crate::telemetry::BatchToken,
+    /// Threads the batch ran on (its family's executor), for the energy model.
+    threads: usize,
     outcome: Result<Vec<Vec<f32>>, String>,
 }
 
@@ -511,6 +513,7 @@ impl Actor {
         let slowdown = self.config.slowdown;
         tokio::task::spawn_blocking(move || {
             let family = batch.items[0].item.family.clone();
+            let threads = family.threads();
             let samples: Vec<Vec<f32>> =
                 batch.items.iter().map(|q| q.item.sample.clone()).collect();
             let started_at = Instant::now();
@@ -528,6 +531,7 @@ impl Actor {
                 started_at,
                 compute: started_at.elapsed(),
                 energy,
+                threads,
                 outcome,
             })));
         });
@@ -554,7 +558,7 @@ impl Actor {
         let compute_ms = f.compute.as_secs_f32() * 1000.0;
         let batch_energy = self
             .energy
-            .finish_batch(f.energy, f.compute.as_secs_f64(), 1)
+            .finish_batch(f.energy, f.compute.as_secs_f64(), f.threads)
             .joules;
         let mut queue_ms_sum = 0.0;
         let mut requests = Vec::with_capacity(n);

@@ -1,6 +1,13 @@
 //! Energy accounting: the agent's total energy and each batch's share, from a power sensor when
-//! one was chosen (NVML, INA3221), else from the labelled power model
+//! one was chosen (NVML, INA3221, RAPL), else from the labelled power model
 //! idle + utilization × (max − idle). Every figure carries its [`EnergySource`].
+//!
+//! - **Total** ([`EnergyMeter::total_j`], telemetry's `energy_j`): with the model, the model's
+//!   power integrated over wall time, so an idle agent still accrues `idle_w` per second; with a
+//!   sensor, what the sensor measured (its energy counter, else its power integrated).
+//! - **Per batch** ([`BatchAttribution::finish_batch`]): with the model, the full-load power of
+//!   the cores the batch kept busy (its instance's thread count) over its compute time; with a
+//!   sensor, the measured power split among the batches in flight.
 
 use std::time::Instant;
 
@@ -95,7 +102,7 @@ impl EnergyMeter {
 
     /// True when the figures come from a sensor, not the model.
     pub fn is_measured(&self) -> bool {
-        !matches!(self.source, EnergySource::Model | EnergySource::None)
+        self.source.is_measured()
     }
 
     /// Model power at `utilization` (0..1).
@@ -103,7 +110,8 @@ impl EnergyMeter {
         self.idle_w + utilization.clamp(0.0, 1.0) * (self.max_w - self.idle_w)
     }
 
-    /// Model: adds `seconds` at `utilization`; returns the power used.
+    /// Model: adds `seconds` (wall time) at `utilization`; returns the power used. At zero
+    /// utilization that is the idle power: an idle agent's total still grows.
     pub fn advance(&mut self, utilization: f32, seconds: f64) -> f32 {
         let p = self.power_w(utilization);
         self.total_j += p as f64 * seconds.max(0.0);
@@ -113,24 +121,33 @@ impl EnergyMeter {
 
     /// Adds `seconds` of sensor time ending with `reading`; returns the power now, watts.
     ///
-    /// - With an energy counter (NVML, Volta and later): the counter's increase. A counter that
-    ///   goes backwards (driver reloaded) is re-based, and that window is integrated from power.
+    /// - With an energy counter (NVML on Volta and later, RAPL): the counter's increase. A
+    ///   counter that goes backwards (driver reloaded) is re-based, and that window is
+    ///   integrated from power.
     /// - Without: the power integrated by the trapezoid rule between this reading and the last.
-    /// - A reading without power (a failed read): the last power is held for the window.
+    /// - A reading without power: the counter's average over the window when there is one, else
+    ///   (a failed read) the last power held for the window.
+    /// - A reading without a counter after one with (a failed read) also forgets the counter, so
+    ///   the window integrated from held power is not counted again by the next counter
+    ///   difference: the counter is re-based on the next reading that has one.
     ///
     /// The window's average power becomes the power that batches are attributed.
     pub fn record(&mut self, reading: Option<&SensorReading>, seconds: f64) -> f32 {
         let seconds = seconds.max(0.0);
         let power = reading.and_then(|r| r.power_w);
         let counter = reading.and_then(|r| r.energy_counter_mj);
-        let now_w = power.unwrap_or(self.last_power_w);
-        let window_j = match (self.last_counter_mj, counter) {
-            (Some(prev), Some(cur)) if cur >= prev => (cur - prev) as f64 / 1000.0,
-            _ => (self.last_power_w as f64 + now_w as f64) / 2.0 * seconds,
+        let counted_j = match (self.last_counter_mj, counter) {
+            (Some(prev), Some(cur)) if cur >= prev => Some((cur - prev) as f64 / 1000.0),
+            _ => None,
         };
-        if counter.is_some() {
-            self.last_counter_mj = counter;
-        }
+        // A counter without a power figure (RAPL's first window): the window's average.
+        let counted_w = counted_j
+            .filter(|_| seconds > 0.0)
+            .map(|j| (j / seconds) as f32);
+        let now_w = power.or(counted_w).unwrap_or(self.last_power_w);
+        let window_j =
+            counted_j.unwrap_or_else(|| (self.last_power_w as f64 + now_w as f64) / 2.0 * seconds);
+        self.last_counter_mj = counter;
         self.total_j += window_j;
         self.last_power_w = now_w;
         let average = if seconds > 0.0 {
@@ -169,9 +186,9 @@ impl EnergyMeter {
     /// Energy of one batch that ran `seconds` and kept `threads` of the device's cores busy.
     ///
     /// - **Model**: those cores' share of full-load power, `seconds × max × threads / cores`.
-    /// - **Sensor** (NVML, INA3221): `seconds × P`, where `P` is the measured average power of
-    ///   the latest telemetry window. This assumes the batch had the device to itself; when
-    ///   batches overlap, [`BatchAttribution`] splits the power among them instead.
+    /// - **Sensor** (NVML, INA3221, RAPL): `seconds × P`, where `P` is the measured average
+    ///   power of the latest telemetry window. This assumes the batch had the device to itself;
+    ///   when batches overlap, [`BatchAttribution`] splits the power among them instead.
     ///
     /// The figure is labelled with [`Self::source`].
     pub fn batch_energy_j(&self, seconds: f64, threads: usize) -> f32 {
@@ -243,7 +260,8 @@ impl BatchAttribution {
         }
     }
 
-    /// Ends a batch begun with [`Self::begin_batch`], which ran `seconds` on `threads` cores.
+    /// Ends a batch begun with [`Self::begin_batch`], which ran `seconds` on `threads` cores
+    /// (the thread count of the instance that ran it: a 2-thread batch keeps two cores busy).
     ///
     /// Rule with a sensor: at every instant the measured power (the latest window's average) is
     /// split equally among the batches in flight, and a batch gets the sum of its slices:
@@ -295,6 +313,58 @@ mod tests {
         m.advance(1.0, 1.0);
         assert!((m.total_j() - 70.0).abs() < 1e-9);
         assert_eq!(m.source, EnergySource::Model);
+    }
+
+    #[test]
+    fn a_two_thread_batch_on_two_modelled_cores_is_charged_twice_a_one_thread_batch() {
+        let meter = EnergyMeter::model(10.0, 40.0, 2);
+        let mut batches = BatchAttribution::new(&meter);
+        let one = batches.begin_batch();
+        let one = batches.finish_batch(one, 0.5, 1);
+        let two = batches.begin_batch();
+        let two = batches.finish_batch(two, 0.5, 2);
+        assert!((one.joules - 10.0).abs() < 1e-6, "half of 40 W for 0.5 s");
+        assert!((two.joules - 20.0).abs() < 1e-6, "all of 40 W for 0.5 s");
+        assert!((two.joules - 2.0 * one.joules).abs() < 1e-6);
+        assert_eq!(one.source, EnergySource::Model);
+        assert_eq!(two.source, EnergySource::Model);
+        // More threads than cores cannot draw more than the device's full-load power.
+        let four = batches.begin_batch();
+        assert_eq!(batches.finish_batch(four, 0.5, 4).joules, two.joules);
+    }
+
+    #[test]
+    fn the_modelled_total_counts_idle_power_over_wall_time() {
+        let mut m = EnergyMeter::model(10.0, 50.0, 4);
+        // An idle minute, ticked as telemetry does.
+        for _ in 0..60 {
+            let p = m.tick(0.0, None, 1.0);
+            assert_eq!(p, 10.0, "idle power now");
+        }
+        assert!((m.total_j() - 600.0).abs() < 1e-6, "{}", m.total_j());
+        assert!(!m.is_measured());
+        assert_eq!(m.source, EnergySource::Model);
+    }
+
+    #[test]
+    fn a_failed_read_between_counter_readings_is_not_counted_twice() {
+        let reading = |w: f32, mj: u64| SensorReading {
+            power_w: Some(w),
+            energy_counter_mj: Some(mj),
+            ..SensorReading::default()
+        };
+        let mut m = EnergyMeter::measured(EnergySource::Rapl, &reading(20.0, 0), 10.0, 50.0, 4);
+        m.record(Some(&reading(20.0, 20_000)), 1.0);
+        assert!((m.total_j() - 20.0).abs() < 1e-9);
+        // A failed read: 20 W held for the second.
+        m.record(None, 1.0);
+        assert!((m.total_j() - 40.0).abs() < 1e-9);
+        // The counter has run on by 2 s × 20 W meanwhile; only the last second is new.
+        m.record(Some(&reading(20.0, 60_000)), 1.0);
+        assert!((m.total_j() - 60.0).abs() < 1e-9, "{}", m.total_j());
+        // And the counter is followed again from there.
+        m.record(Some(&reading(30.0, 90_000)), 1.0);
+        assert!((m.total_j() - 90.0).abs() < 1e-9, "{}", m.total_j());
     }
 
     #[test]

@@ -1,10 +1,11 @@
-//! Device telemetry: CPU and RAM (sysinfo), GPU and power sensors (NVML, Jetson sysfs), and the
-//! labelled energy model used where no power sensor is readable. See [`sensor`] for the order in
-//! which sensors are tried.
+//! Device telemetry: CPU and RAM (sysinfo), GPU and power sensors (NVML, Jetson sysfs, RAPL),
+//! and the labelled energy model used where no power sensor is readable. See [`sensor`] for the
+//! order in which sensors are tried.
 
 mod energy;
 pub mod jetson;
 pub mod nvml;
+pub mod rapl;
 pub mod sensor;
 mod system;
 

@@ -10,10 +10,16 @@
 //! 2. **Jetson** (sysfs, no NVML): INA3221 rails (both driver layouts, see [`super::jetson`]),
 //!    GPU load, unified memory (VRAM = RAM). The rails cover the whole module, so they are used
 //!    for energy whatever the backend.
-//! 3. **Power model**: idle + utilization × (max − idle) from the device profile.
+//! 3. **RAPL** (sysfs `/sys/class/powercap`, see [`super::rapl`]): the CPU packages' energy
+//!    counters, tried only when no sensor chosen so far measures the batches' energy: no sensor
+//!    at all, or a GPU sensor (NVML without power, or NVML while batches run on the CPU) while
+//!    batches run on the CPU. It is then the energy source, labelled `rapl`; GPU figures still
+//!    come from NVML when NVML was found.
+//! 4. **Power model**: idle + utilization × (max − idle) from the device profile, labelled
+//!    `model`.
 //!
 //! A sensor that is found but cannot read power still supplies what it can (utilization, VRAM);
-//! energy then comes from the model. Every figure carries its [`EnergySource`].
+//! energy then comes from RAPL or the model. Every figure carries its [`EnergySource`].
 
 use std::path::{Path, PathBuf};
 
@@ -22,6 +28,7 @@ use slim_protocol::{DeviceInfo, EnergySource};
 use super::{
     jetson::JetsonSensor,
     nvml::{NvmlSensor, NvmlSource},
+    rapl::RaplSensor,
     EnergyMeter, SystemReading,
 };
 
@@ -72,13 +79,13 @@ pub struct SensorReading {
     /// Power now, watts.
     pub power_w: Option<f32>,
     /// A hardware energy counter, millijoules, when the sensor keeps one (NVML on Volta and
-    /// later); differences between readings are the energy used in between.
+    /// later, RAPL); differences between readings are the energy used in between.
     pub energy_counter_mj: Option<u64>,
 }
 
 /// A GPU and/or power sensor chosen at start.
 pub trait PowerSensor: Send + std::fmt::Debug {
-    /// Short name: `nvml` or `jetson`.
+    /// Short name: `nvml`, `jetson` or `rapl`.
     fn name(&self) -> &'static str;
     /// The label its power and energy figures carry.
     fn source(&self) -> EnergySource;
@@ -130,6 +137,8 @@ pub enum SensorKind {
     Nvml,
     /// Jetson sysfs (INA3221 rails, GPU load).
     Jetson,
+    /// RAPL energy counters of the CPU packages only (no GPU sensor).
+    Rapl,
     /// No sensor: the power model only.
     Model,
 }
@@ -137,7 +146,7 @@ pub enum SensorKind {
 /// One step of the fallback order and what came of it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SensorAttempt {
-    /// `nvml`, `jetson` or `model`.
+    /// `nvml`, `jetson`, `rapl` or `model`.
     pub sensor: &'static str,
     /// What was found (`Ok`) or why it was not used (`Err`).
     pub outcome: Result<String, String>,
@@ -146,7 +155,8 @@ pub struct SensorAttempt {
 /// What [`probe_sensors`] found, for a `doctor` command to print.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SensorReport {
-    /// The sensor chosen for GPU figures (or `Model` when none).
+    /// The sensor chosen for GPU figures (`Rapl` when RAPL is the only sensor, `Model` when
+    /// there is none). Energy may come from another one: see `energy_source`.
     pub chosen: SensorKind,
     /// The label of the power and energy figures.
     pub energy_source: EnergySource,
@@ -188,10 +198,14 @@ impl std::fmt::Display for SensorReport {
 #[derive(Debug)]
 pub struct SensorSet {
     sensor: Option<Box<dyn PowerSensor>>,
-    /// The meter: measured when the sensor's power is used, else the model.
+    /// A second sensor read for energy only (RAPL beside an NVML that does not measure the
+    /// batches).
+    power: Option<Box<dyn PowerSensor>>,
+    /// The meter: measured when a sensor's power is used, else the model.
     pub energy: EnergyMeter,
     batches_on_gpu: bool,
     failures: u64,
+    power_failures: u64,
 }
 
 /// What one telemetry tick reports from the sensors.
@@ -216,15 +230,26 @@ impl SensorSet {
     pub fn model_only(options: &SensorOptions) -> Self {
         Self {
             sensor: None,
+            power: None,
             energy: EnergyMeter::model(options.idle_power_w, options.max_power_w, options.cores),
             batches_on_gpu: options.batches_on_gpu,
             failures: 0,
+            power_failures: 0,
         }
     }
 
     /// The chosen sensor's name, `model` when there is none.
     pub fn name(&self) -> &'static str {
         self.sensor.as_ref().map_or("model", |s| s.name())
+    }
+
+    /// The name of the sensor energy is read from, `model` when it is modelled.
+    pub fn energy_sensor_name(&self) -> &'static str {
+        match (&self.power, &self.sensor) {
+            (Some(p), _) => p.name(),
+            (None, Some(s)) if self.energy.is_measured() => s.name(),
+            _ => "model",
+        }
     }
 
     /// Adds the GPU facts of the chosen sensor to `device` (from [`super::device_info`]).
@@ -242,20 +267,12 @@ impl SensorSet {
     /// A failed read keeps the telemetry going: GPU figures are `None` for the tick and power is
     /// held at the last measured value (still labelled with the sensor; logged).
     pub fn read(&mut self, system: &SystemReading, seconds: f64) -> SensorTick {
-        let reading = match self.sensor.as_mut().map(|s| s.read()) {
-            None => None,
-            Some(Ok(r)) => {
-                self.failures = 0;
-                Some(r)
-            }
-            Some(Err(e)) => {
-                self.failures += 1;
-                if self.failures == 1 || self.failures.is_power_of_two() {
-                    tracing::warn!(sensor = self.name(), failures = self.failures, error = %e,
-                        "sensor read failed; holding the last power reading");
-                }
-                None
-            }
+        let reading = read_logged(self.sensor.as_deref_mut(), &mut self.failures);
+        let power_reading = read_logged(self.power.as_deref_mut(), &mut self.power_failures);
+        let energy_reading = if self.power.is_some() {
+            power_reading.as_ref()
+        } else {
+            reading.as_ref()
         };
         let unified = self.sensor.as_ref().is_some_and(|s| s.unified_memory());
         let gpu_util = reading.as_ref().and_then(|r| r.gpu_util);
@@ -264,7 +281,7 @@ impl SensorSet {
         } else {
             system.cpu_util
         };
-        let power_w = self.energy.tick(model_util, reading.as_ref(), seconds);
+        let power_w = self.energy.tick(model_util, energy_reading, seconds);
         let (vram_used_bytes, vram_total_bytes) = if unified {
             (Some(system.ram_used_bytes), Some(system.ram_total_bytes))
         } else {
@@ -280,6 +297,29 @@ impl SensorSet {
             power_w,
             energy_j: self.energy.total_j(),
             energy_source: self.energy.source,
+        }
+    }
+}
+
+/// Reads `sensor` (when there is one), counting and logging failures (the first, then at powers
+/// of two).
+fn read_logged(
+    sensor: Option<&mut (dyn PowerSensor + 'static)>,
+    failures: &mut u64,
+) -> Option<SensorReading> {
+    let sensor = sensor?;
+    match sensor.read() {
+        Ok(r) => {
+            *failures = 0;
+            Some(r)
+        }
+        Err(e) => {
+            *failures += 1;
+            if *failures == 1 || failures.is_power_of_two() {
+                tracing::warn!(sensor = sensor.name(), failures = *failures, error = %e,
+                    "sensor read failed; holding the last power reading");
+            }
+            None
         }
     }
 }
@@ -336,10 +376,51 @@ pub fn select_sensors_with(
         }
     }
 
-    // 3. The power model, for energy whenever the chosen sensor cannot supply it.
+    // 3. RAPL, for energy when nothing chosen so far measures the batches' energy.
+    let mut power = None;
+    match &chosen {
+        Some((_, sensor, first)) if measures_batches(sensor.as_ref(), first, options) => {
+            log.attempts.push(SensorAttempt {
+                sensor: "rapl",
+                outcome: Err(format!(
+                    "not tried: {} measures the batches' energy",
+                    sensor.name()
+                )),
+            });
+        }
+        Some((_, sensor, _)) if options.batches_on_gpu => {
+            log.attempts.push(SensorAttempt {
+                sensor: "rapl",
+                outcome: Err(format!(
+                    "not tried: batches run on the GPU ({}), which RAPL does not measure",
+                    sensor.name()
+                )),
+            });
+        }
+        _ => {
+            if let Some(rapl) = probe_rapl(options, &mut log) {
+                if chosen.is_none() {
+                    chosen = Some((SensorKind::Rapl, rapl.0, rapl.1));
+                } else {
+                    power = Some(rapl);
+                }
+            }
+        }
+    }
+
+    // 4. The power model, for energy whenever no sensor can supply it.
     let (kind, sensor, energy, energy_reason, first) = match chosen {
         Some((kind, sensor, first)) => {
-            let (energy, reason) = energy_meter_for(sensor.as_ref(), &first, options);
+            let (energy, reason) = match &power {
+                Some((rapl, rapl_first)) => (
+                    measured_meter(rapl.as_ref(), rapl_first, options),
+                    format!(
+                        "rapl energy counter, as {} does not measure where batches run",
+                        sensor.name()
+                    ),
+                ),
+                None => energy_meter_for(sensor.as_ref(), &first, options),
+            };
             (kind, Some(sensor), energy, reason, Some(first))
         }
         None => (
@@ -376,9 +457,11 @@ pub fn select_sensors_with(
     };
     let set = SensorSet {
         sensor,
+        power: power.map(|(rapl, _)| rapl),
         energy,
         batches_on_gpu: options.batches_on_gpu,
         failures: 0,
+        power_failures: 0,
     };
     (set, report)
 }
@@ -459,6 +542,63 @@ fn probe_jetson(
         .then(|| (Box::new(sensor) as Box<dyn PowerSensor>, first))
 }
 
+/// Opens the RAPL package counters under `options.sysfs_root`. Domains that exist but cannot be
+/// read (root-only `energy_uj`) also add a warning saying how to grant access.
+fn probe_rapl(options: &SensorOptions, log: &mut ProbeLog) -> Option<Probed> {
+    let outcome = match RaplSensor::open(&options.sysfs_root) {
+        Ok(mut sensor) => {
+            log.warnings
+                .extend(sensor.warnings().iter().map(|w| format!("rapl: {w}")));
+            match sensor.read() {
+                Ok(first) => {
+                    log.attempts.push(SensorAttempt {
+                        sensor: "rapl",
+                        outcome: Ok(sensor.summary()),
+                    });
+                    return Some((Box::new(sensor), first));
+                }
+                Err(e) => Err(format!("opened but unreadable: {e}")),
+            }
+        }
+        Err(e @ SensorError::NotPresent(_)) => Err(e.to_string()),
+        Err(e) => {
+            log.warnings
+                .push(format!("rapl: package counters found but unreadable: {e}"));
+            Err(e.to_string())
+        }
+    };
+    log.attempts.push(SensorAttempt {
+        sensor: "rapl",
+        outcome,
+    });
+    None
+}
+
+/// True when `sensor` (whose first reading is `first`) measures the energy of the batches: it
+/// reads power or energy, and covers the CPU or the batches run on the GPU it measures.
+fn measures_batches(
+    sensor: &dyn PowerSensor,
+    first: &SensorReading,
+    options: &SensorOptions,
+) -> bool {
+    let reads_power = first.power_w.is_some() || first.energy_counter_mj.is_some();
+    reads_power && (sensor.covers_cpu() || options.batches_on_gpu)
+}
+
+fn measured_meter(
+    sensor: &dyn PowerSensor,
+    first: &SensorReading,
+    options: &SensorOptions,
+) -> EnergyMeter {
+    EnergyMeter::measured(
+        sensor.source(),
+        first,
+        options.idle_power_w,
+        options.max_power_w,
+        options.cores,
+    )
+}
+
 fn model_meter(options: &SensorOptions) -> EnergyMeter {
     EnergyMeter::model(options.idle_power_w, options.max_power_w, options.cores)
 }
@@ -470,31 +610,27 @@ fn energy_meter_for(
     first: &SensorReading,
     options: &SensorOptions,
 ) -> (EnergyMeter, String) {
-    match first.power_w {
-        None => (
+    if first.power_w.is_none() && first.energy_counter_mj.is_none() {
+        (
             model_meter(options),
             format!("{} reads no power; using the power model", sensor.name()),
-        ),
-        Some(_) if !sensor.covers_cpu() && !options.batches_on_gpu => (
+        )
+    } else if !measures_batches(sensor, first, options) {
+        (
             model_meter(options),
             format!(
                 "{} measures the GPU only and batches run on the CPU; using the power model",
                 sensor.name()
             ),
-        ),
-        Some(_) => (
-            EnergyMeter::measured(
-                sensor.source(),
-                first,
-                options.idle_power_w,
-                options.max_power_w,
-                options.cores,
-            ),
+        )
+    } else {
+        (
+            measured_meter(sensor, first, options),
             match first.energy_counter_mj {
                 Some(_) => format!("{} energy counter", sensor.name()),
                 None => format!("{} power integrated over time", sensor.name()),
             },
-        ),
+        )
     }
 }
 

@@ -124,7 +124,7 @@ pub struct ModelView {
     pub accuracy_note: Option<String>,
     /// Energy per served request, J.
     pub energy_per_result_j: Option<f32>,
-    /// Source of that energy: `nvml`, `ina3221`, `model`, `none`, or `mixed`.
+    /// Source of that energy: `nvml`, `ina3221`, `rapl`, `model`, `none`, or `mixed`.
     pub energy_source: String,
 }
 

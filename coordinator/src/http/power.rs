@@ -22,7 +22,7 @@ pub struct PowerPoint {
 pub struct PowerSeries {
     /// Agent id.
     pub agent: String,
-    /// Source of the latest report: `nvml` or `ina3221` (measured), `model` (modelled from
+    /// Source of the latest report: `nvml`, `ina3221` or `rapl` (measured), `model` (modelled from
     /// utilization and the device profile), `none`.
     pub energy_source: EnergySource,
     /// Whether that source is a measurement.
@@ -63,7 +63,7 @@ impl PowerHistory {
         PowerSeries {
             agent: agent.to_string(),
             energy_source: source,
-            measured: matches!(source, EnergySource::Nvml | EnergySource::Ina3221),
+            measured: source.is_measured(),
             points: self.points.iter().copied().collect(),
         }
     }

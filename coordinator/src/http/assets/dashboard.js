@@ -5,7 +5,7 @@
 const POLL_MS = 1000;
 const MAX_AGENT_LINES = 10;
 const WIDTH_COLORS = { "0.25": "#4e79a7", "0.5": "#59a14f", "0.75": "#f28e2b", "1": "#e15759" };
-const SOURCES = { nvml: "measured (NVML)", ina3221: "measured (INA3221)", model: "modelled", none: "no reading", mixed: "mixed sources" };
+const SOURCES = { nvml: "measured (NVML)", ina3221: "measured (INA3221)", rapl: "measured (RAPL)", model: "modelled", none: "no reading", mixed: "mixed sources" };
 
 function bytes(n) {
   if (n == null) return "–";

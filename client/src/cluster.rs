@@ -133,7 +133,7 @@ impl LocalCluster {
     pub async fn start(spec: ClusterSpec) -> anyhow::Result<Self> {
         let embedded = match &spec.broker_url {
             Some(_) => None,
-            None => Some(EmbeddedBroker::start_local()?),
+            None => Some(EmbeddedBroker::start_local().await?),
         };
         let url = spec
             .broker_url

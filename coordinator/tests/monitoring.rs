@@ -110,7 +110,7 @@ fn telemetry(seq: u64) -> Telemetry {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_readiness_and_state_follow_an_agent_seen_over_mqtt() {
-    let broker = EmbeddedBroker::start_local().unwrap();
+    let broker = EmbeddedBroker::start_local().await.unwrap();
     let options = BrokerOptions::from_url(broker.url());
     let prefix = "slim-monitoring-test/v1";
     let coordinator = slim_coordinator::start(CoordinatorConfig {

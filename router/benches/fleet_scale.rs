@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use slim_router::fleet::{ModelSpec, ProfileFile};
 use slim_router::ppo::features::Candidates;
 use slim_router::ppo::net::{PolicyWeights, Scratch};
-use slim_router::ppo::{Checkpoint, PpoRouter};
+use slim_router::ppo::{argmax, Checkpoint, PpoRouter};
 use slim_router::{
     build_router, BatchOption, DeviceView, Observation, Route, RouteRequest, Router, RouterKind,
     RouterSettings, WidthOption,
@@ -145,18 +145,7 @@ impl OneByOne {
             &mut self.logits,
             &mut self.scratch,
         );
-        let pick = self
-            .logits
-            .iter()
-            .enumerate()
-            .fold((0, f32::NEG_INFINITY), |best, (i, &l)| {
-                if l > best.1 {
-                    (i, l)
-                } else {
-                    best
-                }
-            })
-            .0;
+        let (pick, _) = argmax(&self.logits);
         Some(self.candidates.routes[pick])
     }
 }

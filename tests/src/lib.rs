@@ -6,6 +6,7 @@
 
 pub mod daemons;
 pub mod mosquitto;
+pub mod paced_requests;
 
 use std::{path::PathBuf, time::Duration};
 

@@ -8,21 +8,17 @@
 use std::{
     fs::OpenOptions,
     net::{TcpListener, TcpStream},
-    path::{Path, PathBuf},
+    path::Path,
     process::{Child, Command, Stdio},
-    sync::atomic::{AtomicUsize, Ordering},
     time::{Duration, Instant},
 };
 
 /// A running (or stopped, between a kill and a restart) private Mosquitto.
 pub struct Mosquitto {
     child: Option<Child>,
-    dir: PathBuf,
+    dir: tempfile::TempDir,
     port: u16,
 }
-
-/// Brokers started by this process, so parallel tests get different folders.
-static STARTED: AtomicUsize = AtomicUsize::new(0);
 
 /// How long a (re)started Mosquitto may take to listen.
 const LISTEN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -38,18 +34,17 @@ impl Mosquitto {
     /// `connection`, `address`, `topic` lines).
     pub fn start_with(tag: &str, extra: &str) -> Self {
         use std::os::unix::fs::PermissionsExt;
-        let n = STARTED.fetch_add(1, Ordering::SeqCst);
-        let dir =
-            std::env::temp_dir().join(format!("slim-mosquitto-{tag}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("the broker's temp folder can be created");
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("slim-mosquitto-{tag}-"))
+            .tempdir()
+            .expect("the broker's temp folder can be created");
         // Mosquitto started as root drops to its own user, which must be able to save its
         // persistence file here.
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777))
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))
             .expect("the broker's temp folder can be opened up");
         let port = free_port();
         std::fs::write(
-            dir.join("mosquitto.conf"),
+            dir.path().join("mosquitto.conf"),
             format!(
                 "# Written by slim_tests::mosquitto: deploy/mosquitto/mosquitto.conf minus TLS/ACL.\n\
                  per_listener_settings false\n\
@@ -69,7 +64,7 @@ impl Mosquitto {
                  log_timestamp_format %H:%M:%S\n\
                  listener {port} 127.0.0.1\n\
                  {extra}",
-                dir.display()
+                dir.path().display()
             ),
         )
         .expect("the broker's config can be written");
@@ -95,7 +90,7 @@ impl Mosquitto {
     /// The temp folder holding the config, the persistence file and the log; removed on drop,
     /// so a test may keep other state (e.g. agents' durable state) under it.
     pub fn dir(&self) -> &Path {
-        &self.dir
+        self.dir.path()
     }
 
     /// The process id while it runs; `None` between a kill and a restart.
@@ -131,7 +126,7 @@ impl Mosquitto {
 
     /// Everything it has logged (every run appends to the same file).
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("mosquitto.log")).unwrap_or_default()
+        std::fs::read_to_string(self.dir.path().join("mosquitto.log")).unwrap_or_default()
     }
 
     fn signal(&mut self, signal: &str) {
@@ -152,11 +147,11 @@ impl Mosquitto {
         let log = OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.dir.join("mosquitto.log"))
+            .open(self.dir.path().join("mosquitto.log"))
             .expect("the broker's log can be opened");
         let child = Command::new("mosquitto")
             .arg("-c")
-            .arg(self.dir.join("mosquitto.conf"))
+            .arg(self.dir.path().join("mosquitto.conf"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -198,7 +193,7 @@ impl Drop for Mosquitto {
             let _ = child.kill();
             let _ = child.wait();
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        // `dir` (a TempDir) is removed after this, once the broker has exited.
     }
 }
 

@@ -69,7 +69,7 @@ pub async fn run_groups(
 ) -> anyhow::Result<SaturationReport> {
     let embedded = match &spec.broker_url {
         Some(_) => None,
-        None => Some(EmbeddedBroker::start_local()?),
+        None => Some(EmbeddedBroker::start_local().await?),
     };
     let url = match (&spec.broker_url, &embedded) {
         (Some(url), _) => url.clone(),

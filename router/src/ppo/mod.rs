@@ -24,5 +24,5 @@ mod update;
 pub use checkpoint::{Checkpoint, CheckpointError, CheckpointMeta, OnlineMeta};
 pub use config::PpoConfig;
 pub use prior::PriorCheck;
-pub use router::PpoRouter;
+pub use router::{argmax, PpoRouter};
 pub use train::{train, IterationStats};

@@ -98,8 +98,12 @@ impl DeviceScorer {
     }
 }
 
-/// The first of equal maxima (index 0 when none is above negative infinity), and its logit.
-fn argmax(logits: &[f32]) -> (usize, f32) {
+/// PPO's greedy pick over `logits`: the index of the largest logit and that logit.
+///
+/// Ties go to the first of equal maxima (the lowest index); when no logit is above negative
+/// infinity (an empty slice, all `-inf`, or NaN throughout) it is index 0 with negative
+/// infinity. NaN never wins, as `>` against it is false.
+pub fn argmax(logits: &[f32]) -> (usize, f32) {
     logits
         .iter()
         .enumerate()

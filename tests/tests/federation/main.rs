@@ -37,11 +37,12 @@ use slim_client::{
     samples::{family_samples, Sample},
 };
 use slim_mqtt::BrokerOptions;
-use slim_protocol::{Decision, InferRequest, Topics};
+use slim_protocol::{Decision, Topics};
 use slim_tests::{
     daemons::{start_agent, start_coordinator, Daemon, FleetSpec, StatusWatcher},
     models_dir,
     mosquitto::Mosquitto,
+    paced_requests::{self, log_answers, AnswerLog, Answers, Pace, Record},
 };
 
 /// Agents' telemetry interval and the coordinators' liveness timeout, milliseconds.
@@ -101,60 +102,22 @@ fn site_bridge(name: &str, port: u16, prefix: &str, hub_routed: bool) -> String 
     conf
 }
 
-/// One client's requests: id → (sent at, first answer at and what it was).
-#[derive(Debug, Clone)]
-struct Record {
-    id: String,
-    sent_at: Duration,
-    answer: Option<(Duration, Reply)>,
-}
+/// The load of each client.
+const PACE: Pace = Pace {
+    rate: RATE_PER_CLIENT,
+    duration: LOAD,
+    drain: DRAIN,
+};
 
-impl Record {
-    fn latency(&self) -> Option<Duration> {
-        self.answer
-            .as_ref()
-            .map(|(at, _)| at.saturating_sub(self.sent_at))
-    }
-
-    fn agent(&self) -> Option<&str> {
-        match &self.answer {
-            Some((_, Reply::Result(r))) => Some(&r.agent),
-            _ => None,
-        }
-    }
-
-    fn error(&self) -> Option<&'static str> {
-        match &self.answer {
-            Some((_, Reply::Error(e))) => Some(e.code.as_str()),
-            _ => None,
-        }
+/// An answer as the answer log keeps it: a result with the agent that gave it, or an error.
+fn kind(reply: &Reply) -> String {
+    match reply {
+        Reply::Result(r) => format!("result from {}", r.agent),
+        Reply::Error(e) => format!("error {}", e.code.as_str()),
     }
 }
 
-/// Every answer seen on a reply topic, duplicates included: id → kinds, in order.
-type AnswerLog = Arc<Mutex<HashMap<String, Vec<String>>>>;
-
-fn log_answers(client: &SlimClient) -> (AnswerLog, tokio::task::JoinHandle<()>) {
-    let log: AnswerLog = Default::default();
-    let mut tap = client.tap(client.reply_topic());
-    let task = {
-        let log = log.clone();
-        tokio::spawn(async move {
-            while let Some((_, payload)) = tap.recv().await {
-                if let Some((id, reply)) = Reply::decode(&payload) {
-                    let kind = match reply {
-                        Reply::Result(r) => format!("result from {}", r.agent),
-                        Reply::Error(e) => format!("error {}", e.code.as_str()),
-                    };
-                    log.lock().unwrap().entry(id).or_default().push(kind);
-                }
-            }
-        })
-    };
-    (log, task)
-}
-
-/// Sends `RATE_PER_CLIENT` requests per second for `LOAD` from `t0`, each once; waits for the
+/// Sends [`PACE`] from `t0`, each request once (the clients do not retry); waits for the
 /// answers until `t0 + LOAD + DRAIN`.
 async fn drive(
     client: SlimClient,
@@ -162,46 +125,14 @@ async fn drive(
     tag: &str,
     t0: Instant,
 ) -> Vec<Record> {
-    let n = (LOAD.as_secs_f64() * RATE_PER_CLIENT).round() as usize;
-    let until = t0 + LOAD + DRAIN;
-    let records: Arc<Mutex<Vec<Record>>> = Arc::new(Mutex::new(Vec::with_capacity(n)));
-    let answered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    for i in 0..n {
-        let sent_at = Duration::from_secs_f64(i as f64 / RATE_PER_CLIENT);
-        tokio::time::sleep_until((t0 + sent_at).into()).await;
-        let id = format!("{tag}-{i}");
-        let sample = &samples[(i * 7919) % samples.len()];
-        let mut request = InferRequest::new(id.clone(), "digits", sample.input.clone());
-        request.sent_at_ms = Some(slim_protocol::now_ms());
-        records.lock().unwrap().push(Record {
-            id,
-            sent_at: t0.elapsed(),
-            answer: None,
-        });
-        let pending = client
-            .send(request)
-            .await
-            .expect("the client queues the request");
-        let (records, answered) = (records.clone(), answered.clone());
-        tokio::spawn(async move {
-            if let Ok(Ok(reply)) = tokio::time::timeout_at(until.into(), pending).await {
-                records.lock().unwrap()[i].answer = Some((t0.elapsed(), reply));
-                answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            }
-        });
-    }
-    while answered.load(std::sync::atomic::Ordering::SeqCst) < n && Instant::now() < until {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let records = records.lock().unwrap().clone();
-    records
+    paced_requests::drive(&client, &samples, tag, PACE, t0).await
 }
 
 /// What one client saw, by phase of the cut.
 struct Tally {
     name: &'static str,
     records: Vec<Record>,
-    answers: HashMap<String, Vec<String>>,
+    answers: Answers,
 }
 
 impl Tally {
@@ -212,18 +143,11 @@ impl Tally {
     }
 
     fn lost(&self) -> Vec<&str> {
-        self.records
-            .iter()
-            .filter(|r| r.answer.is_none())
-            .map(|r| r.id.as_str())
-            .collect()
+        paced_requests::lost(&self.records)
     }
 
     fn extra_answers(&self) -> usize {
-        self.answers
-            .values()
-            .map(|k| k.len().saturating_sub(1))
-            .sum()
+        paced_requests::extra_answers(&self.answers)
     }
 
     fn conflicting(&self) -> Vec<(&String, &Vec<String>)> {
@@ -270,11 +194,7 @@ impl Tally {
                 .unwrap_or_default();
             let dup: usize = rs
                 .iter()
-                .map(|r| {
-                    self.answers
-                        .get(&r.id)
-                        .map_or(0, |k| k.len().saturating_sub(1))
-                })
+                .map(|r| paced_requests::extra_answers_to(&self.answers, &r.id))
                 .sum();
             out.push_str(&format!(
                 "  {label:<15} {:>4} sent: {}; worst latency {:.2} s; {dup} extra answers\n",
@@ -403,7 +323,7 @@ async fn a_site_cut_off_from_the_hub_keeps_serving_itself_and_loses_nothing() {
         })
     };
     let logs: Vec<(AnswerLog, tokio::task::JoinHandle<()>)> = [&hub_client, &s1_client, &s2_client]
-        .map(log_answers)
+        .map(|client| log_answers(client, kind))
         .into();
     let samples = Arc::new(family_samples(&models_dir(), "digits").unwrap());
     // The hub's coordinator must have learned the agents (retained status through the bridges).

@@ -1,22 +1,19 @@
 //! One fault scenario: a private Mosquitto, the daemons as separate processes, a client at a
 //! steady rate with retries, the fault injected by PID, and what was measured.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use slim_client::{
     client::{Reply, SlimClient},
     load::{LoadReport, Outcome, Summary},
     samples::{family_samples, Sample},
 };
-use slim_protocol::InferRequest;
+pub use slim_tests::paced_requests::Record;
 use slim_tests::{
     daemons::{FleetSpec, ProcessFleet},
     models_dir,
     mosquitto::Mosquitto,
+    paced_requests::{self, AnswerLog, Answers, Pace},
     ANSWER_TIMEOUT,
 };
 
@@ -124,27 +121,6 @@ pub fn ci_plan(fault: Fault) -> Plan {
     }
 }
 
-/// One request and its first answer, times from the start of the load.
-#[derive(Debug, Clone)]
-pub struct Record {
-    pub id: String,
-    pub sent_at: Duration,
-    pub label: Option<u32>,
-    pub answer: Option<(Duration, Reply)>,
-}
-
-impl Record {
-    pub fn latency(&self) -> Option<Duration> {
-        self.answer
-            .as_ref()
-            .map(|(at, _)| at.saturating_sub(self.sent_at))
-    }
-
-    pub fn is_result(&self) -> bool {
-        matches!(self.answer, Some((_, Reply::Result(_))))
-    }
-}
-
 /// A lower estimate of the memory the test itself keeps per request, bytes: this record, the
 /// answer log's entry, and the client's waiter and answered-id entries. The soak reports it
 /// beside the test process's RSS, so the load generator's own growth is not taken for a leak.
@@ -167,9 +143,6 @@ pub fn bookkeeping_bytes(r: &Record) -> usize {
     std::mem::size_of::<Record>() + r.id.len() + answer + 3 * entry + 2 * 32
 }
 
-/// Every answer seen on the client's reply topic, duplicates included: id → kinds in order.
-pub type AnswerLog = Arc<Mutex<HashMap<String, Vec<String>>>>;
-
 fn kind(reply: &Reply) -> String {
     match reply {
         Reply::Result(r) if r.model == "digits" => "result".into(),
@@ -178,26 +151,9 @@ fn kind(reply: &Reply) -> String {
     }
 }
 
-/// Records every answer published on the client's reply topic (the client itself passes on
-/// only the first per id).
+/// Records every answer published on the client's reply topic, a digits result as `result`.
 pub fn log_answers(client: &SlimClient) -> (AnswerLog, tokio::task::JoinHandle<()>) {
-    let log: AnswerLog = Default::default();
-    let mut tap = client.tap(client.reply_topic());
-    let task = {
-        let log = log.clone();
-        tokio::spawn(async move {
-            while let Some((_, payload)) = tap.recv().await {
-                if let Some((id, reply)) = Reply::decode(&payload) {
-                    log.lock()
-                        .unwrap()
-                        .entry(id)
-                        .or_default()
-                        .push(kind(&reply));
-                }
-            }
-        })
-    };
-    (log, task)
+    paced_requests::log_answers(client, kind)
 }
 
 /// Sends requests every `1/RATE` s for `duration` from `t0`, each retried by the client until
@@ -210,40 +166,12 @@ pub async fn drive(
     drain: Duration,
     t0: Instant,
 ) -> Vec<Record> {
-    let until = t0 + duration + drain;
-    let n = (duration.as_secs_f64() * RATE).round() as usize;
-    let records: Arc<Mutex<Vec<Record>>> = Arc::new(Mutex::new(Vec::with_capacity(n)));
-    let answered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    for i in 0..n {
-        let sent_at = Duration::from_secs_f64(i as f64 / RATE);
-        tokio::time::sleep_until((t0 + sent_at).into()).await;
-        let sample = &samples[(i * 7919) % samples.len()];
-        let id = format!("{tag}-{i}");
-        let mut request = InferRequest::new(id.clone(), "digits", sample.input.clone());
-        request.sent_at_ms = Some(slim_protocol::now_ms());
-        records.lock().unwrap().push(Record {
-            id,
-            sent_at,
-            label: sample.label,
-            answer: None,
-        });
-        let pending = client
-            .send_until(request, Some(until))
-            .await
-            .expect("the client queues the request");
-        let (records, answered) = (records.clone(), answered.clone());
-        tokio::spawn(async move {
-            if let Ok(reply) = pending.await {
-                records.lock().unwrap()[i].answer = Some((t0.elapsed(), reply));
-                answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            }
-        });
-    }
-    while answered.load(std::sync::atomic::Ordering::SeqCst) < n && Instant::now() < until {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let records = records.lock().unwrap().clone();
-    records
+    let pace = Pace {
+        rate: RATE,
+        duration,
+        drain,
+    };
+    paced_requests::drive(client, samples, tag, pace, t0).await
 }
 
 /// Everything one scenario measured.
@@ -475,7 +403,7 @@ pub async fn run_fault(plan: Plan) -> Run {
 pub fn measure(
     plan: Plan,
     records: &[Record],
-    answers: &HashMap<String, Vec<String>>,
+    answers: &Answers,
     duplicates: u64,
     (fault_start, fault_end): (Duration, Duration),
     coordinator: String,
@@ -501,10 +429,9 @@ pub fn measure(
             .unwrap_or_default(),
         duplicates,
     };
-    let lost_ids = records
-        .iter()
-        .filter(|r| r.answer.is_none())
-        .map(|r| r.id.clone())
+    let lost_ids = paced_requests::lost(records)
+        .into_iter()
+        .map(String::from)
         .collect();
     let mut conflicting: Vec<(String, Vec<String>)> = answers
         .iter()
@@ -512,7 +439,7 @@ pub fn measure(
         .map(|(id, kinds)| (id.clone(), kinds.clone()))
         .collect();
     conflicting.sort();
-    let extra_answers = answers.values().map(|k| k.len().saturating_sub(1)).sum();
+    let extra_answers = paced_requests::extra_answers(answers);
     let mut before: Vec<Duration> = records
         .iter()
         .filter(|r| r.sent_at >= Duration::from_secs(1) && r.sent_at < fault_start)

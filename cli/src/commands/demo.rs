@@ -1,4 +1,7 @@
-//! `slim demo`: a broker, a coordinator and three agents on this machine, a workload, a summary.
+//! `slim demo`: a broker, a coordinator and three agents on this machine, a workload, a summary;
+//! with `--compare`, the same workload through three routers side by side ([`compare`]).
+
+mod compare;
 
 use std::{path::PathBuf, time::Duration};
 
@@ -16,9 +19,15 @@ use super::BROKER_TIMEOUT;
 /// Runs the whole system on this machine and drives a workload through it.
 #[derive(Debug, Clone, Args)]
 pub struct DemoArgs {
-    /// How long to send requests.
+    /// How long to send requests (with --compare: per router).
     #[arg(long, default_value = "15s", value_parser = super::parse_duration)]
     pub duration: Duration,
+    /// Run the same seeded workload through random, greedy (the best heuristic in
+    /// docs/evaluation.md) and the PPO policy given by --policy, each on a freshly started
+    /// coordinator in front of the same agents, and print one side-by-side table (about 60 s
+    /// with the defaults).
+    #[arg(long, conflicts_with_all = ["router", "online_refine", "keep_running"])]
+    pub compare: bool,
     /// Mean request rate per model (Poisson arrivals), per second; one value per --models entry.
     #[arg(long, value_delimiter = ',', default_value = "50,4")]
     pub rates: Vec<f64>,
@@ -68,11 +77,15 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// The `slim demo` command line that repeats this run.
 pub fn reproduce_command(args: &DemoArgs) -> String {
     format!(
-        "slim demo --duration {} --models {} --rates {} --router {} --seed {}{}",
+        "slim demo --duration {} --models {} --rates {} {} --seed {}{}",
         super::human_duration(args.duration),
         args.models.join(","),
         super::list_text(&args.rates),
-        args.router.as_str(),
+        if args.compare {
+            "--compare".to_string()
+        } else {
+            format!("--router {}", args.router.as_str())
+        },
         args.seed,
         if args.online_refine {
             format!(" --online-refine --online-batch {}", args.online_batch)
@@ -136,11 +149,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .map(|m| family_samples(&args.models_dir, m))
         .collect::<anyhow::Result<Vec<_>>>()?;
     super::require_path(&args.profile, "the device profile", "--profile")?;
-    if args.router == RouterKind::Ppo {
+    if args.router == RouterKind::Ppo || args.compare {
         super::require_path(&args.policy, "the PPO policy", "--policy")?;
     }
     if let Some(url) = &args.broker {
         super::probe_broker(&slim_mqtt::BrokerOptions::from_url(url), BROKER_TIMEOUT).await?;
+    }
+    if args.compare {
+        return compare::run(&args, &samples).await;
     }
     println!(
         "Starting {} broker, a coordinator ({}) and {} agents (emulated slowdowns {})...",

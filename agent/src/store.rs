@@ -199,12 +199,13 @@ mod tests {
         }
     }
 
-    fn store() -> (Store, std::path::PathBuf) {
-        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("slim-store-test-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        (Store::open(&dir).unwrap(), dir)
+    /// A store in a fresh temp folder, removed when the folder is dropped.
+    fn store() -> (Store, tempfile::TempDir) {
+        let dir = tempfile::Builder::new()
+            .prefix("slim-store-test-")
+            .tempdir()
+            .unwrap();
+        (Store::open(dir.path()).unwrap(), dir)
     }
 
     const ROOMY: OutboxLimits = OutboxLimits {
@@ -214,7 +215,7 @@ mod tests {
 
     #[test]
     fn stored_messages_come_back_oldest_first() {
-        let (s, dir) = store();
+        let (s, _dir) = store();
         for (i, t) in ["a", "b", "c"].iter().enumerate() {
             s.push(&msg(t, 1000 + i as u64, 10), ROOMY).unwrap();
         }
@@ -225,12 +226,11 @@ mod tests {
         );
         assert_eq!(expired, 0);
         assert_eq!(s.outbox_len(), 0);
-        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]
     fn the_outbox_keeps_within_its_size_and_age_bounds() {
-        let (s, dir) = store();
+        let (s, _dir) = store();
         let tight = OutboxLimits {
             max_bytes: 250,
             max_age_ms: 100,
@@ -249,7 +249,6 @@ mod tests {
         assert_eq!(out.last().unwrap().topic, "m4", "the newest survive");
         assert!(expired <= 1);
         assert!(out.iter().all(|m| 1103 - m.stored_at_ms <= 100));
-        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]
@@ -263,7 +262,7 @@ mod tests {
         s.answered(&k("r1")).unwrap();
         s.flush().unwrap();
         drop(s);
-        let s = Store::open(&dir).unwrap();
+        let s = Store::open(dir.path()).unwrap();
         assert_eq!(
             s.unanswered().unwrap(),
             vec![
@@ -271,6 +270,5 @@ mod tests {
                 (RequestKey::new("replies/other", "r1"), b"other".to_vec())
             ]
         );
-        let _ = std::fs::remove_dir_all(dir);
     }
 }

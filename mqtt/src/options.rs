@@ -1,9 +1,13 @@
 //! Broker address, credentials and TLS, from a URL and flags.
 
-use std::{path::PathBuf, time::Duration};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use rumqttc::{
     AsyncClient, EventLoop, LastWill, MqttOptions, NetworkOptions, TlsConfiguration, Transport,
+};
+use rustls::{
+    pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer},
+    ClientConfig, RootCertStore,
 };
 use serde::{Deserialize, Serialize};
 
@@ -41,6 +45,28 @@ pub enum BrokerError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// A TLS file was read but holds no usable certificate or key.
+    #[error("{what} {path:?} is not usable: {reason}")]
+    TlsContent {
+        /// Which file (CA, certificate, key).
+        what: &'static str,
+        /// Its path.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// No `ca_file` is set and the system has no CA certificates to use instead.
+    #[error(
+        "no system CA certificates found ({reason}); set ca_file (--ca-file) to the PEM CA that \
+         signed the broker's certificate"
+    )]
+    NoSystemCertificates {
+        /// What the loader reported.
+        reason: String,
+    },
+    /// rustls refused the TLS configuration (e.g. a client key that does not fit its certificate).
+    #[error("TLS configuration refused: {0}")]
+    Tls(#[from] rustls::Error),
 }
 
 /// How to reach the broker. `mqtt://` is plain TCP (port 1883 by default), `mqtts://` is TLS
@@ -54,7 +80,8 @@ pub struct BrokerOptions {
     pub username: Option<String>,
     /// MQTT password.
     pub password: Option<String>,
-    /// PEM file with the CA that signed the broker's certificate (TLS). Defaults to the system bundle.
+    /// PEM file with the CA that signed the broker's certificate (TLS). Unset: the system's CA
+    /// certificates (rustls-native-certs: the OpenSSL locations, or `SSL_CERT_FILE`/`SSL_CERT_DIR`).
     pub ca_file: Option<PathBuf>,
     /// PEM client certificate, for brokers that require mutual TLS.
     pub client_cert: Option<PathBuf>,
@@ -91,8 +118,6 @@ impl Default for BrokerOptions {
 
 /// Host, port, TLS flag and URL credentials.
 type ParsedUrl = (String, u16, bool, Option<(String, String)>);
-
-const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 impl BrokerOptions {
     /// Options for a broker at `url`, everything else default.
@@ -171,30 +196,49 @@ impl BrokerOptions {
         Ok(options)
     }
 
+    /// The rustls configuration: trusted roots from `ca_file` if set (it wins), else the
+    /// system's CA certificates; a client certificate when both `client_cert` and `client_key`
+    /// are set. Unusable files are errors here, before any connection is tried.
     fn tls_configuration(&self) -> Result<TlsConfiguration, BrokerError> {
-        let read = |what: &'static str, path: &PathBuf| {
-            std::fs::read(path).map_err(|source| BrokerError::TlsFile {
-                what,
-                path: path.clone(),
-                source,
-            })
-        };
-        let ca_path = self
-            .ca_file
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(SYSTEM_CA_BUNDLE));
-        let ca = read("CA file", &ca_path)?;
-        let client_auth = match (&self.client_cert, &self.client_key) {
-            (Some(cert), Some(key)) => {
-                Some((read("client certificate", cert)?, read("client key", key)?))
+        let mut roots = RootCertStore::empty();
+        match &self.ca_file {
+            Some(path) => {
+                let (added, _) =
+                    roots.add_parsable_certificates(pem_certificates("CA file", path)?);
+                if added == 0 {
+                    return Err(BrokerError::TlsContent {
+                        what: "CA file",
+                        path: path.clone(),
+                        reason: "no valid certificate in it".into(),
+                    });
+                }
             }
-            _ => None,
+            None => {
+                let (added, _) = roots.add_parsable_certificates(system_ca_certificates()?);
+                if added == 0 {
+                    return Err(BrokerError::NoSystemCertificates {
+                        reason: "none of them parses".into(),
+                    });
+                }
+            }
+        }
+        let builder = ClientConfig::builder().with_root_certificates(roots);
+        let config = match (&self.client_cert, &self.client_key) {
+            (Some(cert), Some(key)) => {
+                let chain = pem_certificates("client certificate", cert)?;
+                let key_bytes = read_tls_file("client key", key)?;
+                let private_key = PrivateKeyDer::from_pem_slice(&key_bytes).map_err(|e| {
+                    BrokerError::TlsContent {
+                        what: "client key",
+                        path: key.clone(),
+                        reason: format!("no PEM private key in it ({e})"),
+                    }
+                })?;
+                builder.with_client_auth_cert(chain, private_key)?
+            }
+            _ => builder.with_no_client_auth(),
         };
-        Ok(TlsConfiguration::Simple {
-            ca,
-            alpn: None,
-            client_auth,
-        })
+        Ok(TlsConfiguration::Rustls(Arc::new(config)))
     }
 
     /// Builds the client and its event loop. Nothing is sent until the event loop is polled.
@@ -211,6 +255,54 @@ impl BrokerOptions {
         eventloop.set_network_options(network);
         Ok((client, eventloop))
     }
+}
+
+fn read_tls_file(what: &'static str, path: &PathBuf) -> Result<Vec<u8>, BrokerError> {
+    std::fs::read(path).map_err(|source| BrokerError::TlsFile {
+        what,
+        path: path.clone(),
+        source,
+    })
+}
+
+/// Every PEM certificate in the file at `path`; none is an error.
+fn pem_certificates(
+    what: &'static str,
+    path: &PathBuf,
+) -> Result<Vec<CertificateDer<'static>>, BrokerError> {
+    let bytes = read_tls_file(what, path)?;
+    let content = |reason: String| BrokerError::TlsContent {
+        what,
+        path: path.clone(),
+        reason,
+    };
+    let certs = CertificateDer::pem_slice_iter(&bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| content(format!("bad PEM ({e})")))?;
+    if certs.is_empty() {
+        return Err(content("no PEM certificate in it".into()));
+    }
+    Ok(certs)
+}
+
+/// The system's CA certificates (rustls-native-certs); an error naming what the loader found
+/// when there are none. Unreadable extra files are skipped when others load.
+fn system_ca_certificates() -> Result<Vec<CertificateDer<'static>>, BrokerError> {
+    let loaded = rustls_native_certs::load_native_certs();
+    if loaded.certs.is_empty() {
+        let reason = if loaded.errors.is_empty() {
+            "no certificate file in OpenSSL's locations, or in SSL_CERT_FILE/SSL_CERT_DIR if set"
+                .to_string()
+        } else {
+            let errors: Vec<String> = loaded.errors.iter().map(ToString::to_string).collect();
+            errors.join("; ")
+        };
+        return Err(BrokerError::NoSystemCertificates { reason });
+    }
+    for e in &loaded.errors {
+        tracing::warn!(error = %e, "skipped part of the system CA certificates");
+    }
+    Ok(loaded.certs)
 }
 
 #[cfg(test)]
@@ -253,5 +345,71 @@ mod tests {
         b.ca_file = Some("/nonexistent/ca.pem".into());
         let err = b.mqtt_options("c", None).unwrap_err();
         assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
+    }
+
+    /// ISRG Root X2 (Let's Encrypt's public ECDSA root): a CA certificate rustls accepts.
+    const A_CA: &str = "-----BEGIN CERTIFICATE-----
+MIICGzCCAaGgAwIBAgIQQdKd0XLq7qeAwSxs6S+HUjAKBggqhkjOPQQDAzBPMQsw
+CQYDVQQGEwJVUzEpMCcGA1UEChMgSW50ZXJuZXQgU2VjdXJpdHkgUmVzZWFyY2gg
+R3JvdXAxFTATBgNVBAMTDElTUkcgUm9vdCBYMjAeFw0yMDA5MDQwMDAwMDBaFw00
+MDA5MTcxNjAwMDBaME8xCzAJBgNVBAYTAlVTMSkwJwYDVQQKEyBJbnRlcm5ldCBT
+ZWN1cml0eSBSZXNlYXJjaCBHcm91cDEVMBMGA1UEAxMMSVNSRyBSb290IFgyMHYw
+EAYHKoZIzj0CAQYFK4EEACIDYgAEzZvVn4CDCuwJSvMWSj5cz3es3mcFDR0HttwW
++1qLFNvicWDEukWVEYmO6gbf9yoWHKS5xcUy4APgHoIYOIvXRdgKam7mAHf7AlF9
+ItgKbppbd9/w+kHsOdx1ymgHDB/qo0IwQDAOBgNVHQ8BAf8EBAMCAQYwDwYDVR0T
+AQH/BAUwAwEB/zAdBgNVHQ4EFgQUfEKWrt5LSDv6kviejM9ti6lyN5UwCgYIKoZI
+zj0EAwMDaAAwZQIwe3lORlCEwkSHRhtFcP9Ymd70/aTSVaYgLXTWNLxBo1BfASdW
+tL4ndQavEi51mI38AjEAi/V3bNTIZargCyzuFJ0nN6T5U6VR5CmD1/iQMVtCnwr1
+/q4AaOeMSQ+2b1tbFfLn
+-----END CERTIFICATE-----
+";
+
+    #[test]
+    fn a_given_ca_file_is_used_and_one_without_certificates_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut b = BrokerOptions::from_url("mqtts://x");
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, A_CA).unwrap();
+        b.ca_file = Some(ca);
+        b.mqtt_options("c", None).unwrap();
+        let not_pem = dir.path().join("not-a-ca.pem");
+        std::fs::write(&not_pem, "hello\n").unwrap();
+        b.ca_file = Some(not_pem);
+        let err = b.mqtt_options("c", None).unwrap_err().to_string();
+        assert!(err.contains("not-a-ca.pem"), "{err}");
+        assert!(err.contains("no PEM certificate"), "{err}");
+    }
+
+    #[test]
+    fn without_a_ca_file_the_system_certificates_are_used_or_the_error_says_what_to_set() {
+        // SSL_CERT_FILE and SSL_CERT_DIR replace the platform's store (rustls-native-certs); no
+        // other test here builds TLS options without a CA file.
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "").unwrap();
+        let bundle = dir.path().join("bundle.pem");
+        std::fs::write(&bundle, A_CA).unwrap();
+        let no_dir = dir.path().join("no-certificates");
+        std::fs::create_dir(&no_dir).unwrap();
+        let saved = ["SSL_CERT_FILE", "SSL_CERT_DIR"].map(|k| (k, std::env::var_os(k)));
+        let b = BrokerOptions::from_url("mqtts://x");
+        std::env::set_var("SSL_CERT_DIR", &no_dir);
+        std::env::set_var("SSL_CERT_FILE", &empty);
+        let none = b.mqtt_options("c", None);
+        std::env::set_var("SSL_CERT_FILE", &bundle);
+        let some = b.mqtt_options("c", None);
+        for (key, value) in saved {
+            match value {
+                Some(v) => std::env::set_var(key, v),
+                None => std::env::remove_var(key),
+            }
+        }
+        let err = none.unwrap_err();
+        assert!(
+            matches!(err, BrokerError::NoSystemCertificates { .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("--ca-file"), "{err}");
+        some.unwrap();
     }
 }

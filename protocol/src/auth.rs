@@ -137,8 +137,8 @@ mod tests {
 
     #[test]
     fn short_or_missing_key_files_are_clear_errors() {
-        let dir = std::env::temp_dir().join(format!("slim-key-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let temp = tempfile::tempdir().unwrap();
+        let dir = temp.path();
         let short = dir.join("short");
         std::fs::write(&short, "abc\n").unwrap();
         let e = AssignmentKey::from_file(&short).unwrap_err().to_string();
@@ -150,6 +150,5 @@ mod tests {
         let good = dir.join("good");
         std::fs::write(&good, "  0123456789abcdef0123456789abcdef\n").unwrap();
         assert!(AssignmentKey::from_file(&good).is_ok());
-        let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -212,8 +212,8 @@ mod tests {
 
     #[test]
     fn a_manifest_with_widths_out_of_order_is_refused_with_its_path() {
-        let dir = std::env::temp_dir().join(format!("slim-manifest-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let temp = tempfile::tempdir().unwrap();
+        let dir = temp.path();
         let text = std::fs::read_to_string(models_dir().join("digits/manifest.toml")).unwrap();
         let mut manifest: toml::Table = toml::from_str(&text).unwrap();
         let widths = manifest["widths"].as_array_mut().unwrap();
@@ -223,8 +223,7 @@ mod tests {
             toml::to_string(&manifest).unwrap(),
         )
         .unwrap();
-        let error = Manifest::load(&dir).unwrap_err().to_string();
-        std::fs::remove_dir_all(&dir).unwrap();
+        let error = Manifest::load(dir).unwrap_err().to_string();
         assert!(error.contains("ascending"), "{error}");
         assert!(error.contains("manifest.toml"), "{error}");
     }

@@ -15,12 +15,19 @@ static LOAD_LOCK: Mutex<()> = Mutex::new(());
 /// First measurement per (ONNX path, batch size), bytes.
 static MEASURED: Mutex<Option<HashMap<(PathBuf, usize), u64>>> = Mutex::new(None);
 
-/// Resident memory of this process, bytes (Linux `/proc/self/status` VmRSS), if readable.
+/// Resident memory of this process, bytes (sysinfo; on Linux `/proc/self/statm`), if readable.
+/// Called twice per model load, not per telemetry tick; it refreshes this process's memory only
+/// (no other process, no per-thread tasks).
 pub fn resident_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
+    use sysinfo::{ProcessRefreshKind, ProcessesToUpdate, System};
+    let pid = sysinfo::get_current_pid().ok()?;
+    let mut system = System::new();
+    system.refresh_processes_specifics(
+        ProcessesToUpdate::Some(&[pid]),
+        false,
+        ProcessRefreshKind::nothing().with_memory().without_tasks(),
+    );
+    system.process(pid).map(sysinfo::Process::memory)
 }
 
 /// Creates an instance of `plan`, runs one batch of `batch` samples to allocate its
@@ -61,4 +68,13 @@ pub fn load_measured(
         }
     };
     Ok((state, bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn this_process_has_a_resident_set() {
+        let bytes = super::resident_bytes().expect("sysinfo reads this process's memory");
+        assert!(bytes > 1 << 20, "{bytes} bytes resident");
+    }
 }

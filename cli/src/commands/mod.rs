@@ -117,7 +117,9 @@ pub async fn probe_broker(
     }
 }
 
-/// A duration as people write it: `15s`, `500ms`, `2.5s`, `2m`.
+/// A duration as people write it: `15s`, `500ms`, `2.5s`, `2m`. One word that
+/// [`parse_duration`] takes back (unlike `humantime::format_duration`'s `2s 500ms`), so it can
+/// be pasted into a printed command line.
 pub fn human_duration(d: Duration) -> String {
     let ms = d.as_millis();
     if ms < 1000 {
@@ -152,26 +154,16 @@ pub fn list_text<T: std::fmt::Display>(values: &[T]) -> String {
 /// it lives with the sample loading in `slim_client`).
 pub use slim_client::samples::require_path;
 
-/// Parses durations like `20s`, `500ms`, `2m` or a plain number of seconds.
+/// Parses durations like `20s`, `500ms`, `2.5s`, `2m`, `1h 30m` (humantime's syntax) or a plain
+/// number of seconds.
 pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     let t = text.trim();
-    let (number, unit) = t
-        .find(|c: char| c.is_ascii_alphabetic())
-        .map(|i| t.split_at(i))
-        .unwrap_or((t, "s"));
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 20s, 500ms or 2m"))?;
-    let seconds = match unit {
-        "ms" => value / 1000.0,
-        "s" => value,
-        "m" | "min" => value * 60.0,
-        other => return Err(format!("unknown duration unit {other:?} (use ms, s or m)")),
-    };
-    if seconds.is_nan() || seconds < 0.0 {
-        return Err(format!("{text:?} must not be negative"));
+    if let Ok(seconds) = t.parse::<f64>() {
+        return std::time::Duration::try_from_secs_f64(seconds)
+            .map_err(|e| format!("{text:?} is not a duration: {e}"));
     }
-    Ok(std::time::Duration::from_secs_f64(seconds))
+    humantime::parse_duration(t)
+        .map_err(|e| format!("{text:?} is not a duration like 20s, 500ms or 2m: {e}"))
 }
 
 #[cfg(test)]
@@ -192,7 +184,11 @@ mod tests {
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_duration("2.5s"), Ok(Duration::from_millis(2500)));
+        assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
         assert!(parse_duration("soon").is_err());
-        assert!(parse_duration("5h").unwrap_err().contains("unit"));
+        assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("-1").is_err());
+        assert!(parse_duration("5x").unwrap_err().contains("unit"));
     }
 }

@@ -19,17 +19,20 @@ use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 
 use super::{dashboard, metrics, snapshot::Snapshot, state_api};
 
-/// What the handlers read: the latest snapshot and the live broker connection flag.
+/// What the handlers read: the latest snapshot, the live broker connection flag, and the
+/// metrics registry (built once, here).
 #[derive(Debug, Clone)]
 pub struct HttpState {
     snapshot: watch::Receiver<Arc<Snapshot>>,
     connected: Arc<AtomicBool>,
+    metrics: metrics::Metrics,
 }
 
 impl HttpState {
     /// State reading snapshots from `snapshot` and the connection flag `connected`.
     pub fn new(snapshot: watch::Receiver<Arc<Snapshot>>, connected: Arc<AtomicBool>) -> Self {
         Self {
+            metrics: metrics::Metrics::new(snapshot.clone()),
             snapshot,
             connected,
         }
@@ -106,7 +109,7 @@ async fn readyz(State(http): State<HttpState>) -> (StatusCode, String) {
 async fn metrics_text(State(http): State<HttpState>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
-        metrics::render(&http.snapshot()),
+        http.metrics.scrape(),
     )
 }
 

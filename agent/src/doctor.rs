@@ -338,16 +338,12 @@ async fn check_broker(config: &AgentConfig, timeout: Duration, report: &mut Doct
         Some(u) => format!("as {u:?}"),
         None => "anonymously".into(),
     };
-    let transport = if tls {
-        format!(
-            "TLS, CA {}",
-            b.ca_file
-                .as_ref()
-                .map(|p| p.display().to_string())
-                .unwrap_or_else(|| "system bundle".into())
-        )
-    } else {
-        "plain TCP, no TLS".into()
+    let transport = match (&b.ca_file, tls) {
+        (Some(ca), true) => format!("TLS, CA {}", ca.display()),
+        // No ca_file: rustls-native-certs loads the system's certificates (OpenSSL's
+        // locations, or SSL_CERT_FILE/SSL_CERT_DIR).
+        (None, true) => "TLS, the system's CA certificates".into(),
+        (_, false) => "plain TCP, no TLS".into(),
     };
     let mut options = b.clone();
     options.clean_session = true;

@@ -64,6 +64,70 @@ impl Answered {
 }
 type Taps = Arc<Mutex<Vec<(String, mpsc::UnboundedSender<(String, Vec<u8>)>)>>>;
 
+/// The client's connection task: subscribes on every (re)connect, signals each SUBACK, feeds
+/// the taps and hands each answer to the request waiting for it.
+struct Inbox {
+    client: AsyncClient,
+    filters: Vec<String>,
+    reply_topic: String,
+    waiters: Waiters,
+    taps: Taps,
+    answered: Arc<Mutex<Answered>>,
+    subscribed: mpsc::UnboundedSender<()>,
+}
+
+impl Inbox {
+    async fn run(self, mut eventloop: rumqttc::EventLoop) {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    let client = self.client.clone();
+                    let filters = self.filters.clone();
+                    tokio::spawn(async move {
+                        for f in filters {
+                            let _ = client.subscribe(f, QoS::AtLeastOnce).await;
+                        }
+                    });
+                }
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    let _ = self.subscribed.send(());
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => self.on_publish(&p),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!(error = %e, "client connection error; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    }
+
+    fn on_publish(&self, p: &rumqttc::Publish) {
+        for (filter, tx) in self.taps.lock().unwrap().iter() {
+            if rumqttc::matches(&p.topic, filter) {
+                let _ = tx.send((p.topic.clone(), p.payload.to_vec()));
+            }
+        }
+        if p.topic != self.reply_topic {
+            return;
+        }
+        let Some((id, reply)) = Reply::decode(&p.payload) else {
+            return;
+        };
+        let waiter = self.waiters.lock().unwrap().remove(&id);
+        let mut seen = self.answered.lock().unwrap();
+        match waiter {
+            Some(tx) => {
+                seen.record(&id);
+                let _ = tx.send(reply);
+            }
+            // At least once: a second answer is dropped, counted.
+            None if seen.ids.contains(&id) => seen.duplicates += 1,
+            None => {}
+        }
+    }
+}
+
 /// A connected client.
 #[derive(Clone)]
 pub struct SlimClient {
@@ -95,68 +159,26 @@ impl SlimClient {
     ) -> anyhow::Result<Self> {
         let topics = Topics::new(prefix);
         let reply_topic = topics.client_replies(client_id);
-        let (client, mut eventloop) = broker.connect(client_id, None)?;
-        let waiters: Waiters = Default::default();
-        let taps: Taps = Default::default();
-        let answered: Arc<Mutex<Answered>> = Default::default();
+        let (client, eventloop) = broker.connect(client_id, None)?;
+        // `subscribed` is kept here too: a task that ends makes the wait below time out, not pass.
         let (subscribed, mut subacks) = mpsc::unbounded_channel::<()>();
         let mut filters = vec![reply_topic.clone()];
         filters.extend(extra.iter().cloned());
-        let task = {
-            let (client, waiters, taps, subscribed, answered) = (
-                client.clone(),
-                waiters.clone(),
-                taps.clone(),
-                subscribed.clone(),
-                answered.clone(),
-            );
-            let reply_topic = reply_topic.clone();
-            tokio::spawn(async move {
-                loop {
-                    match eventloop.poll().await {
-                        Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                            let client = client.clone();
-                            let filters = filters.clone();
-                            tokio::spawn(async move {
-                                for f in filters {
-                                    let _ = client.subscribe(f, QoS::AtLeastOnce).await;
-                                }
-                            });
-                        }
-                        Ok(Event::Incoming(Packet::SubAck(_))) => {
-                            let _ = subscribed.send(());
-                        }
-                        Ok(Event::Incoming(Packet::Publish(p))) => {
-                            for (filter, tx) in taps.lock().unwrap().iter() {
-                                if rumqttc::matches(&p.topic, filter) {
-                                    let _ = tx.send((p.topic.clone(), p.payload.to_vec()));
-                                }
-                            }
-                            if p.topic == reply_topic {
-                                if let Some((id, reply)) = Reply::decode(&p.payload) {
-                                    let waiter = waiters.lock().unwrap().remove(&id);
-                                    let mut seen = answered.lock().unwrap();
-                                    match waiter {
-                                        Some(tx) => {
-                                            seen.record(&id);
-                                            let _ = tx.send(reply);
-                                        }
-                                        // At least once: a second answer is dropped, counted.
-                                        None if seen.ids.contains(&id) => seen.duplicates += 1,
-                                        None => {}
-                                    }
-                                }
-                            }
-                        }
-                        Ok(_) => {}
-                        Err(e) => {
-                            tracing::debug!(error = %e, "client connection error; retrying");
-                            tokio::time::sleep(Duration::from_millis(500)).await;
-                        }
-                    }
-                }
-            })
+        let inbox = Inbox {
+            client: client.clone(),
+            filters,
+            reply_topic: reply_topic.clone(),
+            waiters: Waiters::default(),
+            taps: Taps::default(),
+            answered: Arc::default(),
+            subscribed: subscribed.clone(),
         };
+        let (waiters, taps, answered) = (
+            inbox.waiters.clone(),
+            inbox.taps.clone(),
+            inbox.answered.clone(),
+        );
+        let task = tokio::spawn(inbox.run(eventloop));
         let expected = 1 + extra.len();
         for _ in 0..expected {
             tokio::time::timeout(Duration::from_secs(10), subacks.recv())

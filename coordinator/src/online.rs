@@ -311,10 +311,11 @@ mod tests {
     /// the refined checkpoint is written and says so.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn telemetry_rewards_drive_an_update_and_a_saved_checkpoint() {
-        let save = std::env::temp_dir().join(format!(
-            "slim-coordinator-online-{}.safetensors",
-            std::process::id()
-        ));
+        let dir = tempfile::Builder::new()
+            .prefix("slim-coordinator-online-")
+            .tempdir()
+            .unwrap();
+        let save = dir.path().join("refined.safetensors");
         let settings = OnlineSettings {
             enabled: true,
             save: Some(save.clone()),
@@ -362,7 +363,6 @@ mod tests {
         assert_eq!((meta.updates, meta.transitions), (1, 8));
         assert!(meta.base_policy.ends_with("efficiency.safetensors"));
         assert_eq!(refined.meta.preset, "efficiency");
-        std::fs::remove_file(&save).unwrap();
     }
 
     #[test]

@@ -132,35 +132,9 @@ pub async fn start(config: CoordinatorConfig) -> anyhow::Result<CoordinatorHandl
         None => None,
     };
     let topics = Topics::new(&config.topic_prefix);
-    let status = CoordinatorStatus {
-        v: PROTOCOL_VERSION,
-        id: config.id.clone(),
-        online: true,
-        router: routing.name().to_string(),
-        started_at_ms: now_ms(),
-    };
-    let offline_status = encode(&CoordinatorStatus {
-        online: false,
-        ..status.clone()
-    });
-    let status_topic = topics.coordinator_status(&config.id);
-    let will = LastWill::new(
-        status_topic.clone(),
-        offline_status.clone(),
-        QoS::AtLeastOnce,
-        true,
-    );
-    let Connections {
-        client,
-        eventloop,
-        out,
-        out_loop,
-        fleet: fleet_client,
-        fleet_loop,
-    } = Connections::open(&config, will)?;
-    let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_CAPACITY);
-    let (fleet_tx, fleet_rx) = mpsc::channel(INBOUND_CAPACITY);
-    let (control_tx, control_rx) = mpsc::channel(8);
+    let announcement = Announcement::new(&config, &topics, routing.name());
+    let connections = Connections::open(&config, announcement.will())?;
+    let (channels, senders) = Channels::new();
     let connected = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
     let (snapshot, http_addr) = match config.http_listen() {
@@ -171,73 +145,154 @@ pub async fn start(config: CoordinatorConfig) -> anyhow::Result<CoordinatorHandl
         }
         None => (None, None),
     };
-    let requests_filter = match &config.shared_group {
-        Some(group) => format!("$share/{group}/{}", topics.requests_filter()),
-        None => topics.requests_filter(),
+    let sessions = SessionSetup {
+        config: &config,
+        topics: &topics,
+        connected: &connected,
     };
     let fleet_session = tokio::spawn(session_loop(
-        fleet_loop,
-        Session {
-            client: fleet_client.clone(),
-            topics: topics.clone(),
-            filters: vec![
-                topics.status_filter(),
-                topics.telemetry_filter(),
-                topics.coordinator_status_filter(),
-            ],
-            status: None,
-            inbound: fleet_tx,
-            url: config.broker.url.clone(),
-            connected: connected.clone(),
-            max_payload_bytes: config.max_payload_bytes,
-        },
+        connections.fleet_loop,
+        sessions.fleet(&connections.fleet, senders.fleet),
     ));
     let session = tokio::spawn(session_loop(
-        eventloop,
-        Session {
-            client: client.clone(),
-            topics: topics.clone(),
-            filters: vec![requests_filter],
-            status: Some((status_topic.clone(), encode(&status))),
-            inbound: inbound_tx,
-            url: config.broker.url.clone(),
-            connected: connected.clone(),
-            max_payload_bytes: config.max_payload_bytes,
-        },
+        connections.eventloop,
+        sessions.requests(&connections.client, &announcement, senders.requests),
     ));
-    let publisher = tokio::spawn(publisher_loop(out_loop, config.broker.url.clone()));
+    let url = config.broker.url.clone();
+    let publisher = tokio::spawn(publisher_loop(connections.out_loop, url));
+    let publish = Publisher {
+        client: connections.out.clone(),
+        topics: topics.clone(),
+    };
+    let core = (routing, assignment_key);
+    let core_task = spawn_core(&config, core, channels, publish, snapshot);
+    tasks.extend([fleet_session, publisher, core_task]);
+    let router = &announcement.status.router;
+    tracing::info!(router = %router, broker = %config.broker.url, "coordinator started");
+    Ok(CoordinatorHandle {
+        control: senders.control,
+        client: connections.client,
+        out: connections.out,
+        fleet: connections.fleet,
+        status_topic: announcement.topic,
+        offline_status: announcement.offline,
+        http_addr,
+        session: Some(session),
+        tasks,
+    })
+}
+
+/// Starts the core task: a [`Core`] with `routing` (and the key assignments are signed with)
+/// that takes `channels`, performs its effects through `publish` and sends its snapshots to
+/// `snapshot`.
+fn spawn_core(
+    config: &CoordinatorConfig,
+    (routing, assignment_key): (Routing, Option<AssignmentKey>),
+    channels: Channels,
+    publish: Publisher,
+    snapshot: Option<watch::Sender<Arc<Snapshot>>>,
+) -> JoinHandle<()> {
     let core = Core::new(
         config.clone(),
         routing,
         assignment_key,
         Box::new(SystemClock),
     );
-    let core_task = tokio::spawn(core_loop(
-        core,
-        Channels {
-            fleet: fleet_rx,
-            requests: inbound_rx,
-            control: control_rx,
-        },
-        Publisher {
-            client: out.clone(),
-            topics: topics.clone(),
-        },
-        snapshot,
-    ));
-    tasks.extend([fleet_session, publisher, core_task]);
-    tracing::info!(router = %status.router, broker = %config.broker.url, "coordinator started");
-    Ok(CoordinatorHandle {
-        control: control_tx,
-        client,
-        out,
-        fleet: fleet_client,
-        status_topic,
-        offline_status,
-        http_addr,
-        session: Some(session),
-        tasks,
-    })
+    tokio::spawn(core_loop(core, channels, publish, snapshot))
+}
+
+/// The coordinator's retained status: online as published on connect, offline as published
+/// on shutdown and as the last will.
+struct Announcement {
+    status: CoordinatorStatus,
+    topic: String,
+    offline: Vec<u8>,
+}
+
+impl Announcement {
+    fn new(config: &CoordinatorConfig, topics: &Topics, router: &str) -> Self {
+        let status = CoordinatorStatus {
+            v: PROTOCOL_VERSION,
+            id: config.id.clone(),
+            online: true,
+            router: router.to_string(),
+            started_at_ms: now_ms(),
+        };
+        let offline = encode(&CoordinatorStatus {
+            online: false,
+            ..status.clone()
+        });
+        Self {
+            status,
+            topic: topics.coordinator_status(&config.id),
+            offline,
+        }
+    }
+
+    /// The last will: the offline status, retained.
+    fn will(&self) -> LastWill {
+        LastWill::new(
+            self.topic.clone(),
+            self.offline.clone(),
+            QoS::AtLeastOnce,
+            true,
+        )
+    }
+}
+
+/// What both reading sessions (the fleet's and the requests') are made from.
+struct SessionSetup<'a> {
+    config: &'a CoordinatorConfig,
+    topics: &'a Topics,
+    connected: &'a Arc<AtomicBool>,
+}
+
+impl SessionSetup<'_> {
+    /// The fleet connection's session: agents' status and telemetry, coordinators' status.
+    fn fleet(&self, client: &AsyncClient, inbound: mpsc::Sender<Input>) -> Session {
+        let topics = self.topics;
+        let filters = vec![
+            topics.status_filter(),
+            topics.telemetry_filter(),
+            topics.coordinator_status_filter(),
+        ];
+        self.session(client, filters, None, inbound)
+    }
+
+    /// The request connection's session, which carries the coordinator's status: the
+    /// requests, through `$share/<group>/` when the coordinator is one of a shared group.
+    fn requests(
+        &self,
+        client: &AsyncClient,
+        announcement: &Announcement,
+        inbound: mpsc::Sender<Input>,
+    ) -> Session {
+        let filter = match &self.config.shared_group {
+            Some(group) => format!("$share/{group}/{}", self.topics.requests_filter()),
+            None => self.topics.requests_filter(),
+        };
+        let status = (announcement.topic.clone(), encode(&announcement.status));
+        self.session(client, vec![filter], Some(status), inbound)
+    }
+
+    fn session(
+        &self,
+        client: &AsyncClient,
+        filters: Vec<String>,
+        status: Option<(String, Vec<u8>)>,
+        inbound: mpsc::Sender<Input>,
+    ) -> Session {
+        Session {
+            client: client.clone(),
+            topics: self.topics.clone(),
+            filters,
+            status,
+            inbound,
+            url: self.config.broker.url.clone(),
+            connected: self.connected.clone(),
+            max_payload_bytes: self.config.max_payload_bytes,
+        }
+    }
 }
 
 /// The coordinator's three broker connections and their event loops.
@@ -301,6 +356,32 @@ struct Channels {
     /// Requests (and that connection's state changes).
     requests: mpsc::Receiver<Input>,
     control: mpsc::Receiver<Control>,
+}
+
+/// What feeds [`Channels`]: the sessions (requests, fleet) and the handle (control).
+struct Senders {
+    requests: mpsc::Sender<Input>,
+    fleet: mpsc::Sender<Input>,
+    control: mpsc::Sender<Control>,
+}
+
+impl Channels {
+    fn new() -> (Self, Senders) {
+        let (requests_tx, requests) = mpsc::channel(INBOUND_CAPACITY);
+        let (fleet_tx, fleet) = mpsc::channel(INBOUND_CAPACITY);
+        let (control_tx, control) = mpsc::channel(8);
+        let senders = Senders {
+            requests: requests_tx,
+            fleet: fleet_tx,
+            control: control_tx,
+        };
+        let channels = Self {
+            fleet,
+            requests,
+            control,
+        };
+        (channels, senders)
+    }
 }
 
 /// Publishes the core's effects on the publishing connection.

@@ -104,52 +104,8 @@ pub fn exercise(payload: &[u8]) -> Outcome {
     let assignment_signed = assignment.as_ref().map(check_signature);
     let assignment = assignment.map(|a| check_request(&a.request, topics));
 
-    let mut request_keys = 0;
-    let mut telemetry_from_other_agent = false;
-    let telemetry = decoded::<Telemetry>(payload).map(|t| {
-        telemetry_from_other_agent = t.agent != FUZZ_AGENT;
-        for text in t
-            .done
-            .iter()
-            .chain(t.batches.iter().flat_map(|b| &b.requests))
-        {
-            if let Some(key) = RequestKey::from_wire(text) {
-                assert_eq!(
-                    &key.wire(),
-                    text,
-                    "a request key reads back as it was written"
-                );
-                assert_eq!(key.len(), text.len());
-                request_keys += 1;
-            }
-        }
-        let checked = t.check();
-        if checked.is_ok() {
-            assert_eq!(
-                topics.parse_agent(&topics.telemetry(&t.agent)),
-                Some(AgentTopic::Telemetry(t.agent.clone())),
-                "a checked agent name is one topic level"
-            );
-        }
-        checked
-    });
-
-    let agent_info = decoded::<AgentInfo>(payload).map(|info| {
-        let checked = info.check();
-        if checked.is_ok() {
-            assert_eq!(
-                topics.parse_agent(&topics.status(&info.agent)),
-                Some(AgentTopic::Status(info.agent.clone()))
-            );
-            for m in &info.models {
-                assert_eq!(
-                    topics.parse_request(&topics.request(&m.name)),
-                    Some(m.name.clone())
-                );
-            }
-        }
-        checked
-    });
+    let telemetry = decoded::<Telemetry>(payload).map(|t| check_telemetry(&t, topics));
+    let agent_info = decoded::<AgentInfo>(payload).map(|info| check_agent_info(&info, topics));
 
     let error_reply = decoded::<ErrorReply>(payload).is_some();
     let result = decoded::<InferResult>(payload).is_some();
@@ -172,9 +128,9 @@ pub fn exercise(payload: &[u8]) -> Outcome {
         request,
         assignment,
         assignment_signed,
-        telemetry,
-        telemetry_from_other_agent,
-        request_keys,
+        telemetry_from_other_agent: telemetry.as_ref().is_some_and(|t| t.other_agent),
+        request_keys: telemetry.as_ref().map_or(0, |t| t.request_keys),
+        telemetry: telemetry.map(|t| t.checked),
         agent_info,
         error_reply,
         result,
@@ -184,6 +140,69 @@ pub fn exercise(payload: &[u8]) -> Outcome {
         dtype,
         peeked_refusal,
     }
+}
+
+/// What [`check_telemetry`] found in a decoded telemetry report.
+struct TelemetryChecked {
+    /// What `check` said.
+    checked: Result<(), LimitError>,
+    /// It names an agent other than [`FUZZ_AGENT`].
+    other_agent: bool,
+    /// Request keys that parse (`done` and batch requests).
+    request_keys: usize,
+}
+
+/// `check`, and the promises around it: a request key that parses reads back as it was
+/// written, and a checked agent name is one topic level.
+fn check_telemetry(t: &Telemetry, topics: &Topics) -> TelemetryChecked {
+    let mut request_keys = 0;
+    for text in t
+        .done
+        .iter()
+        .chain(t.batches.iter().flat_map(|b| &b.requests))
+    {
+        if let Some(key) = RequestKey::from_wire(text) {
+            assert_eq!(
+                &key.wire(),
+                text,
+                "a request key reads back as it was written"
+            );
+            assert_eq!(key.len(), text.len());
+            request_keys += 1;
+        }
+    }
+    let checked = t.check();
+    if checked.is_ok() {
+        assert_eq!(
+            topics.parse_agent(&topics.telemetry(&t.agent)),
+            Some(AgentTopic::Telemetry(t.agent.clone())),
+            "a checked agent name is one topic level"
+        );
+    }
+    TelemetryChecked {
+        checked,
+        other_agent: t.agent != FUZZ_AGENT,
+        request_keys,
+    }
+}
+
+/// `check`, and the promise around it: a checked status's agent and model names are one topic
+/// level each.
+fn check_agent_info(info: &AgentInfo, topics: &Topics) -> Result<(), LimitError> {
+    let checked = info.check();
+    if checked.is_ok() {
+        assert_eq!(
+            topics.parse_agent(&topics.status(&info.agent)),
+            Some(AgentTopic::Status(info.agent.clone()))
+        );
+        for m in &info.models {
+            assert_eq!(
+                topics.parse_request(&topics.request(&m.name)),
+                Some(m.name.clone())
+            );
+        }
+    }
+    checked
 }
 
 /// Decodes `payload` as a `T` and checks that the value re-encodes to a stable form: what it
@@ -706,6 +725,48 @@ fn assignment(request: InferRequest) -> Assignment {
     }
 }
 
+fn result() -> InferResult {
+    InferResult {
+        v: PROTOCOL_VERSION,
+        id: "r1".into(),
+        model: "digits".into(),
+        agent: FUZZ_AGENT.into(),
+        width: 0.25,
+        batch_size: 3,
+        top_k: vec![ClassScore {
+            class: 7,
+            label: "7".into(),
+            score: 0.9,
+        }],
+        accuracy: 0.95,
+        timings: Timings {
+            queue_ms: 1.0,
+            compute_ms: 2.0,
+            total_ms: 3.5,
+        },
+        energy_j: 0.01,
+        energy_source: EnergySource::Nvml,
+        router: "random".into(),
+        emulated: true,
+    }
+}
+
+fn decision() -> Decision {
+    Decision {
+        v: PROTOCOL_VERSION,
+        request_id: "r1".into(),
+        model: "digits".into(),
+        agent: FUZZ_AGENT.into(),
+        width: 0.5,
+        batch_size: 4,
+        router: "least-loaded".into(),
+        at_ms: 1,
+        candidates: 2,
+        agent_outstanding: 0,
+        attempt: 1,
+    }
+}
+
 fn telemetry() -> Telemetry {
     Telemetry {
         v: PROTOCOL_VERSION,
@@ -804,13 +865,29 @@ fn agent_info() -> AgentInfo {
     }
 }
 
+/// Named payloads, in a fixed order.
+type Seeds = Vec<(&'static str, Vec<u8>)>;
+
 /// Named payloads covering every hostile case the decoders and checks must survive, plus one
 /// valid message of each type so the good paths are exercised too.
 pub fn seed_corpus() -> Vec<(&'static str, Vec<u8>)> {
     let valid = encode(&request());
-    let mut corpus: Vec<(&'static str, Vec<u8>)> = vec![
-        // Good paths.
-        ("valid-request", valid.clone()),
+    let mut corpus = valid_messages(&valid);
+    corpus.extend(hostile_requests());
+    corpus.extend(hostile_assignments());
+    corpus.extend(hostile_agent_messages());
+    // Hand-made bytes: what no encoder writes.
+    corpus.extend(hand_made_structures(&valid));
+    corpus.extend(hand_made_requests());
+    corpus.extend(hand_made_fields(&valid));
+    corpus.extend(truncations(&valid));
+    corpus
+}
+
+/// One valid message of each type (`valid` is the encoded [`request`]).
+fn valid_messages(valid: &[u8]) -> Seeds {
+    vec![
+        ("valid-request", valid.to_vec()),
         (
             "valid-request-f32-all-fields",
             request_with(|r| {
@@ -834,48 +911,8 @@ pub fn seed_corpus() -> Vec<(&'static str, Vec<u8>)> {
                     .on_topic("slim/v1/requests/digits"),
             ),
         ),
-        (
-            "valid-result",
-            encode(&InferResult {
-                v: PROTOCOL_VERSION,
-                id: "r1".into(),
-                model: "digits".into(),
-                agent: FUZZ_AGENT.into(),
-                width: 0.25,
-                batch_size: 3,
-                top_k: vec![ClassScore {
-                    class: 7,
-                    label: "7".into(),
-                    score: 0.9,
-                }],
-                accuracy: 0.95,
-                timings: Timings {
-                    queue_ms: 1.0,
-                    compute_ms: 2.0,
-                    total_ms: 3.5,
-                },
-                energy_j: 0.01,
-                energy_source: EnergySource::Nvml,
-                router: "random".into(),
-                emulated: true,
-            }),
-        ),
-        (
-            "valid-decision",
-            encode(&Decision {
-                v: PROTOCOL_VERSION,
-                request_id: "r1".into(),
-                model: "digits".into(),
-                agent: FUZZ_AGENT.into(),
-                width: 0.5,
-                batch_size: 4,
-                router: "least-loaded".into(),
-                at_ms: 1,
-                candidates: 2,
-                agent_outstanding: 0,
-                attempt: 1,
-            }),
-        ),
+        ("valid-result", encode(&result())),
+        ("valid-decision", encode(&decision())),
         (
             "valid-coordinator-status",
             encode(&CoordinatorStatus {
@@ -888,76 +925,70 @@ pub fn seed_corpus() -> Vec<(&'static str, Vec<u8>)> {
         ),
         ("valid-telemetry", encode(&telemetry())),
         ("valid-agent-info", encode(&agent_info())),
-        // Reply topics that must never be published to.
-        (
-            "reply-to-over-65535-bytes",
-            request_with(|r| r.reply_to = Some("r".repeat(65_546))),
-        ),
-        (
-            "reply-to-nul",
-            request_with(|r| r.reply_to = Some("replies/\0me".into())),
-        ),
-        (
-            "reply-to-plus",
-            request_with(|r| r.reply_to = Some("replies/+".into())),
-        ),
-        (
-            "reply-to-hash",
-            request_with(|r| r.reply_to = Some("replies/#".into())),
-        ),
-        (
-            "reply-to-sys",
-            request_with(|r| r.reply_to = Some("$SYS/broker/load".into())),
-        ),
-        (
-            "reply-to-deployment-prefix",
-            request_with(|r| r.reply_to = Some(topics().assign(FUZZ_AGENT))),
-        ),
-        (
-            "reply-to-empty",
-            request_with(|r| r.reply_to = Some(String::new())),
-        ),
-        ("reply-to-absent", request_with(|r| r.reply_to = None)),
-        // Ids.
-        ("id-200kB", request_with(|r| r.id = "i".repeat(200_000))),
-        ("id-empty", request_with(|r| r.id = String::new())),
-        // Tensors.
-        (
-            "shape-overflow",
-            request_with(|r| r.input = Tensor::from_u8(vec![u32::MAX; 3], vec![0; 4])),
-        ),
-        (
-            "shape-9-dims",
-            request_with(|r| r.input = Tensor::from_u8(vec![1; 9], vec![0])),
-        ),
-        (
-            "shape-size-mismatch",
-            request_with(|r| r.input = Tensor::from_f32(vec![1, 2, 2], &[0.0; 3])),
-        ),
-        (
-            "input-nan",
-            request_with(|r| r.input = Tensor::from_f32(vec![1, 2], &[0.0, f32::NAN])),
-        ),
-        (
-            "input-inf",
-            request_with(|r| r.input = Tensor::from_f32(vec![2], &[f32::NEG_INFINITY, 1.0])),
-        ),
-        // Numbers.
-        (
-            "min-accuracy-nan",
-            request_with(|r| r.min_accuracy = Some(f32::NAN)),
-        ),
-        ("width-nan", request_with(|r| r.width = Some(f32::NAN))),
-        ("width-inf", request_with(|r| r.width = Some(f32::INFINITY))),
-        ("top-k-65535", request_with(|r| r.top_k = Some(u16::MAX))),
-        // Names and versions.
-        (
-            "model-with-slash",
-            request_with(|r| r.model = "digits/../x".into()),
-        ),
-        ("model-empty", request_with(|r| r.model = String::new())),
-        ("version-2", request_with(|r| r.v = 2)),
-        // Assignments.
+    ]
+}
+
+/// A named change to a valid message.
+type NamedChange<T> = (&'static str, fn(&mut T));
+
+/// Requests with one hostile field each: reply topics that must never be published to, ids,
+/// tensors, numbers, names and versions.
+fn hostile_requests() -> Seeds {
+    let changes: &[NamedChange<InferRequest>] = &[
+        ("reply-to-over-65535-bytes", |r| {
+            r.reply_to = Some("r".repeat(65_546))
+        }),
+        ("reply-to-nul", |r| r.reply_to = Some("replies/\0me".into())),
+        ("reply-to-plus", |r| r.reply_to = Some("replies/+".into())),
+        ("reply-to-hash", |r| r.reply_to = Some("replies/#".into())),
+        ("reply-to-sys", |r| {
+            r.reply_to = Some("$SYS/broker/load".into())
+        }),
+        ("reply-to-deployment-prefix", |r| {
+            r.reply_to = Some(topics().assign(FUZZ_AGENT))
+        }),
+        ("reply-to-empty", |r| r.reply_to = Some(String::new())),
+        ("reply-to-absent", |r| r.reply_to = None),
+        ("id-200kB", |r| r.id = "i".repeat(200_000)),
+        ("id-empty", |r| r.id = String::new()),
+        ("shape-overflow", |r| {
+            r.input = Tensor::from_u8(vec![u32::MAX; 3], vec![0; 4])
+        }),
+        ("shape-9-dims", |r| {
+            r.input = Tensor::from_u8(vec![1; 9], vec![0])
+        }),
+        ("shape-size-mismatch", |r| {
+            r.input = Tensor::from_f32(vec![1, 2, 2], &[0.0; 3])
+        }),
+        ("input-nan", |r| {
+            r.input = Tensor::from_f32(vec![1, 2], &[0.0, f32::NAN])
+        }),
+        ("input-inf", |r| {
+            r.input = Tensor::from_f32(vec![2], &[f32::NEG_INFINITY, 1.0])
+        }),
+        ("min-accuracy-nan", |r| r.min_accuracy = Some(f32::NAN)),
+        ("width-nan", |r| r.width = Some(f32::NAN)),
+        ("width-inf", |r| r.width = Some(f32::INFINITY)),
+        ("top-k-65535", |r| r.top_k = Some(u16::MAX)),
+        ("model-with-slash", |r| r.model = "digits/../x".into()),
+        ("model-empty", |r| r.model = String::new()),
+        ("version-2", |r| r.v = 2),
+    ];
+    changes
+        .iter()
+        .map(|&(name, change)| (name, request_with(change)))
+        .collect()
+}
+
+/// Assignments unsigned, forged, signed for this agent or another, and carrying a hostile
+/// request.
+fn hostile_assignments() -> Seeds {
+    let signed_for = |agent: &str| {
+        let mut a = assignment(request());
+        key().sign(agent, &mut a);
+        encode(&a)
+    };
+    vec![
         ("assignment-no-mac", encode(&assignment(request()))),
         (
             "assignment-forged-mac",
@@ -966,61 +997,53 @@ pub fn seed_corpus() -> Vec<(&'static str, Vec<u8>)> {
                 ..assignment(request())
             }),
         ),
-        ("assignment-signed", {
-            let mut a = assignment(request());
-            key().sign(FUZZ_AGENT, &mut a);
-            encode(&a)
-        }),
-        ("assignment-signed-for-another-agent", {
-            let mut a = assignment(request());
-            key().sign("a2", &mut a);
-            encode(&a)
-        }),
+        ("assignment-signed", signed_for(FUZZ_AGENT)),
+        ("assignment-signed-for-another-agent", signed_for("a2")),
         ("assignment-hostile-request", {
             let mut r = request();
             r.reply_to = Some(topics().assign(FUZZ_AGENT));
             r.id = String::new();
             encode(&assignment(r))
         }),
-        // Telemetry and agent status.
+    ]
+}
+
+/// Telemetry and agent status: another agent's, non-finite figures, huge or malformed request
+/// keys, many models, names that are not one topic level.
+fn hostile_agent_messages() -> Seeds {
+    let telemetry_with = |change: fn(&mut Telemetry)| {
+        let mut t = telemetry();
+        change(&mut t);
+        encode(&t)
+    };
+    vec![
         (
             "telemetry-other-agent",
-            encode(&Telemetry {
-                agent: "a2".into(),
-                ..telemetry()
-            }),
+            telemetry_with(|t| t.agent = "a2".into()),
         ),
         (
             "telemetry-nan-figures",
-            encode(&Telemetry {
-                cpu_util: f32::NAN,
-                power_w: f32::INFINITY,
-                energy_j: -1.0,
-                ..telemetry()
+            telemetry_with(|t| {
+                t.cpu_util = f32::NAN;
+                t.power_w = f32::INFINITY;
+                t.energy_j = -1.0;
             }),
         ),
         (
             "telemetry-100k-done-keys",
-            encode(&Telemetry {
-                done: (0..100_000)
+            telemetry_with(|t| {
+                t.done = (0..100_000)
                     .map(|i| RequestKey::new("replies/me", format!("r{i}")).wire())
-                    .collect(),
-                ..telemetry()
+                    .collect()
             }),
         ),
         (
             "telemetry-oversized-key",
-            encode(&Telemetry {
-                done: vec![RequestKey::new("r".repeat(2000), "r1").wire()],
-                ..telemetry()
-            }),
+            telemetry_with(|t| t.done = vec![RequestKey::new("r".repeat(2000), "r1").wire()]),
         ),
         (
             "telemetry-key-without-nul",
-            encode(&Telemetry {
-                done: vec!["no separator".into(), String::new(), "\0".into()],
-                ..telemetry()
-            }),
+            telemetry_with(|t| t.done = vec!["no separator".into(), String::new(), "\0".into()]),
         ),
         (
             "agent-info-10k-models",
@@ -1037,16 +1060,19 @@ pub fn seed_corpus() -> Vec<(&'static str, Vec<u8>)> {
                 ..agent_info()
             }),
         ),
-    ];
+    ]
+}
 
-    // Hand-made bytes: what no encoder writes.
+/// Nesting bombs, collection and string lengths claiming gigabytes, the reserved marker, and
+/// top-level values that are not maps (`valid` is the encoded [`request`]).
+fn hand_made_structures(valid: &[u8]) -> Seeds {
     let bomb = nesting_bomb(100_000);
-    let hand: Vec<(&'static str, Vec<u8>)> = vec![
+    vec![
         ("empty-payload", vec![]),
         ("nesting-bomb", bomb.clone()),
         (
             "nesting-bomb-in-unknown-field",
-            with_field(&valid, "extra", &bomb),
+            with_field(valid, "extra", &bomb),
         ),
         (
             "nesting-bomb-as-reply-to",
@@ -1064,11 +1090,11 @@ pub fn seed_corpus() -> Vec<(&'static str, Vec<u8>)> {
         // does not.
         (
             "nesting-at-the-limit",
-            with_field(&valid, "extra", &nesting_bomb(limits::MAX_DEPTH - 1)),
+            with_field(valid, "extra", &nesting_bomb(limits::MAX_DEPTH - 1)),
         ),
         (
             "nesting-past-the-limit",
-            with_field(&valid, "extra", &nesting_bomb(limits::MAX_DEPTH)),
+            with_field(valid, "extra", &nesting_bomb(limits::MAX_DEPTH)),
         ),
         (
             "map32-claims-2^32-entries",
@@ -1096,99 +1122,95 @@ pub fn seed_corpus() -> Vec<(&'static str, Vec<u8>)> {
             "str32-claims-4GiB-id",
             map(&[("id", vec![0xdb, 0xff, 0xff, 0xff, 0xff, b'r'])]),
         ),
+    ]
+}
+
+/// A request map written field by field, from already-encoded values.
+fn raw_request(id: Vec<u8>, input: Vec<u8>, reply_to: Vec<u8>) -> Vec<u8> {
+    map(&[
+        ("v", encode(&1u16)),
+        ("id", id),
+        ("model", encode(&"digits")),
+        ("input", input),
+        ("reply_to", reply_to),
+    ])
+}
+
+/// A tensor map written field by field, from already-encoded shape and data.
+fn raw_tensor(dtype: &str, shape: Vec<u8>, data: Vec<u8>) -> Vec<u8> {
+    map(&[("dtype", encode(&dtype)), ("shape", shape), ("data", data)])
+}
+
+/// Requests written by hand whose tensor claims gigabytes or an unknown dtype, or whose fields
+/// have the wrong type.
+fn hand_made_requests() -> Seeds {
+    let id = || encode(&"r1");
+    let reply_to = || encode(&"replies/me");
+    let tensor = || encode(&request().input);
+    let claims_4gib = vec![0xc6, 0xff, 0xff, 0xff, 0xff, 0];
+    let claims_4g_dims = vec![0xdd, 0xff, 0xff, 0xff, 0xff, 1, 1];
+    vec![
         (
             "bin32-claims-4GiB-data",
-            map(&[
-                ("v", encode(&1u16)),
-                ("id", encode(&"r1")),
-                ("model", encode(&"digits")),
-                (
-                    "input",
-                    map(&[
-                        ("dtype", encode(&"u8")),
-                        ("shape", encode(&vec![1u32])),
-                        ("data", vec![0xc6, 0xff, 0xff, 0xff, 0xff, 0]),
-                    ]),
-                ),
-                ("reply_to", encode(&"replies/me")),
-            ]),
+            raw_request(
+                id(),
+                raw_tensor("u8", encode(&vec![1u32]), claims_4gib),
+                reply_to(),
+            ),
         ),
         (
             "array32-claims-4G-dims",
-            map(&[
-                ("v", encode(&1u16)),
-                ("id", encode(&"r1")),
-                ("model", encode(&"digits")),
-                (
-                    "input",
-                    map(&[
-                        ("dtype", encode(&"u8")),
-                        ("shape", vec![0xdd, 0xff, 0xff, 0xff, 0xff, 1, 1]),
-                        ("data", bin(&[0])),
-                    ]),
-                ),
-                ("reply_to", encode(&"replies/me")),
-            ]),
+            raw_request(
+                id(),
+                raw_tensor("u8", claims_4g_dims, bin(&[0])),
+                reply_to(),
+            ),
         ),
         (
             "dtype-f16",
-            map(&[
-                ("v", encode(&1u16)),
-                ("id", encode(&"r1")),
-                ("model", encode(&"digits")),
-                (
-                    "input",
-                    map(&[
-                        ("dtype", encode(&"f16")),
-                        ("shape", encode(&vec![1u32])),
-                        ("data", bin(&[0, 0])),
-                    ]),
-                ),
-                ("reply_to", encode(&"replies/me")),
-            ]),
+            raw_request(
+                id(),
+                raw_tensor("f16", encode(&vec![1u32]), bin(&[0, 0])),
+                reply_to(),
+            ),
         ),
         (
             "reply-to-as-bin",
-            map(&[
-                ("v", encode(&1u16)),
-                ("id", encode(&"r1")),
-                ("model", encode(&"digits")),
-                ("input", encode(&request().input)),
-                ("reply_to", bin(b"replies/me")),
-            ]),
+            raw_request(id(), tensor(), bin(b"replies/me")),
         ),
         (
             "id-as-integer",
-            map(&[
-                ("v", encode(&1u16)),
-                ("id", encode(&7u8)),
-                ("model", encode(&"digits")),
-                ("input", encode(&request().input)),
-                ("reply_to", encode(&"replies/me")),
-            ]),
+            raw_request(encode(&7u8), tensor(), reply_to()),
         ),
+    ]
+}
+
+/// A valid request (`valid`, encoded) with one field changed or added by hand: values no
+/// encoder writes for it, a duplicate key, extension types, a request inside a request.
+fn hand_made_fields(valid: &[u8]) -> Seeds {
+    vec![
         // width 1e300 as a float64, which narrows to an infinite f32.
         (
             "width-as-huge-f64",
-            replace_nil_field(&valid, "width", &encode(&1e300f64)),
+            replace_nil_field(valid, "width", &encode(&1e300f64)),
         ),
-        ("version-negative", replace_field(&valid, "v", &[0xff])),
+        ("version-negative", replace_field(valid, "v", &[0xff])),
         (
             "version-u64-max",
             replace_field(
-                &valid,
+                valid,
                 "v",
                 &[0xcf, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff],
             ),
         ),
-        ("duplicate-id", with_field(&valid, "id", &encode(&"r2"))),
+        ("duplicate-id", with_field(valid, "id", &encode(&"r2"))),
         (
             "ext-type-field",
-            with_field(&valid, "x", &[0xd4, 0x01, 0x00]),
+            with_field(valid, "x", &[0xd4, 0x01, 0x00]),
         ),
         (
             "ext32-claims-4GiB",
-            with_field(&valid, "x", &[0xc9, 0xff, 0xff, 0xff, 0xff, 0x01]),
+            with_field(valid, "x", &[0xc9, 0xff, 0xff, 0xff, 0xff, 0x01]),
         ),
         (
             "request-in-request",
@@ -1199,24 +1221,24 @@ pub fn seed_corpus() -> Vec<(&'static str, Vec<u8>)> {
                     ..request()
                 }),
                 "request",
-                &valid,
+                valid,
             ),
         ),
-    ];
-    corpus.extend(hand);
+    ]
+}
 
-    // Truncations of a valid request: at the first byte, inside `id`, inside the tensor, and
-    // one byte short.
+/// Truncations of a valid request (`valid`, encoded): at the first byte, inside `id`, inside
+/// the tensor, and one byte short.
+fn truncations(valid: &[u8]) -> Seeds {
     let cut_at = |n: usize| valid[..n].to_vec();
-    let id_at = find(&valid, b"\xa2r1").expect("the id is in the payload");
-    let data_at = find(&valid, b"data").expect("the tensor is in the payload");
-    corpus.extend([
+    let id_at = find(valid, b"\xa2r1").expect("the id is in the payload");
+    let data_at = find(valid, b"data").expect("the tensor is in the payload");
+    vec![
         ("truncated-request-1-byte", cut_at(1)),
         ("truncated-request-in-id", cut_at(id_at + 2)),
         ("truncated-request-in-tensor", cut_at(data_at + 6)),
         ("truncated-request-last-byte", cut_at(valid.len() - 1)),
-    ]);
-    corpus
+    ]
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {

@@ -61,12 +61,14 @@ fn wait_for_port(port: u16) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_result_is_lost_when_the_broker_restarts_mid_run() {
-    let dir = std::env::temp_dir().join(format!("slim-broker-restart-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = tempfile::Builder::new()
+        .prefix("slim-broker-restart-")
+        .tempdir()
+        .unwrap();
+    let dir = tmp.path();
     // Mosquitto started as root drops to its own user, which must be able to save its database.
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).unwrap();
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -123,5 +125,4 @@ async fn no_result_is_lost_when_the_broker_restarts_mid_run() {
     assert_eq!(summary.lost, 0, "{summary}");
     assert_eq!(summary.answered, summary.sent, "{summary}");
     cluster.shutdown().await;
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -30,11 +30,13 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("slim-cli-ux-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A new folder `slim-cli-ux-{tag}-XXXXXX` in the system's temporary folder, removed when
+/// dropped.
+fn temp_dir(tag: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("slim-cli-ux-{tag}-"))
+        .tempdir()
+        .unwrap()
 }
 
 /// Runs the `slim` CLI with the arguments in `SLIM_CLI_UX_CHILD_ARGS` and exits with its status.
@@ -226,7 +228,8 @@ async fn png_digits_are_answered_as_accurately_as_their_npy_originals() {
     let cluster = slim_tests::start(slim_tests::spec(&[1.0])).await;
     let client = slim_tests::client(&cluster, &[]).await;
     let samples = family_samples(&slim_tests::models_dir(), "digits").unwrap();
-    let dir = temp_dir("png");
+    let tmp = temp_dir("png");
+    let dir = tmp.path();
     let (mut npy_correct, mut png_correct) = (0, 0);
     for (i, sample) in samples.iter().take(40).enumerate() {
         let label = sample.label.expect("held-out digits are labelled");
@@ -279,7 +282,6 @@ async fn png_digits_are_answered_as_accurately_as_their_npy_originals() {
 
     client.disconnect().await;
     cluster.shutdown().await;
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -359,7 +361,8 @@ async fn status_names_the_broker_it_asked_and_a_dead_broker_is_one_clear_error()
 
 #[test]
 fn errors_name_the_missing_file_or_folder() {
-    let elsewhere = temp_dir("elsewhere");
+    let tmp = temp_dir("elsewhere");
+    let elsewhere = tmp.path();
     let bt = [("RUST_BACKTRACE", "1")];
     let missing = elsewhere.join("no-such-digit.png");
     let missing = missing.to_str().unwrap();
@@ -374,14 +377,14 @@ fn errors_name_the_missing_file_or_folder() {
             "--input",
             missing,
         ],
-        &elsewhere,
+        elsewhere,
         &bt,
     );
     assert_user_error(&ran, &format!("file not found: {missing}"));
 
     let ran = run_slim(
         &["models", "--models-dir", "/nonexistent/models"],
-        &elsewhere,
+        elsewhere,
         &bt,
     );
     assert_user_error(&ran, "the models folder was not found: /nonexistent/models");
@@ -389,7 +392,7 @@ fn errors_name_the_missing_file_or_folder() {
 
     // Outside the repository, the relative default `models` is not there.
     for command in [&["demo"][..], &["bench"][..]] {
-        let ran = run_slim(command, &elsewhere, &bt);
+        let ran = run_slim(command, elsewhere, &bt);
         assert_user_error(&ran, "the models folder was not found: models");
         assert!(
             ran.stderr.contains("--models-dir") && ran.stderr.contains("repository"),
@@ -397,7 +400,6 @@ fn errors_name_the_missing_file_or_folder() {
             ran.stderr
         );
     }
-    let _ = std::fs::remove_dir_all(&elsewhere);
 }
 
 fn interrupt(child: &Child) {

@@ -45,16 +45,19 @@ fn run_script(script: &str, args: &[&str]) {
 /// Mosquitto with the shipped TLS + password + ACL configuration, paths moved into a temp dir.
 struct SecureBroker {
     child: Child,
-    dir: PathBuf,
+    /// Removed when the broker is dropped (after the broker is stopped).
+    dir: tempfile::TempDir,
     port: u16,
 }
 
 impl SecureBroker {
     fn start(tag: &str) -> Self {
         use std::os::unix::fs::PermissionsExt;
-        let dir = std::env::temp_dir().join(format!("slim-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!("slim-{tag}-"))
+            .tempdir()
+            .unwrap();
+        let dir = tmp.path();
         let certs = dir.join("certs");
         run_script("make-test-certs.sh", &[certs.to_str().unwrap()]);
         run_script(
@@ -75,7 +78,7 @@ impl SecureBroker {
         }
         std::fs::set_permissions(dir.join("passwd"), std::fs::Permissions::from_mode(0o644))
             .unwrap();
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).unwrap();
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -120,7 +123,11 @@ impl SecureBroker {
             .stderr(std::fs::File::create(dir.join("mosquitto.log")).unwrap())
             .spawn()
             .expect("mosquitto is installed (Debian package `mosquitto`)");
-        let broker = Self { child, dir, port };
+        let broker = Self {
+            child,
+            dir: tmp,
+            port,
+        };
         for _ in 0..100 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
                 return broker;
@@ -131,7 +138,7 @@ impl SecureBroker {
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("mosquitto.log")).unwrap_or_default()
+        std::fs::read_to_string(self.dir.path().join("mosquitto.log")).unwrap_or_default()
     }
 
     /// TLS options for `user` (no credentials when `None`).
@@ -139,7 +146,7 @@ impl SecureBroker {
         BrokerOptions {
             username: user.map(|u| u.0.to_string()),
             password: user.map(|u| u.1.to_string()),
-            ca_file: Some(self.dir.join("certs/ca.crt")),
+            ca_file: Some(self.dir.path().join("certs/ca.crt")),
             ..BrokerOptions::from_url(format!("mqtts://127.0.0.1:{}", self.port))
         }
     }
@@ -149,7 +156,6 @@ impl Drop for SecureBroker {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -320,7 +326,7 @@ async fn clients_without_the_right_credentials_or_tls_are_refused() {
         "plain MQTT must not be accepted"
     );
     // TLS with a CA that did not sign the broker's certificate.
-    let other_ca = broker.dir.join("other-ca");
+    let other_ca = broker.dir.path().join("other-ca");
     run_script("make-test-certs.sh", &[other_ca.to_str().unwrap()]);
     let mut wrong_ca = broker.options(Some(("agent-1", "agent1-pw")));
     wrong_ca.ca_file = Some(other_ca.join("ca.crt"));
@@ -483,7 +489,7 @@ async fn doctor_reports_the_broker_and_the_models() {
 
     // No models: fails too.
     let mut no_models = good.clone();
-    no_models.models_dir = broker.dir.join("empty");
+    no_models.models_dir = broker.dir.path().join("empty");
     std::fs::create_dir_all(&no_models.models_dir).unwrap();
     no_models.models.clear();
     let report = doctor::run(&no_models, &options).await;
@@ -492,7 +498,7 @@ async fn doctor_reports_the_broker_and_the_models() {
     assert!(line.detail.contains("no model family"), "{report}");
 
     // A Jetson fixture: the hardware line names it.
-    let jetson = broker.dir.join("jetson");
+    let jetson = broker.dir.path().join("jetson");
     std::fs::create_dir_all(jetson.join("etc")).unwrap();
     std::fs::write(
         jetson.join("etc/nv_tegra_release"),
@@ -521,7 +527,7 @@ async fn doctor_reports_the_broker_and_the_models() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_shipped_acl_keeps_clients_from_writing_assignments() {
     let broker = SecureBroker::start("secure-assign");
-    let key = broker.dir.join("assignment.key");
+    let key = broker.dir.path().join("assignment.key");
     std::fs::write(&key, "0f1e2d3c4b5a69788796a5b4c3d2e1f0\n").unwrap();
     let coordinator = slim_coordinator::start(CoordinatorConfig {
         id: "coordinator".into(),

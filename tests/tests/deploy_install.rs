@@ -17,11 +17,12 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("slim-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A new folder `slim-{tag}-XXXXXX` in the system's temporary folder, removed when dropped.
+fn temp_dir(tag: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("slim-{tag}-"))
+        .tempdir()
+        .unwrap()
 }
 
 /// A stand-in binary whose `generate-config` prints `config`.
@@ -93,11 +94,12 @@ fn mode(path: &Path) -> u32 {
 
 #[test]
 fn the_agent_installs_into_a_destdir_idempotently_and_uninstalls() {
-    let dir = temp_dir("install-agent");
+    let tmp = temp_dir("install-agent");
+    let dir = tmp.path();
     let dest = dir.join("root");
     let cpu_box = dir.join("cpu-box");
     std::fs::create_dir_all(&cpu_box).unwrap();
-    let bin = fake_binary(&dir, "slim-agent", &slim_agent::AgentConfig::default_toml());
+    let bin = fake_binary(dir, "slim-agent", &slim_agent::AgentConfig::default_toml());
     let bin = bin.to_str().unwrap();
 
     let first = stdout(&install(
@@ -210,12 +212,12 @@ fn the_agent_installs_into_a_destdir_idempotently_and_uninstalls() {
     assert!(!config.exists());
     let left: Vec<_> = snapshot(&dest).into_keys().collect();
     assert!(left.is_empty(), "files left after --purge: {left:?}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn the_installer_detects_jetson_desktop_gpu_and_cpu_and_names_the_features() {
-    let dir = temp_dir("install-detect");
+    let tmp = temp_dir("install-detect");
+    let dir = tmp.path();
     let detect = |root: &Path| {
         stdout(&install(
             "install-agent.sh",
@@ -296,18 +298,18 @@ fn the_installer_detects_jetson_desktop_gpu_and_cpu_and_names_the_features() {
     std::fs::create_dir_all(&cpu).unwrap();
     let out = detect(&cpu);
     assert!(out.contains("found: CPU only"), "{out}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn the_coordinator_installs_and_uninstalls() {
-    let dir = temp_dir("install-coordinator");
+    let tmp = temp_dir("install-coordinator");
+    let dir = tmp.path();
     let dest = dir.join("root");
-    let bin = fake_binary(&dir, "slim-coordinator", "id = \"coordinator\"\n");
+    let bin = fake_binary(dir, "slim-coordinator", "id = \"coordinator\"\n");
     let out = stdout(&install(
         "install-coordinator.sh",
         &dest,
-        &dir,
+        dir,
         &["--binary", bin.to_str().unwrap()],
     ));
     assert!(out.contains("the coordinator needs no GPU"), "{out}");
@@ -329,7 +331,7 @@ fn the_coordinator_installs_and_uninstalls() {
     let again = stdout(&install(
         "install-coordinator.sh",
         &dest,
-        &dir,
+        dir,
         &["--binary", bin.to_str().unwrap()],
     ));
     assert!(again.contains("nothing changed"), "{again}");
@@ -337,11 +339,10 @@ fn the_coordinator_installs_and_uninstalls() {
     install(
         "install-coordinator.sh",
         &dest,
-        &dir,
+        dir,
         &["--uninstall", "--purge"],
     );
     assert!(snapshot(&dest).is_empty());
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Whether a test may skip because `tool` is missing: only when SLIM_SKIP_MISSING_TOOLS=1 says
@@ -381,11 +382,12 @@ fn systemd_analyze_verify_accepts_the_units() {
             .next()
             .unwrap_or("")
     );
-    let dir = temp_dir("verify-units");
+    let tmp = temp_dir("verify-units");
+    let dir = tmp.path();
     // verify checks that ExecStart= is executable: point it at stand-ins in the temp dir.
     let verify = |name: &str, text: &str| -> String {
         for bin in ["slim-agent", "slim-coordinator"] {
-            fake_binary(&dir, bin, "");
+            fake_binary(dir, bin, "");
         }
         let path = dir.join(name);
         std::fs::write(
@@ -423,24 +425,24 @@ fn systemd_analyze_verify_accepts_the_units() {
         .replace("ProtectHome=yes", "ProtectHom=yes");
     let complaints = verify("broken.service", &text);
     assert!(complaints.contains("ProtectHom"), "{complaints}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn prefix_moves_the_binary_the_unit_paths_and_the_models() {
-    let dir = temp_dir("install-prefix");
+    let tmp = temp_dir("install-prefix");
+    let dir = tmp.path();
     let dest = dir.join("root");
     let models = dir.join("models/digits");
     std::fs::create_dir_all(&models).unwrap();
     std::fs::write(models.join("manifest.toml"), "name = \"digits\"\n").unwrap();
-    let bin = fake_binary(&dir, "slim-agent", &slim_agent::AgentConfig::default_toml());
+    let bin = fake_binary(dir, "slim-agent", &slim_agent::AgentConfig::default_toml());
     let out = Command::new("bash")
         .arg(repo().join("deploy/install-agent.sh"))
         .args(["--binary", bin.to_str().unwrap(), "--models"])
         .arg(dir.join("models"))
         .env("DESTDIR", &dest)
         .env("PREFIX", "/usr")
-        .env("SLIM_PROBE_ROOT", &dir)
+        .env("SLIM_PROBE_ROOT", dir)
         .output()
         .unwrap();
     let text =
@@ -463,7 +465,6 @@ fn prefix_moves_the_binary_the_unit_paths_and_the_models() {
     )
     .unwrap();
     assert_eq!(config.models_dir, PathBuf::from("/usr/share/slim/models"));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Runs an install script expecting failure; returns its stderr.
@@ -488,7 +489,8 @@ fn install_fails(script: &str, env: &[(&str, &Path)], args: &[&str]) -> (i32, St
 
 #[test]
 fn options_are_checked_and_help_is_usage_text() {
-    let dir = temp_dir("install-options");
+    let tmp = temp_dir("install-options");
+    let dir = tmp.path();
     let (code, stdout, _) = install_fails("install-agent.sh", &[], &["--help"]);
     assert_eq!(code, 0);
     assert!(
@@ -513,7 +515,7 @@ fn options_are_checked_and_help_is_usage_text() {
     for option in ["--binary", "--models", "--features"] {
         let (code, _, stderr) = install_fails(
             "install-agent.sh",
-            &[("DESTDIR", &dir.join("root")), ("SLIM_PROBE_ROOT", &dir)],
+            &[("DESTDIR", &dir.join("root")), ("SLIM_PROBE_ROOT", dir)],
             &[option],
         );
         assert_eq!(code, 2, "{stderr}");
@@ -525,7 +527,7 @@ fn options_are_checked_and_help_is_usage_text() {
     }
     let (code, _, stderr) = install_fails(
         "install-agent.sh",
-        &[("DESTDIR", &dir.join("root")), ("SLIM_PROBE_ROOT", &dir)],
+        &[("DESTDIR", &dir.join("root")), ("SLIM_PROBE_ROOT", dir)],
         &["--binary", "--models", "models"],
     );
     assert_eq!(code, 2, "{stderr}");
@@ -533,12 +535,12 @@ fn options_are_checked_and_help_is_usage_text() {
     let (code, _, stderr) = install_fails("install-agent.sh", &[], &["--bogus"]);
     assert_eq!(code, 2);
     assert!(stderr.contains("unknown option --bogus"), "{stderr}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn destdir_without_a_binary_builds_nothing() {
-    let dir = temp_dir("install-nobuild");
+    let tmp = temp_dir("install-nobuild");
+    let dir = tmp.path();
     // A cargo that records being run, first on PATH.
     let bin = dir.join("bin");
     std::fs::create_dir_all(&bin).unwrap();
@@ -559,7 +561,7 @@ fn destdir_without_a_binary_builds_nothing() {
     let out = Command::new("bash")
         .arg(repo().join("deploy/install-agent.sh"))
         .env("DESTDIR", &dest)
-        .env("SLIM_PROBE_ROOT", &dir)
+        .env("SLIM_PROBE_ROOT", dir)
         .env("PATH", &path)
         .env_remove("PREFIX")
         .env_remove("SLIM_INSTALL_NO_SYSTEMCTL")
@@ -588,12 +590,12 @@ fn destdir_without_a_binary_builds_nothing() {
         std::fs::read_to_string(&marker)
     );
     assert!(!dest.join("usr/local/bin/slim-agent").exists());
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn models_copies_only_the_families_and_purge_removes_them() {
-    let dir = temp_dir("install-models");
+    let tmp = temp_dir("install-models");
+    let dir = tmp.path();
     let dest = dir.join("root");
     let models = dir.join("models");
     for (path, text) in [
@@ -609,14 +611,14 @@ fn models_copies_only_the_families_and_purge_removes_them() {
         std::fs::create_dir_all(file.parent().unwrap()).unwrap();
         std::fs::write(file, text).unwrap();
     }
-    let bin = fake_binary(&dir, "slim-agent", &slim_agent::AgentConfig::default_toml());
+    let bin = fake_binary(dir, "slim-agent", &slim_agent::AgentConfig::default_toml());
     let args = [
         "--binary",
         bin.to_str().unwrap(),
         "--models",
         models.to_str().unwrap(),
     ];
-    let first = stdout(&install("install-agent.sh", &dest, &dir, &args));
+    let first = stdout(&install("install-agent.sh", &dest, dir, &args));
     let shared = dest.join("usr/local/share/slim/models");
     let installed: Vec<PathBuf> = snapshot(&shared).into_keys().collect();
     assert_eq!(
@@ -633,7 +635,7 @@ fn models_copies_only_the_families_and_purge_removes_them() {
         first.contains("installed /usr/local/share/slim/models/digits (3 of 3 files)"),
         "{first}"
     );
-    let again = stdout(&install("install-agent.sh", &dest, &dir, &args));
+    let again = stdout(&install("install-agent.sh", &dest, dir, &args));
     assert!(
         again.contains("unchanged /usr/local/share/slim/models/digits")
             && again.contains("nothing changed"),
@@ -641,7 +643,7 @@ fn models_copies_only_the_families_and_purge_removes_them() {
     );
     // A changed model file is installed again.
     std::fs::write(models.join("digits/digits_w1.0.onnx"), "new weights").unwrap();
-    let third = stdout(&install("install-agent.sh", &dest, &dir, &args));
+    let third = stdout(&install("install-agent.sh", &dest, dir, &args));
     assert!(third.contains("(1 of 3 files)"), "{third}");
 
     // The generated config names the secured-broker keys it tells the operator to edit, and
@@ -667,17 +669,17 @@ fn models_copies_only_the_families_and_purge_removes_them() {
     );
 
     // Uninstall keeps the models; --purge removes them with everything else.
-    let kept = stdout(&install("install-agent.sh", &dest, &dir, &["--uninstall"]));
+    let kept = stdout(&install("install-agent.sh", &dest, dir, &["--uninstall"]));
     assert!(shared.join("digits/manifest.toml").exists(), "{kept}");
     assert!(kept.contains("/usr/local/share/slim/models"), "{kept}");
-    install("install-agent.sh", &dest, &dir, &["--uninstall", "--purge"]);
+    install("install-agent.sh", &dest, dir, &["--uninstall", "--purge"]);
     let left: Vec<_> = snapshot(&dest).into_keys().collect();
     assert!(left.is_empty(), "files left after --purge: {left:?}");
 
     // A folder without any family is refused.
     let (code, _, stderr) = install_fails(
         "install-agent.sh",
-        &[("DESTDIR", &dest), ("SLIM_PROBE_ROOT", &dir)],
+        &[("DESTDIR", &dest), ("SLIM_PROBE_ROOT", dir)],
         &[
             "--binary",
             bin.to_str().unwrap(),
@@ -687,5 +689,4 @@ fn models_copies_only_the_families_and_purge_removes_them() {
     );
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("holds no model family"), "{stderr}");
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -8,7 +8,6 @@
 
 use std::{
     io::ErrorKind,
-    path::PathBuf,
     process::{Child, Command, Stdio},
     time::Duration,
 };
@@ -81,10 +80,15 @@ fn request(id: &str, model: &str, input: Value, reply_to: &str) -> Vec<u8> {
     bytes
 }
 
-fn temp_file(name: &str, bytes: &[u8]) -> PathBuf {
-    let path = std::env::temp_dir().join(format!("slim-{}-{name}", std::process::id()));
-    std::fs::write(&path, bytes).expect("temp file is writable");
-    path
+/// A new file `slim-XXXXXX-{name}` holding `bytes`, removed when dropped.
+fn temp_file(name: &str, bytes: &[u8]) -> tempfile::NamedTempFile {
+    let file = tempfile::Builder::new()
+        .prefix("slim-")
+        .suffix(&format!("-{name}"))
+        .tempfile()
+        .expect("temp file is writable");
+    std::fs::write(file.path(), bytes).expect("temp file is writable");
+    file
 }
 
 /// Subscribes with `mosquitto_sub`, publishes `payload` with `mosquitto_pub -f`, and returns the
@@ -107,7 +111,7 @@ async fn round_trip(broker_url: &str, topic: &str, reply_topic: &str, payload: &
 
     let publish = Command::new("mosquitto_pub")
         .args(["-h", &host, "-p", &port, "-q", "1", "-t", topic, "-f"])
-        .arg(&file)
+        .arg(file.path())
         .output();
     let publish = match publish {
         Ok(output) => output,
@@ -116,7 +120,7 @@ async fn round_trip(broker_url: &str, topic: &str, reply_topic: &str, payload: &
         }
         Err(e) => panic!("cannot run mosquitto_pub: {e}"),
     };
-    let _ = std::fs::remove_file(&file);
+    drop(file);
     assert!(
         publish.status.success(),
         "mosquitto_pub failed ({}): {}",

@@ -21,14 +21,11 @@ fn metric(text: &str, name: &str) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_policy_is_refined_online_while_every_request_is_answered() {
-    let save = std::env::temp_dir().join(format!(
-        "slim-online-refine-{}-{}.safetensors",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
+    let dir = tempfile::Builder::new()
+        .prefix("slim-online-refine-")
+        .tempdir()
+        .unwrap();
+    let save = dir.path().join("refined.safetensors");
     let mut spec = spec(&[1.0, 2.0]);
     spec.router = RouterKind::Ppo;
     spec.policy = Some(repo().join("router/policies/efficiency.safetensors"));
@@ -125,5 +122,4 @@ async fn the_policy_is_refined_online_while_every_request_is_answered() {
     .expect("the refined checkpoint makes a router");
     assert_eq!(router.name(), "ppo:efficiency");
     cluster.shutdown().await;
-    let _ = std::fs::remove_file(&save);
 }

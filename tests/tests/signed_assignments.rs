@@ -8,16 +8,15 @@ use slim_client::{client::Reply, samples::family_samples};
 use slim_protocol::{decode, encode, Assignment, ErrorCode, ErrorReply, InferRequest};
 use slim_tests::{models_dir, spec, start, ANSWER_TIMEOUT};
 
-fn key_file() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "slim-signed-{}-{:?}",
-        std::process::id(),
-        std::thread::current().id()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("assignment.key");
-    std::fs::write(&path, "3f9a1c0e5b7d2f4a6c8e0b1d3f5a7c9e\n").unwrap();
-    path
+/// The assignment key, in a new file that is removed when dropped.
+fn key_file() -> tempfile::NamedTempFile {
+    let file = tempfile::Builder::new()
+        .prefix("slim-signed-")
+        .suffix(".key")
+        .tempfile()
+        .unwrap();
+    std::fs::write(file.path(), "3f9a1c0e5b7d2f4a6c8e0b1d3f5a7c9e\n").unwrap();
+    file
 }
 
 /// Receives dead letters until one for `id` arrives.
@@ -42,7 +41,8 @@ async fn dead_letter_for(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agents_with_a_key_run_signed_work_and_refuse_forged_or_replayed_assignments() {
     let mut s = spec(&[1.0, 1.0]);
-    s.assignment_key_file = Some(key_file());
+    let key = key_file();
+    s.assignment_key_file = Some(key.path().to_path_buf());
     let cluster = start(s).await;
     let topics = cluster.topics();
     let assign_filter = format!("{}/agents/+/assign", topics.prefix());

@@ -48,12 +48,7 @@ const TWIN: &str = "/slim_batch_depth";
 /// The graph with its batch run as a depth axis, or `None` when it does not apply: no 4-D input,
 /// an opset older than 13, or no 2-D convolution reachable from the input.
 pub fn batch_as_depth(model: &ModelProto) -> Option<ModelProto> {
-    let opset = model
-        .opset_import
-        .iter()
-        .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
-        .map(|o| o.version)?;
-    if opset < 13 {
+    if onnx_opset(model)? < 13 {
         return None;
     }
     let mut model = model.clone();
@@ -68,66 +63,11 @@ pub fn batch_as_depth(model: &ModelProto) -> Option<ModelProto> {
     let outputs: Vec<String> = graph.output.iter().map(|o| o.name.clone()).collect();
 
     let mut rw = Rewriter::default();
-    // [N, C, H, W] -> [C, N, H, W] -> [1, C, N, H, W]
-    let transposed = rw.fresh("input.cnhw");
-    rw.push(node(
-        "Transpose",
-        &[&input],
-        &[&transposed],
-        vec![ints("perm", &[1, 0, 2, 3])],
-    ));
-    let axes0 = rw.axes(&[0]);
-    rw.push(node(
-        "Unsqueeze",
-        &[&transposed, &axes0],
-        &[&twin(&input)],
-        vec![],
-    ));
-    rw.five_d.insert(input.clone());
-
+    rw.input_to_5d(&input);
     let mut convolutions = 0;
-    for mut n in std::mem::take(&mut graph.node) {
-        let on_5d: Vec<bool> = n.input.iter().map(|i| rw.five_d.contains(i)).collect();
-        if !on_5d.iter().any(|&b| b) {
-            rw.push(n);
-            continue;
-        }
-        let supported = match n.op_type.as_str() {
-            "Conv" => on_5d[0] && on_5d.iter().skip(1).all(|&b| !b) && conv_to_3d(&mut n),
-            "BatchNormalization" => on_5d[0] && on_5d.iter().skip(1).all(|&b| !b),
-            op if ELEMENTWISE.contains(&op) => on_5d.iter().all(|&b| b),
-            _ => false,
-        };
-        if supported {
-            if n.op_type == "Conv" {
-                let axes2 = rw.axes(&[2]);
-                let weight = rw.fresh(&format!("{}.weight_1hw", n.input[1]));
-                rw.push(node(
-                    "Unsqueeze",
-                    &[&n.input[1], &axes2],
-                    &[&weight],
-                    vec![],
-                ));
-                n.input[1] = weight;
-                convolutions += 1;
-            }
-            n.input[0] = twin(&n.input[0]);
-            if n.op_type != "Conv" && n.op_type != "BatchNormalization" {
-                for i in n.input.iter_mut().skip(1) {
-                    *i = twin(i);
-                }
-            }
-            for o in n.output.iter_mut() {
-                rw.five_d.insert(o.clone());
-                *o = twin(o);
-            }
-            rw.push(n);
-        } else {
-            for (i, _) in on_5d.iter().enumerate().filter(|(_, &b)| b) {
-                let name = n.input[i].clone();
-                rw.back_to_4d(&name);
-            }
-            rw.push(n);
+    for n in std::mem::take(&mut graph.node) {
+        if rw.rewrite(n) {
+            convolutions += 1;
         }
     }
     for o in &outputs {
@@ -141,6 +81,15 @@ pub fn batch_as_depth(model: &ModelProto) -> Option<ModelProto> {
     graph.node = rw.nodes;
     graph.initializer.extend(rw.initializers);
     Some(model)
+}
+
+/// The version of the default (`ai.onnx`) operator set the model imports.
+fn onnx_opset(model: &ModelProto) -> Option<i64> {
+    model
+        .opset_import
+        .iter()
+        .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
+        .map(|o| o.version)
 }
 
 #[derive(Default)]
@@ -186,6 +135,75 @@ impl Rewriter {
         });
         self.axes.insert(axes.to_vec(), name.clone());
         name
+    }
+
+    /// Makes the twin `[1, C, N, H, W]` of the graph's `[N, C, H, W]` input `input`.
+    fn input_to_5d(&mut self, input: &str) {
+        // [N, C, H, W] -> [C, N, H, W] -> [1, C, N, H, W]
+        let transposed = self.fresh("input.cnhw");
+        self.push(node(
+            "Transpose",
+            &[input],
+            &[&transposed],
+            vec![ints("perm", &[1, 0, 2, 3])],
+        ));
+        let axes0 = self.axes(&[0]);
+        self.push(node(
+            "Unsqueeze",
+            &[&transposed, &axes0],
+            &[&twin(input)],
+            vec![],
+        ));
+        self.five_d.insert(input.to_string());
+    }
+
+    /// Adds `n`: on the twins of its inputs when it can run on them (its outputs then exist as
+    /// twins), else on its inputs made back into `[N, C, H, W]`. True when `n` is a convolution
+    /// that now runs on a twin.
+    fn rewrite(&mut self, mut n: NodeProto) -> bool {
+        let on_5d: Vec<bool> = n.input.iter().map(|i| self.five_d.contains(i)).collect();
+        if !on_5d.iter().any(|&b| b) {
+            self.push(n);
+            return false;
+        }
+        let supported = match n.op_type.as_str() {
+            "Conv" => on_5d[0] && on_5d.iter().skip(1).all(|&b| !b) && conv_to_3d(&mut n),
+            "BatchNormalization" => on_5d[0] && on_5d.iter().skip(1).all(|&b| !b),
+            op if ELEMENTWISE.contains(&op) => on_5d.iter().all(|&b| b),
+            _ => false,
+        };
+        if !supported {
+            for (i, _) in on_5d.iter().enumerate().filter(|(_, &b)| b) {
+                let name = n.input[i].clone();
+                self.back_to_4d(&name);
+            }
+            self.push(n);
+            return false;
+        }
+        let convolution = n.op_type == "Conv";
+        if convolution {
+            let axes2 = self.axes(&[2]);
+            let weight = self.fresh(&format!("{}.weight_1hw", n.input[1]));
+            self.push(node(
+                "Unsqueeze",
+                &[&n.input[1], &axes2],
+                &[&weight],
+                vec![],
+            ));
+            n.input[1] = weight;
+        }
+        n.input[0] = twin(&n.input[0]);
+        if n.op_type != "Conv" && n.op_type != "BatchNormalization" {
+            for i in n.input.iter_mut().skip(1) {
+                *i = twin(i);
+            }
+        }
+        for o in n.output.iter_mut() {
+            self.five_d.insert(o.clone());
+            *o = twin(o);
+        }
+        self.push(n);
+        convolution
     }
 
     /// Makes the `[N, C, H, W]` tensor `name` from its twin `[1, C, N, H, W]`, once.

@@ -350,87 +350,18 @@ pub fn select_sensors_with(
     options: &SensorOptions,
 ) -> (SensorSet, SensorReport) {
     let mut log = ProbeLog::default();
-
-    // 1. NVML. One that reads no power is kept only if no Jetson rails are found (a Jetson
-    //    whose NVML answers utilization but not power is better served by its rails).
-    let (mut chosen, nvml_without_power) = match probe_nvml(open_nvml, &mut log) {
-        Some((sensor, first)) if first.power_w.is_some() => {
-            (Some((SensorKind::Nvml, sensor, first)), None)
-        }
-        without_power => (None, without_power),
-    };
-
-    // 2. Jetson sysfs.
-    if chosen.is_none() {
-        chosen = probe_jetson(options, nvml_without_power.is_some(), &mut log)
-            .map(|(sensor, first)| (SensorKind::Jetson, sensor, first));
-    } else {
-        log.attempts.push(SensorAttempt {
-            sensor: "jetson",
-            outcome: Err("not tried: NVML was chosen".into()),
-        });
-    }
-    if chosen.is_none() {
-        if let Some((sensor, first)) = nvml_without_power {
-            chosen = Some((SensorKind::Nvml, sensor, first));
-        }
-    }
-
+    // 1. NVML, 2. Jetson sysfs.
+    let mut chosen = choose_gpu_sensor(open_nvml, options, &mut log);
     // 3. RAPL, for energy when nothing chosen so far measures the batches' energy.
-    let mut power = None;
-    match &chosen {
-        Some((_, sensor, first)) if measures_batches(sensor.as_ref(), first, options) => {
-            log.attempts.push(SensorAttempt {
-                sensor: "rapl",
-                outcome: Err(format!(
-                    "not tried: {} measures the batches' energy",
-                    sensor.name()
-                )),
-            });
-        }
-        Some((_, sensor, _)) if options.batches_on_gpu => {
-            log.attempts.push(SensorAttempt {
-                sensor: "rapl",
-                outcome: Err(format!(
-                    "not tried: batches run on the GPU ({}), which RAPL does not measure",
-                    sensor.name()
-                )),
-            });
-        }
-        _ => {
-            if let Some(rapl) = probe_rapl(options, &mut log) {
-                if chosen.is_none() {
-                    chosen = Some((SensorKind::Rapl, rapl.0, rapl.1));
-                } else {
-                    power = Some(rapl);
-                }
-            }
-        }
-    }
-
+    let power = add_rapl(&mut chosen, options, &mut log);
     // 4. The power model, for energy whenever no sensor can supply it.
-    let (kind, sensor, energy, energy_reason, first) = match chosen {
-        Some((kind, sensor, first)) => {
-            let (energy, reason) = match &power {
-                Some((rapl, rapl_first)) => (
-                    measured_meter(rapl.as_ref(), rapl_first, options),
-                    format!(
-                        "rapl energy counter, as {} does not measure where batches run",
-                        sensor.name()
-                    ),
-                ),
-                None => energy_meter_for(sensor.as_ref(), &first, options),
-            };
-            (kind, Some(sensor), energy, reason, Some(first))
-        }
-        None => (
-            SensorKind::Model,
-            None,
-            model_meter(options),
-            "no power sensor found".to_string(),
-            None,
-        ),
-    };
+    let EnergyChoice {
+        kind,
+        sensor,
+        energy,
+        reason: energy_reason,
+        first,
+    } = choose_energy(chosen, power.as_ref(), options);
     log.attempts.push(SensorAttempt {
         sensor: "model",
         outcome: Ok(format!(
@@ -464,6 +395,116 @@ pub fn select_sensors_with(
         power_failures: 0,
     };
     (set, report)
+}
+
+/// A sensor chosen for GPU figures, with its first reading.
+type Chosen = (SensorKind, Box<dyn PowerSensor>, SensorReading);
+
+/// Steps 1 and 2: NVML when it reads power, else the Jetson rails, else an NVML that reads no
+/// power (kept only if no Jetson rails are found: a Jetson whose NVML answers utilization but
+/// not power is better served by its rails).
+fn choose_gpu_sensor(
+    open_nvml: impl FnOnce() -> Result<Box<dyn NvmlSource>, SensorError>,
+    options: &SensorOptions,
+    log: &mut ProbeLog,
+) -> Option<Chosen> {
+    let (mut chosen, nvml_without_power) = match probe_nvml(open_nvml, log) {
+        Some((sensor, first)) if first.power_w.is_some() => {
+            (Some((SensorKind::Nvml, sensor, first)), None)
+        }
+        without_power => (None, without_power),
+    };
+    if chosen.is_none() {
+        chosen = probe_jetson(options, nvml_without_power.is_some(), log)
+            .map(|(sensor, first)| (SensorKind::Jetson, sensor, first));
+    } else {
+        log.attempts.push(SensorAttempt {
+            sensor: "jetson",
+            outcome: Err("not tried: NVML was chosen".into()),
+        });
+    }
+    if chosen.is_none() {
+        if let Some((sensor, first)) = nvml_without_power {
+            chosen = Some((SensorKind::Nvml, sensor, first));
+        }
+    }
+    chosen
+}
+
+/// Step 3: probes RAPL unless the chosen sensor measures the batches' energy or the batches run
+/// on a GPU. RAPL becomes the chosen sensor when there is none, else it is returned as a second
+/// sensor read for energy only.
+fn add_rapl(
+    chosen: &mut Option<Chosen>,
+    options: &SensorOptions,
+    log: &mut ProbeLog,
+) -> Option<Probed> {
+    let why_not = match &*chosen {
+        Some((_, sensor, first)) if measures_batches(sensor.as_ref(), first, options) => {
+            format!("not tried: {} measures the batches' energy", sensor.name())
+        }
+        Some((_, sensor, _)) if options.batches_on_gpu => format!(
+            "not tried: batches run on the GPU ({}), which RAPL does not measure",
+            sensor.name()
+        ),
+        _ => {
+            let rapl = probe_rapl(options, log)?;
+            if chosen.is_none() {
+                *chosen = Some((SensorKind::Rapl, rapl.0, rapl.1));
+                return None;
+            }
+            return Some(rapl);
+        }
+    };
+    log.attempts.push(SensorAttempt {
+        sensor: "rapl",
+        outcome: Err(why_not),
+    });
+    None
+}
+
+/// What step 4 settled: the sensor for GPU figures and the energy meter, with why.
+struct EnergyChoice {
+    kind: SensorKind,
+    sensor: Option<Box<dyn PowerSensor>>,
+    energy: EnergyMeter,
+    reason: String,
+    first: Option<SensorReading>,
+}
+
+/// Step 4: the energy meter: RAPL's counter when it was added beside the chosen sensor, the
+/// chosen sensor's when it measures the batches, else the power model.
+fn choose_energy(
+    chosen: Option<Chosen>,
+    power: Option<&Probed>,
+    options: &SensorOptions,
+) -> EnergyChoice {
+    let Some((kind, sensor, first)) = chosen else {
+        return EnergyChoice {
+            kind: SensorKind::Model,
+            sensor: None,
+            energy: model_meter(options),
+            reason: "no power sensor found".to_string(),
+            first: None,
+        };
+    };
+    let (energy, reason) = match power {
+        Some((rapl, rapl_first)) => (
+            measured_meter(rapl.as_ref(), rapl_first, options),
+            format!(
+                "rapl energy counter, as {} does not measure where batches run",
+                sensor.name()
+            ),
+        ),
+        None => energy_meter_for(sensor.as_ref(), &first, options),
+    };
+    EnergyChoice {
+        kind,
+        sensor: Some(sensor),
+        energy,
+        reason,
+        first: Some(first),
+    }
 }
 
 /// What sensor selection tried and noticed, for the report.

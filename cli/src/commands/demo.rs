@@ -9,10 +9,11 @@ use clap::Args;
 use slim_client::{
     client::SlimClient,
     cluster::{ClusterSpec, LocalCluster},
-    load::{run_open_loop, LoadSpec},
-    samples::family_samples,
+    load::{run_open_loop, LoadReport, LoadSpec},
+    samples::{family_samples, Sample},
 };
 use slim_router::RouterKind;
+use tokio::task::JoinHandle;
 
 use super::BROKER_TIMEOUT;
 
@@ -114,29 +115,57 @@ pub fn follow_up_commands(broker: &str, prefix: &str) -> (String, String) {
 
 /// Runs the demo.
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    let samples = check(&args).await?;
+    if args.compare {
+        return compare::run(&args, &samples).await;
+    }
+    let spec = cluster_spec(&args);
+    let state_root = spec.state_root.clone();
+    let cluster = start_cluster(&args, spec).await?;
+    println!("Broker: {}", cluster.broker.url);
+    let dashboard = cluster
+        .coordinator
+        .as_ref()
+        .and_then(|c| c.http_addr())
+        .map(|addr| format!("http://{addr}/"));
+    if let Some(url) = &dashboard {
+        println!("Dashboard: {url}  (metrics at {url}metrics)");
+    }
+    let client = SlimClient::connect(
+        &cluster.broker,
+        &cluster.spec.topic_prefix,
+        "slim-demo-client",
+        &[],
+    )
+    .await?;
+    println!(
+        "Sending {} for {} (open loop, Poisson arrivals, held-out or reference inputs)...",
+        workload(&args),
+        super::human_duration(args.duration)
+    );
+    let mut reports = Vec::new();
+    for load in spawn_loads(&args, &client, samples, Duration::from_secs(15)) {
+        reports.push(load.await?);
+    }
+    summarize(&args, &cluster, reports, dashboard.as_deref()).await?;
+    if args.keep_running {
+        keep_running(&cluster, dashboard.as_deref()).await?;
+    }
+    client.disconnect().await;
+    cluster.shutdown().await;
+    if let Some(root) = state_root {
+        let _ = std::fs::remove_dir_all(root);
+    }
+    Ok(())
+}
+
+/// Checks the flags and that the files and broker they name are there; the samples of each
+/// model, in the order of `--models`.
+async fn check(args: &DemoArgs) -> anyhow::Result<Vec<Vec<Sample>>> {
     anyhow::ensure!(
         !args.online_refine || args.router == RouterKind::Ppo,
         "--online-refine refines a PPO policy: it needs --router ppo"
     );
-    let mut online = slim_coordinator::config::OnlineSettings {
-        enabled: args.online_refine,
-        ..Default::default()
-    };
-    online.learner.batch = args.online_batch;
-    let spec = ClusterSpec {
-        online,
-        broker_url: args.broker.clone(),
-        router: args.router,
-        models_dir: args.models_dir.clone(),
-        models: args.models.clone(),
-        profile: Some(args.profile.clone()),
-        policy: (args.router == RouterKind::Ppo).then(|| args.policy.clone()),
-        agent_slowdowns: args.slowdowns.clone(),
-        http_listen: Some(args.http_listen.clone()),
-        state_root: Some(std::env::temp_dir().join(format!("slim-demo-{}", std::process::id()))),
-        ..ClusterSpec::default()
-    };
-    let state_root = spec.state_root.clone();
     anyhow::ensure!(
         args.rates.len() == args.models.len(),
         "--rates needs one rate per --models entry ({} models, {} rates)",
@@ -155,9 +184,33 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     if let Some(url) = &args.broker {
         super::probe_broker(&slim_mqtt::BrokerOptions::from_url(url), BROKER_TIMEOUT).await?;
     }
-    if args.compare {
-        return compare::run(&args, &samples).await;
+    Ok(samples)
+}
+
+/// The local system the flags describe.
+fn cluster_spec(args: &DemoArgs) -> ClusterSpec {
+    let mut online = slim_coordinator::config::OnlineSettings {
+        enabled: args.online_refine,
+        ..Default::default()
+    };
+    online.learner.batch = args.online_batch;
+    ClusterSpec {
+        online,
+        broker_url: args.broker.clone(),
+        router: args.router,
+        models_dir: args.models_dir.clone(),
+        models: args.models.clone(),
+        profile: Some(args.profile.clone()),
+        policy: (args.router == RouterKind::Ppo).then(|| args.policy.clone()),
+        agent_slowdowns: args.slowdowns.clone(),
+        http_listen: Some(args.http_listen.clone()),
+        state_root: Some(std::env::temp_dir().join(format!("slim-demo-{}", std::process::id()))),
+        ..ClusterSpec::default()
     }
+}
+
+/// Says what it starts, and starts it within [`START_TIMEOUT`].
+async fn start_cluster(args: &DemoArgs, spec: ClusterSpec) -> anyhow::Result<LocalCluster> {
     println!(
         "Starting {} broker, a coordinator ({}) and {} agents (emulated slowdowns {})...",
         if args.broker.is_some() {
@@ -169,7 +222,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         args.slowdowns.len(),
         super::list_text(&args.slowdowns)
     );
-    let cluster = tokio::time::timeout(START_TIMEOUT, LocalCluster::start(spec))
+    tokio::time::timeout(START_TIMEOUT, LocalCluster::start(spec))
         .await
         .map_err(|_| {
             anyhow::anyhow!(
@@ -177,52 +230,50 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                 super::human_duration(START_TIMEOUT),
                 args.broker.as_deref().unwrap_or("embedded")
             )
-        })??;
-    println!("Broker: {}", cluster.broker.url);
-    let dashboard = cluster
-        .coordinator
-        .as_ref()
-        .and_then(|c| c.http_addr())
-        .map(|addr| format!("http://{addr}/"));
-    if let Some(url) = &dashboard {
-        println!("Dashboard: {url}  (metrics at {url}metrics)");
-    }
-    let client = SlimClient::connect(
-        &cluster.broker,
-        &cluster.spec.topic_prefix,
-        "slim-demo-client",
-        &[],
-    )
-    .await?;
+        })?
+}
+
+/// The workload as people read it: `50 req/s of digits and 4 req/s of cifar-slimresnet`.
+fn workload(args: &DemoArgs) -> String {
     let mix: Vec<String> = args
         .models
         .iter()
         .zip(&args.rates)
         .map(|(m, r)| format!("{r} req/s of {m}"))
         .collect();
-    println!(
-        "Sending {} for {} (open loop, Poisson arrivals, held-out or reference inputs)...",
-        mix.join(" and "),
-        super::human_duration(args.duration)
-    );
-    let loads: Vec<_> = args
-        .models
+    mix.join(" and ")
+}
+
+/// Starts one open-loop load per model (`samples` in the order of `--models`), model `i` seeded
+/// with `--seed` + `i`, each waiting `drain` for its last answers.
+fn spawn_loads(
+    args: &DemoArgs,
+    client: &SlimClient,
+    samples: Vec<Vec<Sample>>,
+    drain: Duration,
+) -> Vec<JoinHandle<anyhow::Result<LoadReport>>> {
+    args.models
         .iter()
         .zip(&args.rates)
         .zip(samples)
         .enumerate()
         .map(|(i, ((model, rate), samples))| {
             let spec = LoadSpec::new(model.clone(), *rate, args.duration)
-                .with_drain(Duration::from_secs(15))
+                .with_drain(drain)
                 .with_seed(args.seed + i as u64);
             let client = client.clone();
             tokio::spawn(async move { run_open_loop(&client, &samples, &spec).await })
         })
-        .collect();
-    let mut reports = Vec::new();
-    for load in loads {
-        reports.push(load.await?);
-    }
+        .collect()
+}
+
+/// Prints each model's summary, the coordinator's counters and how to repeat the run.
+async fn summarize(
+    args: &DemoArgs,
+    cluster: &LocalCluster,
+    reports: Vec<anyhow::Result<LoadReport>>,
+    dashboard: Option<&str>,
+) -> anyhow::Result<()> {
     for (model, report) in args.models.iter().zip(reports) {
         println!(
             "\nSummary for {model} ({} router, {} agents):",
@@ -241,31 +292,29 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         );
     }
     if args.online_refine {
-        match &dashboard {
+        match dashboard {
             Some(url) => println!(
                 "  online refinement: updates, rewards and KL are the slim_router_online_* series at {url}metrics"
             ),
             None => println!("  online refinement ran; enable --http-listen to see its metrics"),
         }
     }
-    println!("Reproduce: {}", reproduce_command(&args));
-    if args.keep_running {
-        println!(
-            "\nStill running; broker at {}. Press Ctrl-C to stop.",
-            cluster.broker.url
-        );
-        if let Some(url) = &dashboard {
-            println!("Dashboard: {url}");
-        }
-        let (status, request) = follow_up_commands(&cluster.broker.url, &cluster.spec.topic_prefix);
-        println!("Fleet table: {status}");
-        println!("One request: {request}  (light digit on a dark background)");
-        tokio::signal::ctrl_c().await?;
+    println!("Reproduce: {}", reproduce_command(args));
+    Ok(())
+}
+
+/// Says how to reach the system left running, and waits for Ctrl-C.
+async fn keep_running(cluster: &LocalCluster, dashboard: Option<&str>) -> anyhow::Result<()> {
+    println!(
+        "\nStill running; broker at {}. Press Ctrl-C to stop.",
+        cluster.broker.url
+    );
+    if let Some(url) = dashboard {
+        println!("Dashboard: {url}");
     }
-    client.disconnect().await;
-    cluster.shutdown().await;
-    if let Some(root) = state_root {
-        let _ = std::fs::remove_dir_all(root);
-    }
+    let (status, request) = follow_up_commands(&cluster.broker.url, &cluster.spec.topic_prefix);
+    println!("Fleet table: {status}");
+    println!("One request: {request}  (light digit on a dark background)");
+    tokio::signal::ctrl_c().await?;
     Ok(())
 }

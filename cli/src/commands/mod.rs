@@ -1,6 +1,7 @@
 //! One module per `slim` command.
 
 pub mod bench;
+mod columns;
 pub mod demo;
 pub mod eval;
 pub mod models;

@@ -191,71 +191,60 @@ pub fn fleet_table(rows: &[(String, FleetRow)]) -> String {
         "ERRORS",
     ];
     let mut lines: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
-    for (id, row) in rows {
-        let t = row.telemetry.as_ref();
-        let status = match &row.info {
-            Some(info) => {
-                let since_heard = row.telemetry_age.unwrap_or_default();
-                slim_protocol::Liveness::of(info.online, since_heard, SILENT_AFTER).as_str()
-            }
-            None => "unknown",
-        };
-        let backend = match &row.info {
-            Some(info) => match &info.emulation {
-                Some(e) if e.slowdown > 1.0 => format!("{} x{}", info.backend, e.slowdown),
-                _ => info.backend.clone(),
-            },
-            None => "-".into(),
-        };
-        let memory = t.map_or("-".into(), |t| {
-            match (t.vram_used_bytes, t.vram_total_bytes) {
-                (Some(used), Some(total)) => format!("{}/{} VRAM", gib(used), gib(total)),
-                _ => format!("{}/{}", gib(t.ram_used_bytes), gib(t.ram_total_bytes)),
-            }
-        });
-        lines.push(vec![
-            id.clone(),
-            backend,
-            status.into(),
-            percent(t.map(|t| t.cpu_util)),
-            percent(t.and_then(|t| t.gpu_util)),
-            memory,
-            t.map_or("-".into(), |t| format!("{:.1}", t.power_w)),
-            t.map_or("-".into(), |t| format!("{:.0}", t.energy_j)),
-            t.map_or("-".into(), |t| {
-                t.queues.iter().map(|q| q.depth).sum::<u32>().to_string()
-            }),
-            t.map_or("-".into(), |t| t.outstanding.to_string()),
-            t.map_or("-".into(), |t| t.completed.to_string()),
-            t.map_or("-".into(), |t| t.errors.to_string()),
-        ]);
+    lines.extend(rows.iter().map(|(id, row)| fleet_line(id, row)));
+    // AGENT, BACKEND and STATUS are text; the figures after them are aligned right.
+    super::columns::align_columns(&lines, 3)
+}
+
+/// One agent's cells, in the order of [`fleet_table`]'s header.
+fn fleet_line(id: &str, row: &FleetRow) -> Vec<String> {
+    let t = row.telemetry.as_ref();
+    let figure = |f: &dyn Fn(&Telemetry) -> String| t.map_or("-".into(), f);
+    vec![
+        id.to_string(),
+        backend(row.info.as_ref()),
+        liveness(row).into(),
+        percent(t.map(|t| t.cpu_util)),
+        percent(t.and_then(|t| t.gpu_util)),
+        figure(&memory),
+        figure(&|t| format!("{:.1}", t.power_w)),
+        figure(&|t| format!("{:.0}", t.energy_j)),
+        figure(&|t| t.queues.iter().map(|q| q.depth).sum::<u32>().to_string()),
+        figure(&|t| t.outstanding.to_string()),
+        figure(&|t| t.completed.to_string()),
+        figure(&|t| t.errors.to_string()),
+    ]
+}
+
+/// `online`, `silent`, `offline` (from the retained status and the telemetry's age), or
+/// `unknown` without a status.
+fn liveness(row: &FleetRow) -> &'static str {
+    match &row.info {
+        Some(info) => {
+            let since_heard = row.telemetry_age.unwrap_or_default();
+            slim_protocol::Liveness::of(info.online, since_heard, SILENT_AFTER).as_str()
+        }
+        None => "unknown",
     }
-    let widths: Vec<usize> = (0..header.len())
-        .map(|c| {
-            lines
-                .iter()
-                .map(|l| l[c].chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let mut out = String::new();
-    for line in &lines {
-        let cells: Vec<String> = line
-            .iter()
-            .zip(&widths)
-            .enumerate()
-            .map(|(c, (cell, w))| {
-                if c < 3 {
-                    format!("{cell:<w$}")
-                } else {
-                    format!("{cell:>w$}")
-                }
-            })
-            .collect();
-        let _ = writeln!(out, "{}", cells.join("  ").trim_end());
+}
+
+/// The backend, with the emulated slowdown when there is one (`cpu x4`).
+fn backend(info: Option<&AgentInfo>) -> String {
+    match info {
+        Some(info) => match &info.emulation {
+            Some(e) if e.slowdown > 1.0 => format!("{} x{}", info.backend, e.slowdown),
+            _ => info.backend.clone(),
+        },
+        None => "-".into(),
     }
-    out
+}
+
+/// Memory used of total, GiB: the GPU's when it reports VRAM, else the machine's RAM.
+fn memory(t: &Telemetry) -> String {
+    match (t.vram_used_bytes, t.vram_total_bytes) {
+        (Some(used), Some(total)) => format!("{}/{} VRAM", gib(used), gib(total)),
+        _ => format!("{}/{}", gib(t.ram_used_bytes), gib(t.ram_total_bytes)),
+    }
 }
 
 #[cfg(test)]

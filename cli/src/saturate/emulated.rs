@@ -9,7 +9,7 @@ use std::{
 };
 
 use super::anchors::Arrivals;
-use rumqttc::{AsyncClient, Event, Packet, QoS};
+use rumqttc::{AsyncClient, Event, EventLoop, Packet, Publish, QoS};
 use slim_mqtt::BrokerOptions;
 use slim_protocol::{
     encode, limits, now_ms, peek_str, AgentInfo, DeviceInfo, DeviceProfile, ModelInfo, RequestKey,
@@ -52,76 +52,22 @@ impl EmulatedFleet {
         topics: &Topics,
     ) -> anyhow::Result<Emulation> {
         let client_id = format!("{}-emulated-fleet", topics.prefix().replace('/', "-"));
-        let (client, mut eventloop) = broker.connect(&client_id, None)?;
+        let (client, eventloop) = broker.connect(&client_id, None)?;
         let ids: Vec<String> = (0..self.agents).map(agent_id).collect();
         let infos: Vec<Vec<u8>> = ids.iter().map(|id| encode(&self.info(id, true))).collect();
         let assignments = Arrivals::default();
-        // Keys received since the last telemetry, per agent.
-        let done: Arc<Mutex<Vec<Vec<String>>>> =
-            Arc::new(Mutex::new(vec![Vec::new(); self.agents]));
-        let receiver = {
-            let (client, topics, ids) = (client.clone(), topics.clone(), ids.clone());
-            let (assignments, done) = (assignments.clone(), done.clone());
-            let infos = infos.clone();
-            tokio::spawn(async move {
-                loop {
-                    match eventloop.poll().await {
-                        Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                            let filter = format!("{}/agents/+/assign", topics.prefix());
-                            let _ = client.subscribe(filter, QoS::AtLeastOnce).await;
-                            for (id, info) in ids.iter().zip(&infos) {
-                                let _ = client
-                                    .publish(
-                                        topics.status(id),
-                                        QoS::AtLeastOnce,
-                                        true,
-                                        info.clone(),
-                                    )
-                                    .await;
-                            }
-                        }
-                        Ok(Event::Incoming(Packet::Publish(p))) => {
-                            let Some(index) = agent_index(&topics, &p.topic) else {
-                                continue;
-                            };
-                            // What an agent must read to report the request done; the rest of the
-                            // assignment is not looked at (a peek, no decoding of the tensor).
-                            let field = |name| peek_str(&p.payload, &["request", name]);
-                            if let (Some(reply_to), Some(id)) = (field("reply_to"), field("id")) {
-                                let key = RequestKey::new(reply_to, id);
-                                done.lock().unwrap()[index].push(key.wire());
-                                assignments.record();
-                            }
-                        }
-                        Ok(_) => {}
-                        Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-                    }
-                }
-            })
+        let agents = Agents {
+            client: client.clone(),
+            topics: topics.clone(),
+            ids: ids.clone(),
+            done: Arc::new(Mutex::new(vec![Vec::new(); self.agents])),
         };
-        let reporter = {
-            let (client, topics, ids, done) =
-                (client.clone(), topics.clone(), ids.clone(), done.clone());
-            let interval = self.telemetry;
-            tokio::spawn(async move {
-                let mut seq = 0u64;
-                let mut tick = tokio::time::interval(interval);
-                loop {
-                    tick.tick().await;
-                    seq += 1;
-                    let pages: Vec<Vec<String>> = {
-                        let mut done = done.lock().unwrap();
-                        done.iter_mut().map(take_page).collect()
-                    };
-                    for (id, keys) in ids.iter().zip(pages) {
-                        let t = telemetry(id, seq, keys);
-                        let _ = client
-                            .publish(topics.telemetry(id), QoS::AtMostOnce, false, encode(&t))
-                            .await;
-                    }
-                }
-            })
-        };
+        let receiver = tokio::spawn(agents.clone().receive(
+            eventloop,
+            infos.clone(),
+            assignments.clone(),
+        ));
+        let reporter = tokio::spawn(agents.report(self.telemetry));
         Ok(Emulation {
             client,
             topics: topics.clone(),
@@ -155,6 +101,81 @@ impl EmulatedFleet {
             profile: self.profile.clone(),
             threads: 1,
             durable: false,
+        }
+    }
+}
+
+/// What the receiving and the reporting task share.
+#[derive(Clone)]
+struct Agents {
+    client: AsyncClient,
+    topics: Topics,
+    ids: Vec<String>,
+    /// Keys received since the last telemetry, per agent.
+    done: Arc<Mutex<Vec<Vec<String>>>>,
+}
+
+impl Agents {
+    /// Drives the connection: on every (re)connect subscribes to the agents' assignments and
+    /// publishes their status (`infos`, in the order of `ids`); counts each assignment.
+    async fn receive(self, mut eventloop: EventLoop, infos: Vec<Vec<u8>>, assignments: Arrivals) {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    let filter = format!("{}/agents/+/assign", self.topics.prefix());
+                    let _ = self.client.subscribe(filter, QoS::AtLeastOnce).await;
+                    for (id, info) in self.ids.iter().zip(&infos) {
+                        let _ = self
+                            .client
+                            .publish(self.topics.status(id), QoS::AtLeastOnce, true, info.clone())
+                            .await;
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => self.on_assignment(&p, &assignments),
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    }
+
+    /// Notes an assignment's request done by its agent, to report in the next telemetry.
+    fn on_assignment(&self, p: &Publish, assignments: &Arrivals) {
+        let Some(index) = agent_index(&self.topics, &p.topic) else {
+            return;
+        };
+        // What an agent must read to report the request done; the rest of the assignment is
+        // not looked at (a peek, no decoding of the tensor).
+        let field = |name| peek_str(&p.payload, &["request", name]);
+        if let (Some(reply_to), Some(id)) = (field("reply_to"), field("id")) {
+            let key = RequestKey::new(reply_to, id);
+            self.done.lock().unwrap()[index].push(key.wire());
+            assignments.record();
+        }
+    }
+
+    /// Every `interval`, publishes each agent's telemetry with the keys done since the last.
+    async fn report(self, interval: Duration) {
+        let mut seq = 0u64;
+        let mut tick = tokio::time::interval(interval);
+        loop {
+            tick.tick().await;
+            seq += 1;
+            let pages: Vec<Vec<String>> = {
+                let mut done = self.done.lock().unwrap();
+                done.iter_mut().map(take_page).collect()
+            };
+            for (id, keys) in self.ids.iter().zip(pages) {
+                let t = telemetry(id, seq, keys);
+                let _ = self
+                    .client
+                    .publish(
+                        self.topics.telemetry(id),
+                        QoS::AtMostOnce,
+                        false,
+                        encode(&t),
+                    )
+                    .await;
+            }
         }
     }
 }

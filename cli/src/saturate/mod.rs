@@ -185,18 +185,7 @@ async fn routing(
     for k in 1..=coordinators {
         let config = CoordinatorConfig {
             id: client_id(&prefix, &format!("coordinator-{k}")),
-            topic_prefix: prefix.clone(),
-            broker: broker.clone(),
-            router,
-            policy: (router == RouterKind::Ppo)
-                .then(|| spec.policy.clone())
-                .flatten(),
-            http_listen: Some(String::new()),
-            // Emulated agents report every 200 ms; a busy machine may delay a report.
-            telemetry_timeout_ms: 10_000,
-            max_agents: agents.max(1000),
-            shared_group: (coordinators > 1).then(|| "saturate".to_string()),
-            ..CoordinatorConfig::default()
+            ..coordinator_config(spec, broker, &prefix, (agents, coordinators), router)
         };
         group.push(slim_coordinator::start(config).await?);
     }
@@ -208,29 +197,7 @@ async fn routing(
     }
     .start(broker, &topics)
     .await?;
-    let started = std::time::Instant::now();
-    let mut announced = started;
-    loop {
-        // The agents every member of the group sees.
-        let mut online = usize::MAX;
-        for coordinator in &group {
-            online = online.min(coordinator.counters().await.agents_online);
-        }
-        if online >= agents {
-            break;
-        }
-        anyhow::ensure!(
-            started.elapsed() < Duration::from_secs(60),
-            "a coordinator sees {online} of {agents} emulated agents after 60 s",
-        );
-        // The coordinator may have subscribed after the statuses were retained, and the
-        // embedded broker hands a new subscriber at most 100 retained messages.
-        if announced.elapsed() > Duration::from_secs(2) {
-            fleet.announce().await;
-            announced = std::time::Instant::now();
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until_seen(&group, &fleet, agents).await?;
     let payloads = requests(spec, &topics, "route");
     let start = std::time::Instant::now();
     publisher
@@ -253,4 +220,60 @@ async fn routing(
         rate,
         &counters,
     ))
+}
+
+/// The configuration of a member of a group of `coordinators` under `prefix`, in front of
+/// `agents` emulated agents (its `id` left to the caller).
+fn coordinator_config(
+    spec: &SaturationSpec,
+    broker: &BrokerOptions,
+    prefix: &str,
+    (agents, coordinators): (usize, usize),
+    router: RouterKind,
+) -> CoordinatorConfig {
+    CoordinatorConfig {
+        topic_prefix: prefix.to_string(),
+        broker: broker.clone(),
+        router,
+        policy: (router == RouterKind::Ppo)
+            .then(|| spec.policy.clone())
+            .flatten(),
+        http_listen: Some(String::new()),
+        // Emulated agents report every 200 ms; a busy machine may delay a report.
+        telemetry_timeout_ms: 10_000,
+        max_agents: agents.max(1000),
+        shared_group: (coordinators > 1).then(|| "saturate".to_string()),
+        ..CoordinatorConfig::default()
+    }
+}
+
+/// Waits (60 s at most) until every member of `group` sees all `agents` emulated agents online.
+async fn wait_until_seen(
+    group: &[slim_coordinator::CoordinatorHandle],
+    fleet: &emulated::Emulation,
+    agents: usize,
+) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let mut announced = started;
+    loop {
+        // The agents every member of the group sees.
+        let mut online = usize::MAX;
+        for coordinator in group {
+            online = online.min(coordinator.counters().await.agents_online);
+        }
+        if online >= agents {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(60),
+            "a coordinator sees {online} of {agents} emulated agents after 60 s",
+        );
+        // The coordinator may have subscribed after the statuses were retained, and the
+        // embedded broker hands a new subscriber at most 100 retained messages.
+        if announced.elapsed() > Duration::from_secs(2) {
+            fleet.announce().await;
+            announced = std::time::Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

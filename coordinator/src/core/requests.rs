@@ -6,7 +6,7 @@ use slim_protocol::{
     encode, AgentTopic, Assignment, Decision, ErrorCode, InferRequest, Refusal, WidthKey,
     PROTOCOL_VERSION,
 };
-use slim_router::RouteRequest;
+use slim_router::{Route, RouteRequest};
 
 use super::{Core, Effect, Parked};
 use crate::{
@@ -201,15 +201,36 @@ impl Core {
                 message,
             );
         }
-        let request = &valid.request;
-        let (observation, ids) = self.cluster.observation(&request.model);
-        if observation.devices.is_empty() {
-            self.parked.push_back(Parked {
+        match self.choose(&valid, now) {
+            Choice::NoAgent => self.parked.push_back(Parked {
                 valid,
                 attempt,
                 since: now,
-            });
-            return;
+            }),
+            Choice::NoneEligible { candidates } => {
+                let message = format!(
+                    "router {} found no eligible (agent, width, batch) among {} online agents \
+                     (the ppo router needs agents that publish a device profile)",
+                    self.routing.name(),
+                    candidates
+                );
+                self.refuse_request(
+                    &valid.key,
+                    &valid.request.model,
+                    ErrorCode::NoCapacity,
+                    message,
+                );
+            }
+            Choice::Chosen(placement) => self.dispatch(valid, placement, attempt, now),
+        }
+    }
+
+    /// Asks the router where `valid` runs, among the online agents that serve its model.
+    fn choose(&mut self, valid: &ValidRequest, now: Instant) -> Choice {
+        let request = &valid.request;
+        let (observation, ids) = self.cluster.observation(&request.model);
+        if observation.devices.is_empty() {
+            return Choice::NoAgent;
         }
         let constraints = RouteRequest {
             model: request.model.clone(),
@@ -227,20 +248,27 @@ impl Core {
                 observation.devices[r.device].outstanding,
             )
         });
-        let (Some(route), Some((agent, agent_outstanding))) = (route, chosen) else {
-            let message = format!(
-                "router {} found no eligible (agent, width, batch) among {} online agents \
-                 (the ppo router needs agents that publish a device profile)",
-                self.routing.name(),
-                candidates
-            );
-            return self.refuse_request(
-                &valid.key,
-                &valid.request.model,
-                ErrorCode::NoCapacity,
-                message,
-            );
-        };
+        match (route, chosen) {
+            (Some(route), Some((agent, agent_outstanding))) => Choice::Chosen(Placement {
+                route,
+                agent,
+                agent_outstanding,
+                candidates,
+            }),
+            _ => Choice::NoneEligible { candidates },
+        }
+    }
+
+    /// Sends `valid` to the agent the router chose: the assignment and the decision, recorded
+    /// in the ledger, the counters and the monitor.
+    fn dispatch(&mut self, valid: ValidRequest, placement: Placement, attempt: u16, now: Instant) {
+        let Placement {
+            route,
+            agent,
+            agent_outstanding,
+            candidates,
+        } = placement;
+        let request = &valid.request;
         let decision = Decision {
             v: PROTOCOL_VERSION,
             request_id: request.id.clone(),
@@ -280,4 +308,25 @@ impl Core {
         self.effects.push(Effect::Assign { agent, payload });
         self.effects.push(Effect::Decision(Box::new(decision)));
     }
+}
+
+/// Where the router would place a request.
+enum Choice {
+    /// No online agent serves its model.
+    NoAgent,
+    /// Agents serve it, but the router found none eligible.
+    NoneEligible {
+        candidates: usize,
+    },
+    Chosen(Placement),
+}
+
+/// The router's choice for a request.
+struct Placement {
+    route: Route,
+    agent: String,
+    /// The agent's outstanding requests as the router saw them.
+    agent_outstanding: u32,
+    /// Online agents that serve the model.
+    candidates: usize,
 }

@@ -14,7 +14,7 @@ use anyhow::Context;
 use slim_client::{
     client::{Reply, SlimClient},
     cluster::{ClusterSpec, LocalCluster},
-    load::{run_open_loop, LoadReport, LoadSpec},
+    load::LoadReport,
     samples::Sample,
 };
 use slim_protocol::manifest::Manifest;
@@ -89,20 +89,7 @@ async fn run_one(
         .await?;
     // Let every agent's telemetry (and so its queue and profile) reach the router first.
     tokio::time::sleep(Duration::from_millis(600)).await;
-    let loads: Vec<_> = args
-        .models
-        .iter()
-        .zip(&args.rates)
-        .zip(samples.iter().cloned())
-        .enumerate()
-        .map(|(i, ((model, rate), samples))| {
-            let spec = LoadSpec::new(model.clone(), *rate, args.duration)
-                .with_drain(DRAIN)
-                .with_seed(args.seed + i as u64);
-            let client = client.clone();
-            tokio::spawn(async move { run_open_loop(&client, &samples, &spec).await })
-        })
-        .collect();
+    let loads = super::spawn_loads(args, client, samples.to_vec(), DRAIN);
     let mut run = RouterRun {
         name: name.to_string(),
         ..RouterRun::default()
@@ -152,12 +139,6 @@ pub async fn run(args: &DemoArgs, samples: &[Vec<Sample>]) -> anyhow::Result<()>
         (BEST_HEURISTIC, BEST_HEURISTIC.as_str().to_string()),
         (RouterKind::Ppo, ppo_name(&args.policy)?),
     ];
-    let mix: Vec<String> = args
-        .models
-        .iter()
-        .zip(&args.rates)
-        .map(|(m, r)| format!("{r} req/s of {m}"))
-        .collect();
     println!(
         "Comparing {}, {} (the best heuristic in docs/evaluation.md) and {} ({}) on the same \
          workload: {} for {} each (Poisson arrivals, seed {}), {} agents (emulated slowdowns {}), \
@@ -166,7 +147,7 @@ pub async fn run(args: &DemoArgs, samples: &[Vec<Sample>]) -> anyhow::Result<()>
         routers[1].1,
         routers[2].1,
         args.policy.display(),
-        mix.join(" and "),
+        super::workload(args),
         super::super::human_duration(args.duration),
         args.seed,
         args.slowdowns.len(),

@@ -191,6 +191,21 @@ pub fn table(rows: &[Row], families: &Families) -> String {
         .map(|r| r.energy)
         .collect();
     let uniform = kinds.first().filter(|k| kinds.iter().all(|x| x == *k));
+    let mut lines = vec![header(uniform, families)];
+    lines.extend(rows.iter().map(|r| r.cells(uniform)));
+    let mut out = crate::commands::columns::align_columns(&lines, usize::MAX);
+    if !families.untrained.is_empty() {
+        let _ = writeln!(
+            out,
+            "Accuracy of {}: n/a (untrained weights; the manifest cites a published figure, not a measurement), so it is not in the top-1 column.",
+            families.untrained.join(", ")
+        );
+    }
+    out
+}
+
+/// The table's header; the energy column names its kind when every row's is `uniform`.
+fn header(uniform: Option<&EnergyKind>, families: &Families) -> Vec<String> {
     let energy_head = match uniform {
         Some(k) => format!("energy mJ/result ({})", k.as_str()),
         None => "energy mJ/result".to_string(),
@@ -200,7 +215,7 @@ pub fn table(rows: &[Row], families: &Families) -> String {
     } else {
         format!("top-1 implied ({})", families.trained.join(", "))
     };
-    let head = [
+    [
         "router",
         "answered/sent",
         "errors",
@@ -211,66 +226,45 @@ pub fn table(rows: &[Row], families: &Families) -> String {
         &top1_head,
         "widths used",
     ]
-    .map(String::from);
-    let mut lines = vec![head.to_vec()];
-    for r in rows {
+    .map(String::from)
+    .to_vec()
+}
+
+impl Row {
+    /// This row's cells, in the order of [`header`]; the energy figure names its kind unless the
+    /// header does (`uniform`).
+    fn cells(&self, uniform: Option<&EnergyKind>) -> Vec<String> {
         let none = || "—".to_string();
-        let energy = match (r.answered, uniform) {
+        let energy = match (self.answered, uniform) {
             (0, _) => none(),
-            (_, _) if r.energy == EnergyKind::Unavailable => "n/a".into(),
-            (_, Some(_)) => format!("{:.2}", r.energy_mj),
-            (_, None) => format!("{:.2} ({})", r.energy_mj, r.energy.as_str()),
+            (_, _) if self.energy == EnergyKind::Unavailable => "n/a".into(),
+            (_, Some(_)) => format!("{:.2}", self.energy_mj),
+            (_, None) => format!("{:.2} ({})", self.energy_mj, self.energy.as_str()),
         };
-        let top1 = match r.top1 {
+        let top1 = match self.top1 {
             Some(a) => format!("{:.2} %", 100.0 * a),
-            None if r.answered > 0 => "n/a (untrained)".into(),
+            None if self.answered > 0 => "n/a (untrained)".into(),
             None => none(),
         };
         let ms = |v: f64| {
-            if r.answered > 0 {
+            if self.answered > 0 {
                 format!("{v:.1}")
             } else {
                 none()
             }
         };
-        lines.push(vec![
-            r.name.clone(),
-            format!("{}/{}", r.answered, r.sent),
-            r.errored.to_string(),
-            r.lost.to_string(),
-            ms(r.p50_ms),
-            ms(r.p99_ms),
+        vec![
+            self.name.clone(),
+            format!("{}/{}", self.answered, self.sent),
+            self.errored.to_string(),
+            self.lost.to_string(),
+            ms(self.p50_ms),
+            ms(self.p99_ms),
             energy,
             top1,
-            r.width_mix(),
-        ]);
+            self.width_mix(),
+        ]
     }
-    let widths: Vec<usize> = (0..head.len())
-        .map(|c| {
-            lines
-                .iter()
-                .map(|l| l[c].chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let mut out = String::new();
-    for line in &lines {
-        let cells: Vec<String> = line
-            .iter()
-            .zip(&widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
-            .collect();
-        let _ = writeln!(out, "{}", cells.join("  ").trim_end());
-    }
-    if !families.untrained.is_empty() {
-        let _ = writeln!(
-            out,
-            "Accuracy of {}: n/a (untrained weights; the manifest cites a published figure, not a measurement), so it is not in the top-1 column.",
-            families.untrained.join(", ")
-        );
-    }
-    out
 }
 
 #[cfg(test)]

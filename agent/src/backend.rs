@@ -1,4 +1,5 @@
-//! Choosing the inference backend: tract's CUDA runtime when asked for and usable, else the CPU.
+//! Choosing the inference backend: tract's CUDA runtime when asked for and usable, else the CPU;
+//! ONNX Runtime only when asked for (`ort` feature).
 
 use serde::{Deserialize, Serialize};
 use tract_onnx::tract_core::runtime::{DefaultRuntime, Runtime};
@@ -13,14 +14,17 @@ pub enum BackendChoice {
     Cuda,
     /// tract on the CPU.
     Cpu,
+    /// ONNX Runtime on the CPU (builds with the `ort` feature; libonnxruntime 1.20 is opened at
+    /// run time from ORT_DYLIB_PATH); start-up fails when it is unusable. Never chosen by `auto`.
+    Ort,
 }
 
 /// The backend in use and why.
 #[derive(Debug, Clone, Copy)]
 pub struct SelectedBackend {
-    /// `cpu` or `cuda`.
+    /// `cpu`, `cuda` or `ort`.
     pub name: &'static str,
-    /// The tract runtime.
+    /// The tract runtime (for `ort`, a marker that `ModelFamily::load` recognises).
     pub runtime: &'static dyn Runtime,
 }
 
@@ -45,6 +49,17 @@ pub fn select_backend(choice: BackendChoice) -> Result<(SelectedBackend, String)
                 )
             })
             .map_err(|reason| format!("--backend cuda, but CUDA is unusable: {reason}")),
+        BackendChoice::Ort => ort_runtime()
+            .map(|(runtime, source)| {
+                (
+                    SelectedBackend {
+                        name: "ort",
+                        runtime,
+                    },
+                    format!("ort requested: {source}"),
+                )
+            })
+            .map_err(|reason| format!("--backend ort, but ONNX Runtime is unusable: {reason}")),
         BackendChoice::Auto => match cuda_runtime() {
             Ok(runtime) => Ok((
                 SelectedBackend {
@@ -73,6 +88,17 @@ fn cuda_runtime() -> Result<&'static dyn Runtime, String> {
     Err("this build has no `cuda` feature".into())
 }
 
+#[cfg(feature = "ort")]
+fn ort_runtime() -> Result<(&'static dyn Runtime, &'static str), String> {
+    use crate::model::onnxruntime::{init, ORT_RUNTIME};
+    init().map(|source| (&ORT_RUNTIME as &'static dyn Runtime, source))
+}
+
+#[cfg(not(feature = "ort"))]
+fn ort_runtime() -> Result<(&'static dyn Runtime, &'static str), String> {
+    Err("this build has no `ort` feature (rebuild with --features ort)".into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,5 +118,13 @@ mod tests {
         assert!(reason.contains("no `cuda` feature"), "{reason}");
         let err = select_backend(BackendChoice::Cuda).unwrap_err();
         assert!(err.contains("CUDA is unusable"), "{err}");
+    }
+
+    #[cfg(not(feature = "ort"))]
+    #[test]
+    fn ort_without_the_feature_says_how_to_get_it() {
+        let err = select_backend(BackendChoice::Ort).unwrap_err();
+        assert!(err.contains("no `ort` feature"), "{err}");
+        assert!(err.contains("--features ort"), "{err}");
     }
 }

@@ -1,5 +1,6 @@
 //! A loaded family: per width, one prepared tract plan with a symbolic batch dimension, plus
-//! optional plans built for concrete batch sizes.
+//! optional plans built for concrete batch sizes; or, with the `ort` feature and the ort backend,
+//! one ONNX Runtime session per width (onnxruntime.rs).
 
 use std::{
     path::{Path, PathBuf},
@@ -59,8 +60,20 @@ impl Default for PlanOptions {
 pub struct WidthPlan {
     /// The manifest entry.
     pub entry: WidthEntry,
-    symbolic: Arc<dyn Runnable>,
-    concrete: Vec<(usize, Arc<dyn Runnable>)>,
+    engine: PlanEngine,
+}
+
+/// What runs a width: tract's plans, or an ONNX Runtime session.
+#[derive(Debug, Clone)]
+enum PlanEngine {
+    Tract {
+        symbolic: Arc<dyn Runnable>,
+        concrete: Vec<(usize, Arc<dyn Runnable>)>,
+    },
+    /// One session per width, shared by its instances (ONNX Runtime's `Run` is thread-safe),
+    /// as tract's instances share a plan; any batch size, no concrete plans.
+    #[cfg(feature = "ort")]
+    Ort(Arc<::ort::session::Session>),
 }
 
 impl WidthPlan {
@@ -68,36 +81,44 @@ impl WidthPlan {
     pub fn spawn_instance(&self) -> Result<Instance, ModelError> {
         let spawn =
             |r: &Arc<dyn Runnable>| r.spawn().map_err(|e| ModelError::Run(format!("{e:#}")));
-        Ok(Instance {
-            symbolic: spawn(&self.symbolic)?,
-            concrete: self
-                .concrete
-                .iter()
-                .map(|(batch, r)| Ok((*batch, spawn(r)?)))
-                .collect::<Result<_, ModelError>>()?,
-        })
+        let engine = match &self.engine {
+            PlanEngine::Tract { symbolic, concrete } => InstanceEngine::Tract {
+                symbolic: spawn(symbolic)?,
+                concrete: concrete
+                    .iter()
+                    .map(|(batch, r)| Ok((*batch, spawn(r)?)))
+                    .collect::<Result<_, ModelError>>()?,
+            },
+            #[cfg(feature = "ort")]
+            PlanEngine::Ort(session) => InstanceEngine::Ort(Arc::clone(session)),
+        };
+        Ok(Instance { engine })
     }
 
-    /// The batch sizes that run on a plan built for their size.
+    /// The batch sizes that run on a plan built for their size (none on ONNX Runtime).
     pub fn concrete_batches(&self) -> Vec<usize> {
-        self.concrete.iter().map(|(b, _)| *b).collect()
+        match &self.engine {
+            PlanEngine::Tract { concrete, .. } => concrete.iter().map(|(b, _)| *b).collect(),
+            #[cfg(feature = "ort")]
+            PlanEngine::Ort(_) => Vec::new(),
+        }
     }
 }
 
 /// One model instance: the execution states of a width's plans.
 #[derive(Debug)]
 pub struct Instance {
-    symbolic: Box<dyn State>,
-    concrete: Vec<(usize, Box<dyn State>)>,
+    engine: InstanceEngine,
 }
 
-impl Instance {
-    fn state_for(&mut self, batch: usize) -> &mut dyn State {
-        match self.concrete.iter_mut().find(|(b, _)| *b == batch) {
-            Some((_, state)) => state.as_mut(),
-            None => self.symbolic.as_mut(),
-        }
-    }
+#[derive(Debug)]
+enum InstanceEngine {
+    Tract {
+        symbolic: Box<dyn State>,
+        concrete: Vec<(usize, Box<dyn State>)>,
+    },
+    #[cfg(feature = "ort")]
+    Ort(Arc<::ort::session::Session>),
 }
 
 /// A slimmable model family, loaded.
@@ -114,13 +135,37 @@ pub struct ModelFamily {
 }
 
 impl ModelFamily {
-    /// Loads every width of the family in `dir` and prepares it on `runtime`.
+    /// Loads every width of the family in `dir` and prepares it on `runtime`. The ort backend's
+    /// runtime (`ort` feature) gets one ONNX Runtime session per width with `options.threads`
+    /// intra-op threads; `options.concrete_batches` applies to tract only.
     pub fn load(
         dir: &Path,
         runtime: &dyn Runtime,
         options: &PlanOptions,
     ) -> Result<Self, ModelError> {
         let manifest = Manifest::load(dir)?;
+        #[cfg(feature = "ort")]
+        if super::onnxruntime::is_ort(runtime) {
+            let plans = manifest
+                .widths
+                .iter()
+                .map(|entry| {
+                    let path = dir.join(&entry.file);
+                    let session = super::onnxruntime::session(&path, options.threads)
+                        .map_err(|reason| ModelError::Load { path, reason })?;
+                    Ok(WidthPlan {
+                        entry: entry.clone(),
+                        engine: PlanEngine::Ort(session),
+                    })
+                })
+                .collect::<Result<Vec<_>, ModelError>>()?;
+            return Ok(Self {
+                manifest,
+                dir: dir.to_path_buf(),
+                plans,
+                threads: options.threads.max(1),
+            });
+        }
         let plans = manifest
             .widths
             .iter()
@@ -166,8 +211,7 @@ impl ModelFamily {
                 let symbolic = prepare(model, runtime, options).map_err(load_error)?;
                 Ok(WidthPlan {
                     entry: entry.clone(),
-                    symbolic,
-                    concrete,
+                    engine: PlanEngine::Tract { symbolic, concrete },
                 })
             })
             .collect::<Result<Vec<_>, ModelError>>()?;
@@ -258,7 +302,6 @@ impl ModelFamily {
         instance: &mut Instance,
         samples: &[Vec<f32>],
     ) -> Result<Vec<Vec<f32>>, ModelError> {
-        let state = instance.state_for(samples.len());
         let mut shape = vec![samples.len()];
         shape.extend(self.manifest.input_shape.iter().map(|&d| d as usize));
         // Slice copies (memcpy): cheap even where this crate is built without optimization
@@ -274,6 +317,19 @@ impl ModelFamily {
             }
             flat.extend_from_slice(sample);
         }
+        let (symbolic, concrete) = match &mut instance.engine {
+            InstanceEngine::Tract { symbolic, concrete } => (symbolic, concrete),
+            #[cfg(feature = "ort")]
+            InstanceEngine::Ort(session) => {
+                let logits =
+                    super::onnxruntime::run(session, shape, flat).map_err(ModelError::Run)?;
+                return Ok(logit_rows(&logits, samples.len()));
+            }
+        };
+        let state = match concrete.iter_mut().find(|(b, _)| *b == samples.len()) {
+            Some((_, state)) => state.as_mut(),
+            None => symbolic.as_mut(),
+        };
         let input = Tensor::from(
             tract_ndarray::ArrayD::from_shape_vec(shape, flat)
                 .map_err(|e| ModelError::Run(e.to_string()))?,
@@ -284,20 +340,20 @@ impl ModelFamily {
         let logits = outputs[0]
             .to_plain_array_view::<f32>()
             .map_err(|e| ModelError::Run(format!("{e:#}")))?;
-        let classes = logits.len() / samples.len().max(1);
-        Ok(logits
-            .as_slice()
-            .map(|s| s.chunks(classes).map(|c| c.to_vec()).collect())
-            .unwrap_or_else(|| {
-                logits
-                    .iter()
-                    .copied()
-                    .collect::<Vec<_>>()
-                    .chunks(classes)
-                    .map(|c| c.to_vec())
-                    .collect()
-            }))
+        Ok(match logits.as_slice() {
+            Some(s) => logit_rows(s, samples.len()),
+            None => logit_rows(&logits.iter().copied().collect::<Vec<_>>(), samples.len()),
+        })
     }
+}
+
+/// The logits of a batch of `batch` samples, one row per sample.
+fn logit_rows(logits: &[f32], batch: usize) -> Vec<Vec<f32>> {
+    let classes = logits.len() / batch.max(1);
+    if classes == 0 {
+        return Vec::new();
+    }
+    logits.chunks(classes).map(|c| c.to_vec()).collect()
 }
 
 /// Why an input does not fit a model.

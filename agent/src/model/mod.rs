@@ -3,6 +3,8 @@
 mod batch_depth;
 mod family;
 mod fold;
+#[cfg(feature = "ort")]
+pub mod onnxruntime;
 mod postprocess;
 
 pub use batch_depth::batch_as_depth;

@@ -32,7 +32,8 @@ pub struct ProfileArgs {
     /// Time budget per point.
     #[arg(long, default_value = "300ms", value_parser = super::parse_duration)]
     pub budget: Duration,
-    /// Backend to measure.
+    /// Backend to measure (`ort`: ONNX Runtime, in builds with the `ort` feature; the library
+    /// comes from ORT_DYLIB_PATH).
     #[arg(long, value_enum, default_value_t = BackendChoice::Cpu)]
     pub backend: BackendChoice,
     /// Idle power of the device, watts (for the energy model when there is no sensor).
@@ -41,11 +42,12 @@ pub struct ProfileArgs {
     /// Full-load power of the device, watts.
     #[arg(long, default_value_t = 65.0)]
     pub max_power_w: f32,
-    /// Threads of tract's executor per batch, as the agent's `--threads`.
+    /// Threads per batch, as the agent's `--threads` (tract's executor, or ONNX Runtime's
+    /// intra-op threads).
     #[arg(long, default_value_t = 1)]
     pub threads: u16,
     /// Batch sizes with a plan of their own, as the agent's `--concrete-batches` (`none`: only
-    /// the symbolic-batch plan).
+    /// the symbolic-batch plan). tract only: ONNX Runtime runs every size on one session.
     #[arg(long, default_value = "1")]
     pub concrete_batches: slim_agent::config::BatchList,
 }
@@ -119,7 +121,7 @@ pub fn run(args: ProfileArgs) -> anyhow::Result<()> {
     let device = slim_agent::telemetry::device_info();
     let header = format!(
         "# Measured by `slim profile --name {} --out {} --batches {} --budget {:?} --threads {} --concrete-batches {}`\n\
-         # on {} ({} cores, {} MiB RAM), backend {}, tract with {} thread(s) per batch, one instance.\n\
+         # on {} ({} cores, {} MiB RAM), backend {}, {} with {} thread(s) per batch, one instance.\n\
          # Power: labelled model (idle {} W, max {} W), not a sensor reading.\n",
         args.name,
         args.out.display(),
@@ -135,6 +137,11 @@ pub fn run(args: ProfileArgs) -> anyhow::Result<()> {
         device.cpu_cores,
         device.ram_bytes / (1024 * 1024),
         backend.name,
+        if backend.name == "ort" {
+            "ONNX Runtime"
+        } else {
+            "tract"
+        },
         args.threads,
         args.idle_power_w,
         args.max_power_w,

@@ -6,7 +6,9 @@ use std::{ffi::OsString, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
 
-use crate::commands::{bench, demo, eval, models, profile, request, simulate, status, train};
+use crate::commands::{
+    bench, calibrate, demo, eval, models, profile, request, simulate, status, train,
+};
 
 /// Slim Scheduler: serve slimmable CNNs across a fleet of edge devices over MQTT.
 ///
@@ -40,6 +42,9 @@ pub enum Command {
     Train(train::TrainArgs),
     /// Compare routers in the simulator on seeds not used for training.
     Simulate(simulate::SimulateArgs),
+    /// Fit the simulator to a live cluster: per-batch overheads and transport delay, written as
+    /// a calibration file for `simulate`, `train` and `eval --calibration`.
+    Calibrate(calibrate::CalibrateArgs),
     /// Reproduce the paper's comparison (simulator + live cluster) and write a report with plots.
     Eval(eval::EvalArgs),
     /// The fleet table (backend, status, utilization, memory, power, queue) from the broker.
@@ -68,6 +73,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Simulate(args) => simulate::run(args),
         Command::Status(args) => status::run(args).await,
         Command::Eval(args) => eval::run(args).await,
+        Command::Calibrate(args) => calibrate::run(args).await,
     }
 }
 

@@ -145,6 +145,9 @@ pub struct DeviceSpec {
     pub instances: u16,
     /// Largest batch it forms.
     pub max_batch: u16,
+    /// Time each request spends in the agent outside its batch (decoding, hand-over to the
+    /// batcher), ms; the simulator adds it to the request's latency. 0 unless calibrated.
+    pub handoff_ms: f32,
 }
 
 impl DeviceSpec {
@@ -156,6 +159,7 @@ impl DeviceSpec {
             memory_bytes: (f64::from(file.memory_mb.unwrap_or(4096.0)) * 1048576.0) as u64,
             instances: file.max_instances.unwrap_or(1).max(1),
             max_batch: file.max_batch.unwrap_or(32).max(1),
+            handoff_ms: 0.0,
         }
     }
 }
@@ -167,6 +171,14 @@ pub struct Fleet {
     pub devices: Vec<DeviceSpec>,
     /// Models.
     pub models: Vec<ModelSpec>,
+    /// Delay outside the devices (client, broker, coordinator), added to every request's latency
+    /// by the simulator; `None` (the default) models none. Set by
+    /// [`crate::calibration::Calibration::apply`].
+    pub transport: Option<crate::calibration::Transport>,
+    /// The agents' telemetry period, ms: when set, the simulator shows routers what a live
+    /// coordinator sees (each device's latest report plus the requests assigned since) instead
+    /// of its exact state. `None` (the default): exact state. Set by a calibration.
+    pub telemetry_interval_ms: Option<f64>,
 }
 
 impl Fleet {
@@ -210,7 +222,12 @@ impl Fleet {
                 "no model manifest is covered by every profile of the fleet".into(),
             ));
         }
-        Ok(Self { devices, models })
+        Ok(Self {
+            devices,
+            models,
+            transport: None,
+            telemetry_interval_ms: None,
+        })
     }
 
     /// Parses a comma-separated fleet (`a,b,b` or `a,b*2`) into profile names.
@@ -365,6 +382,7 @@ pub(crate) mod tests {
                 memory_bytes: 1 << 32,
                 instances: 1,
                 max_batch: 32,
+                handoff_ms: 0.0,
             }
         };
         Fleet {
@@ -374,6 +392,8 @@ pub(crate) mod tests {
                 device("mid", 60.0, 0.3, 15.0),
             ],
             models,
+            transport: None,
+            telemetry_interval_ms: None,
         }
     }
 

@@ -11,9 +11,11 @@
 //! - [`eval`]: comparing routers on held-out simulator seeds.
 //! - [`fleet`]: device profiles and model manifests, shared by the simulator and the coordinator.
 //! - [`reward`]: reward presets.
+//! - [`calibration`]: per-batch overheads and transport delay fitted from a live cluster.
 
 pub mod baselines;
 mod cached;
+pub mod calibration;
 pub mod eval;
 pub mod fleet;
 mod observation;

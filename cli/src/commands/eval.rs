@@ -3,6 +3,7 @@
 //! short live run over MQTT; writes a report with its plots (out/evaluation.md by default; the
 //! shipped docs/evaluation.md is only replaced when named with `--out`).
 
+mod ablations;
 mod generalise;
 mod live;
 mod plots;
@@ -10,6 +11,7 @@ mod report;
 mod sim;
 pub mod stats;
 mod tables;
+mod twin;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -120,6 +122,15 @@ pub struct EvalArgs {
     /// Skip the generalisation check.
     #[arg(long)]
     pub no_generalise: bool,
+    /// PPO ablation (bench/ablations.sh): write one `slim train --config` file per variant
+    /// into DIR/configs, print the plan and exit.
+    #[arg(long, value_name = "DIR")]
+    pub ablation_plan: Option<PathBuf>,
+    /// PPO ablation: instead of the full evaluation, run the checkpoints DIR/<variant>/*.safetensors
+    /// and the heuristics on shifting-load, churn and mixed scenarios (held-out seeds) and write
+    /// the comparison to --out.
+    #[arg(long, value_name = "DIR", conflicts_with = "ablation_plan")]
+    pub ablations: Option<PathBuf>,
 }
 
 impl EvalArgs {
@@ -247,6 +258,12 @@ fn draw(args: &EvalArgs, res: &SimResults, live: &[live::LiveRow]) -> anyhow::Re
 
 /// Runs `slim eval`.
 pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
+    if let Some(dir) = &args.ablation_plan {
+        return ablations::plan(dir);
+    }
+    if let Some(dir) = &args.ablations {
+        return ablations::run(&args, dir);
+    }
     let start = Instant::now();
     let command: Vec<String> = std::env::args().skip(1).collect();
     let (fleet, names) = args.fleet.load()?;
@@ -262,7 +279,7 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
     let steps = sim::steps(entries.len(), loads.len())
         + generalise::steps(entries.len(), generalise_fleets)
         + if live {
-            args.live_routers.len() as u64
+            args.live_routers.len() as u64 + u64::from(args.fleet.calibration.is_none())
         } else {
             0
         };
@@ -300,24 +317,19 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
         generalise::section(&g, &table)
     };
     let sim_seconds = start.elapsed().as_secs_f64();
-    let live_rows = if live {
-        live::live_part(&args, &bar).await?
+    let live_part = if live {
+        Some(live::live_part(&args, &bar).await?)
     } else {
-        Vec::new()
+        None
     };
+    let live_rows = live_part.as_ref().map_or(&[][..], |p| &p.rows[..]);
     bar.finish_and_clear();
-    let paths = draw(&args, &res, &live_rows)?;
-    let live_text = if live {
-        let l_table = live::live_table(&live_rows, args.live_budget_ms);
-        let c_table = live::calibration_table(&live_rows);
+    let paths = draw(&args, &res, live_rows)?;
+    let live_text = if let Some(part) = &live_part {
+        let l_table = live::live_table(live_rows, args.live_budget_ms);
+        let c_table = twin::table(live_rows);
         println!("Live:\n\n{l_table}\nSim-to-real:\n\n{c_table}");
-        live::live_section(
-            &args,
-            &live_rows,
-            &l_table,
-            &c_table,
-            &rel(&args.out, &paths[2]),
-        )
+        live::live_section(&args, part, &l_table, &c_table, &rel(&args.out, &paths[2]))
     } else {
         String::new()
     };

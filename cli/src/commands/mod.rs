@@ -1,6 +1,7 @@
 //! One module per `slim` command.
 
 pub mod bench;
+pub mod calibrate;
 mod columns;
 pub mod demo;
 pub mod eval;

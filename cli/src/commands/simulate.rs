@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
+use slim_router::calibration::Calibration;
 use slim_router::eval::{evaluate, Evaluation};
 use slim_router::fleet::Fleet;
 use slim_router::ppo::PpoRouter;
@@ -72,16 +73,33 @@ pub struct FleetArgs {
     /// Folder of model families (their manifests).
     #[arg(long, default_value = "models")]
     pub models: PathBuf,
+    /// Calibration file from `slim calibrate`: adds its per-batch overheads to the matching
+    /// profiles' latencies and its transport delay to every simulated request.
+    #[arg(long)]
+    pub calibration: Option<PathBuf>,
 }
 
 impl FleetArgs {
-    /// Loads the fleet.
+    /// Loads the fleet, calibrated when `--calibration` names a file.
     pub fn load(&self) -> anyhow::Result<(Fleet, Vec<String>)> {
         super::require_path(&self.profiles, "the profiles folder", "--profiles")?;
         super::require_path(&self.models, "the models folder", "--models")?;
         let names = Fleet::parse_names(&self.fleet);
-        let fleet =
+        let mut fleet =
             Fleet::load(&self.profiles, &self.models, &names).context("loading the fleet")?;
+        if let Some(path) = &self.calibration {
+            let calibration = Calibration::load(path).map_err(anyhow::Error::msg)?;
+            let applied = calibration.apply(&mut fleet);
+            println!(
+                "calibrated by {}: {} profile points with a fitted overhead, {} from the nearest batch size, {} from their model's mean, {} as profiled; transport mean {:.3} ms",
+                path.display(),
+                applied.exact,
+                applied.nearest_batch,
+                applied.model_mean,
+                applied.untouched,
+                calibration.transport.mean_ms
+            );
+        }
         Ok((fleet, names))
     }
 }

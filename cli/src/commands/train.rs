@@ -29,10 +29,14 @@ pub struct TrainArgs {
     /// shipped policies in router/policies/ are only replaced when named here).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// PPO hyperparameters as TOML (fields of `PpoConfig`; `--steps`, `--seed` and
-    /// `--learning-rate` win).
+    /// PPO hyperparameters as TOML (fields of `PpoConfig`; `--steps`, `--seed`,
+    /// `--learning-rate` and `--no-greedy-prior` win).
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Start from scratch, without the greedy prior (`greedy_prior = None`, which a TOML config
+    /// cannot say: TOML has no null, and a missing key means the default prior).
+    #[arg(long)]
+    pub no_greedy_prior: bool,
     /// Adam learning rate at the start (overrides the config's `learning_rate`).
     #[arg(long)]
     pub learning_rate: Option<f64>,
@@ -64,6 +68,9 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     };
     config.total_steps = args.steps;
     config.seed = args.seed;
+    if args.no_greedy_prior {
+        config.greedy_prior = None;
+    }
     if let Some(lr) = args.learning_rate {
         config.learning_rate = lr;
     }

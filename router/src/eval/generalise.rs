@@ -24,6 +24,8 @@ pub fn resized(fleet: &Fleet, n: usize) -> Fleet {
     Fleet {
         devices,
         models: fleet.models.clone(),
+        transport: fleet.transport.clone(),
+        telemetry_interval_ms: fleet.telemetry_interval_ms,
     }
 }
 

@@ -1,6 +1,7 @@
 //! Comparing routers in the simulator on held-out seeds: the evaluation seed stream, the
 //! fleet's capacity, the keep-up test, paired bootstrap intervals and the sweep runner.
 
+pub mod ablation;
 pub mod bootstrap;
 pub mod capacity;
 pub mod generalise;

@@ -16,8 +16,10 @@ use rand_distr::Exp1;
 use slim_protocol::WidthKey;
 
 use super::meter::PowerMeter;
+use super::reported::{Reported, Snapshot};
 use super::scenario::{FleetEventKind, Scenario};
 use super::summary::{RequestRecord, Summary};
+use crate::calibration::Transport;
 use crate::fleet::{width_options, Fleet};
 use crate::reward::{Outcome, RewardWeights};
 use crate::{DeviceView, Observation, Route, RouteRequest, Router, Scales};
@@ -126,6 +128,10 @@ struct Device {
     timer_at: f64,
     /// Whole-device energy, idle time included.
     meter: PowerMeter,
+    /// What a live coordinator would know of it (used with a telemetry interval).
+    reported: Reported,
+    /// Fixed time each request spends in the agent outside its batch, ms.
+    handoff_ms: f64,
 }
 
 impl Device {
@@ -173,6 +179,11 @@ pub struct Simulator {
     completions: Vec<Completion>,
     dropped: usize,
     rerouted: usize,
+    /// Delay outside the devices, added to each request's latency (from a calibration), drawn
+    /// from its own generator so that the workload is the same with and without it.
+    transport: Option<(Transport, StdRng)>,
+    /// Routers see each device as of its latest telemetry report, this often (ms).
+    telemetry_interval_ms: Option<f64>,
 }
 
 impl Simulator {
@@ -229,7 +240,8 @@ impl Simulator {
         let devices = fleet
             .devices
             .iter()
-            .map(|spec| {
+            .enumerate()
+            .map(|(d, spec)| {
                 let costs = fleet
                     .models
                     .iter()
@@ -278,6 +290,11 @@ impl Simulator {
                     recent_ms: widths.iter().map(|w| vec![None; w.len()]).collect(),
                     timer_at: f64::INFINITY,
                     meter: PowerMeter::new(spec.profile.idle_power_w),
+                    reported: Reported::new(Reported::first_report_at(
+                        d,
+                        fleet.telemetry_interval_ms.unwrap_or(0.0),
+                    )),
+                    handoff_ms: f64::from(spec.handoff_ms.max(0.0)),
                 }
             })
             .collect();
@@ -317,6 +334,11 @@ impl Simulator {
             completions: Vec::new(),
             dropped: 0,
             rerouted: 0,
+            transport: fleet
+                .transport
+                .clone()
+                .map(|t| (t, StdRng::seed_from_u64(seed ^ 0x7472_616e_7370_6f72))),
+            telemetry_interval_ms: fleet.telemetry_interval_ms.filter(|i| *i > 0.0),
         };
         if let Some(burst) = sim.scenario.burst {
             sim.burst_toggle_at = sim.exp(burst.mean_off_ms);
@@ -427,6 +449,7 @@ impl Simulator {
         device.queues[queue].push_back(id);
         device.queued += 1;
         device.outstanding += 1;
+        device.reported.assigned();
         device.queued_work_ms += work_ms;
         let request = &mut self.requests[id as usize];
         request.width = width;
@@ -584,17 +607,34 @@ impl Simulator {
             .map(|d| (d - (self.now - request.arrival) as f32).max(1.0).ceil() as u32);
         let now = self.now;
         for (d, view) in self.observations[model].devices.iter_mut().enumerate() {
-            let device = &self.devices[d];
+            let device = &mut self.devices[d];
             view.online = device.online;
-            view.outstanding = device.outstanding;
-            view.queue_depth = device.queued;
-            let running_ms: f64 = device.running.iter().map(|b| (b.end - now).max(0.0)).sum();
-            view.backlog_ms = (device.queued_work_ms.max(0.0) + running_ms) as f32;
             let util = f32::from(device.busy) / f32::from(device.instances.max(1));
-            view.cpu_util = util;
-            view.gpu_util = Some(util);
+            if let Some(interval) = self.telemetry_interval_ms {
+                let state = Snapshot {
+                    outstanding: device.outstanding,
+                    queue_depth: device.queued,
+                    util,
+                    power_w: device.power_now(),
+                };
+                device.reported.refresh(now, interval, || state);
+                let r = &device.reported;
+                view.outstanding = r.outstanding();
+                view.queue_depth = r.latest.queue_depth;
+                view.backlog_ms = r.backlog_ms();
+                view.cpu_util = r.latest.util;
+                view.gpu_util = Some(r.latest.util);
+                view.power_w = r.latest.power_w;
+            } else {
+                view.outstanding = device.outstanding;
+                view.queue_depth = device.queued;
+                let running_ms: f64 = device.running.iter().map(|b| (b.end - now).max(0.0)).sum();
+                view.backlog_ms = (device.queued_work_ms.max(0.0) + running_ms) as f32;
+                view.cpu_util = util;
+                view.gpu_util = Some(util);
+                view.power_w = device.power_now();
+            }
             view.mem_free_bytes = device.memory.saturating_sub(device.mem_held);
-            view.power_w = device.power_now();
             view.slowdown = device.slowdown;
             for (option, &w) in view.widths.iter_mut().zip(&self.width_index[model][d]) {
                 option.recent_latency_ms = device.recent_ms[model][w];
@@ -699,11 +739,17 @@ impl Simulator {
         let energy_per_request = cost.power_w[n - 1] * latency / n as f32;
         let recent = &mut device.recent_ms[model][width];
         *recent = Some(recent.map_or(latency, |r| 0.8 * r + 0.2 * latency));
+        device.reported.finished(latency, n);
+        let handoff_ms = device.handoff_ms;
         let top1 = self.top1[model][width];
         let width_value = self.widths[model][width];
         for &r in &batch.requests {
+            let outside_ms = match &mut self.transport {
+                Some((t, rng)) => t.sample(rng.gen::<f64>()),
+                None => 0.0,
+            };
             let request = &self.requests[r as usize];
-            let latency_ms = (self.now - request.arrival) as f32;
+            let latency_ms = (self.now - request.arrival + handoff_ms + outside_ms) as f32;
             let outcome = Outcome {
                 latency_ms,
                 energy_mj: energy_per_request,

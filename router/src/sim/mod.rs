@@ -8,6 +8,7 @@
 
 mod engine;
 mod meter;
+mod reported;
 mod scenario;
 mod summary;
 
@@ -66,6 +67,55 @@ mod tests {
         };
         assert_eq!(run(7), run(7));
         assert_ne!(run(7), run(8));
+    }
+
+    #[test]
+    fn a_calibrated_transport_delay_adds_to_every_latency_and_nothing_else() {
+        let plain = tiny_fleet();
+        let mut calibrated = plain.clone();
+        // every request spends exactly 7 ms outside the devices
+        calibrated.transport = crate::calibration::Transport::from_samples(&[7.0]);
+        let scenario = Scenario::steady(&plain, 500, 0.3);
+        let run = |fleet: &crate::fleet::Fleet| {
+            let mut router = build_router(RouterKind::Greedy, &RouterSettings::default()).unwrap();
+            let mut sim = Simulator::new(fleet, &scenario, 11);
+            sim.run(router.as_mut(), &RewardPreset::Balanced.weights());
+            sim.records().to_vec()
+        };
+        let (a, b) = (run(&plain), run(&calibrated));
+        assert_eq!(a.len(), 500);
+        assert_eq!(a.len(), b.len());
+        for (x, y) in a.iter().zip(&b) {
+            assert_eq!((x.device, x.width, x.batch), (y.device, y.width, y.batch));
+            assert!((y.outcome.latency_ms - x.outcome.latency_ms - 7.0).abs() < 1e-3);
+        }
+    }
+
+    #[test]
+    fn with_a_telemetry_interval_routers_see_stale_load_and_spread_the_work() {
+        let exact = tiny_fleet();
+        let mut reported = exact.clone();
+        reported.telemetry_interval_ms = Some(1000.0);
+        let scenario = Scenario::steady(&exact, 2000, 0.05);
+        let shares = |fleet: &crate::fleet::Fleet| {
+            let mut router =
+                build_router(RouterKind::LeastLoaded, &RouterSettings::default()).unwrap();
+            let mut sim = Simulator::new(fleet, &scenario, 4);
+            sim.run(router.as_mut(), &RewardPreset::Balanced.weights());
+            let mut n = vec![0usize; fleet.devices.len()];
+            for r in sim.records() {
+                n[usize::from(r.device)] += 1;
+            }
+            assert_eq!(n.iter().sum::<usize>(), 2000);
+            n
+        };
+        let (a, b) = (shares(&exact), shares(&reported));
+        // light load: with exact state, one idle device takes nearly everything; a coordinator
+        // that hears of completions only once a second counts every assignment as still
+        // outstanding and so spreads them
+        let max = |n: &[usize]| *n.iter().max().unwrap();
+        assert!(max(&a) > 1600, "exact: {a:?}");
+        assert!(max(&b) < 1000, "reported: {b:?}");
     }
 
     #[test]

@@ -1,0 +1,203 @@
+//! `slim calibrate`: runs a local cluster, fits the simulator's per-batch overheads and transport
+//! delay to what it measures, and writes a calibration file that `slim simulate`, `slim train`
+//! and `slim eval` read with `--calibration`.
+
+mod measure;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use slim_router::calibration::Calibration;
+use slim_router::RouterKind;
+
+pub use measure::{live_samples, measure, LiveSetup};
+
+/// Arguments of `slim calibrate`.
+#[derive(Debug, clap::Args)]
+pub struct CalibrateArgs {
+    /// Calibration file to write (TOML).
+    #[arg(long, default_value = "out/calibration.toml")]
+    pub out: PathBuf,
+    /// External broker (e.g. mqtt://127.0.0.1:1883); default: an embedded broker.
+    #[arg(long)]
+    pub broker: Option<String>,
+    /// Model family of the workload.
+    #[arg(long, default_value = "digits")]
+    pub model: String,
+    /// Arrival rate, requests per second (Poisson).
+    #[arg(long, default_value_t = 60.0)]
+    pub rate: f64,
+    /// Sending time.
+    #[arg(long, default_value = "8s", value_parser = super::parse_duration)]
+    pub duration: Duration,
+    /// The coordinator's router; random (the default) spreads the work over every agent,
+    /// width and batch size, so every profile point gets samples.
+    #[arg(long, value_enum, default_value_t = RouterKind::Random)]
+    pub router: RouterKind,
+    /// Emulated slowdowns of the agents, one per agent.
+    #[arg(long, value_delimiter = ',', default_value = "1,3,8")]
+    pub slowdowns: Vec<f32>,
+    /// Threads per batch of the agents, one per agent.
+    #[arg(long, value_delimiter = ',', default_value = "2,1,1")]
+    pub threads: Vec<u16>,
+    /// Device profile each agent publishes (a name in --profiles), one per agent; the fit is
+    /// against these profiles.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "cpu-2core-2threads-measured,cpu-2core-measured,cpu-2core-measured"
+    )]
+    pub agent_profiles: Vec<String>,
+    /// Folder of device profiles.
+    #[arg(long, default_value = "profiles")]
+    pub profiles: PathBuf,
+    /// Folder of model families.
+    #[arg(long, default_value = "models")]
+    pub models: PathBuf,
+    /// Workload seed.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+impl CalibrateArgs {
+    fn setup(&self) -> LiveSetup {
+        LiveSetup {
+            broker: self.broker.clone(),
+            profiles_dir: self.profiles.clone(),
+            models_dir: self.models.clone(),
+            model: self.model.clone(),
+            agent_profiles: self.agent_profiles.clone(),
+            slowdowns: self.slowdowns.clone(),
+            threads: self.threads.clone(),
+            router: self.router,
+            policy: None,
+            rate: self.rate,
+            duration: self.duration,
+            seed: self.seed,
+            tag: "calibrate".into(),
+        }
+    }
+}
+
+/// Runs `slim calibrate`.
+pub async fn run(args: CalibrateArgs) -> anyhow::Result<()> {
+    super::require_path(&args.profiles, "the profiles folder", "--profiles")?;
+    super::require_path(&args.models, "the models folder", "--models")?;
+    anyhow::ensure!(
+        args.router != RouterKind::Ppo,
+        "--router ppo needs a policy; calibrate with a heuristic (random covers every width)"
+    );
+    let setup = args.setup();
+    setup.check()?;
+    println!(
+        "calibrating: {} agents, `{}` at {:.0} req/s for {}, router {}",
+        setup.slowdowns.len(),
+        setup.model,
+        setup.rate,
+        super::human_duration(setup.duration),
+        setup.router.as_str()
+    );
+    let (calibration, report) = measure(&setup).await?;
+    print!("{}", summary(&calibration));
+    if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let text = format!(
+        "# Written by `slim calibrate`; read by `slim simulate|train|eval --calibration FILE`.\n{}",
+        calibration.to_toml()
+    );
+    std::fs::write(&args.out, text).with_context(|| format!("writing {}", args.out.display()))?;
+    println!(
+        "{} of {} requests answered; wrote {}",
+        report.outcomes.len(),
+        report.sent,
+        args.out.display()
+    );
+    Ok(())
+}
+
+/// What a calibration says, for a terminal.
+pub fn summary(c: &Calibration) -> String {
+    use std::fmt::Write as _;
+    let t = &c.transport;
+    let mut s = format!(
+        "transport (end-to-end − agent time), {} results: mean {:.3} ms, p50 {:.3}, p95 {:.3}, p99 {:.3}\n",
+        t.samples,
+        t.mean_ms,
+        t.quantile(0.5),
+        t.quantile(0.95),
+        t.quantile(0.99)
+    );
+    s.push_str("hand-off per request (median agent queue time):\n");
+    for h in &c.handoffs {
+        let _ = writeln!(
+            s,
+            "  {}: {:.3} ms ({} results)",
+            h.profile, h.queue_ms, h.samples
+        );
+    }
+    s.push_str("per-batch overhead (live compute ÷ slowdown − profile), ms:\n");
+    let rows: Vec<Vec<String>> = c
+        .overheads
+        .iter()
+        .map(|o| {
+            vec![
+                o.profile.clone(),
+                o.model.clone(),
+                format!("{:.2}", o.width),
+                o.batch.to_string(),
+                format!("{:+.3}", o.overhead_ms),
+                o.samples.to_string(),
+            ]
+        })
+        .collect();
+    let header = ["profile", "model", "width", "batch", "overhead", "results"];
+    let lines: Vec<Vec<String>> = std::iter::once(header.map(String::from).to_vec())
+        .chain(rows)
+        .collect();
+    for line in super::columns::align_columns(&lines, 2).lines() {
+        let _ = writeln!(s, "  {line}");
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use slim_router::calibration::{BatchOverhead, Handoff, Transport, CALIBRATION_VERSION};
+
+    #[test]
+    fn the_summary_names_every_overhead_and_the_transport_quantiles() {
+        let c = Calibration {
+            version: CALIBRATION_VERSION,
+            source: "test".into(),
+            max_queue_delay_ms: 0.0,
+            telemetry_interval_ms: 500.0,
+            overheads: vec![BatchOverhead {
+                profile: "cpu-2core-measured".into(),
+                model: "digits".into(),
+                width: 0.25,
+                batch: 1,
+                overhead_ms: 0.412,
+                samples: 17,
+            }],
+            handoffs: vec![Handoff {
+                profile: "cpu-2core-measured".into(),
+                queue_ms: 0.125,
+                samples: 17,
+            }],
+            transport: Transport::from_samples(&[1.0, 2.0, 3.0]).unwrap(),
+        };
+        let s = summary(&c);
+        assert!(s.contains("3 results: mean 2.000 ms"), "{s}");
+        assert!(
+            s.contains("cpu-2core-measured: 0.125 ms (17 results)"),
+            "{s}"
+        );
+        assert!(
+            s.contains("cpu-2core-measured  digits   0.25      1    +0.412       17"),
+            "{s}"
+        );
+    }
+}

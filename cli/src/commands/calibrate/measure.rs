@@ -1,0 +1,222 @@
+//! The live run behind a calibration: a local cluster, an open-loop workload, and the results
+//! turned into [`LiveSample`]s.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use slim_client::client::{Reply, SlimClient};
+use slim_client::cluster::{ClusterSpec, LocalCluster};
+use slim_client::load::{run_open_loop, LoadReport, LoadSpec};
+use slim_client::samples::family_samples;
+use slim_protocol::DeviceProfile;
+use slim_router::calibration::{fit, Calibration, LiveSample, LiveSettings};
+use slim_router::fleet::ProfileFile;
+use slim_router::RouterKind;
+
+/// A local cluster and the workload driven through it.
+#[derive(Debug, Clone)]
+pub struct LiveSetup {
+    /// External broker URL; `None` starts an embedded one.
+    pub broker: Option<String>,
+    /// Folder of device profiles.
+    pub profiles_dir: PathBuf,
+    /// Folder of model families.
+    pub models_dir: PathBuf,
+    /// The family served.
+    pub model: String,
+    /// One profile name (file stem in `profiles_dir`) per agent.
+    pub agent_profiles: Vec<String>,
+    /// One emulated slowdown per agent.
+    pub slowdowns: Vec<f32>,
+    /// One thread count per agent.
+    pub threads: Vec<u16>,
+    /// The coordinator's router.
+    pub router: RouterKind,
+    /// PPO checkpoint, when the router is PPO.
+    pub policy: Option<PathBuf>,
+    /// Arrivals per second (Poisson).
+    pub rate: f64,
+    /// Sending time.
+    pub duration: Duration,
+    /// Workload seed.
+    pub seed: u64,
+    /// A tag that keeps this run's topics apart from others on the same broker.
+    pub tag: String,
+}
+
+impl LiveSetup {
+    /// Checks that the per-agent lists agree and are usable.
+    pub fn check(&self) -> anyhow::Result<()> {
+        let n = self.slowdowns.len();
+        anyhow::ensure!(
+            n > 0,
+            "the live cluster needs at least one agent (--slowdowns)"
+        );
+        anyhow::ensure!(
+            self.threads.len() == n && self.agent_profiles.len() == n,
+            "--slowdowns ({n}), --threads ({}) and the agents' profiles ({}) need one entry per agent",
+            self.threads.len(),
+            self.agent_profiles.len()
+        );
+        anyhow::ensure!(
+            self.threads.iter().all(|&t| t >= 1),
+            "thread counts must be at least 1"
+        );
+        anyhow::ensure!(
+            self.slowdowns.iter().all(|s| s.is_finite() && *s >= 1.0),
+            "slowdowns must be at least 1"
+        );
+        anyhow::ensure!(
+            self.rate.is_finite() && self.rate > 0.0,
+            "the rate must be positive"
+        );
+        Ok(())
+    }
+
+    /// The profile files of the agents, as the agents would publish them before emulation.
+    pub fn agent_profiles(&self) -> anyhow::Result<Vec<DeviceProfile>> {
+        self.agent_profiles
+            .iter()
+            .map(|name| {
+                let path = self.profiles_dir.join(format!("{name}.toml"));
+                ProfileFile::load(&path)
+                    .map(|f| f.profile)
+                    .with_context(|| format!("loading the agent profile {}", path.display()))
+            })
+            .collect()
+    }
+
+    /// Starts the cluster, drives the workload, shuts the cluster down; returns what the client saw.
+    pub async fn run(&self) -> anyhow::Result<LoadReport> {
+        self.check()?;
+        let samples = family_samples(&self.models_dir, &self.model)?;
+        let spec = ClusterSpec {
+            broker_url: self.broker.clone(),
+            topic_prefix: format!("slim-live/{}-{}/v1", std::process::id(), self.tag),
+            router: self.router,
+            policy: self.policy.clone(),
+            models_dir: self.models_dir.clone(),
+            models: vec![self.model.clone()],
+            agent_slowdowns: self.slowdowns.clone(),
+            agent_threads: self.threads.clone(),
+            agent_profiles: self
+                .agent_profiles
+                .iter()
+                .map(|name| self.profiles_dir.join(format!("{name}.toml")))
+                .collect(),
+            ..ClusterSpec::default()
+        };
+        let cluster = LocalCluster::start(spec)
+            .await
+            .with_context(|| format!("starting the live cluster ({})", self.tag))?;
+        let client = SlimClient::connect(
+            &cluster.broker,
+            &cluster.spec.topic_prefix,
+            &format!("slim-live-client-{}-{}", std::process::id(), self.tag),
+            &[],
+        )
+        .await?;
+        // let telemetry arrive once before measuring
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let report = run_open_loop(
+            &client,
+            &samples,
+            &LoadSpec {
+                model: self.model.clone(),
+                rate: self.rate,
+                duration: self.duration,
+                drain: Duration::from_secs(5),
+                seed: self.seed,
+                width: None,
+                min_accuracy: None,
+                deadline_ms: None,
+            },
+        )
+        .await;
+        client.disconnect().await;
+        cluster.shutdown().await;
+        report
+    }
+}
+
+/// The agent's index in a local cluster from its id (`{prefix}-agent-{n}`, n from 1).
+fn agent_index(agent: &str) -> Option<usize> {
+    let (_, n) = agent.rsplit_once("-agent-")?;
+    n.parse::<usize>().ok()?.checked_sub(1)
+}
+
+/// The results of `report` as calibration samples; results from an agent the setup does not
+/// name are skipped.
+pub fn live_samples(report: &LoadReport, setup: &LiveSetup) -> Vec<LiveSample> {
+    report
+        .outcomes
+        .iter()
+        .filter_map(|o| {
+            let Reply::Result(r) = &o.reply else {
+                return None;
+            };
+            let i = agent_index(&r.agent)?;
+            Some(LiveSample {
+                profile: setup.agent_profiles.get(i)?.clone(),
+                slowdown: *setup.slowdowns.get(i)?,
+                model: r.model.clone(),
+                width: r.width,
+                batch: r.batch_size,
+                queue_ms: f64::from(r.timings.queue_ms),
+                compute_ms: f64::from(r.timings.compute_ms),
+                agent_total_ms: f64::from(r.timings.total_ms),
+                end_to_end_ms: o.latency.as_secs_f64() * 1000.0,
+            })
+        })
+        .collect()
+}
+
+/// Runs `setup` and fits a calibration from its results.
+pub async fn measure(setup: &LiveSetup) -> anyhow::Result<(Calibration, LoadReport)> {
+    let profiles = setup.agent_profiles()?;
+    let report = setup.run().await?;
+    let mut samples = live_samples(&report, setup);
+    // the fit keys overheads by the profile's own name, which may differ from its file stem
+    for s in &mut samples {
+        if let Some(i) = setup.agent_profiles.iter().position(|n| *n == s.profile) {
+            s.profile = profiles[i].name.clone();
+        }
+    }
+    let source = format!(
+        "slim calibrate: {} agents (profiles {:?}, slowdowns {:?}, threads {:?}), `{}` at {:.0} req/s for {:?}, router {}, seed {}; {} results of {} sent; measured {}",
+        setup.slowdowns.len(),
+        setup.agent_profiles,
+        setup.slowdowns,
+        setup.threads,
+        setup.model,
+        setup.rate,
+        setup.duration,
+        setup.router.as_str(),
+        setup.seed,
+        samples.len(),
+        report.sent,
+        humantime::format_rfc3339_seconds(std::time::SystemTime::now()),
+    );
+    let settings = LiveSettings {
+        max_queue_delay_ms: f64::from(slim_protocol::DEFAULT_BATCH_DELAY_MS),
+        telemetry_interval_ms: ClusterSpec::default().telemetry_interval_ms as f64,
+    };
+    let calibration = fit(&samples, &profiles, settings, source)
+        .map_err(anyhow::Error::msg)
+        .context("nothing to calibrate from: the live cluster answered no request")?;
+    Ok((calibration, report))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_ids_of_a_local_cluster_give_their_index() {
+        assert_eq!(agent_index("slim-1234-x-agent-1"), Some(0));
+        assert_eq!(agent_index("a-agent-agent-3"), Some(2));
+        assert_eq!(agent_index("a-agent-0"), None);
+        assert_eq!(agent_index("jetson-7"), None);
+    }
+}

@@ -34,6 +34,10 @@ pub struct LoadSpec {
     pub min_accuracy: Option<f32>,
     /// Optional latency budget, ms.
     pub deadline_ms: Option<u32>,
+    /// Fraction of requests that carry `min_accuracy` and `deadline_ms` (0–1; the rest carry
+    /// neither). Which ones is drawn from a generator of its own, seeded from `seed`, so the
+    /// arrivals and inputs are the same at every share.
+    pub constrained_share: f64,
 }
 
 impl LoadSpec {
@@ -53,6 +57,7 @@ impl LoadSpec {
             width: None,
             min_accuracy: None,
             deadline_ms: None,
+            constrained_share: 1.0,
         }
     }
 
@@ -85,6 +90,12 @@ impl LoadSpec {
         self.deadline_ms = Some(deadline_ms);
         self
     }
+
+    /// Gives the accuracy floor and deadline to only this fraction of the requests.
+    pub fn with_constrained_share(mut self, share: f64) -> Self {
+        self.constrained_share = share;
+        self
+    }
 }
 
 /// One answered request.
@@ -96,6 +107,10 @@ pub struct Outcome {
     pub reply: Reply,
     /// Ground truth, if the sample was labelled.
     pub label: Option<u32>,
+    /// When the request was sent, from the start of the run.
+    pub sent_after: Duration,
+    /// The latency budget the request carried, ms.
+    pub deadline_ms: Option<u32>,
 }
 
 /// Everything a load run observed.
@@ -109,7 +124,12 @@ pub struct LoadReport {
     pub elapsed: Duration,
     /// Answers dropped as duplicates of an answered request during the run.
     pub duplicates: u64,
+    /// Requests sent with a deadline.
+    pub with_deadline: usize,
 }
+
+/// Seed offset of the generator that picks the constrained requests.
+const CONSTRAINED_STREAM: u64 = 0x5eed_c045;
 
 /// Runs an open-loop Poisson load through `client`, drawing inputs from `samples`.
 pub async fn run_open_loop(
@@ -119,12 +139,18 @@ pub async fn run_open_loop(
 ) -> anyhow::Result<LoadReport> {
     anyhow::ensure!(!samples.is_empty(), "no input samples");
     anyhow::ensure!(spec.rate > 0.0, "rate must be positive");
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&spec.constrained_share),
+        "the constrained share must be within 0..1"
+    );
     let mut rng = StdRng::seed_from_u64(spec.seed);
+    // which requests carry the constraints: a stream of its own, so arrivals do not depend on it
+    let mut constrained = StdRng::seed_from_u64(spec.seed ^ CONSTRAINED_STREAM);
     let gaps = Exp::new(spec.rate)?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Outcome>();
     let start = Instant::now();
     let mut next = start;
-    let mut sent = 0usize;
+    let (mut sent, mut with_deadline) = (0usize, 0usize);
     // Ids must be unique across runs, so they do not come from the seeded generator.
     let run_id = uuid::Uuid::new_v4().simple().to_string();
     let duplicates_before = client.duplicate_answers();
@@ -139,18 +165,25 @@ pub async fn run_open_loop(
         );
         request.v = PROTOCOL_VERSION;
         request.width = spec.width;
-        request.min_accuracy = spec.min_accuracy;
-        request.deadline_ms = spec.deadline_ms;
+        if constrained.gen_bool(spec.constrained_share) {
+            request.min_accuracy = spec.min_accuracy;
+            request.deadline_ms = spec.deadline_ms;
+        }
+        let deadline_ms = request.deadline_ms;
         request.sent_at_ms = Some(slim_protocol::now_ms());
         let pending = client.send_until(request, Some(retry_until)).await?;
         sent += 1;
+        with_deadline += usize::from(deadline_ms.is_some());
         let (tx, label, sent_at) = (tx.clone(), sample.label, Instant::now());
+        let sent_after = sent_at.duration_since(start);
         tokio::spawn(async move {
             if let Ok(reply) = pending.await {
                 let _ = tx.send(Outcome {
                     latency: sent_at.elapsed(),
                     reply,
                     label,
+                    sent_after,
+                    deadline_ms,
                 });
             }
         });
@@ -174,6 +207,7 @@ pub async fn run_open_loop(
         outcomes,
         elapsed: last.duration_since(start),
         duplicates: client.duplicate_answers() - duplicates_before,
+        with_deadline,
     })
 }
 

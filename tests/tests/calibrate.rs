@@ -23,6 +23,8 @@ fn calibrate_writes_a_file_that_simulate_reads() {
     let mut args: Vec<String> = vec![
         "slim".into(),
         "calibrate".into(),
+        "--model".into(),
+        "digits".into(),
         "--duration".into(),
         "2s".into(),
         "--rate".into(),

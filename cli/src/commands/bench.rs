@@ -154,6 +154,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             width: args.width,
             min_accuracy: args.min_accuracy,
             deadline_ms: args.deadline_ms,
+            constrained_share: 1.0,
         },
     )
     .await;

@@ -13,6 +13,28 @@ use slim_router::RouterKind;
 
 pub use measure::{live_samples, measure, LiveSetup};
 
+/// The agents of a local live cluster, as `slim calibrate` and `slim eval`'s live part start
+/// them.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LiveClusterArgs {
+    /// Emulated slowdowns of the agents, one per agent (each batch sleeps (k − 1) × its real
+    /// compute time, so the agent stands for a k times slower device).
+    #[arg(long, value_delimiter = ',', default_value = "2,4,8")]
+    pub slowdowns: Vec<f32>,
+    /// Threads per batch of the agents, one per agent (tract's executor).
+    #[arg(long, value_delimiter = ',', default_value = "1,1,1")]
+    pub threads: Vec<u16>,
+    /// Device profile each agent publishes (a name in the profiles folder), one per agent,
+    /// measured for that agent's thread count; the simulator twin and the fit use them.
+    #[arg(
+        long,
+        alias = "live-profiles",
+        value_delimiter = ',',
+        default_value = "cpu-2core-measured,cpu-2core-measured,cpu-2core-measured"
+    )]
+    pub agent_profiles: Vec<String>,
+}
+
 /// Arguments of `slim calibrate`.
 #[derive(Debug, clap::Args)]
 pub struct CalibrateArgs {
@@ -23,10 +45,11 @@ pub struct CalibrateArgs {
     #[arg(long)]
     pub broker: Option<String>,
     /// Model family of the workload.
-    #[arg(long, default_value = "digits")]
+    #[arg(long, default_value = "cifar-slimresnet")]
     pub model: String,
-    /// Arrival rate, requests per second (Poisson).
-    #[arg(long, default_value_t = 60.0)]
+    /// Arrival rate, requests per second (Poisson); the default is about a tenth of what the
+    /// default agents can serve at the slimmest width, so random keeps up.
+    #[arg(long, default_value_t = 40.0)]
     pub rate: f64,
     /// Sending time.
     #[arg(long, default_value = "8s", value_parser = super::parse_duration)]
@@ -35,20 +58,9 @@ pub struct CalibrateArgs {
     /// width and batch size, so every profile point gets samples.
     #[arg(long, value_enum, default_value_t = RouterKind::Random)]
     pub router: RouterKind,
-    /// Emulated slowdowns of the agents, one per agent.
-    #[arg(long, value_delimiter = ',', default_value = "1,3,8")]
-    pub slowdowns: Vec<f32>,
-    /// Threads per batch of the agents, one per agent.
-    #[arg(long, value_delimiter = ',', default_value = "2,1,1")]
-    pub threads: Vec<u16>,
-    /// Device profile each agent publishes (a name in --profiles), one per agent; the fit is
-    /// against these profiles.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "cpu-2core-2threads-measured,cpu-2core-measured,cpu-2core-measured"
-    )]
-    pub agent_profiles: Vec<String>,
+    /// The agents.
+    #[command(flatten)]
+    pub cluster: LiveClusterArgs,
     /// Folder of device profiles.
     #[arg(long, default_value = "profiles")]
     pub profiles: PathBuf,
@@ -67,14 +79,16 @@ impl CalibrateArgs {
             profiles_dir: self.profiles.clone(),
             models_dir: self.models.clone(),
             model: self.model.clone(),
-            agent_profiles: self.agent_profiles.clone(),
-            slowdowns: self.slowdowns.clone(),
-            threads: self.threads.clone(),
+            agent_profiles: self.cluster.agent_profiles.clone(),
+            slowdowns: self.cluster.slowdowns.clone(),
+            threads: self.cluster.threads.clone(),
             router: self.router,
             policy: None,
             rate: self.rate,
             duration: self.duration,
             seed: self.seed,
+            deadline_ms: None,
+            constrained_share: 0.0,
             tag: "calibrate".into(),
         }
     }

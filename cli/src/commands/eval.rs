@@ -4,8 +4,10 @@
 //! shipped docs/evaluation.md is only replaced when named with `--out`).
 
 mod ablations;
+mod figures;
 mod generalise;
 mod live;
+mod live_report;
 mod plots;
 mod report;
 mod sim;
@@ -18,16 +20,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
-use slim_router::eval::bootstrap::paired;
 use slim_router::reward::RewardPreset;
 use slim_router::RouterKind;
 
+use super::calibrate::LiveClusterArgs;
 use super::simulate::FleetArgs;
-use plots::{CdfSeries, LoadSeries};
+use live::LivePart;
 pub use sim::checkpoint_name;
-use sim::SimResults;
-use stats::cdf;
-use tables::keeps_up;
 
 /// Arguments of `slim eval`.
 #[derive(Debug, clap::Args)]
@@ -79,36 +78,39 @@ pub struct EvalArgs {
         hide_possible_values = true
     )]
     pub live_routers: Vec<RouterKind>,
-    /// Sending time per live router.
+    /// Sending time per live run.
     #[arg(long, default_value = "8s", value_parser = super::parse_duration)]
     pub live_duration: Duration,
-    /// Live arrival rate, requests per second (Poisson).
-    #[arg(long, default_value_t = 60.0)]
-    pub live_rate: f64,
-    /// Emulated slowdowns of the live agents, one per agent.
-    #[arg(long, value_delimiter = ',', default_value = "1,3,8")]
-    pub slowdowns: Vec<f32>,
-    /// Threads per batch of the live agents, one per agent (tract's executor).
-    #[arg(long, value_delimiter = ',', default_value = "2,1,1")]
-    pub threads: Vec<u16>,
-    /// Device profile (a name in the profiles folder) each live agent publishes and its
-    /// simulator twin is built from, one per agent; measured for that agent's thread count.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "cpu-2core-2threads-measured,cpu-2core-measured,cpu-2core-measured"
-    )]
-    pub live_profiles: Vec<String>,
+    /// Offered loads of the live runs, as fractions of the live cluster's capacity: the
+    /// calibrated twin's best sustainable rate (every agent at its cheapest width and batch,
+    /// slowed by its factor, with the fitted per-batch overheads).
+    #[arg(long, value_delimiter = ',', default_value = "0.5,0.7,0.9")]
+    pub live_loads: Vec<f64>,
+    /// Live runs per router and load, each with its own workload seed (--live-seed + run).
+    #[arg(long, default_value_t = 3)]
+    pub live_runs: u64,
+    /// Offered load of the calibration run (random router), as a fraction of the capacity the
+    /// raw profiles give: low enough that random keeps up, so the queues it measures are the
+    /// hand-off's, not an overload's.
+    #[arg(long, default_value_t = 0.1)]
+    pub calibration_load: f64,
+    /// The live agents.
+    #[command(flatten)]
+    pub cluster: LiveClusterArgs,
     /// Model family of the live run.
-    #[arg(long, default_value = "digits")]
+    #[arg(long, default_value = "cifar-slimresnet")]
     pub live_model: String,
     /// PPO preset the live coordinator loads when it runs `ppo`.
     #[arg(long, value_enum, default_value_t = RewardPreset::Efficiency)]
     pub live_preset: RewardPreset,
-    /// Latency budget for live deadline attainment, ms (answered within it, over requests sent).
+    /// Latency budget, ms: the deadline that --live-deadline-share of the live requests carry,
+    /// and the budget of the "answered within" column (over requests sent).
     #[arg(long, default_value_t = 100)]
     pub live_budget_ms: u32,
-    /// Seed of the live workload.
+    /// Fraction of the live requests that carry --live-budget-ms as their deadline.
+    #[arg(long, default_value_t = 0.3)]
+    pub live_deadline_share: f64,
+    /// Seed of the live workload (run k of each load uses this + k).
     #[arg(long, default_value_t = 1)]
     pub live_seed: u64,
     /// Device counts of the generalisation check: each checkpoint, without retraining, on the
@@ -193,67 +195,70 @@ pub fn plots_dir(args: &EvalArgs) -> PathBuf {
         .unwrap_or_else(|| args.out.parent().unwrap_or(Path::new("")).join("eval"))
 }
 
-/// Per router, `f`'s mean over seeds with its 95 % bootstrap interval, at loads it keeps up.
-fn load_series(res: &SimResults, f: tables::Metric) -> Vec<LoadSeries> {
-    let mean = |a: &[f64], _: &[f64]| a.iter().sum::<f64>() / a.len().max(1) as f64;
-    res.entries
-        .iter()
-        .zip(&res.runs)
-        .map(|(e, runs)| LoadSeries {
-            name: e.name.clone(),
-            points: res
-                .loads
-                .iter()
-                .zip(&runs.by_load)
-                .filter(|(_, r)| keeps_up(r))
-                .map(|(l, r)| {
-                    let v: Vec<f64> = r.iter().map(f).collect();
-                    let ci = paired(&v, &v, mean);
-                    (*l, ci.lo, ci.estimate, ci.hi)
-                })
-                .collect(),
-        })
-        .collect()
+/// The progress bar of a full evaluation.
+fn progress(args: &EvalArgs, entries: usize, loads: usize, live: bool) -> ProgressBar {
+    let sizes = args.generalise_sizes();
+    let generalise_fleets = if sizes.is_empty() { 0 } else { sizes.len() + 1 };
+    let steps = sim::steps(entries, loads)
+        + generalise::steps(entries, generalise_fleets)
+        + if live { live::steps(args) } else { 0 };
+    let bar = ProgressBar::new(steps);
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
+            .expect("template")
+            .progress_chars("=> "),
+    );
+    bar
 }
 
-fn draw(args: &EvalArgs, res: &SimResults, live: &[live::LiveRow]) -> anyhow::Result<[PathBuf; 3]> {
-    let dir = plots_dir(args);
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let paths = [
-        dir.join("latency_vs_load.svg"),
-        dir.join("energy_vs_load.svg"),
-        dir.join("live_latency_cdf.svg"),
-    ];
-    let title = |what: &str| {
-        format!("Simulator: {what} against load (mean over seeds, 95 % CI; only where the router keeps up)")
-    };
-    plots::vs_load(
-        &paths[0],
-        &title("mean latency"),
-        "mean latency, ms (log)",
-        &load_series(res, tables::latency),
-    )?;
-    plots::vs_load(
-        &paths[1],
-        &title("modelled energy"),
-        "modelled energy per request, mJ (log)",
-        &load_series(res, tables::energy),
-    )?;
-    if !live.is_empty() {
-        let series: Vec<CdfSeries> = live
-            .iter()
-            .map(|r| CdfSeries {
-                name: r.name.clone(),
-                points: cdf(&r.latencies, 300),
-            })
-            .collect();
-        plots::latency_cdf(
-            &paths[2],
-            "Live cluster over MQTT: latency CDF per router",
-            &series,
-        )?;
+/// The generalisation check and its report section (empty with --no-generalise).
+fn generalise_part(
+    args: &EvalArgs,
+    fleet: &slim_router::fleet::Fleet,
+    names: &[String],
+    (seeds, requests): (u64, usize),
+    bar: &ProgressBar,
+) -> anyhow::Result<String> {
+    let sizes = args.generalise_sizes();
+    if sizes.is_empty() {
+        return Ok(String::new());
     }
-    Ok(paths)
+    let g = generalise::Plan {
+        fleet: (fleet, names),
+        dirs: (&args.fleet.profiles, &args.fleet.models),
+        policies: (&args.policies, &args.presets),
+        sizes: &sizes,
+        load: args.generalise_load,
+        seeds,
+        requests,
+        threads: args.sim_threads(),
+    };
+    let table = generalise::table(&generalise::run(&g, bar)?);
+    println!("Generalisation:\n\n{table}");
+    Ok(generalise::section(&g, &table))
+}
+
+/// The live section of the report, printing its tables.
+fn live_text(args: &EvalArgs, part: &LivePart, figures: &figures::Figures) -> String {
+    let l_table = live_report::table(&part.cells, args.live_budget_ms);
+    let c_table = twin::table(&part.cells);
+    println!(
+        "Live:\n\n{l_table}\n{}\nSim-to-real:\n\n{c_table}\n{}",
+        live_report::comparison(&part.cells),
+        twin::verdict(&part.cells)
+    );
+    let live_plots = figures
+        .live
+        .as_ref()
+        .map_or([String::new(), String::new()], |p| {
+            [rel(&args.out, &p[0]), rel(&args.out, &p[1])]
+        });
+    live_report::section(
+        args,
+        part,
+        [&l_table, &c_table],
+        [&live_plots[0], &live_plots[1]],
+    )
 }
 
 /// Runs `slim eval`.
@@ -274,21 +279,7 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
     );
     let entries = sim::entries(&args.policies, &args.presets)?;
     let live = !args.no_live && !args.quick;
-    let sizes = args.generalise_sizes();
-    let generalise_fleets = if sizes.is_empty() { 0 } else { sizes.len() + 1 };
-    let steps = sim::steps(entries.len(), loads.len())
-        + generalise::steps(entries.len(), generalise_fleets)
-        + if live {
-            args.live_routers.len() as u64 + u64::from(args.fleet.calibration.is_none())
-        } else {
-            0
-        };
-    let bar = ProgressBar::new(steps);
-    bar.set_style(
-        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
-            .expect("template")
-            .progress_chars("=> "),
-    );
+    let bar = progress(&args, entries.len(), loads.len(), live);
     let plan = sim::SimPlan {
         fleet: &fleet,
         loads,
@@ -299,39 +290,18 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
         shifting: true,
     };
     let res = sim::run(&plan, entries, &bar);
-    let generalise_text = if sizes.is_empty() {
-        String::new()
-    } else {
-        let g = generalise::Plan {
-            fleet: (&fleet, &names),
-            dirs: (&args.fleet.profiles, &args.fleet.models),
-            policies: (&args.policies, &args.presets),
-            sizes: &sizes,
-            load: args.generalise_load,
-            seeds,
-            requests,
-            threads: args.sim_threads(),
-        };
-        let table = generalise::table(&generalise::run(&g, &bar)?);
-        println!("Generalisation:\n\n{table}");
-        generalise::section(&g, &table)
-    };
+    let generalise_text = generalise_part(&args, &fleet, &names, (seeds, requests), &bar)?;
     let sim_seconds = start.elapsed().as_secs_f64();
     let live_part = if live {
         Some(live::live_part(&args, &bar).await?)
     } else {
         None
     };
-    let live_rows = live_part.as_ref().map_or(&[][..], |p| &p.rows[..]);
     bar.finish_and_clear();
-    let paths = draw(&args, &res, live_rows)?;
-    let live_text = if let Some(part) = &live_part {
-        let l_table = live::live_table(live_rows, args.live_budget_ms);
-        let c_table = twin::table(live_rows);
-        println!("Live:\n\n{l_table}\nSim-to-real:\n\n{c_table}");
-        live::live_section(&args, part, &l_table, &c_table, &rel(&args.out, &paths[2]))
-    } else {
-        String::new()
+    let figures = figures::draw(&args, &res, live_part.as_ref())?;
+    let live_text = match &live_part {
+        Some(part) => live_text(&args, part, &figures),
+        None => String::new(),
     };
     let parts = report::Parts {
         command: &command.join(" "),
@@ -339,16 +309,15 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
         names: &names,
         live: live_text,
         generalise: generalise_text,
-        plots: (rel(&args.out, &paths[0]), rel(&args.out, &paths[1])),
+        plots: (
+            rel(&args.out, &figures.sim[0]),
+            rel(&args.out, &figures.sim[1]),
+        ),
     };
     let doc = report::text(&args, &res, &parts);
     println!("{}", tables::keep_up_table(&res));
     println!("{}", tables::versus_table(&res));
-    if let Some(parent) = args.out.parent() {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("creating {}", parent.display()))?;
-    }
-    std::fs::write(&args.out, doc).with_context(|| format!("writing {}", args.out.display()))?;
+    write_report(&args, &doc)?;
     println!(
         "Took {:.1} s (simulator {sim_seconds:.1} s). Wrote {} and the plots in {}.",
         start.elapsed().as_secs_f64(),
@@ -356,4 +325,13 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
         plots_dir(&args).display()
     );
     Ok(())
+}
+
+/// Writes the report to --out, creating its folder.
+fn write_report(args: &EvalArgs, doc: &str) -> anyhow::Result<()> {
+    if let Some(parent) = args.out.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    std::fs::write(&args.out, doc).with_context(|| format!("writing {}", args.out.display()))
 }

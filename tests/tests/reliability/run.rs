@@ -419,6 +419,8 @@ pub fn measure(
                     latency: at.saturating_sub(r.sent_at),
                     reply: reply.clone(),
                     label: r.label,
+                    sent_after: r.sent_at,
+                    deadline_ms: None,
                 })
             })
             .collect(),
@@ -428,6 +430,7 @@ pub fn measure(
             .max()
             .unwrap_or_default(),
         duplicates,
+        with_deadline: 0,
     };
     let lost_ids = paced_requests::lost(records)
         .into_iter()

@@ -41,6 +41,10 @@ pub struct LiveSetup {
     pub duration: Duration,
     /// Workload seed.
     pub seed: u64,
+    /// Deadline that `constrained_share` of the requests carry, ms.
+    pub deadline_ms: Option<u32>,
+    /// Fraction of the requests with the deadline.
+    pub constrained_share: f64,
     /// A tag that keeps this run's topics apart from others on the same broker.
     pub tag: String,
 }
@@ -130,7 +134,8 @@ impl LiveSetup {
                 seed: self.seed,
                 width: None,
                 min_accuracy: None,
-                deadline_ms: None,
+                deadline_ms: self.deadline_ms,
+                constrained_share: self.constrained_share,
             },
         )
         .await;

@@ -33,6 +33,75 @@ impl MeanStd {
     }
 }
 
+/// Two-sided 95 % quantile of Student's t with `df` degrees of freedom (the normal 1.96 beyond
+/// 30; a table, since the only crate that computes it would pull in a linear-algebra library).
+pub fn t95(df: usize) -> f64 {
+    const T95: [f64; 30] = [
+        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
+        2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
+        2.052, 2.048, 2.045, 2.042,
+    ];
+    match df {
+        0 => f64::NAN,
+        1..=30 => T95[df - 1],
+        _ => 1.96,
+    }
+}
+
+/// Mean of independent runs with its 95 % confidence interval (Student's t).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct MeanCi {
+    /// Arithmetic mean.
+    pub mean: f64,
+    /// Half-width of the interval (NaN for fewer than two runs).
+    pub half: f64,
+    /// Runs.
+    pub n: usize,
+}
+
+impl MeanCi {
+    /// The mean of the finite `values` and its interval.
+    pub fn of(values: &[f64]) -> Self {
+        let finite: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+        let n = finite.len();
+        if n == 0 {
+            return Self {
+                mean: f64::NAN,
+                half: f64::NAN,
+                n,
+            };
+        }
+        let m = MeanStd::of(&finite);
+        let half = if n < 2 {
+            f64::NAN
+        } else {
+            t95(n - 1) * m.std / (n as f64).sqrt()
+        };
+        Self {
+            mean: m.mean,
+            half,
+            n,
+        }
+    }
+
+    /// `mean [lo, hi]` with `decimals` decimals; `—` without values, the mean alone for one.
+    pub fn show(&self, decimals: usize) -> String {
+        match self.n {
+            0 => "—".into(),
+            1 => format!("{:.*}", decimals, self.mean),
+            _ => format!(
+                "{:.*} [{:.*}, {:.*}]",
+                decimals,
+                self.mean,
+                decimals,
+                self.mean - self.half,
+                decimals,
+                self.mean + self.half
+            ),
+        }
+    }
+}
+
 /// What one run (one seed) of one router measured.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct RunMetrics {
@@ -175,6 +244,19 @@ pub fn cut_percent(value: f64, baseline: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_mean_of_three_runs_gets_a_student_t_interval() {
+        // mean 2, sample std 1, n 3: half-width 4.303 / sqrt(3)
+        let ci = MeanCi::of(&[1.0, 2.0, 3.0]);
+        assert!((ci.mean - 2.0).abs() < 1e-12);
+        assert!((ci.half - 4.303 / 3f64.sqrt()).abs() < 1e-9);
+        assert_eq!(ci.show(2), "2.00 [-0.48, 4.48]");
+        assert_eq!(MeanCi::of(&[5.0]).show(1), "5.0");
+        assert_eq!(MeanCi::of(&[f64::NAN]).show(1), "—");
+        assert_eq!(MeanCi::of(&[1.0, f64::NAN, 3.0]).n, 2);
+        assert_eq!(t95(1000), 1.96);
+    }
     use slim_router::reward::Outcome;
 
     fn record(

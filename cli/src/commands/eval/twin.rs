@@ -5,13 +5,14 @@ use std::fmt::Write as _;
 
 use anyhow::Context;
 use slim_router::calibration::Calibration;
+use slim_router::eval::capacity::sustainable_capacity_per_s;
 use slim_router::eval::EVAL_SEED_BASE;
 use slim_router::fleet::Fleet;
 use slim_router::reward::RewardPreset;
 use slim_router::sim::{FleetEvent, FleetEventKind, Scenario, Simulator};
 use slim_router::{build_router, RouterKind, RouterSettings};
 
-use super::live::LiveRow;
+use super::live::LiveCell;
 use super::stats::{MeanStd, RunMetrics};
 use super::{policy_path, EvalArgs};
 use crate::commands::simulate::batch_sizes;
@@ -36,39 +37,44 @@ pub struct Prediction {
     pub shares: Vec<f64>,
 }
 
-/// The twin fleet and scenario: one device per agent from the profile it publishes, only the
-/// live model, each slowed from t = 0 by its agent's factor; calibrated when `calibration` is
-/// given (its overheads, its batching delay; its transport is left to the caller).
+/// The twin fleet and scenario at `rate_per_s`: one device per agent from the profile it
+/// publishes, only the live model, each slowed from t = 0 by its agent's factor;
+/// `--live-deadline-share` of the requests carry the deadline `--live-budget-ms`, none an
+/// accuracy floor, as live; calibrated when `calibration` is given (its overheads, its batching
+/// delay; its transport is left to the caller).
 fn twin(
     args: &EvalArgs,
-    requests: usize,
+    rate_per_s: f64,
     calibration: Option<&Calibration>,
 ) -> anyhow::Result<(Fleet, Scenario)> {
     let mut fleet = Fleet::load(
         &args.fleet.profiles,
         &args.fleet.models,
-        &args.live_profiles,
+        &args.cluster.agent_profiles,
     )
     .context("loading the live twin fleet")?;
     fleet.models.retain(|m| m.name == args.live_model);
     anyhow::ensure!(
         !fleet.models.is_empty(),
         "the live profiles {:?} have no points for {}",
-        args.live_profiles,
+        args.cluster.agent_profiles,
         args.live_model
     );
+    let requests = (rate_per_s * args.live_duration.as_secs_f64())
+        .round()
+        .max(1.0) as usize;
     let mut scenario = Scenario::steady(&fleet, requests, 0.5);
     if let Some(c) = calibration {
         c.apply(&mut fleet);
         fleet.transport = None;
         scenario.max_queue_delay_ms = c.max_queue_delay_ms;
     }
-    scenario.rate_per_s = args.live_rate;
+    scenario.rate_per_s = rate_per_s;
     scenario.model_mix = vec![1.0];
-    scenario.deadline_prob = 0.0;
     scenario.floor_prob = 0.0;
     scenario.batch_sizes = batch_sizes();
     scenario.events = args
+        .cluster
         .slowdowns
         .iter()
         .enumerate()
@@ -79,20 +85,41 @@ fn twin(
             kind: FleetEventKind::Slowdown(*s),
         })
         .collect();
+    // the simulator draws deadlines in multiples of the model's reference latency: one fixed
+    // multiple gives the live budget
+    let reference = Simulator::new(&fleet, &scenario, 0).scales()[0].latency_ms;
+    let factor = f64::from(args.live_budget_ms) / f64::from(reference).max(1e-6);
+    scenario.deadline_prob = args.live_deadline_share;
+    scenario.deadline_factor = (factor, factor);
     Ok((fleet, scenario))
 }
 
-/// Mean latency of `kind` on the twin over [`TWIN_SEEDS`] seeds, and each device's share of
-/// the results.
+/// Requests per second the live cluster sustains at best, from its twin: each agent at its
+/// cheapest width and batch, slowed by its factor; with `calibration`, with the fitted
+/// per-batch overheads (see [`slim_router::eval::sustainable_capacity_per_s`]).
+pub fn capacity_per_s(args: &EvalArgs, calibration: Option<&Calibration>) -> anyhow::Result<f64> {
+    let (mut fleet, scenario) = twin(args, 1.0, calibration)?;
+    for (device, slowdown) in fleet.devices.iter_mut().zip(&args.cluster.slowdowns) {
+        for point in &mut device.profile.points {
+            point.latency_ms *= slowdown;
+        }
+    }
+    Ok(sustainable_capacity_per_s(
+        &fleet,
+        &[1.0],
+        &scenario.batch_sizes,
+    ))
+}
+
+/// Mean latency of `kind` on the twin at `rate_per_s` over [`TWIN_SEEDS`] seeds, and each
+/// device's share of the results.
 fn mean_latency(
     args: &EvalArgs,
     kind: RouterKind,
+    rate_per_s: f64,
     calibration: Option<&Calibration>,
 ) -> anyhow::Result<(MeanStd, Vec<f64>)> {
-    let requests = (args.live_rate * args.live_duration.as_secs_f64())
-        .round()
-        .max(1.0) as usize;
-    let (fleet, scenario) = twin(args, requests, calibration)?;
+    let (fleet, scenario) = twin(args, rate_per_s, calibration)?;
     let settings = RouterSettings {
         policy: (kind == RouterKind::Ppo).then(|| policy_path(args, args.live_preset)),
         ..RouterSettings::default()
@@ -114,45 +141,20 @@ fn mean_latency(
     Ok((MeanStd::of(&means), shares))
 }
 
-/// The twin's predictions for `kind`, raw and calibrated.
+/// The twin's predictions for `kind` at `rate_per_s`, raw and calibrated.
 pub fn predict(
     args: &EvalArgs,
     kind: RouterKind,
+    rate_per_s: f64,
     calibration: &Calibration,
 ) -> anyhow::Result<Prediction> {
-    let (agent_side, shares) = mean_latency(args, kind, Some(calibration))?;
+    let (agent_side, shares) = mean_latency(args, kind, rate_per_s, Some(calibration))?;
     Ok(Prediction {
-        raw: mean_latency(args, kind, None)?.0,
+        raw: mean_latency(args, kind, rate_per_s, None)?.0,
         agent_side,
         end_to_end: agent_side.mean + calibration.transport.mean_ms,
         shares,
     })
-}
-
-/// Kendall's rank correlation (tau-b) of two equally long series; 0 when fewer than two items
-/// or either series is constant.
-pub fn kendall_tau(a: &[f64], b: &[f64]) -> f64 {
-    let n = a.len().min(b.len());
-    let (mut concordant, mut discordant, mut ties_a, mut ties_b) = (0.0f64, 0.0, 0.0, 0.0);
-    for i in 0..n {
-        for j in i + 1..n {
-            let (x, y) = ((a[i] - a[j]).signum(), (b[i] - b[j]).signum());
-            match (a[i] == a[j], b[i] == b[j]) {
-                (true, true) => {}
-                (true, false) => ties_a += 1.0,
-                (false, true) => ties_b += 1.0,
-                (false, false) if x == y => concordant += 1.0,
-                (false, false) => discordant += 1.0,
-            }
-        }
-    }
-    let denominator =
-        ((concordant + discordant + ties_a) * (concordant + discordant + ties_b)).sqrt();
-    if denominator == 0.0 {
-        0.0
-    } else {
-        (concordant - discordant) / denominator
-    }
 }
 
 fn within(measured: f64, predicted: f64, tolerance: f64) -> &'static str {
@@ -163,18 +165,21 @@ fn within(measured: f64, predicted: f64, tolerance: f64) -> &'static str {
     }
 }
 
-/// The sim-to-real table: raw and calibrated predictions against the live measurements.
-pub fn table(rows: &[LiveRow]) -> String {
+/// The sim-to-real table: raw and calibrated predictions against the live means over runs, per
+/// load and router.
+pub fn table(cells: &[LiveCell]) -> String {
     let mut t = String::new();
-    let _ = writeln!(t, "| router | measured mean ms | raw twin ms (± std over {TWIN_SEEDS} seeds) | measured / raw | calibrated twin ms | measured / calibrated | within ±{:.0} % | measured agent-side ms | calibrated agent-side ms | measured / calibrated | within ±{:.0} % | calibrated twin's results per agent |", 100.0 * END_TO_END_TOLERANCE, 100.0 * AGENT_SIDE_TOLERANCE);
-    t.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
-    for r in rows {
-        let p = &r.predicted;
-        if r.answered == 0 {
+    let _ = writeln!(t, "| load | router | live runs kept up | measured mean ms (mean of runs) | raw twin ms (± std over {TWIN_SEEDS} seeds) | measured / raw | calibrated twin ms | measured / calibrated | within ±{:.0} % | measured agent-side ms | calibrated agent-side ms | measured / calibrated | within ±{:.0} % | calibrated twin's results per agent |", 100.0 * END_TO_END_TOLERANCE, 100.0 * AGENT_SIDE_TOLERANCE);
+    t.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    for c in cells {
+        let kept = format!("{} of {}", c.kept_up(), c.runs.len());
+        let p = &c.predicted;
+        if c.answered() == 0 {
             let _ = writeln!(
                 t,
-                "| {} | — | {} | n/a (nothing answered) | {:.3} | — | — | — | {:.3} | — | — | {} |",
-                r.name,
+                "| {:.2} | {} | {kept} | — | {} | n/a (nothing answered) | {:.3} | — | — | — | {:.3} | — | — | {} |",
+                c.load,
+                c.name,
                 p.raw.show(3),
                 p.end_to_end,
                 p.agent_side.mean,
@@ -182,12 +187,12 @@ pub fn table(rows: &[LiveRow]) -> String {
             );
             continue;
         }
-        let measured = r.metrics.latency_ms;
-        let agent = r.agent_ms[0] + r.agent_ms[1];
+        let (measured, agent) = measured(c);
         let _ = writeln!(
             t,
-            "| {} | {measured:.3} | {} | {:.2} | {:.3} | {:.2} | {} | {agent:.3} | {:.3} | {:.2} | {} | {} |",
-            r.name,
+            "| {:.2} | {} | {kept} | {measured:.3} | {} | {:.2} | {:.3} | {:.2} | {} | {agent:.3} | {:.3} | {:.2} | {} | {} |",
+            c.load,
+            c.name,
             p.raw.show(3),
             measured / p.raw.mean,
             p.end_to_end,
@@ -202,6 +207,14 @@ pub fn table(rows: &[LiveRow]) -> String {
     t
 }
 
+/// Measured end-to-end and agent-side (queue + compute) means of a cell, over its runs.
+fn measured(c: &LiveCell) -> (f64, f64) {
+    (
+        c.mean(|r| r.latency_ms[0]).mean,
+        c.mean(|r| r.agent_ms[0] + r.agent_ms[1]).mean,
+    )
+}
+
 /// Shares per agent as the live table prints them (`#1 67%, #2 23%`).
 fn shares(shares: &[f64]) -> String {
     shares
@@ -212,48 +225,89 @@ fn shares(shares: &[f64]) -> String {
         .join(", ")
 }
 
-/// The verdict under the table: targets met per router, and whether the twin ranks the routers
-/// as the live runs do.
-pub fn verdict(rows: &[LiveRow]) -> String {
-    let answered: Vec<&LiveRow> = rows.iter().filter(|r| r.answered > 0).collect();
+/// Kendall's tau pooled over loads: the routers are ranked within each load only, and the
+/// concordant and discordant pairs of all loads are summed (tau-b's denominator summed the
+/// same way). `groups` holds, per load, the (measured, predicted) pairs of its routers.
+pub fn pooled_tau(groups: &[Vec<(f64, f64)>]) -> f64 {
+    let (mut s, mut da, mut db) = (0.0f64, 0.0f64, 0.0f64);
+    for g in groups {
+        for i in 0..g.len() {
+            for j in i + 1..g.len() {
+                let (x, y) = ((g[i].0 - g[j].0).signum(), (g[i].1 - g[j].1).signum());
+                let (tie_a, tie_b) = (g[i].0 == g[j].0, g[i].1 == g[j].1);
+                if !tie_a && !tie_b {
+                    s += x * y;
+                }
+                da += f64::from(u8::from(!tie_a));
+                db += f64::from(u8::from(!tie_b));
+            }
+        }
+    }
+    if da == 0.0 || db == 0.0 {
+        0.0
+    } else {
+        s / (da * db).sqrt()
+    }
+}
+
+/// The verdict under the table: targets met per (router, load), and whether the twin ranks
+/// the routers as the live runs do at each load and over all loads.
+pub fn verdict(cells: &[LiveCell]) -> String {
+    let answered: Vec<&LiveCell> = cells.iter().filter(|c| c.answered() > 0).collect();
     if answered.is_empty() {
         return "No router answered live, so the twin cannot be checked.\n".into();
     }
-    let e2e_ok = answered
+    // an overloaded live run loses what its drain does not answer and averages the rest, while
+    // the twin's queue keeps growing: their means are not comparable, only the order is
+    let stable: Vec<&&LiveCell> = answered
         .iter()
-        .filter(|r| {
-            within(
-                r.metrics.latency_ms,
-                r.predicted.end_to_end,
-                END_TO_END_TOLERANCE,
-            ) == "yes"
-        })
+        .filter(|c| c.kept_up() == c.runs.len())
+        .collect();
+    let e2e_ok = stable
+        .iter()
+        .filter(|c| within(measured(c).0, c.predicted.end_to_end, END_TO_END_TOLERANCE) == "yes")
         .count();
-    let agent_ok = answered
+    let agent_ok = stable
         .iter()
-        .filter(|r| {
+        .filter(|c| {
             within(
-                r.agent_ms[0] + r.agent_ms[1],
-                r.predicted.agent_side.mean,
+                measured(c).1,
+                c.predicted.agent_side.mean,
                 AGENT_SIDE_TOLERANCE,
             ) == "yes"
         })
         .count();
-    let live: Vec<f64> = answered.iter().map(|r| r.metrics.latency_ms).collect();
-    let calibrated: Vec<f64> = answered.iter().map(|r| r.predicted.end_to_end).collect();
-    let raw: Vec<f64> = answered.iter().map(|r| r.predicted.raw.mean).collect();
+    let mut loads: Vec<f64> = answered.iter().map(|c| c.load).collect();
+    loads.dedup();
+    let group = |load: f64, raw: bool| -> Vec<(f64, f64)> {
+        answered
+            .iter()
+            .filter(|c| c.load == load)
+            .map(|c| {
+                let p = if raw {
+                    c.predicted.raw.mean
+                } else {
+                    c.predicted.end_to_end
+                };
+                (measured(c).0, p)
+            })
+            .collect()
+    };
+    let per_load = loads
+        .iter()
+        .map(|&l| format!("{:.2} at load {l:.2}", pooled_tau(&[group(l, false)])))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let calibrated: Vec<_> = loads.iter().map(|&l| group(l, false)).collect();
+    let raw: Vec<_> = loads.iter().map(|&l| group(l, true)).collect();
     format!(
-        "Calibrated, the twin's end-to-end mean is within ±{:.0} % of the live one for {e2e_ok} of {n} routers and its agent-side mean within ±{:.0} % for {agent_ok} of {n}. Ranking the routers by mean latency, Kendall's tau between live and twin is {:.2} calibrated and {:.2} raw (target ≥ 0.8; over the {n} routers at this one load, so one swapped pair moves it by {:.2}).\n",
+        "Calibrated, the twin's end-to-end mean is within ±{:.0} % of the live one (mean of the runs) for {e2e_ok} of the {n} (router, load) cells whose live runs all kept up, and its agent-side mean within ±{:.0} % for {agent_ok} of {n} (a cell that did not keep up is not judged: live loses what the drain does not answer and averages the rest, while the twin's queue keeps growing). Ranking the routers by mean latency within each load, Kendall's tau between live and twin is {:.2} calibrated and {:.2} raw over the {} loads (target ≥ 0.8), per load: {per_load}.\n",
         100.0 * END_TO_END_TOLERANCE,
         100.0 * AGENT_SIDE_TOLERANCE,
-        kendall_tau(&live, &calibrated),
-        kendall_tau(&live, &raw),
-        if answered.len() > 1 {
-            4.0 / (answered.len() * (answered.len() - 1)) as f64
-        } else {
-            0.0
-        },
-        n = answered.len(),
+        pooled_tau(&calibrated),
+        pooled_tau(&raw),
+        loads.len(),
+        n = stable.len(),
     )
 }
 
@@ -261,15 +315,29 @@ pub fn verdict(rows: &[LiveRow]) -> String {
 mod tests {
     use super::*;
 
+    fn tau(a: &[f64], b: &[f64]) -> f64 {
+        pooled_tau(&[a.iter().copied().zip(b.iter().copied()).collect()])
+    }
+
     #[test]
     fn kendall_tau_is_one_for_the_same_order_and_minus_one_for_the_reverse() {
         let a = [1.0, 2.0, 3.0, 4.0];
-        assert!((kendall_tau(&a, &[10.0, 20.0, 30.0, 40.0]) - 1.0).abs() < 1e-12);
-        assert!((kendall_tau(&a, &[4.0, 3.0, 2.0, 1.0]) + 1.0).abs() < 1e-12);
+        assert!((tau(&a, &[10.0, 20.0, 30.0, 40.0]) - 1.0).abs() < 1e-12);
+        assert!((tau(&a, &[4.0, 3.0, 2.0, 1.0]) + 1.0).abs() < 1e-12);
         // one swapped pair of six: (5 − 1) / 6
-        assert!((kendall_tau(&a, &[1.0, 3.0, 2.0, 4.0]) - 4.0 / 6.0).abs() < 1e-12);
-        assert_eq!(kendall_tau(&a, &[1.0, 1.0, 1.0, 1.0]), 0.0);
-        assert_eq!(kendall_tau(&[1.0], &[2.0]), 0.0);
+        assert!((tau(&a, &[1.0, 3.0, 2.0, 4.0]) - 4.0 / 6.0).abs() < 1e-12);
+        assert_eq!(tau(&a, &[1.0, 1.0, 1.0, 1.0]), 0.0);
+        assert_eq!(tau(&[1.0], &[2.0]), 0.0);
+    }
+
+    #[test]
+    fn pooled_tau_ranks_within_each_load_only() {
+        // across loads the latencies differ by orders of magnitude; that must not count
+        let low = vec![(1.0, 1.1), (2.0, 2.2), (3.0, 3.3)];
+        let high = vec![(100.0, 5.0), (200.0, 6.0), (300.0, 4.0)];
+        // low: 3 concordant; high: 1 concordant, 2 discordant -> (3 + 1 - 2) / 6
+        assert!((pooled_tau(&[low.clone(), high]) - 2.0 / 6.0).abs() < 1e-12);
+        assert!((pooled_tau(&[low.clone(), low]) - 1.0).abs() < 1e-12);
     }
 
     #[test]

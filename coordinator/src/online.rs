@@ -271,11 +271,14 @@ mod tests {
             max_batch: 8,
             slowdown: 1.0,
             version: 0,
+            arrival_rate_per_s: 0.0,
             widths: vec![WidthOption {
                 width: 0.5,
                 top1: 0.9,
                 flops: 1000,
                 recent_latency_ms: None,
+                queue_depth: 0,
+                oldest_wait_ms: 0.0,
                 batches: vec![BatchOption {
                     batch: 1,
                     latency_ms,

@@ -13,7 +13,7 @@ use slim_protocol::{
 };
 
 use crate::answered::{Answered, AnsweredBy};
-use slim_router::{BatchOption, DeviceView, Observation, WidthOption};
+use slim_router::{ArrivalRate, BatchOption, DeviceView, Observation, WidthOption};
 
 /// A request placed on an agent and not yet answered.
 #[derive(Debug, Clone)]
@@ -111,6 +111,11 @@ pub struct ClusterState {
     /// The last [`DeviceView::version`] given out: every built or updated device view gets the
     /// next one, so a router can rescore only the devices that changed since its last request.
     last_version: u64,
+    /// Each model's recent arrival rate (new requests routed, not re-placements), for
+    /// [`DeviceView::arrival_rate_per_s`]; only models some agent announced are counted.
+    arrivals: HashMap<String, ArrivalRate>,
+    /// The zero of the arrival clock (the first arrival).
+    arrival_origin: Option<Instant>,
 }
 
 /// The cached [`Observation`] of one model.
@@ -139,7 +144,38 @@ impl ClusterState {
             hasher: RandomState::new(),
             views: HashMap::new(),
             last_version: 0,
+            arrivals: HashMap::new(),
+            arrival_origin: None,
         }
+    }
+
+    /// Counts a new request for `model` (one an agent announced) arriving at `now`, for its
+    /// arrival rate; when the published rate changes, every cached device view of the model
+    /// takes it (and a new version).
+    pub fn note_arrival(&mut self, model: &str, now: Instant) {
+        let origin = *self.arrival_origin.get_or_insert(now);
+        let now_ms = now.saturating_duration_since(origin).as_secs_f64() * 1000.0;
+        if !self.arrivals.contains_key(model) {
+            self.arrivals.insert(model.to_string(), ArrivalRate::new());
+        }
+        let rate = self.arrivals.get_mut(model).expect("inserted above");
+        if !rate.arrive(now_ms) {
+            return;
+        }
+        let rate = rate.rate_per_s();
+        if let Some(view) = self.views.get_mut(model) {
+            for device in &mut view.observation.devices {
+                device.arrival_rate_per_s = rate;
+                device.version = next_version(&mut self.last_version);
+            }
+        }
+    }
+
+    /// `model`'s published arrival rate, requests/s (0 before any estimate).
+    pub fn arrival_rate_per_s(&self, model: &str) -> f32 {
+        self.arrivals
+            .get(model)
+            .map_or(0.0, ArrivalRate::rate_per_s)
     }
 
     /// The agent holding `key` in its ledger, with the ledger entry.
@@ -395,6 +431,7 @@ impl ClusterState {
     }
 
     fn build_view(&self, model: &str) -> ModelView {
+        let arrival_rate = self.arrival_rate_per_s(model);
         let mut ids = Vec::new();
         let devices: Vec<DeviceView> = self
             .agents
@@ -403,7 +440,9 @@ impl ClusterState {
             .filter_map(|a| {
                 let m = a.info.models.iter().find(|m| m.name == model)?;
                 ids.push(a.info.agent.clone());
-                Some(device_view(a, m, model))
+                let mut view = device_view(a, m, model);
+                view.arrival_rate_per_s = arrival_rate;
+                Some(view)
             })
             .collect();
         let index = ids
@@ -481,6 +520,8 @@ fn device_view(a: &AgentEntry, m: &ModelInfo, model: &str) -> DeviceView {
         slowdown: a.info.emulation.as_ref().map(|e| e.slowdown).unwrap_or(1.0),
         // Stamped by `ClusterState::observation` when the view is cached.
         version: 0,
+        // Set by `ClusterState::build_view` and `ClusterState::note_arrival`.
+        arrival_rate_per_s: 0.0,
         widths: m
             .widths
             .iter()
@@ -489,6 +530,8 @@ fn device_view(a: &AgentEntry, m: &ModelInfo, model: &str) -> DeviceView {
                 top1: w.top1,
                 flops: w.flops,
                 recent_latency_ms: None,
+                queue_depth: 0,
+                oldest_wait_ms: 0.0,
                 batches: profile_batches(&a.info, model, w.width),
             })
             .collect(),
@@ -518,6 +561,16 @@ fn update_dynamic(view: &mut DeviceView, a: &AgentEntry, model: &str) {
         })
         .unwrap_or(0);
     view.power_w = t.map(|t| t.power_w).unwrap_or(0.0);
+    // Per (model, width): the agent's queue at its last report (none listed: nothing waits).
+    for w in &mut view.widths {
+        let queue = t.and_then(|t| {
+            t.queues
+                .iter()
+                .find(|q| q.model == model && WidthKey::same(q.width, w.width))
+        });
+        w.queue_depth = queue.map_or(0, |q| q.depth);
+        w.oldest_wait_ms = queue.map_or(0.0, |q| q.oldest_wait_ms.max(0.0));
+    }
     if !a.latency_ms.is_empty() {
         for w in &mut view.widths {
             w.recent_latency_ms = a
@@ -551,7 +604,7 @@ fn profile_batches(info: &AgentInfo, model: &str, width: f32) -> Vec<BatchOption
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use slim_protocol::{DeviceInfo, Tensor, WidthInfo, PROTOCOL_VERSION};
+    use slim_protocol::{DeviceInfo, QueueStat, Tensor, WidthInfo, PROTOCOL_VERSION};
 
     /// An online agent serving digits at width 0.5.
     pub(crate) fn agent_info(agent: &str) -> AgentInfo {
@@ -780,6 +833,80 @@ pub(crate) mod tests {
         assert_eq!(obs.devices[1].outstanding, 1);
         assert_eq!(obs.devices[1].mem_free_bytes, 2);
         assert!(s.observation("other").0.devices.is_empty());
+    }
+
+    #[test]
+    fn the_observation_carries_each_widths_queue_and_timer_from_telemetry() {
+        let t0 = Instant::now();
+        let mut s = ClusterState::default();
+        let mut wider = info("a", true, 1);
+        let full = WidthInfo {
+            width: 1.0,
+            ..wider.models[0].widths[0].clone()
+        };
+        wider.models[0].widths.push(full);
+        s.on_status(wider, t0);
+        let queue = |model: &str, width: f32, depth: u32, oldest_wait_ms: f32| QueueStat {
+            model: model.into(),
+            width,
+            depth,
+            oldest_wait_ms,
+            instances: 1,
+        };
+        let mut t = telemetry("a", &[]);
+        t.queues = vec![queue("digits", 1.0, 6, 12.5), queue("other", 0.5, 9, 99.0)];
+        s.on_telemetry(t, t0);
+        let widths = |s: &mut ClusterState| -> Vec<(f32, u32, f32)> {
+            s.observation("digits").0.devices[0]
+                .widths
+                .iter()
+                .map(|w| (w.width, w.queue_depth, w.oldest_wait_ms))
+                .collect()
+        };
+        assert_eq!(widths(&mut s), vec![(0.5, 0, 0.0), (1.0, 6, 12.5)]);
+        // The next report replaces them, in the cached view too.
+        let mut t = telemetry("a", &[]);
+        t.seq = 2;
+        t.queues = vec![queue("digits", 0.5, 2, 3.0)];
+        s.on_telemetry(t, t0 + Duration::from_millis(100));
+        assert_eq!(widths(&mut s), vec![(0.5, 2, 3.0), (1.0, 0, 0.0)]);
+    }
+
+    #[test]
+    fn the_observation_carries_the_models_arrival_rate_and_restamps_when_it_moves() {
+        let t0 = Instant::now();
+        let mut s = ClusterState::default();
+        s.on_status(info("a", true, 1), t0);
+        s.on_status(info("b", true, 1), t0);
+        let seen = |s: &mut ClusterState| -> Vec<(f32, u64)> {
+            let devices = &s.observation("digits").0.devices;
+            devices
+                .iter()
+                .map(|d| (d.arrival_rate_per_s, d.version))
+                .collect()
+        };
+        let before = seen(&mut s);
+        assert!(before.iter().all(|(rate, _)| *rate == 0.0));
+        // 100 requests/s: one every 10 ms.
+        for i in 0..=64u64 {
+            s.note_arrival("digits", t0 + Duration::from_millis(10 * i));
+        }
+        let after = seen(&mut s);
+        for ((rate, version), (_, old)) in after.iter().zip(&before) {
+            assert!((rate - 100.0).abs() < 0.5, "{rate}");
+            assert!(version > old, "a new rate is a new version");
+        }
+        assert_eq!(s.arrival_rate_per_s("digits"), after[0].0);
+        assert_eq!(s.arrival_rate_per_s("other"), 0.0);
+        // A view built afterwards starts with the rate.
+        s.on_status(info("c", true, 1), t0);
+        assert!(seen(&mut s).iter().all(|(rate, _)| *rate == after[0].0));
+        // The same rate again publishes nothing: the versions stay.
+        let steady = seen(&mut s);
+        for i in 65..=128u64 {
+            s.note_arrival("digits", t0 + Duration::from_millis(10 * i));
+        }
+        assert_eq!(seen(&mut s), steady);
     }
 
     #[test]

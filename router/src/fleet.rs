@@ -313,6 +313,8 @@ pub fn width_options(
                 top1: w.top1,
                 flops: w.flops,
                 recent_latency_ms: None,
+                queue_depth: 0,
+                oldest_wait_ms: 0.0,
                 batches,
             })
         })

@@ -39,6 +39,20 @@ pub struct WidthOption {
     /// The batch sizes this device offers at this width and what each costs, ascending by batch.
     /// Empty when the device has no profile: routers then fall back to their configured batch size.
     pub batches: Vec<BatchOption>,
+    /// Requests of the requested model waiting at this width on this device: the agent's
+    /// `QueueStat::depth` for this (model, width) at its last telemetry (0 when it lists no such
+    /// queue); the simulator's queue length, exact or as of the latest report when it models a
+    /// telemetry interval.
+    pub queue_depth: u32,
+    /// How long the oldest request waiting at this width has waited, ms (0 when none waits): the
+    /// batching timer's state. The agents' batcher starts a batch when it is full or its oldest
+    /// request has waited the maximum queue delay, on a free instance; with the default delay of
+    /// 0 it is work-conserving, so a request waits only while every instance is busy and this age
+    /// says how long the queue has been blocked (with a delay set, also how far its timer has
+    /// run). The coordinator reads `QueueStat::oldest_wait_ms` from the last telemetry (as of
+    /// that report, not aged since: telemetry does not say whether the head was dispatched in
+    /// between); the simulator knows it (or takes it as of the latest report).
+    pub oldest_wait_ms: f32,
 }
 
 impl WidthOption {
@@ -84,6 +98,11 @@ pub struct DeviceView {
     pub slowdown: f32,
     /// The requested model's widths on this device, ascending.
     pub widths: Vec<WidthOption>,
+    /// Recent arrival rate of the requested model at the router, requests/s: an
+    /// [`ArrivalRate`] estimate (the same on every device of one observation). The coordinator
+    /// counts the new requests it routes (not re-placements); the simulator counts its arrivals
+    /// with the same estimator, in simulated time.
+    pub arrival_rate_per_s: f32,
     /// Change stamp, for routers that cache per-device scores between requests
     /// (docs/router.md, "Per-decision cost"). A producer that keeps views between requests
     /// gives a device a new stamp, never used before by that producer, whenever anything in
@@ -91,6 +110,84 @@ pub struct DeviceView {
     /// devices whose stamp differs from the one they scored. `0` means not tracked: the device
     /// is rescored on every request (the simulator and hand-built observations use it).
     pub version: u64,
+}
+
+/// Arrivals counted per update of an [`ArrivalRate`] (an update also happens after
+/// [`ARRIVAL_MAX_WINDOW_MS`] with fewer).
+pub const ARRIVAL_UPDATE_COUNT: u32 = 32;
+/// Longest an [`ArrivalRate`] counts before it updates, ms.
+pub const ARRIVAL_MAX_WINDOW_MS: f64 = 1000.0;
+/// Relative change of the estimate below which an [`ArrivalRate`] keeps publishing the old
+/// value, so that device views (and cached scores) change only when the rate really moves.
+pub const ARRIVAL_PUBLISH_CHANGE: f32 = 0.1;
+
+/// A model's recent arrival rate, estimated the same way by the coordinator and the simulator.
+///
+/// Arrivals are counted from the last update; after [`ARRIVAL_UPDATE_COUNT`] of them, or at the
+/// first arrival [`ARRIVAL_MAX_WINDOW_MS`] or more after it, the count over the time since
+/// becomes the new sample, averaged with the estimate before (weight 1/2 each; the first sample
+/// is taken as is). Counting arrivals rather than a fixed window keeps the estimate scale-free:
+/// a simulated run of a few milliseconds and a live cluster at 5 requests/s both update it. The
+/// published rate follows the estimate only when they differ by more than
+/// [`ARRIVAL_PUBLISH_CHANGE`] (relative), so a steady stream does not invalidate the router's
+/// per-device score cache on every request.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ArrivalRate {
+    since_ms: Option<f64>,
+    count: u32,
+    estimate_per_s: Option<f64>,
+    published_per_s: f32,
+}
+
+impl Default for ArrivalRate {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ArrivalRate {
+    /// No arrival seen: rate 0.
+    pub fn new() -> Self {
+        Self {
+            since_ms: None,
+            count: 0,
+            estimate_per_s: None,
+            published_per_s: 0.0,
+        }
+    }
+
+    /// Counts an arrival at `now_ms` (a clock that never goes back); true when the published
+    /// rate changed.
+    pub fn arrive(&mut self, now_ms: f64) -> bool {
+        let Some(since) = self.since_ms else {
+            self.since_ms = Some(now_ms);
+            return false;
+        };
+        self.count += 1;
+        let elapsed = now_ms - since;
+        if self.count < ARRIVAL_UPDATE_COUNT && elapsed < ARRIVAL_MAX_WINDOW_MS {
+            return false;
+        }
+        let sample = f64::from(self.count) * 1000.0 / elapsed.max(1e-6);
+        let estimate = self
+            .estimate_per_s
+            .map_or(sample, |e| 0.5 * e + 0.5 * sample);
+        self.estimate_per_s = Some(estimate);
+        self.since_ms = Some(now_ms);
+        self.count = 0;
+        let published = f64::from(self.published_per_s);
+        let moved = published <= 0.0
+            || (estimate / published - 1.0).abs() > f64::from(ARRIVAL_PUBLISH_CHANGE);
+        if moved {
+            self.published_per_s = estimate as f32;
+        }
+        moved
+    }
+
+    /// The published rate, requests/s (0 before the first update).
+    pub fn rate_per_s(&self) -> f32 {
+        self.published_per_s
+    }
 }
 
 /// The cluster as seen for one request.
@@ -198,6 +295,7 @@ pub(crate) mod tests {
             max_batch: 32,
             slowdown: 1.0,
             version: 0,
+            arrival_rate_per_s: 0.0,
             widths: [(0.25, 0.90), (0.5, 0.95), (1.0, 0.99)]
                 .into_iter()
                 .map(|(width, top1)| WidthOption {
@@ -205,6 +303,8 @@ pub(crate) mod tests {
                     top1,
                     flops: (width * width * 1e6) as u64,
                     recent_latency_ms: None,
+                    queue_depth: 0,
+                    oldest_wait_ms: 0.0,
                     batches: [1u16, 4, 16]
                         .into_iter()
                         .map(|batch| BatchOption {
@@ -243,6 +343,39 @@ pub(crate) mod tests {
                 .map(|w| w.width)
                 .collect::<Vec<_>>(),
             vec![0.5, 1.0]
+        );
+    }
+
+    #[test]
+    fn the_arrival_rate_tracks_a_steady_stream_and_publishes_only_real_changes() {
+        let mut rate = ArrivalRate::new();
+        assert_eq!(rate.rate_per_s(), 0.0);
+        // 2000 requests/s, one every 0.5 ms: an update every 32 arrivals.
+        let mut changes = 0;
+        for i in 0..1000 {
+            changes += usize::from(rate.arrive(f64::from(i) * 0.5));
+        }
+        assert!(
+            (rate.rate_per_s() - 2000.0).abs() < 1.0,
+            "{}",
+            rate.rate_per_s()
+        );
+        assert_eq!(changes, 1, "a steady rate is published once");
+        // Four times faster: the estimate follows within a few updates.
+        let start = 500.0;
+        for i in 0..200 {
+            rate.arrive(start + f64::from(i) * 0.125);
+        }
+        assert!(rate.rate_per_s() > 7000.0, "{}", rate.rate_per_s());
+        // A slow stream updates after the longest window: 5 requests/s.
+        let mut slow = ArrivalRate::new();
+        for i in 0..20 {
+            slow.arrive(f64::from(i) * 200.0);
+        }
+        assert!(
+            (slow.rate_per_s() - 5.0).abs() < 0.01,
+            "{}",
+            slow.rate_per_s()
         );
     }
 

@@ -59,6 +59,8 @@ impl Core {
             }
             None => return self.refuse_unknown_model(&valid),
         }
+        // A new request of an announced model: its arrival rate is part of what routers see.
+        self.cluster.note_arrival(&valid.request.model, now);
         self.held.0 += 1;
         self.held.1 += request_bytes(&valid.request);
         self.place(valid, 0, now);

@@ -164,7 +164,8 @@ impl Checkpoint {
             serde_json::from_str(meta_json).map_err(|e| invalid(e.to_string()))?;
         if meta.observation_schema_version != OBSERVATION_SCHEMA_VERSION {
             return Err(invalid(format!(
-                "observation schema {} but this build uses {}",
+                "observation schema {} but this build uses {} (the policy's features changed; \
+                 retrain it with `slim train`)",
                 meta.observation_schema_version, OBSERVATION_SCHEMA_VERSION
             )));
         }
@@ -256,6 +257,33 @@ pub(crate) mod tests {
         assert!(Checkpoint::load(&dir.path().join("junk")).is_err());
         // Only the checkpoint and the junk file: the temporary file was renamed away.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+    }
+
+    #[test]
+    fn a_checkpoint_of_another_observation_schema_is_refused_with_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.safetensors");
+        let mut checkpoint = Checkpoint {
+            weights: PolicyWeights::init(8, &mut StdRng::seed_from_u64(7)),
+            meta: meta(),
+        };
+        checkpoint.meta.observation_schema_version = OBSERVATION_SCHEMA_VERSION - 1;
+        checkpoint.save(&path).unwrap();
+        let error = Checkpoint::load(&path).unwrap_err().to_string();
+        let want = format!(
+            "observation schema {} but this build uses {}",
+            OBSERVATION_SCHEMA_VERSION - 1,
+            OBSERVATION_SCHEMA_VERSION
+        );
+        assert!(
+            error.contains(&want) && error.contains("retrain"),
+            "{error}"
+        );
+        let settings = crate::RouterSettings {
+            policy: Some(path),
+            ..Default::default()
+        };
+        assert!(crate::build_router(crate::RouterKind::Ppo, &settings).is_err());
     }
 
     #[test]

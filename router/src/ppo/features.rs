@@ -10,9 +10,9 @@ use crate::baselines::expected_outcome;
 use crate::{batch_fits, eligible_widths, DeviceView, Observation, Route, RouteRequest, Scales};
 
 /// Version of the feature layout below; a checkpoint records it and refuses another.
-pub const OBSERVATION_SCHEMA_VERSION: u32 = 2;
+pub const OBSERVATION_SCHEMA_VERSION: u32 = 3;
 /// Features per candidate.
-pub const FEATURES: usize = 19;
+pub const FEATURES: usize = 22;
 /// Index of the first of the linear cost features (expected finish time / L and energy / E,
 /// both divided by [`COST_FEATURE_SCALE`] and clipped, then the expected deadline miss): with
 /// feature 8 (accuracy lost / 10) they are the greedy heuristic's cost terms, so a linear map of
@@ -20,6 +20,12 @@ pub const FEATURES: usize = 19;
 pub const COST_FEATURES: usize = 16;
 /// Index of the accuracy feature, `(1 - top1) * 10`.
 pub const ACCURACY_FEATURE: usize = 8;
+/// Index of the first of the queue features added in schema version 3 (after the cost
+/// features, which keep their indices): requests waiting at the candidate's (model, width) per
+/// batch of the candidate's size, the age of the oldest of them in reference latencies (the
+/// batching timer), and the model's arrival rate against what the device serves at the
+/// candidate's cost. The greedy prior gives them zero weight.
+pub const QUEUE_FEATURES: usize = 19;
 /// Divisor of the linear finish-time and energy features.
 pub const COST_FEATURE_SCALE: f32 = 100.0;
 /// Largest finish time (in reference latencies) and energy (in reference energies) the linear
@@ -37,6 +43,13 @@ pub struct Candidates {
 
 fn squash(x: f32, div: f32) -> f32 {
     x.max(0.0).ln_1p() / div
+}
+
+/// The share of `device`'s instances the requested model's whole arrival stream would keep busy
+/// at `per_request_ms` of compute per request: its arrival rate over the device's service rate
+/// at this candidate's cost (1 = just saturated), so the same on any scale of fleet or model.
+fn offered_load(device: &DeviceView, per_request_ms: f32, instances: f32) -> f32 {
+    device.arrival_rate_per_s * per_request_ms / 1000.0 / instances
 }
 
 impl Candidates {
@@ -113,6 +126,9 @@ impl Candidates {
                     (expected.latency_ms / ls).min(COST_FEATURE_CLIP) / COST_FEATURE_SCALE,
                     (expected.energy_mj / es).min(COST_FEATURE_CLIP) / COST_FEATURE_SCALE,
                     f32::from(u8::from(expected.deadline_met == Some(false))),
+                    squash(width.queue_depth as f32 / f32::from(option.batch), 2.0),
+                    squash(width.oldest_wait_ms / ls, 2.0),
+                    squash(offered_load(device, per_request, instances), 1.0),
                 ]);
                 self.routes.push(Route {
                     device: i,
@@ -156,5 +172,78 @@ mod tests {
         );
         assert_eq!(c.routes.iter().filter(|r| r.device == 2).count(), 2 * 3);
         assert!(c.features.iter().all(|f| f.is_finite()));
+    }
+
+    /// The features of `device`'s candidates for a plain request, one row per candidate.
+    fn rows(device: &DeviceView) -> (Vec<Route>, Vec<Vec<f32>>) {
+        let obs = Observation {
+            devices: vec![device.clone()],
+        };
+        let mut c = Candidates::default();
+        c.fill(&obs, &RouteRequest::default());
+        let rows = c.features.chunks(FEATURES).map(<[f32]>::to_vec).collect();
+        (c.routes, rows)
+    }
+
+    #[test]
+    fn the_queue_features_are_zero_when_idle_and_grow_with_the_queue_age_and_rate() {
+        let idle = device("a", 0);
+        let (_, base) = rows(&idle);
+        assert!(base
+            .iter()
+            .all(|r| r[QUEUE_FEATURES..].iter().all(|&f| f == 0.0)));
+        let mut busy = idle.clone();
+        busy.widths[1].queue_depth = 8;
+        busy.widths[1].oldest_wait_ms = 50.0;
+        busy.arrival_rate_per_s = 500.0;
+        let (routes, loaded) = rows(&busy);
+        for ((route, a), b) in routes.iter().zip(&base).zip(&loaded) {
+            assert_eq!(a[..QUEUE_FEATURES], b[..QUEUE_FEATURES], "{route:?}");
+            assert!(b.iter().all(|f| f.is_finite()));
+            let at_queue = route.width == 0.5;
+            assert_eq!(b[QUEUE_FEATURES] > 0.0, at_queue, "{route:?}");
+            assert_eq!(b[QUEUE_FEATURES + 1] > 0.0, at_queue, "{route:?}");
+            assert!(b[QUEUE_FEATURES + 2] > 0.0, "{route:?}");
+        }
+        // Depth is per batch of the candidate's size: a batch of 16 sees half a batch queued.
+        let depth = |batch: u16| {
+            let k = routes
+                .iter()
+                .position(|r| r.width == 0.5 && r.batch_size == batch)
+                .unwrap();
+            loaded[k][QUEUE_FEATURES]
+        };
+        assert!(depth(1) > depth(4) && depth(4) > depth(16));
+        assert!((depth(16) - 1.5f32.ln() / 2.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn the_queue_features_are_relative_so_scaling_time_changes_nothing() {
+        // The same device 10x faster, with queues 10x younger and arrivals 10x more frequent.
+        let mut slow = device("a", 3);
+        slow.widths[2].queue_depth = 5;
+        slow.widths[2].oldest_wait_ms = 40.0;
+        slow.arrival_rate_per_s = 100.0;
+        slow.backlog_ms = 30.0;
+        let mut fast = slow.clone();
+        fast.arrival_rate_per_s *= 10.0;
+        fast.backlog_ms /= 10.0;
+        for w in &mut fast.widths {
+            w.oldest_wait_ms /= 10.0;
+            for b in &mut w.batches {
+                b.latency_ms /= 10.0;
+            }
+        }
+        let ((_, a), (_, b)) = (rows(&slow), rows(&fast));
+        for (x, y) in a.iter().zip(&b) {
+            for f in QUEUE_FEATURES..FEATURES {
+                assert!(
+                    (x[f] - y[f]).abs() < 1e-5,
+                    "feature {f}: {} vs {}",
+                    x[f],
+                    y[f]
+                );
+            }
+        }
     }
 }

@@ -406,6 +406,27 @@ mod tests {
     }
 
     #[test]
+    fn the_greedy_prior_ignores_the_queue_features() {
+        use crate::ppo::features::QUEUE_FEATURES;
+        let mut rng = StdRng::seed_from_u64(4);
+        let mut weights = PolicyWeights::init(8, &mut rng);
+        weights.greedy_prior(&crate::reward::RewardPreset::Balanced.weights(), 20.0);
+        assert!(weights.layers[6].weight[QUEUE_FEATURES..]
+            .iter()
+            .all(|&w| w == 0.0));
+        let n = 6;
+        let features: Vec<f32> = (0..n * FEATURES).map(|_| rng.gen_range(0.0..1.0)).collect();
+        let mut moved = features.clone();
+        for row in moved.chunks_mut(FEATURES) {
+            row[QUEUE_FEATURES..].iter_mut().for_each(|f| *f += 3.0);
+        }
+        let (mut a, mut b, mut scratch) = (Vec::new(), Vec::new(), Scratch::default());
+        weights.logits(&features, n, &mut a, &mut scratch);
+        weights.logits(&moved, n, &mut b, &mut scratch);
+        assert_eq!(a, b, "the prior's logits are greedy's cost alone");
+    }
+
+    #[test]
     fn the_blocked_forward_pass_is_bit_identical_to_one_candidate_at_a_time() {
         let mut rng = StdRng::seed_from_u64(11);
         let mut weights = PolicyWeights::init(32, &mut rng);

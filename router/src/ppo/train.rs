@@ -100,6 +100,19 @@ impl Rollout {
     fn len(&self) -> usize {
         self.actions.len()
     }
+
+    /// Decision `i` as an update sees it, with its advantage and value target.
+    fn sample(&self, i: usize, adv: f32, ret: f32) -> Sample<'_> {
+        let k = self.k;
+        Sample {
+            features: &self.features[i * k * FEATURES..(i * k + self.counts[i]) * FEATURES],
+            action: self.actions[i],
+            logp: self.logps[i],
+            value: self.values[i],
+            ret,
+            adv,
+        }
+    }
 }
 
 /// Largest number of candidates one decision can have on `fleet`.
@@ -235,72 +248,22 @@ pub fn train(
         (cost, policy.clone())
     });
     let net = CandleNet::new(&policy)?;
-    let mut optimizer = AdamW::new(
-        net.all_vars(),
-        ParamsAdamW {
-            lr: config.learning_rate,
-            eps: 1e-5,
-            weight_decay: 0.0,
-            ..Default::default()
-        },
-    )?;
+    let mut optimizer = adam(&net, config.learning_rate)?;
     let mut history = Vec::with_capacity(iterations);
-    let mut steps = 0;
-    let mut episode = 0u64;
+    let (mut steps, mut episode) = (0, 0u64);
     for iteration in 1..=iterations {
-        let learning_rate = if config.anneal_lr {
-            config.learning_rate * (1.0 - (iteration - 1) as f64 / iterations as f64)
-        } else {
-            config.learning_rate
-        };
+        let learning_rate = learning_rate_at(config, iteration, iterations);
         optimizer.set_learning_rate(learning_rate);
         let rollout = collect(fleet, config, weights, &policy, &mut rng, &mut episode);
         steps += rollout.len();
-        let (adv, returns) = advantages(&rollout, config);
-        let n = rollout.len();
-        let k = rollout.k;
         let mut stats = IterationStats {
             iteration,
             iterations,
             steps,
-            mean_cost: rollout.costs.iter().sum::<f32>() / n.max(1) as f32,
             learning_rate,
-            explained_variance: explained_variance(&rollout.values, &returns),
             ..Default::default()
         };
-        let mut order: Vec<usize> = (0..n).collect();
-        let mb = config.minibatch_size.min(n).max(1);
-        let params = LossParams::from(config);
-        let (mut kls, mut clips, mut batches) = (0.0f32, 0.0f32, 0usize);
-        'epochs: for _ in 0..config.update_epochs {
-            order.shuffle(&mut rng);
-            for chunk in order.chunks(mb) {
-                let samples: Vec<Sample<'_>> = chunk
-                    .iter()
-                    .map(|&i| Sample {
-                        features: &rollout.features
-                            [i * k * FEATURES..(i * k + rollout.counts[i]) * FEATURES],
-                        action: rollout.actions[i],
-                        logp: rollout.logps[i],
-                        value: rollout.values[i],
-                        ret: returns[i],
-                        adv: adv[i],
-                    })
-                    .collect();
-                let s = step(&net, &mut optimizer, &samples, k, &params)?;
-                stats.policy_loss = s.policy_loss;
-                stats.value_loss = s.value_loss;
-                stats.entropy = s.entropy;
-                kls += s.approx_kl;
-                clips += s.clipfrac;
-                batches += 1;
-                if config.target_kl.is_some_and(|t| s.approx_kl > t) {
-                    break 'epochs;
-                }
-            }
-        }
-        stats.approx_kl = kls / batches.max(1) as f32;
-        stats.clipfrac = clips / batches.max(1) as f32;
+        optimize(&net, &mut optimizer, &rollout, config, &mut rng, &mut stats)?;
         policy = net.weights()?;
         if let Some((best_cost, best_policy)) = best.as_mut() {
             if iteration % config.validate_every == 0 || iteration == iterations {
@@ -319,6 +282,71 @@ pub fn train(
         policy = best_policy;
     }
     Ok((policy, history))
+}
+
+/// The optimizer of `net`'s variables, at `learning_rate`.
+fn adam(net: &CandleNet, learning_rate: f64) -> candle_core::Result<AdamW> {
+    AdamW::new(
+        net.all_vars(),
+        ParamsAdamW {
+            lr: learning_rate,
+            eps: 1e-5,
+            weight_decay: 0.0,
+            ..Default::default()
+        },
+    )
+}
+
+/// The learning rate of update `iteration` (from 1) of `iterations`: annealed linearly to 0
+/// when the config says so.
+fn learning_rate_at(config: &PpoConfig, iteration: usize, iterations: usize) -> f64 {
+    if config.anneal_lr {
+        config.learning_rate * (1.0 - (iteration - 1) as f64 / iterations as f64)
+    } else {
+        config.learning_rate
+    }
+}
+
+/// The update epochs on `rollout`: shuffled minibatches of clipped-PPO steps, stopped early
+/// past the target KL; fills `stats`' rollout figures and losses.
+fn optimize(
+    net: &CandleNet,
+    optimizer: &mut AdamW,
+    rollout: &Rollout,
+    config: &PpoConfig,
+    rng: &mut StdRng,
+    stats: &mut IterationStats,
+) -> candle_core::Result<()> {
+    let (adv, returns) = advantages(rollout, config);
+    let n = rollout.len();
+    stats.mean_cost = rollout.costs.iter().sum::<f32>() / n.max(1) as f32;
+    stats.explained_variance = explained_variance(&rollout.values, &returns);
+    let mut order: Vec<usize> = (0..n).collect();
+    let mb = config.minibatch_size.min(n).max(1);
+    let params = LossParams::from(config);
+    let (mut kls, mut clips, mut batches) = (0.0f32, 0.0f32, 0usize);
+    'epochs: for _ in 0..config.update_epochs {
+        order.shuffle(rng);
+        for chunk in order.chunks(mb) {
+            let samples: Vec<Sample<'_>> = chunk
+                .iter()
+                .map(|&i| rollout.sample(i, adv[i], returns[i]))
+                .collect();
+            let s = step(net, optimizer, &samples, rollout.k, &params)?;
+            stats.policy_loss = s.policy_loss;
+            stats.value_loss = s.value_loss;
+            stats.entropy = s.entropy;
+            kls += s.approx_kl;
+            clips += s.clipfrac;
+            batches += 1;
+            if config.target_kl.is_some_and(|t| s.approx_kl > t) {
+                break 'epochs;
+            }
+        }
+    }
+    stats.approx_kl = kls / batches.max(1) as f32;
+    stats.clipfrac = clips / batches.max(1) as f32;
+    Ok(())
 }
 
 #[cfg(test)]

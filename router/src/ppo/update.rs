@@ -1,7 +1,8 @@
 //! One clipped-PPO gradient step on a minibatch: the loss shared by offline training
 //! ([`super::train`]) and online refinement ([`super::online`]).
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::backprop::GradStore;
+use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{AdamW, Optimizer};
 
 use super::config::PpoConfig;
@@ -107,93 +108,145 @@ pub(crate) fn step(
     width: usize,
     params: &LossParams,
 ) -> candle_core::Result<StepStats> {
-    let m = samples.len();
-    let mut x = Vec::with_capacity(m * width * FEATURES);
-    let mut mask = Vec::with_capacity(m * width);
-    for s in samples {
-        let n = (s.features.len() / FEATURES).min(width);
-        x.extend_from_slice(&s.features[..n * FEATURES]);
-        x.resize(x.len() + (width - n) * FEATURES, 0.0);
-        mask.extend((0..width).map(|i| if i < n { 1.0f32 } else { 0.0 }));
-    }
-    let mut adv: Vec<f32> = samples.iter().map(|s| s.adv).collect();
-    if params.norm_adv {
-        normalized(&mut adv);
-    }
-    let column = |f: fn(&Sample<'_>) -> f32| samples.iter().map(f).collect::<Vec<f32>>();
-    let dev = &Device::Cpu;
-    let x = Tensor::from_vec(x, (m, width, FEATURES), dev)?;
-    let mask = Tensor::from_vec(mask, (m, width), dev)?;
-    let actions = Tensor::from_vec(
-        samples.iter().map(|s| s.action).collect::<Vec<u32>>(),
-        (m, 1),
-        dev,
-    )?;
-    let old_logp = Tensor::from_vec(column(|s| s.logp), m, dev)?;
-    let old_v = Tensor::from_vec(column(|s| s.value), m, dev)?;
-    let ret = Tensor::from_vec(column(|s| s.ret), m, dev)?;
-    let adv = Tensor::from_vec(adv, m, dev)?;
+    let batch = Batch::new(samples, width, params)?;
+    let loss = Loss::of(net, &batch, params)?;
+    let total = ((&loss.policy - (&loss.entropy * f64::from(params.ent_coef))?)?
+        + (&loss.value * f64::from(params.vf_coef))?)?;
+    let mut grads = total.backward()?;
+    clip_grad_norm(&mut grads, &net.all_vars(), params.max_grad_norm)?;
+    optimizer.step(&grads)?;
+    loss.stats(f64::from(params.clip_coef))
+}
 
-    let logp_all = candle_nn::ops::log_softmax(&net.masked_logits(&x, &mask)?, 1)?;
-    let logp = logp_all.gather(&actions, 1)?.squeeze(1)?;
-    let entropy = logp_all
-        .exp()?
-        .mul(&logp_all)?
-        .mul(&mask)?
-        .sum(1)?
-        .neg()?
-        .mean_all()?;
-    let log_ratio = (&logp - &old_logp)?;
-    let ratio = log_ratio.exp()?;
-    let c = f64::from(params.clip_coef);
-    let pg1 = adv.neg()?.mul(&ratio)?;
-    let pg2 = adv.neg()?.mul(&ratio.clamp(1.0 - c, 1.0 + c)?)?;
-    let policy_loss = pg1.maximum(&pg2)?.mean_all()?;
-    let values = net.values(&x, &mask)?;
-    let value_loss = if params.clip_vloss {
-        let unclipped = (&values - &ret)?.sqr()?;
-        let clipped = (&old_v + (&values - &old_v)?.clamp(-c, c)?)?;
-        let clipped = (clipped - &ret)?.sqr()?;
-        (unclipped.maximum(&clipped)?.mean_all()? * 0.5)?
-    } else {
-        ((&values - &ret)?.sqr()?.mean_all()? * 0.5)?
-    };
-    let loss = ((&policy_loss - (&entropy * f64::from(params.ent_coef))?)?
-        + (&value_loss * f64::from(params.vf_coef))?)?;
+/// A minibatch as tensors: candidates padded to a common width and masked.
+struct Batch {
+    /// Features `[m, width, FEATURES]`.
+    x: Tensor,
+    /// 1 for a real candidate, 0 for padding, `[m, width]`.
+    mask: Tensor,
+    /// Chosen candidates, `[m, 1]`.
+    actions: Tensor,
+    old_logp: Tensor,
+    old_v: Tensor,
+    ret: Tensor,
+    /// Advantages, normalized when the loss says so.
+    adv: Tensor,
+}
 
-    let mut grads = loss.backward()?;
-    let vars = net.all_vars();
+impl Batch {
+    fn new(samples: &[Sample<'_>], width: usize, params: &LossParams) -> candle_core::Result<Self> {
+        let m = samples.len();
+        let mut x = Vec::with_capacity(m * width * FEATURES);
+        let mut mask = Vec::with_capacity(m * width);
+        for s in samples {
+            let n = (s.features.len() / FEATURES).min(width);
+            x.extend_from_slice(&s.features[..n * FEATURES]);
+            x.resize(x.len() + (width - n) * FEATURES, 0.0);
+            mask.extend((0..width).map(|i| if i < n { 1.0f32 } else { 0.0 }));
+        }
+        let mut adv: Vec<f32> = samples.iter().map(|s| s.adv).collect();
+        if params.norm_adv {
+            normalized(&mut adv);
+        }
+        let column = |f: fn(&Sample<'_>) -> f32| samples.iter().map(f).collect::<Vec<f32>>();
+        let dev = &Device::Cpu;
+        Ok(Self {
+            x: Tensor::from_vec(x, (m, width, FEATURES), dev)?,
+            mask: Tensor::from_vec(mask, (m, width), dev)?,
+            actions: Tensor::from_vec(
+                samples.iter().map(|s| s.action).collect::<Vec<u32>>(),
+                (m, 1),
+                dev,
+            )?,
+            old_logp: Tensor::from_vec(column(|s| s.logp), m, dev)?,
+            old_v: Tensor::from_vec(column(|s| s.value), m, dev)?,
+            ret: Tensor::from_vec(column(|s| s.ret), m, dev)?,
+            adv: Tensor::from_vec(adv, m, dev)?,
+        })
+    }
+}
+
+/// The loss terms of one minibatch, and the probability ratios they came from.
+struct Loss {
+    policy: Tensor,
+    value: Tensor,
+    entropy: Tensor,
+    ratio: Tensor,
+    log_ratio: Tensor,
+}
+
+impl Loss {
+    fn of(net: &CandleNet, b: &Batch, params: &LossParams) -> candle_core::Result<Self> {
+        let logp_all = candle_nn::ops::log_softmax(&net.masked_logits(&b.x, &b.mask)?, 1)?;
+        let logp = logp_all.gather(&b.actions, 1)?.squeeze(1)?;
+        let entropy = logp_all
+            .exp()?
+            .mul(&logp_all)?
+            .mul(&b.mask)?
+            .sum(1)?
+            .neg()?
+            .mean_all()?;
+        let log_ratio = (&logp - &b.old_logp)?;
+        let ratio = log_ratio.exp()?;
+        let c = f64::from(params.clip_coef);
+        let pg1 = b.adv.neg()?.mul(&ratio)?;
+        let pg2 = b.adv.neg()?.mul(&ratio.clamp(1.0 - c, 1.0 + c)?)?;
+        let policy = pg1.maximum(&pg2)?.mean_all()?;
+        let values = net.values(&b.x, &b.mask)?;
+        let value = if params.clip_vloss {
+            let unclipped = (&values - &b.ret)?.sqr()?;
+            let clipped = (&b.old_v + (&values - &b.old_v)?.clamp(-c, c)?)?;
+            let clipped = (clipped - &b.ret)?.sqr()?;
+            (unclipped.maximum(&clipped)?.mean_all()? * 0.5)?
+        } else {
+            ((&values - &b.ret)?.sqr()?.mean_all()? * 0.5)?
+        };
+        Ok(Self {
+            policy,
+            value,
+            entropy,
+            ratio,
+            log_ratio,
+        })
+    }
+
+    /// The step's diagnostics; `clip` is the ratio clip.
+    fn stats(&self, clip: f64) -> candle_core::Result<StepStats> {
+        Ok(StepStats {
+            policy_loss: self.policy.to_scalar()?,
+            value_loss: self.value.to_scalar()?,
+            entropy: self.entropy.to_scalar()?,
+            approx_kl: ((&self.ratio - 1.0)? - &self.log_ratio)?
+                .mean_all()?
+                .to_scalar::<f32>()?,
+            clipfrac: (&self.ratio - 1.0)?
+                .abs()?
+                .gt(clip)?
+                .to_dtype(DType::F32)?
+                .mean_all()?
+                .to_scalar::<f32>()?,
+        })
+    }
+}
+
+/// Scales `grads` of `vars` down so that their global L2 norm is at most `max_norm`.
+fn clip_grad_norm(grads: &mut GradStore, vars: &[Var], max_norm: f32) -> candle_core::Result<()> {
     let mut norm_sq = 0.0f32;
-    for v in &vars {
+    for v in vars {
         if let Some(g) = grads.get(v.as_tensor()) {
             norm_sq += g.sqr()?.sum_all()?.to_scalar::<f32>()?;
         }
     }
     let norm = norm_sq.sqrt();
-    if norm > params.max_grad_norm {
-        let scale = f64::from(params.max_grad_norm / (norm + 1e-6));
-        for v in &vars {
+    if norm > max_norm {
+        let scale = f64::from(max_norm / (norm + 1e-6));
+        for v in vars {
             if let Some(g) = grads.remove(v.as_tensor()) {
                 grads.insert(v.as_tensor(), (g * scale)?);
             }
         }
     }
-    optimizer.step(&grads)?;
-
-    Ok(StepStats {
-        policy_loss: policy_loss.to_scalar()?,
-        value_loss: value_loss.to_scalar()?,
-        entropy: entropy.to_scalar()?,
-        approx_kl: ((&ratio - 1.0)? - &log_ratio)?
-            .mean_all()?
-            .to_scalar::<f32>()?,
-        clipfrac: (&ratio - 1.0)?
-            .abs()?
-            .gt(c)?
-            .to_dtype(DType::F32)?
-            .mean_all()?
-            .to_scalar::<f32>()?,
-    })
+    Ok(())
 }
 
 #[cfg(test)]

@@ -16,13 +16,15 @@ use rand_distr::Exp1;
 use slim_protocol::WidthKey;
 
 use super::meter::PowerMeter;
-use super::reported::{Reported, Snapshot};
+use super::reported::{QueueState, Reported, Snapshot};
 use super::scenario::{FleetEventKind, Scenario};
 use super::summary::{RequestRecord, Summary};
 use crate::calibration::Transport;
-use crate::fleet::{width_options, Fleet};
+use crate::fleet::{profile_cost, width_options, DeviceSpec, Fleet, ModelSpec, WidthSpec};
 use crate::reward::{Outcome, RewardWeights};
-use crate::{DeviceView, Observation, Route, RouteRequest, Router, Scales};
+use crate::{
+    ArrivalRate, DeviceView, Observation, Route, RouteRequest, Router, Scales, WidthOption,
+};
 
 /// A request that finished, for learners that need its outcome: one per decision that placed
 /// it. A request placed again after its device left yields one for the decision that placed it
@@ -141,6 +143,11 @@ impl Device {
         (self.idle_power_w + extra).min(self.max_power_w.max(self.idle_power_w))
     }
 
+    /// Busy share of its instances.
+    fn util(&self) -> f32 {
+        f32::from(self.busy) / f32::from(self.instances.max(1))
+    }
+
     /// Tells the meter the power changed at `now_ms`; an offline device draws nothing.
     fn meter_power(&mut self, now_ms: f64) {
         let power = if self.online { self.power_now() } else { 0.0 };
@@ -166,6 +173,8 @@ pub struct Simulator {
     observations: Vec<Observation>,
     /// For each model, for each device: the index of each observation width in the model's widths.
     width_index: Vec<Vec<Vec<usize>>>,
+    /// Each model's recent arrival rate, as the coordinator estimates it.
+    arrival_rates: Vec<ArrivalRate>,
     requests: Vec<Request>,
     arrived: usize,
     burst_on: bool,
@@ -186,117 +195,181 @@ pub struct Simulator {
     telemetry_interval_ms: Option<f64>,
 }
 
+/// Each model's observation before anything happens, and for each model and device the index of
+/// each observation width in the model's widths.
+fn initial_views(fleet: &Fleet, scenario: &Scenario) -> (Vec<Observation>, Vec<Vec<Vec<usize>>>) {
+    let mut observations = Vec::new();
+    let mut width_index = Vec::new();
+    for model in &fleet.models {
+        let mut devices = Vec::new();
+        let mut index = Vec::new();
+        for spec in &fleet.devices {
+            let options = width_options(spec, model, &scenario.batch_sizes);
+            index.push(
+                options
+                    .iter()
+                    .map(|o| {
+                        model
+                            .widths
+                            .iter()
+                            .position(|w| WidthKey::same(w.width, o.width))
+                            .unwrap_or(0)
+                    })
+                    .collect(),
+            );
+            devices.push(initial_view(spec, options));
+        }
+        observations.push(Observation { devices });
+        width_index.push(index);
+    }
+    (observations, width_index)
+}
+
+/// The view of an idle device `spec` offering `widths`.
+fn initial_view(spec: &DeviceSpec, widths: Vec<WidthOption>) -> DeviceView {
+    DeviceView {
+        agent: spec.agent.clone(),
+        online: true,
+        outstanding: 0,
+        queue_depth: 0,
+        backlog_ms: 0.0,
+        instances: spec.instances,
+        cpu_util: 0.0,
+        gpu_util: Some(0.0),
+        mem_free_bytes: spec.memory_bytes,
+        power_w: spec.profile.idle_power_w,
+        max_batch: spec.max_batch,
+        slowdown: 1.0,
+        widths,
+        arrival_rate_per_s: 0.0,
+        // Every view is refilled before each decision: not tracked.
+        version: 0,
+    }
+}
+
+impl WidthCost {
+    /// The cost of `model` at `width` on `spec` at every batch size up to its largest; `None`
+    /// when its profile lacks that width.
+    fn of(spec: &DeviceSpec, model: &ModelSpec, width: &WidthSpec) -> Option<Self> {
+        let mut cost = Self {
+            latency_ms: Vec::new(),
+            power_w: Vec::new(),
+            mem_bytes: Vec::new(),
+        };
+        for b in 1..=spec.max_batch {
+            let (l, p) = profile_cost(&spec.profile, &model.name, width.width, b)?;
+            cost.latency_ms.push(l);
+            cost.power_w.push(p);
+            cost.mem_bytes.push(model.instance_mem_bytes(width, b));
+        }
+        Some(cost)
+    }
+}
+
+impl Device {
+    /// Device `d` of `fleet`, idle, with an empty queue per (model, width) (`widths` per model,
+    /// at most `widths_per_model`).
+    fn new(
+        d: usize,
+        spec: &DeviceSpec,
+        fleet: &Fleet,
+        widths: &[Vec<f32>],
+        widths_per_model: usize,
+    ) -> Self {
+        let costs = fleet
+            .models
+            .iter()
+            .map(|m| m.widths.iter().map(|w| WidthCost::of(spec, m, w)).collect())
+            .collect();
+        Self {
+            online: true,
+            slowdown: 1.0,
+            instances: spec.instances,
+            busy: 0,
+            max_batch: spec.max_batch,
+            memory: spec.memory_bytes,
+            mem_held: 0,
+            idle_power_w: spec.profile.idle_power_w,
+            max_power_w: spec.profile.max_power_w,
+            costs,
+            queues: vec![VecDeque::new(); fleet.models.len() * widths_per_model],
+            widths_per_model,
+            queued: 0,
+            outstanding: 0,
+            queued_work_ms: 0.0,
+            running: Vec::new(),
+            recent_ms: widths.iter().map(|w| vec![None; w.len()]).collect(),
+            timer_at: f64::INFINITY,
+            meter: PowerMeter::new(spec.profile.idle_power_w),
+            reported: Reported::new(Reported::first_report_at(
+                d,
+                fleet.telemetry_interval_ms.unwrap_or(0.0),
+            )),
+            handoff_ms: f64::from(spec.handoff_ms.max(0.0)),
+        }
+    }
+}
+
+/// Takes `device`'s telemetry report if one was due by `now` (its state now stands for its
+/// state at the report).
+fn refresh_report(device: &mut Device, requests: &[Request], now: f64, interval_ms: f64) {
+    let (util, power_w) = (device.util(), device.power_now());
+    let Device {
+        reported,
+        queues,
+        outstanding,
+        queued,
+        ..
+    } = device;
+    reported.refresh(now, interval_ms, || Snapshot {
+        outstanding: *outstanding,
+        queue_depth: *queued,
+        util,
+        power_w,
+        queues: queue_states(queues, requests, now),
+    });
+}
+
+/// Sets a width's queue figures from `state`.
+fn set_queue(option: &mut WidthOption, state: QueueState) {
+    option.queue_depth = state.depth;
+    option.oldest_wait_ms = state.oldest_wait_ms;
+}
+
+/// The state of every (model, width) queue in `queues` at `now`: depth and the wait of its
+/// oldest request.
+fn queue_states(queues: &[VecDeque<u32>], requests: &[Request], now: f64) -> Vec<QueueState> {
+    queues
+        .iter()
+        .map(|q| queue_state(q, requests, now))
+        .collect()
+}
+
+fn queue_state(queue: &VecDeque<u32>, requests: &[Request], now: f64) -> QueueState {
+    QueueState {
+        depth: queue.len() as u32,
+        oldest_wait_ms: queue.front().map_or(0.0, |&id| {
+            (now - requests[id as usize].enqueued).max(0.0) as f32
+        }),
+    }
+}
+
 impl Simulator {
     /// A simulator of `fleet` running `scenario`, seeded with `seed`.
     pub fn new(fleet: &Fleet, scenario: &Scenario, seed: u64) -> Self {
-        let model_names: Vec<String> = fleet.models.iter().map(|m| m.name.clone()).collect();
         let widths: Vec<Vec<f32>> = fleet
             .models
             .iter()
             .map(|m| m.widths.iter().map(|w| w.width).collect())
             .collect();
         let widths_per_model = widths.iter().map(Vec::len).max().unwrap_or(0);
-        let mut observations = Vec::new();
-        let mut width_index = Vec::new();
-        for model in &fleet.models {
-            let mut devices = Vec::new();
-            let mut index = Vec::new();
-            for spec in &fleet.devices {
-                let options = width_options(spec, model, &scenario.batch_sizes);
-                index.push(
-                    options
-                        .iter()
-                        .map(|o| {
-                            model
-                                .widths
-                                .iter()
-                                .position(|w| WidthKey::same(w.width, o.width))
-                                .unwrap_or(0)
-                        })
-                        .collect(),
-                );
-                devices.push(DeviceView {
-                    agent: spec.agent.clone(),
-                    online: true,
-                    outstanding: 0,
-                    queue_depth: 0,
-                    backlog_ms: 0.0,
-                    instances: spec.instances,
-                    cpu_util: 0.0,
-                    gpu_util: Some(0.0),
-                    mem_free_bytes: spec.memory_bytes,
-                    power_w: spec.profile.idle_power_w,
-                    max_batch: spec.max_batch,
-                    slowdown: 1.0,
-                    widths: options,
-                    // Every view is refilled before each decision: not tracked.
-                    version: 0,
-                });
-            }
-            observations.push(Observation { devices });
-            width_index.push(index);
-        }
+        let (observations, width_index) = initial_views(fleet, scenario);
         let scales = observations.iter().map(Scales::from_observation).collect();
         let devices = fleet
             .devices
             .iter()
             .enumerate()
-            .map(|(d, spec)| {
-                let costs = fleet
-                    .models
-                    .iter()
-                    .map(|m| {
-                        m.widths
-                            .iter()
-                            .map(|w| {
-                                let mut cost = WidthCost {
-                                    latency_ms: Vec::new(),
-                                    power_w: Vec::new(),
-                                    mem_bytes: Vec::new(),
-                                };
-                                for b in 1..=spec.max_batch {
-                                    let (l, p) = crate::fleet::profile_cost(
-                                        &spec.profile,
-                                        &m.name,
-                                        w.width,
-                                        b,
-                                    )?;
-                                    cost.latency_ms.push(l);
-                                    cost.power_w.push(p);
-                                    cost.mem_bytes.push(m.instance_mem_bytes(w, b));
-                                }
-                                Some(cost)
-                            })
-                            .collect()
-                    })
-                    .collect();
-                Device {
-                    online: true,
-                    slowdown: 1.0,
-                    instances: spec.instances,
-                    busy: 0,
-                    max_batch: spec.max_batch,
-                    memory: spec.memory_bytes,
-                    mem_held: 0,
-                    idle_power_w: spec.profile.idle_power_w,
-                    max_power_w: spec.profile.max_power_w,
-                    costs,
-                    queues: vec![VecDeque::new(); fleet.models.len() * widths_per_model],
-                    widths_per_model,
-                    queued: 0,
-                    outstanding: 0,
-                    queued_work_ms: 0.0,
-                    running: Vec::new(),
-                    recent_ms: widths.iter().map(|w| vec![None; w.len()]).collect(),
-                    timer_at: f64::INFINITY,
-                    meter: PowerMeter::new(spec.profile.idle_power_w),
-                    reported: Reported::new(Reported::first_report_at(
-                        d,
-                        fleet.telemetry_interval_ms.unwrap_or(0.0),
-                    )),
-                    handoff_ms: f64::from(spec.handoff_ms.max(0.0)),
-                }
-            })
+            .map(|(d, spec)| Device::new(d, spec, fleet, &widths, widths_per_model))
             .collect();
         let mix: Vec<f64> = if scenario.model_mix.len() == fleet.models.len() {
             scenario.model_mix.clone()
@@ -311,7 +384,7 @@ impl Simulator {
             seq: 0,
             events: BinaryHeap::new(),
             devices,
-            model_names,
+            model_names: fleet.models.iter().map(|m| m.name.clone()).collect(),
             top1: fleet
                 .models
                 .iter()
@@ -321,6 +394,7 @@ impl Simulator {
             scales,
             observations,
             width_index,
+            arrival_rates: vec![ArrivalRate::new(); fleet.models.len()],
             requests: Vec::with_capacity(scenario.requests),
             arrived: 0,
             burst_on: false,
@@ -340,17 +414,23 @@ impl Simulator {
                 .map(|t| (t, StdRng::seed_from_u64(seed ^ 0x7472_616e_7370_6f72))),
             telemetry_interval_ms: fleet.telemetry_interval_ms.filter(|i| *i > 0.0),
         };
-        if let Some(burst) = sim.scenario.burst {
-            sim.burst_toggle_at = sim.exp(burst.mean_off_ms);
-        }
-        for (i, e) in sim.scenario.events.clone().iter().enumerate() {
-            sim.push(e.at_ms, EventKind::Fleet(i));
-        }
-        if sim.scenario.requests > 0 {
-            let first = sim.next_arrival_gap();
-            sim.push(first, EventKind::Arrival);
-        }
+        sim.schedule_start();
         sim
+    }
+
+    /// Queues what happens first: the burst clock, the fleet events and the first arrival (in
+    /// this order, which fixes the draws from the seeded generator).
+    fn schedule_start(&mut self) {
+        if let Some(burst) = self.scenario.burst {
+            self.burst_toggle_at = self.exp(burst.mean_off_ms);
+        }
+        for (i, e) in self.scenario.events.clone().iter().enumerate() {
+            self.push(e.at_ms, EventKind::Fleet(i));
+        }
+        if self.scenario.requests > 0 {
+            let first = self.next_arrival_gap();
+            self.push(first, EventKind::Arrival);
+        }
     }
 
     /// Reference scales of each model, in fleet order (the reward's units).
@@ -586,6 +666,7 @@ impl Simulator {
             earlier: Vec::new(),
         });
         self.arrived += 1;
+        self.arrival_rates[model].arrive(self.now);
         self.to_route.push_back(id);
         if self.arrived < self.scenario.requests {
             let at = self.next_arrival_gap();
@@ -606,18 +687,16 @@ impl Simulator {
             .deadline_ms
             .map(|d| (d - (self.now - request.arrival) as f32).max(1.0).ceil() as u32);
         let now = self.now;
+        let arrival_rate = self.arrival_rates[model].rate_per_s();
+        let requests = &self.requests;
         for (d, view) in self.observations[model].devices.iter_mut().enumerate() {
             let device = &mut self.devices[d];
             view.online = device.online;
-            let util = f32::from(device.busy) / f32::from(device.instances.max(1));
+            view.arrival_rate_per_s = arrival_rate;
+            let first_queue = model * device.widths_per_model;
+            let widths = view.widths.iter_mut().zip(&self.width_index[model][d]);
             if let Some(interval) = self.telemetry_interval_ms {
-                let state = Snapshot {
-                    outstanding: device.outstanding,
-                    queue_depth: device.queued,
-                    util,
-                    power_w: device.power_now(),
-                };
-                device.reported.refresh(now, interval, || state);
+                refresh_report(device, requests, now, interval);
                 let r = &device.reported;
                 view.outstanding = r.outstanding();
                 view.queue_depth = r.latest.queue_depth;
@@ -625,7 +704,11 @@ impl Simulator {
                 view.cpu_util = r.latest.util;
                 view.gpu_util = Some(r.latest.util);
                 view.power_w = r.latest.power_w;
+                for (option, &w) in widths {
+                    set_queue(option, r.latest.queue(first_queue + w));
+                }
             } else {
+                let util = device.util();
                 view.outstanding = device.outstanding;
                 view.queue_depth = device.queued;
                 let running_ms: f64 = device.running.iter().map(|b| (b.end - now).max(0.0)).sum();
@@ -633,6 +716,12 @@ impl Simulator {
                 view.cpu_util = util;
                 view.gpu_util = Some(util);
                 view.power_w = device.power_now();
+                for (option, &w) in widths {
+                    set_queue(
+                        option,
+                        queue_state(&device.queues[first_queue + w], requests, now),
+                    );
+                }
             }
             view.mem_free_bytes = device.memory.saturating_sub(device.mem_held);
             view.slowdown = device.slowdown;

@@ -118,6 +118,70 @@ mod tests {
         assert!(max(&b) < 1000, "reported: {b:?}");
     }
 
+    /// Per decision: the observation's arrival rate, and the largest (model, width) queue and
+    /// oldest wait of any device, for a run of `fleet` at 3x its capacity routed by greedy.
+    fn queue_views(fleet: &crate::fleet::Fleet) -> Vec<(f32, u32, f32)> {
+        let scenario = Scenario::steady(fleet, 2000, 3.0);
+        let mut router = build_router(RouterKind::Greedy, &RouterSettings::default()).unwrap();
+        let mut sim = Simulator::new(fleet, &scenario, 2);
+        let mut seen = Vec::new();
+        while sim.next_decision() {
+            let (observation, request) = sim.observation();
+            let rates: Vec<f32> = observation
+                .devices
+                .iter()
+                .map(|d| d.arrival_rate_per_s)
+                .collect();
+            assert!(rates.iter().all(|&r| r == rates[0] && r.is_finite()));
+            let widths = observation.devices.iter().flat_map(|d| &d.widths);
+            let depth = widths.clone().map(|w| w.queue_depth).max().unwrap_or(0);
+            let wait = widths.map(|w| w.oldest_wait_ms).fold(0.0f32, f32::max);
+            for d in &observation.devices {
+                let per_width: u32 = d.widths.iter().map(|w| w.queue_depth).sum();
+                assert!(
+                    per_width <= d.queue_depth,
+                    "the widths' queues are part of the device's"
+                );
+            }
+            seen.push((rates[0], depth, wait));
+            let route = router.route(observation, request);
+            sim.apply(route);
+        }
+        seen
+    }
+
+    #[test]
+    fn the_simulator_fills_the_queue_timer_and_arrival_rate_of_each_view() {
+        let fleet = tiny_fleet();
+        let exact = queue_views(&fleet);
+        assert_eq!(exact[0], (0.0, 0, 0.0), "nothing has arrived yet");
+        assert!(exact
+            .iter()
+            .any(|&(_, depth, wait)| depth > 0 && wait > 0.0));
+        // The estimate follows the offered rate (per model; two models share it equally).
+        let scenario = Scenario::steady(&fleet, 2000, 3.0);
+        let per_model = scenario.rate_per_s as f32 / fleet.models.len() as f32;
+        let late = &exact[exact.len() / 2..];
+        let mean = late.iter().map(|s| s.0).sum::<f32>() / late.len() as f32;
+        assert!(
+            (mean / per_model - 1.0).abs() < 0.3,
+            "{mean} requests/s estimated, {per_model} offered"
+        );
+        // With a telemetry interval the queues are those of the latest report: they change
+        // less often than the exact ones.
+        let mut reported = fleet.clone();
+        reported.telemetry_interval_ms = Some(20.0);
+        let stale = queue_views(&reported);
+        assert!(stale.iter().any(|&(_, depth, _)| depth > 0));
+        let changes = |v: &[(f32, u32, f32)]| v.windows(2).filter(|w| w[0].1 != w[1].1).count();
+        assert!(
+            changes(&stale) < changes(&exact),
+            "{} vs {}",
+            changes(&stale),
+            changes(&exact)
+        );
+    }
+
     #[test]
     fn every_request_finishes_exactly_once_even_when_a_device_leaves() {
         let fleet = tiny_fleet();

@@ -3,8 +3,17 @@
 //! calibration that names the agents' telemetry interval, the simulator shows routers this view
 //! instead of the device's exact state.
 
+/// One (model, width) queue as a report gives it (the agent's `QueueStat`).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct QueueState {
+    /// Requests waiting.
+    pub depth: u32,
+    /// How long the oldest has waited, ms.
+    pub oldest_wait_ms: f32,
+}
+
 /// A device's state as of its latest report.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Snapshot {
     /// Requests queued or running.
     pub outstanding: u32,
@@ -14,6 +23,15 @@ pub struct Snapshot {
     pub util: f32,
     /// Power draw, W.
     pub power_w: f32,
+    /// Each (model, width) queue, in the simulator's queue order (empty before the first report).
+    pub queues: Vec<QueueState>,
+}
+
+impl Snapshot {
+    /// Queue `q` as reported (empty when the report has none).
+    pub fn queue(&self, q: usize) -> QueueState {
+        self.queues.get(q).copied().unwrap_or_default()
+    }
 }
 
 /// The coordinator's view of one device between reports.
@@ -42,6 +60,7 @@ impl Reported {
                 queue_depth: 0,
                 util: 0.0,
                 power_w: 0.0,
+                queues: Vec::new(),
             },
             assigned_since: 0,
             per_request_ms: None,
@@ -103,6 +122,10 @@ mod tests {
             queue_depth: outstanding,
             util: 1.0,
             power_w: 20.0,
+            queues: vec![QueueState {
+                depth: outstanding,
+                oldest_wait_ms: 1.0,
+            }],
         }
     }
 
@@ -116,6 +139,12 @@ mod tests {
         assert_eq!(r.outstanding(), 2);
         r.refresh(120.0, 500.0, || state(1));
         assert_eq!(r.outstanding(), 1, "the report replaces the count");
+        assert_eq!(r.latest.queue(0).depth, 1, "queues as of the report");
+        assert_eq!(
+            r.latest.queue(3),
+            QueueState::default(),
+            "not in the report"
+        );
         r.assigned();
         r.refresh(599.0, 500.0, || state(0));
         assert_eq!(r.outstanding(), 2, "next report at 600 ms");

@@ -133,6 +133,21 @@ impl RefineJob {
                 report,
             });
         }
+        let net = CandleNet::new(&self.policy)?;
+        self.optimize(&net, &mut report)?;
+        let weights = net.weights()?;
+        report.kl = mean_kl(&self.policy, &weights, &self.batch);
+        report.refused = self.refusal(&weights, &report);
+        report.applied = report.refused.is_none();
+        Ok(Refined {
+            weights: report.applied.then_some(weights),
+            report,
+        })
+    }
+
+    /// The update epochs on the batch: shuffled minibatches of clipped-PPO steps on `net`,
+    /// stopped early past the target KL; counts the steps and their diagnostics in `report`.
+    fn optimize(&self, net: &CandleNet, report: &mut UpdateReport) -> candle_core::Result<()> {
         let (values, ret, adv) = self.targets();
         let width = self
             .batch
@@ -140,7 +155,6 @@ impl RefineJob {
             .map(Transition::candidates)
             .max()
             .unwrap_or(1);
-        let net = CandleNet::new(&self.policy)?;
         let mut optimizer = AdamW::new(
             net.all_vars(),
             ParamsAdamW {
@@ -172,7 +186,7 @@ impl RefineJob {
                         }
                     })
                     .collect();
-                let s = step(&net, &mut optimizer, &samples, width, &params)?;
+                let s = step(net, &mut optimizer, &samples, width, &params)?;
                 report.steps += 1;
                 report.policy_loss = s.policy_loss;
                 report.value_loss = s.value_loss;
@@ -186,13 +200,17 @@ impl RefineJob {
         }
         report.approx_kl = kls / report.steps.max(1) as f32;
         report.clipfrac = clips / report.steps.max(1) as f32;
-        let weights = net.weights()?;
-        report.kl = mean_kl(&self.policy, &weights, &self.batch);
+        Ok(())
+    }
+
+    /// Why the guard refuses `weights` (not finite, or too far from the old policy by
+    /// `report.kl`), or `None` when it keeps them.
+    fn refusal(&self, weights: &PolicyWeights, report: &UpdateReport) -> Option<String> {
         let finite = weights
             .layers
             .iter()
             .all(|l| l.weight.iter().chain(&l.bias).all(|v| v.is_finite()));
-        report.refused = if !finite || !report.kl.is_finite() {
+        if !finite || !report.kl.is_finite() {
             Some("the update produced weights that are not finite".into())
         } else if f64::from(report.kl) > self.config.max_kl {
             Some(format!(
@@ -201,12 +219,7 @@ impl RefineJob {
             ))
         } else {
             None
-        };
-        report.applied = report.refused.is_none();
-        Ok(Refined {
-            weights: report.applied.then_some(weights),
-            report,
-        })
+        }
     }
 }
 

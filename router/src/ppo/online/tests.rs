@@ -27,11 +27,14 @@ fn device(agent: &str, latency_ms: f32, power_w: f32) -> DeviceView {
         max_batch: 8,
         slowdown: 1.0,
         version: 0,
+        arrival_rate_per_s: 0.0,
         widths: vec![WidthOption {
             width: 1.0,
             top1: 0.95,
             flops: 1_000_000,
             recent_latency_ms: None,
+            queue_depth: 0,
+            oldest_wait_ms: 0.0,
             batches: vec![BatchOption {
                 batch: 1,
                 latency_ms,

@@ -148,6 +148,10 @@ pub struct DeviceSpec {
     /// Time each request spends in the agent outside its batch (decoding, hand-over to the
     /// batcher), ms; the simulator adds it to the request's latency. 0 unless calibrated.
     pub handoff_ms: f32,
+    /// The profile routers see, when it differs from `profile`, the one the simulator charges:
+    /// a calibrated fleet charges the calibrated profile while its routers see the profile the
+    /// live agent publishes, as the live coordinator does.
+    pub published: Option<DeviceProfile>,
 }
 
 impl DeviceSpec {
@@ -160,6 +164,7 @@ impl DeviceSpec {
             instances: file.max_instances.unwrap_or(1).max(1),
             max_batch: file.max_batch.unwrap_or(32).max(1),
             handoff_ms: 0.0,
+            published: None,
         }
     }
 }
@@ -298,8 +303,8 @@ pub fn width_options(
                 .copied()
                 .filter(|&b| b <= device.max_batch)
                 .filter_map(|batch| {
-                    let (latency_ms, power_w) =
-                        profile_cost(&device.profile, &model.name, w.width, batch)?;
+                    let seen = device.published.as_ref().unwrap_or(&device.profile);
+                    let (latency_ms, power_w) = profile_cost(seen, &model.name, w.width, batch)?;
                     Some(BatchOption {
                         batch,
                         latency_ms,
@@ -385,6 +390,7 @@ pub(crate) mod tests {
                 instances: 1,
                 max_batch: 32,
                 handoff_ms: 0.0,
+                published: None,
             }
         };
         Fleet {

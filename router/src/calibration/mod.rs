@@ -166,6 +166,9 @@ impl Calibration {
         let mut applied = Applied::default();
         for device in &mut fleet.devices {
             let name = device.profile.name.clone();
+            if device.published.is_none() {
+                device.published = Some(device.profile.clone());
+            }
             if let Some(h) = self.handoffs.iter().find(|h| h.profile == name) {
                 device.handoff_ms = h.queue_ms.max(0.0);
             }
@@ -263,6 +266,7 @@ mod tests {
             .map(|p| p.latency_ms)
             .collect();
         let others_before = fleet.devices[1].profile.points.clone();
+        let raw_profile = fleet.devices[0].profile.clone();
         let mut c = calibration(vec![overhead(&name, 1.0, 1, 3.0, 5)]);
         c.overheads[0].model = fleet.devices[0].profile.points[0].model.clone();
         let applied = c.apply(&mut fleet);
@@ -273,6 +277,21 @@ mod tests {
             assert!((p.latency_ms - (b + added)).abs() < 1e-5, "{p:?}");
         }
         assert_eq!(fleet.devices[1].profile.points, others_before);
+        // routers keep seeing the profile the live agent publishes; only the cost changes
+        assert_eq!(fleet.devices[0].published.as_ref(), Some(&raw_profile));
+        let m = &fleet.models[0];
+        let seen = crate::fleet::width_options(&fleet.devices[0], m, &[1]);
+        let charged =
+            crate::fleet::profile_cost(&fleet.devices[0].profile, &m.name, seen[0].width, 1)
+                .unwrap()
+                .0;
+        let raw = crate::fleet::profile_cost(&raw_profile, &m.name, seen[0].width, 1)
+            .unwrap()
+            .0;
+        assert_eq!(seen[0].batches[0].latency_ms, raw);
+        if m.name == model {
+            assert!((charged - raw - 3.0).abs() < 1e-5);
+        }
         assert!(applied.exact >= 1 && applied.untouched > 0, "{applied:?}");
         assert_eq!(fleet.transport.as_ref().map(Transport::mean_ms), Some(2.0));
         assert_eq!(fleet.telemetry_interval_ms, Some(500.0));

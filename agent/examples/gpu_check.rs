@@ -9,15 +9,16 @@
 //! feature it only says that the build has no CUDA.
 
 use std::{
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::ExitCode,
     time::{Duration, Instant},
 };
 
 use slim_agent::{
-    backend::{select_backend, BackendChoice},
-    model::{ModelFamily, PlanOptions},
+    backend::{select_backend, BackendChoice, SelectedBackend},
+    model::{Instance, ModelFamily, PlanOptions},
     service::family_dirs,
+    telemetry::nvml::NvmlSource,
 };
 
 /// Largest |GPU − CPU| difference of a logit allowed, relative to the largest |CPU logit| of the
@@ -26,7 +27,7 @@ const TOLERANCE: f32 = 1e-3;
 
 fn time(
     family: &ModelFamily,
-    instance: &mut slim_agent::model::Instance,
+    instance: &mut Instance,
     samples: &[Vec<f32>],
     budget: Duration,
 ) -> anyhow::Result<f64> {
@@ -49,7 +50,19 @@ fn argmax(row: &[f32]) -> usize {
         .map_or(0, |(i, _)| i)
 }
 
-fn main() -> anyhow::Result<ExitCode> {
+/// What every family is checked with: both backends, the plans' options, the batch sizes, the
+/// timing budget and NVML for the board power.
+struct Setup {
+    cpu: SelectedBackend,
+    cuda: SelectedBackend,
+    options: PlanOptions,
+    batches: Vec<usize>,
+    budget: Duration,
+    nvml: Option<Box<dyn NvmlSource>>,
+}
+
+/// The command line: the models folder, the batch sizes and the timing budget per point.
+fn parse_args() -> anyhow::Result<(PathBuf, Vec<usize>, Duration)> {
     let args: Vec<String> = std::env::args().collect();
     let models = PathBuf::from(args.get(1).map_or("models", String::as_str));
     let batches: Vec<usize> = args
@@ -59,7 +72,11 @@ fn main() -> anyhow::Result<ExitCode> {
         .map(str::parse)
         .collect::<Result<_, _>>()?;
     let budget = Duration::from_millis(args.get(3).map_or(Ok(500), |b| b.parse())?);
+    Ok((models, batches, budget))
+}
 
+fn main() -> anyhow::Result<ExitCode> {
+    let (models, batches, budget) = parse_args()?;
     let (cuda, reason) = match select_backend(BackendChoice::Cuda) {
         Ok(backend) => backend,
         Err(why) => {
@@ -79,89 +96,21 @@ fn main() -> anyhow::Result<ExitCode> {
     println!("| family | width | batch | CPU ms/batch | GPU ms/batch | speed-up | max diff | top-1 equal | GPU power W |");
     println!("|---|---|---|---|---|---|---|---|---|");
 
-    // Every batch size gets a plan of its own on both backends, as a tuned agent would have.
-    let options = PlanOptions {
-        threads: 1,
-        concrete_batches: batches.clone(),
+    let setup = Setup {
+        cpu,
+        cuda,
+        // Every batch size gets a plan of its own on both backends, as a tuned agent would have.
+        options: PlanOptions {
+            threads: 1,
+            concrete_batches: batches.clone(),
+        },
+        batches,
+        budget,
+        nvml,
     };
     let mut failures = 0;
     for dir in family_dirs(&models)? {
-        let on_cpu = ModelFamily::load(&dir, cpu.runtime, &options)?;
-        let on_gpu = match ModelFamily::load(&dir, cuda.runtime, &options) {
-            Ok(family) => family,
-            Err(e) => {
-                println!(
-                    "| {} | all | - | - | - | - | - | LOAD FAILED: {e} | - |",
-                    on_cpu.name()
-                );
-                failures += 1;
-                continue;
-            }
-        };
-        for (cpu_plan, gpu_plan) in on_cpu.plans().iter().zip(on_gpu.plans()) {
-            let mut cpu_instance = cpu_plan.spawn_instance()?;
-            let mut gpu_instance = gpu_plan.spawn_instance()?;
-            let len = on_cpu.sample_len();
-            for &batch in &batches {
-                // Distinct samples, so that a mix-up between the images of a batch shows.
-                let samples: Vec<Vec<f32>> = (0..batch)
-                    .map(|b| {
-                        (0..len)
-                            .map(|i| (((i * 31 + b * 17) % 97) as f32 / 48.5) - 1.0)
-                            .collect()
-                    })
-                    .collect();
-                let want = on_cpu.run_batch(&mut cpu_instance, &samples)?;
-                let got = match on_gpu.run_batch(&mut gpu_instance, &samples) {
-                    Ok(got) => got,
-                    Err(e) => {
-                        println!(
-                            "| {} | {} | {batch} | - | - | - | - | RUN FAILED: {e} | - |",
-                            on_cpu.name(),
-                            cpu_plan.entry.width
-                        );
-                        failures += 1;
-                        continue;
-                    }
-                };
-                let scale = want.iter().flatten().fold(1.0f32, |m, v| m.max(v.abs()));
-                let diff = want
-                    .iter()
-                    .flatten()
-                    .zip(got.iter().flatten())
-                    .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
-                let top1 = want
-                    .iter()
-                    .zip(&got)
-                    .filter(|(w, g)| argmax(w) == argmax(g))
-                    .count();
-                let ok = top1 == batch && diff <= TOLERANCE * scale && got.len() == batch;
-                if !ok {
-                    failures += 1;
-                }
-                let cpu_ms = time(&on_cpu, &mut cpu_instance, &samples, budget)?;
-                let power_before = nvml.as_ref().and_then(|n| n.power_mw().ok());
-                let gpu_ms = time(&on_gpu, &mut gpu_instance, &samples, budget)?;
-                // Board power sampled right after a budget of back-to-back runs (NVML averages
-                // over its own sample period), next to the reading before them.
-                let power_after = nvml.as_ref().and_then(|n| n.power_mw().ok());
-                let power = match (power_before, power_after) {
-                    (Some(b), Some(a)) => format!(
-                        "{:.1} (idle before: {:.1})",
-                        a as f32 / 1000.0,
-                        b as f32 / 1000.0
-                    ),
-                    _ => "n/a".into(),
-                };
-                println!(
-                    "| {} | {} | {batch} | {cpu_ms:.3} | {gpu_ms:.3} | {:.2}x | {diff:.2e} | {} | {power} |",
-                    on_cpu.name(),
-                    cpu_plan.entry.width,
-                    cpu_ms / gpu_ms,
-                    if ok { format!("yes ({top1}/{batch})") } else { format!("NO ({top1}/{batch})") }
-                );
-            }
-        }
+        failures += check_family(&setup, &dir)?;
     }
     if failures > 0 {
         println!("\n{failures} point(s) differ or failed");
@@ -169,4 +118,105 @@ fn main() -> anyhow::Result<ExitCode> {
     }
     println!("\nall points agree");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Every width × batch of the family in `dir` on both backends, one table row each; returns
+/// how many points differ or failed.
+fn check_family(setup: &Setup, dir: &Path) -> anyhow::Result<usize> {
+    let on_cpu = ModelFamily::load(dir, setup.cpu.runtime, &setup.options)?;
+    let on_gpu = match ModelFamily::load(dir, setup.cuda.runtime, &setup.options) {
+        Ok(family) => family,
+        Err(e) => {
+            println!(
+                "| {} | all | - | - | - | - | - | LOAD FAILED: {e} | - |",
+                on_cpu.name()
+            );
+            return Ok(1);
+        }
+    };
+    let mut failures = 0;
+    for (cpu_plan, gpu_plan) in on_cpu.plans().iter().zip(on_gpu.plans()) {
+        let mut pair = Pair {
+            on_cpu: &on_cpu,
+            on_gpu: &on_gpu,
+            width: cpu_plan.entry.width,
+            cpu_instance: cpu_plan.spawn_instance()?,
+            gpu_instance: gpu_plan.spawn_instance()?,
+        };
+        for &batch in &setup.batches {
+            if !check_batch(setup, &mut pair, batch)? {
+                failures += 1;
+            }
+        }
+    }
+    Ok(failures)
+}
+
+/// One width of a family, loaded on both backends, with an instance on each.
+struct Pair<'a> {
+    on_cpu: &'a ModelFamily,
+    on_gpu: &'a ModelFamily,
+    width: f32,
+    cpu_instance: Instance,
+    gpu_instance: Instance,
+}
+
+/// Runs one batch on both backends, compares the outputs, times both and prints the row;
+/// returns whether the point agrees.
+fn check_batch(setup: &Setup, pair: &mut Pair<'_>, batch: usize) -> anyhow::Result<bool> {
+    let name = pair.on_cpu.name();
+    let width = pair.width;
+    let samples = distinct_samples(batch, pair.on_cpu.sample_len());
+    let want = pair.on_cpu.run_batch(&mut pair.cpu_instance, &samples)?;
+    let got = match pair.on_gpu.run_batch(&mut pair.gpu_instance, &samples) {
+        Ok(got) => got,
+        Err(e) => {
+            println!("| {name} | {width} | {batch} | - | - | - | - | RUN FAILED: {e} | - |");
+            return Ok(false);
+        }
+    };
+    let scale = want.iter().flatten().fold(1.0f32, |m, v| m.max(v.abs()));
+    let diff = want
+        .iter()
+        .flatten()
+        .zip(got.iter().flatten())
+        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+    let top1 = want
+        .iter()
+        .zip(&got)
+        .filter(|(w, g)| argmax(w) == argmax(g))
+        .count();
+    let ok = top1 == batch && diff <= TOLERANCE * scale && got.len() == batch;
+    let nvml = setup.nvml.as_deref();
+    let cpu_ms = time(pair.on_cpu, &mut pair.cpu_instance, &samples, setup.budget)?;
+    let power_before = nvml.and_then(|n| n.power_mw().ok());
+    let gpu_ms = time(pair.on_gpu, &mut pair.gpu_instance, &samples, setup.budget)?;
+    // Board power sampled right after a budget of back-to-back runs (NVML averages over its
+    // own sample period), next to the reading before them.
+    let power_after = nvml.and_then(|n| n.power_mw().ok());
+    let power = match (power_before, power_after) {
+        (Some(b), Some(a)) => format!(
+            "{:.1} (idle before: {:.1})",
+            a as f32 / 1000.0,
+            b as f32 / 1000.0
+        ),
+        _ => "n/a".into(),
+    };
+    println!(
+        "| {name} | {width} | {batch} | {cpu_ms:.3} | {gpu_ms:.3} | {:.2}x | {diff:.2e} | {} | {power} |",
+        cpu_ms / gpu_ms,
+        if ok { format!("yes ({top1}/{batch})") } else { format!("NO ({top1}/{batch})") }
+    );
+    Ok(ok)
+}
+
+/// Distinct samples, so that a mix-up between the images of a batch shows.
+fn distinct_samples(batch: usize, len: usize) -> Vec<Vec<f32>> {
+    (0..batch)
+        .map(|b| {
+            (0..len)
+                .map(|i| (((i * 31 + b * 17) % 97) as f32 / 48.5) - 1.0)
+                .collect()
+        })
+        .collect()
 }

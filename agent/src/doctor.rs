@@ -12,7 +12,7 @@ use rumqttc::{ConnectReturnCode, ConnectionError, Event, Packet};
 
 use crate::{
     backend::{select_backend, BackendChoice},
-    telemetry::{probe_sensors, SensorKind},
+    telemetry::{probe_sensors, SensorAttempt, SensorKind, SensorReport},
     AgentConfig,
 };
 
@@ -111,8 +111,7 @@ impl Default for DoctorOptions {
     }
 }
 
-/// Runs every check for `config`.
-// Long on purpose: the checks in the order the report lists them, each one call.
+/// Runs every check for `config`, in the order the report lists them.
 pub async fn run(config: &AgentConfig, options: &DoctorOptions) -> DoctorReport {
     let mut report = DoctorReport::default();
     check_config(config, &mut report);
@@ -123,8 +122,17 @@ pub async fn run(config: &AgentConfig, options: &DoctorOptions) -> DoctorReport 
         nvml.and_then(|a| a.outcome.as_ref().ok()),
         &mut report,
     );
+    check_cuda(config, &mut report);
+    check_nvml(nvml, &mut report);
+    check_sensors(&sensors, &mut report);
+    check_models(config, &mut report);
+    check_broker(config, options.broker_timeout, &mut report).await;
+    report
+}
 
-    // CUDA: always probed, so the line says whether this build and this machine could use it.
+/// CUDA: always probed, so the line says whether this build and this machine could use it (a
+/// failure only when the configured backend is CUDA).
+fn check_cuda(config: &AgentConfig, report: &mut DoctorReport) {
     let required = config.backend == BackendChoice::Cuda;
     match select_backend(BackendChoice::Cuda) {
         Ok(_) => report.push("cuda", Status::Ok, "tract CUDA runtime loads"),
@@ -148,6 +156,10 @@ pub async fn run(config: &AgentConfig, options: &DoctorOptions) -> DoctorReport 
             );
         }
     }
+}
+
+/// Whether NVML loads, from the sensor probe's NVML attempt (none without the `nvml` feature).
+fn check_nvml(nvml: Option<&SensorAttempt>, report: &mut DoctorReport) {
     match nvml.map(|a| &a.outcome) {
         Some(Ok(found)) => report.push("nvml", Status::Ok, format!("NVML loads: {found}")),
         Some(Err(why)) => report.push(
@@ -157,6 +169,11 @@ pub async fn run(config: &AgentConfig, options: &DoctorOptions) -> DoctorReport 
         ),
         None => report.push("nvml", Status::Warn, "NVML not probed (built without the `nvml` feature)"),
     }
+}
+
+/// The chosen power sensor, where energy figures come from and every readable sensor; a
+/// warning when energy is only modelled.
+fn check_sensors(sensors: &SensorReport, report: &mut DoctorReport) {
     let readable: Vec<String> = sensors
         .attempts
         .iter()
@@ -192,10 +209,6 @@ pub async fn run(config: &AgentConfig, options: &DoctorOptions) -> DoctorReport 
         detail.push_str(&format!("; warning: {w}"));
     }
     report.push("sensors", sensor_status, detail);
-
-    check_models(config, &mut report);
-    check_broker(config, options.broker_timeout, &mut report).await;
-    report
 }
 
 fn check_config(config: &AgentConfig, report: &mut DoctorReport) {

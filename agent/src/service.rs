@@ -164,8 +164,9 @@ fn model_info(family: &ModelFamily) -> ModelInfo {
 }
 
 /// Loads the models, connects to the broker and starts serving.
-// Long on purpose: the start-up sequence in the order its parts depend on each other (store
-// before outbox, scheduler before resume and session), mostly one call per step.
+///
+/// The steps run in the order their parts depend on each other: store before outbox,
+/// scheduler before resume and session.
 pub async fn start(config: AgentConfig) -> anyhow::Result<AgentHandle> {
     config.validate().map_err(anyhow::Error::msg)?;
     let (backend, backend_reason) = select_backend(config.backend).map_err(anyhow::Error::msg)?;
@@ -174,41 +175,17 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<AgentHandle> {
         let config = config.clone();
         tokio::task::spawn_blocking(move || load_families(&config, backend.runtime)).await??
     };
-    let mut models: Vec<ModelInfo> = families.values().map(|f| model_info(f)).collect();
-    models.sort_by(|a, b| a.name.cmp(&b.name));
-    let base_device = device_info();
-    let (sensors, _sensor_report) = select_sensors(&SensorOptions {
-        sysfs_root: "/".into(),
-        batches_on_gpu: backend.name == "cuda",
-        idle_power_w: config.energy.idle_power_w,
-        max_power_w: config.energy.max_power_w,
-        cores: base_device.cpu_cores as usize,
-    });
-    let device = sensors.describe(base_device);
+    let (sensors, device) = sense_device(&config, backend.name);
     let info = announcement(
         &config,
         backend.name,
         backend_reason,
-        models,
+        model_infos(&families),
         device.clone(),
     )?;
     let topics = Topics::new(&config.topic_prefix);
-    let mut will_info = info.clone();
-    will_info.online = false;
-    let will = LastWill::new(
-        topics.status(&config.id),
-        encode(&will_info),
-        QoS::AtLeastOnce,
-        true,
-    );
-    let (client, eventloop) = config.broker.connect(&config.id, Some(will))?;
-    let store = match &config.state_dir {
-        Some(dir) => Some(
-            Store::open(dir)
-                .with_context(|| format!("cannot open the agent store in {}", dir.display()))?,
-        ),
-        None => None,
-    };
+    let (client, eventloop) = connect_with_will(&config, &topics, &info)?;
+    let store = open_store(&config)?;
     let (connected_tx, connected_rx) = tokio::sync::watch::channel(false);
     let (outbox, outbox_task) = Outbox::spawn(
         client.clone(),
@@ -219,30 +196,11 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<AgentHandle> {
             max_age_ms: config.outbox_max_age_s * 1000,
         },
     );
-    let rules = AssignmentRules {
-        agent: config.id.clone(),
-        topics: topics.clone(),
-        max_payload_bytes: config.max_payload_bytes,
-        max_batch: config.max_batch,
-        max_queue_delay_ms: config.max_queue_delay_ms,
-        key: match &config.assignment_key_file {
-            Some(path) => Some(AssignmentKey::from_file(path)?),
-            None => None,
-        },
-    };
-    let energy = sensors.energy.clone();
+    let rules = assignment_rules(&config, &topics)?;
     let policy = instance_policy(&config, &device);
     let warm = load_warm_instances(&config, &families, &policy).await?;
     let (scheduler, scheduler_task) = spawn_scheduler(
-        SchedulerConfig {
-            agent: config.id.clone(),
-            policy,
-            max_batch: config.max_batch as usize,
-            slowdown: config.slowdown,
-            energy: energy.clone(),
-            store: store.clone(),
-            max_queued: config.max_queued,
-        },
+        scheduler_config(&config, policy, &sensors, store.clone()),
         outbox.clone(),
         warm,
     );
@@ -279,6 +237,88 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<AgentHandle> {
         scheduler,
         // The MQTT task first: shutdown waits for it.
         tasks: vec![mqtt_task, telemetry_task, scheduler_task, outbox_task],
+    })
+}
+
+/// The scheduler actor's settings: the instance policy, the batch limit and emulated slowdown,
+/// the energy meter it attributes batches on, and the store it records accepted requests in.
+fn scheduler_config(
+    config: &AgentConfig,
+    policy: InstancePolicy,
+    sensors: &SensorSet,
+    store: Option<Store>,
+) -> SchedulerConfig {
+    SchedulerConfig {
+        agent: config.id.clone(),
+        policy,
+        max_batch: config.max_batch as usize,
+        slowdown: config.slowdown,
+        energy: sensors.energy.clone(),
+        store,
+        max_queued: config.max_queued,
+    }
+}
+
+/// The announced models, sorted by name.
+fn model_infos(families: &HashMap<String, Arc<ModelFamily>>) -> Vec<ModelInfo> {
+    let mut models: Vec<ModelInfo> = families.values().map(|f| model_info(f)).collect();
+    models.sort_by(|a, b| a.name.cmp(&b.name));
+    models
+}
+
+/// The power and utilisation sensors of this device, and the device as they describe it.
+fn sense_device(config: &AgentConfig, backend: &str) -> (SensorSet, slim_protocol::DeviceInfo) {
+    let base_device = device_info();
+    let (sensors, _sensor_report) = select_sensors(&SensorOptions {
+        sysfs_root: "/".into(),
+        batches_on_gpu: backend == "cuda",
+        idle_power_w: config.energy.idle_power_w,
+        max_power_w: config.energy.max_power_w,
+        cores: base_device.cpu_cores as usize,
+    });
+    let device = sensors.describe(base_device);
+    (sensors, device)
+}
+
+/// The MQTT client and event loop, with the offline copy of `info` as the retained last will.
+fn connect_with_will(
+    config: &AgentConfig,
+    topics: &Topics,
+    info: &AgentInfo,
+) -> anyhow::Result<(AsyncClient, EventLoop)> {
+    let mut will_info = info.clone();
+    will_info.online = false;
+    let will = LastWill::new(
+        topics.status(&config.id),
+        encode(&will_info),
+        QoS::AtLeastOnce,
+        true,
+    );
+    Ok(config.broker.connect(&config.id, Some(will))?)
+}
+
+/// The durable store in `state_dir`, when configured.
+fn open_store(config: &AgentConfig) -> anyhow::Result<Option<Store>> {
+    let Some(dir) = &config.state_dir else {
+        return Ok(None);
+    };
+    let store = Store::open(dir)
+        .with_context(|| format!("cannot open the agent store in {}", dir.display()))?;
+    Ok(Some(store))
+}
+
+/// What an assignment must satisfy to be accepted by this agent.
+fn assignment_rules(config: &AgentConfig, topics: &Topics) -> anyhow::Result<AssignmentRules> {
+    Ok(AssignmentRules {
+        agent: config.id.clone(),
+        topics: topics.clone(),
+        max_payload_bytes: config.max_payload_bytes,
+        max_batch: config.max_batch,
+        max_queue_delay_ms: config.max_queue_delay_ms,
+        key: match &config.assignment_key_file {
+            Some(path) => Some(AssignmentKey::from_file(path)?),
+            None => None,
+        },
     })
 }
 

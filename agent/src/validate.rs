@@ -55,13 +55,41 @@ pub struct AssignmentRules {
     pub key: Option<AssignmentKey>,
 }
 
-/// Checks an assignment payload against the loaded families and the agent's rules.
-// Long on purpose: one check after another, in the order that decides which refusal code wins.
+/// Checks an assignment payload against the loaded families and the agent's rules: first the
+/// envelope (size, encoding, signature, version), then the request's fields, then whether this
+/// agent can serve it. The order decides which refusal code wins.
 pub fn validate_assignment(
     payload: &[u8],
     rules: &AssignmentRules,
     families: &HashMap<String, Arc<ModelFamily>>,
 ) -> Result<ValidAssignment, Refusal> {
+    let assignment = open_envelope(payload, rules)?;
+    let request = assignment.request;
+    let reply_to = request.check_fields(&rules.topics)?;
+    let (family, width) = servable(&request, &reply_to, assignment.width, families)?;
+    let sample = family.preprocess(&request.input);
+    Ok(ValidAssignment {
+        width,
+        batch_size: assignment.batch_size.clamp(1, rules.max_batch),
+        max_queue_delay_ms: assignment.max_queue_delay_ms.min(rules.max_queue_delay_ms),
+        router: if assignment.router.len() > 64 {
+            limits::shorten(&assignment.router)
+        } else {
+            assignment.router
+        },
+        attempt: assignment.attempt,
+        family: family.clone(),
+        key: RequestKey::new(reply_to, request.id.clone()),
+        request,
+        sample,
+        payload: None,
+        received_at: Instant::now(),
+    })
+}
+
+/// The assignment in `payload`, when it is small enough, decodes, is signed with the
+/// deployment's key (when there is one) and speaks this protocol version.
+fn open_envelope(payload: &[u8], rules: &AssignmentRules) -> Result<Assignment, Refusal> {
     let topics = &rules.topics;
     if payload.len() > rules.max_payload_bytes {
         return Err(Refusal::new(
@@ -103,12 +131,22 @@ pub fn validate_assignment(
             topics,
         ));
     }
-    let request = assignment.request;
-    let reply_to = request.check_fields(topics)?;
+    Ok(assignment)
+}
+
+/// The family serving `request` and its plan's width, when this agent has the model, the
+/// width and an input of the family's shape and dtype; otherwise the refusal, answered on
+/// `reply_to`.
+fn servable<'a>(
+    request: &InferRequest,
+    reply_to: &str,
+    width: f32,
+    families: &'a HashMap<String, Arc<ModelFamily>>,
+) -> Result<(&'a Arc<ModelFamily>, f32), Refusal> {
     let reject = |code, message: String| {
         let mut r = Refusal::new(code, message);
         r.id = Some(request.id.clone());
-        r.reply_to = Some(reply_to.clone());
+        r.reply_to = Some(reply_to.to_string());
         r
     };
     let Some(family) = families.get(&request.model) else {
@@ -117,15 +155,11 @@ pub fn validate_assignment(
             format!("this agent does not serve model {:?}", request.model),
         ));
     };
-    let Some(plan) = family.plan(assignment.width) else {
+    let Some(plan) = family.plan(width) else {
         let widths: Vec<f32> = family.plans().iter().map(|p| p.entry.width).collect();
         return Err(reject(
             ErrorCode::UnknownWidth,
-            format!(
-                "model {} has widths {widths:?}, not {}",
-                family.name(),
-                assignment.width
-            ),
+            format!("model {} has widths {widths:?}, not {width}", family.name()),
         ));
     };
     if let Err(mismatch) = family.check_input(&request.input) {
@@ -135,22 +169,5 @@ pub fn validate_assignment(
         };
         return Err(reject(code, message));
     }
-    let sample = family.preprocess(&request.input);
-    Ok(ValidAssignment {
-        width: plan.entry.width,
-        batch_size: assignment.batch_size.clamp(1, rules.max_batch),
-        max_queue_delay_ms: assignment.max_queue_delay_ms.min(rules.max_queue_delay_ms),
-        router: if assignment.router.len() > 64 {
-            limits::shorten(&assignment.router)
-        } else {
-            assignment.router
-        },
-        attempt: assignment.attempt,
-        family: family.clone(),
-        key: RequestKey::new(reply_to, request.id.clone()),
-        request,
-        sample,
-        payload: None,
-        received_at: Instant::now(),
-    })
+    Ok((family, plan.entry.width))
 }

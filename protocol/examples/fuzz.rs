@@ -115,6 +115,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    install_panic_hook();
+    match &options.replay {
+        Some(file) => replay(file),
+        None => fuzz(&options),
+    }
+}
+
+/// Records each panic's message and place in [`LAST_PANIC`] instead of printing it.
+fn install_panic_hook() {
     panic::set_hook(Box::new(|info| {
         let place = info
             .location()
@@ -128,33 +137,44 @@ fn main() -> ExitCode {
             .unwrap_or_else(|| "(no message)".into());
         LAST_PANIC.with(|p| *p.borrow_mut() = format!("{message}{place}"));
     }));
+}
 
-    if let Some(file) = &options.replay {
-        let input = match std::fs::read(file) {
-            Ok(bytes) => bytes,
-            Err(e) => {
-                eprintln!("cannot read {}: {e}", file.display());
-                return ExitCode::from(2);
-            }
-        };
-        let outcome = std::thread::Builder::new()
-            .stack_size(STACK_BYTES)
-            .spawn(move || panic::catch_unwind(|| exercise(&input)).map_err(|_| ()))
-            .expect("spawn")
-            .join()
-            .expect("the replay thread catches its panics");
-        return match outcome {
-            Ok(outcome) => {
-                println!("no panic: {outcome:#?}");
-                ExitCode::SUCCESS
-            }
-            Err(()) => {
-                eprintln!("PANIC: {}", LAST_PANIC.with(|p| p.borrow().clone()));
-                ExitCode::FAILURE
-            }
-        };
+/// `--replay FILE`: runs the one saved input and reports its outcome or its panic.
+fn replay(file: &Path) -> ExitCode {
+    let input = match std::fs::read(file) {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            eprintln!("cannot read {}: {e}", file.display());
+            return ExitCode::from(2);
+        }
+    };
+    let outcome = std::thread::Builder::new()
+        .stack_size(STACK_BYTES)
+        .spawn(move || panic::catch_unwind(|| exercise(&input)).map_err(|_| ()))
+        .expect("spawn")
+        .join()
+        .expect("the replay thread catches its panics");
+    match outcome {
+        Ok(outcome) => {
+            println!("no panic: {outcome:#?}");
+            ExitCode::SUCCESS
+        }
+        Err(()) => {
+            eprintln!("PANIC: {}", LAST_PANIC.with(|p| p.borrow().clone()));
+            ExitCode::FAILURE
+        }
     }
+}
 
+/// Counters the fuzz threads share, for the progress lines and the final count.
+struct Progress {
+    started: Instant,
+    done: AtomicU64,
+    panics: AtomicU64,
+}
+
+/// Fuzzes `options.inputs` inputs over `options.threads` threads and prints the tally.
+fn fuzz(options: &Options) -> ExitCode {
     println!(
         "fuzzing {} inputs, seed {}, {} thread(s); crashes go to {}",
         options.inputs,
@@ -162,40 +182,21 @@ fn main() -> ExitCode {
         options.threads,
         options.crashes.display()
     );
-    let started = Instant::now();
-    let done = AtomicU64::new(0);
-    let panics = AtomicU64::new(0);
+    let progress = Progress {
+        started: Instant::now(),
+        done: AtomicU64::new(0),
+        panics: AtomicU64::new(0),
+    };
     let mut total = Tally::default();
     std::thread::scope(|scope| {
         let workers: Vec<_> = (0..options.threads)
             .map(|t| {
                 let share = options.inputs / options.threads
                     + u64::from(t < options.inputs % options.threads);
-                let (done, panics, options) = (&done, &panics, &options);
+                let progress = &progress;
                 std::thread::Builder::new()
                     .stack_size(STACK_BYTES)
-                    .spawn_scoped(scope, move || {
-                        let mut fuzzer = Fuzzer::new(options.seed.wrapping_add(t));
-                        let mut tally = Tally::default();
-                        for _ in 0..share {
-                            let input = fuzzer.next_input();
-                            if let Some(message) = run_one(&input, &mut tally) {
-                                save_crash(&options.crashes, &input, &message);
-                                panics.fetch_add(1, Ordering::Relaxed);
-                            }
-                            let n = done.fetch_add(1, Ordering::Relaxed) + 1;
-                            if n % PROGRESS_EVERY == 0 {
-                                let secs = started.elapsed().as_secs_f64();
-                                println!(
-                                    "{n} inputs, {:.0} s, {:.0} inputs/s, {} panics",
-                                    secs,
-                                    n as f64 / secs,
-                                    panics.load(Ordering::Relaxed)
-                                );
-                            }
-                        }
-                        tally
-                    })
+                    .spawn_scoped(scope, move || fuzz_share(options, t, share, progress))
                     .expect("spawn a fuzz thread")
             })
             .collect();
@@ -203,8 +204,8 @@ fn main() -> ExitCode {
             total.merge(&worker.join().expect("fuzz threads catch their panics"));
         }
     });
-    let secs = started.elapsed().as_secs_f64();
-    let panics = panics.load(Ordering::Relaxed);
+    let secs = progress.started.elapsed().as_secs_f64();
+    let panics = progress.panics.load(Ordering::Relaxed);
     println!("---");
     println!("{total}");
     println!(
@@ -218,4 +219,29 @@ fn main() -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// One thread's `share` of the inputs, from the fuzzer seeded `seed + t`: saves every input
+/// that panics and prints a progress line every [`PROGRESS_EVERY`] inputs of all threads.
+fn fuzz_share(options: &Options, t: u64, share: u64, progress: &Progress) -> Tally {
+    let mut fuzzer = Fuzzer::new(options.seed.wrapping_add(t));
+    let mut tally = Tally::default();
+    for _ in 0..share {
+        let input = fuzzer.next_input();
+        if let Some(message) = run_one(&input, &mut tally) {
+            save_crash(&options.crashes, &input, &message);
+            progress.panics.fetch_add(1, Ordering::Relaxed);
+        }
+        let n = progress.done.fetch_add(1, Ordering::Relaxed) + 1;
+        if n.is_multiple_of(PROGRESS_EVERY) {
+            let secs = progress.started.elapsed().as_secs_f64();
+            println!(
+                "{n} inputs, {:.0} s, {:.0} inputs/s, {} panics",
+                secs,
+                n as f64 / secs,
+                progress.panics.load(Ordering::Relaxed)
+            );
+        }
+    }
+    tally
 }

@@ -52,6 +52,8 @@ fn observation(n: usize, profile: &ProfileFile, model: &ModelSpec) -> Observatio
                 top1: w.top1,
                 flops: w.flops,
                 recent_latency_ms: None,
+                queue_depth: 0,
+                oldest_wait_ms: 0.0,
                 batches,
             }
         })
@@ -72,6 +74,7 @@ fn observation(n: usize, profile: &ProfileFile, model: &ModelSpec) -> Observatio
             slowdown: 1.0,
             widths: widths.clone(),
             version: i as u64 + 1,
+            arrival_rate_per_s: 0.0,
         })
         .collect();
     Observation { devices }
@@ -150,20 +153,65 @@ impl OneByOne {
     }
 }
 
+/// What every row is measured on: the profile and model the emulated agents serve, and the
+/// time budget per fleet size.
+struct Setup {
+    profile: ProfileFile,
+    model: ModelSpec,
+    budget: Duration,
+}
+
+impl Setup {
+    /// Loads the measured profile, the digits manifest and `SLIM_BENCH_MS` (default 400 ms).
+    fn load(root: &Path) -> Self {
+        let profile = ProfileFile::load(&root.join("profiles/cpu-2core-measured.toml"))
+            .expect("the measured profile loads");
+        let model =
+            ModelSpec::load(&root.join("models/digits/manifest.toml")).expect("digits manifest");
+        let budget = Duration::from_millis(
+            std::env::var("SLIM_BENCH_MS")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(400),
+        );
+        Self {
+            profile,
+            model,
+            budget,
+        }
+    }
+
+    /// µs per decision on each of `FLEETS`, with a fresh router from `make` for each.
+    fn costs(&self, make: &mut dyn FnMut() -> Box<dyn Router>, tracked: bool) -> Vec<f64> {
+        let mut costs = Vec::new();
+        for n in FLEETS {
+            let mut router = make();
+            let mut route = |o: &Observation, r: &RouteRequest| router.route(o, r);
+            let (us, _) = time(
+                &mut route,
+                observation(n, &self.profile, &self.model),
+                tracked,
+                self.budget,
+            );
+            costs.push(us);
+        }
+        costs
+    }
+}
+
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let profile = ProfileFile::load(&root.join("profiles/cpu-2core-measured.toml"))
-        .expect("the measured profile loads");
-    let model =
-        ModelSpec::load(&root.join("models/digits/manifest.toml")).expect("digits manifest");
+    let setup = Setup::load(&root);
     let checkpoint = Checkpoint::load(&root.join("router/policies/efficiency.safetensors"))
         .expect("the efficiency policy loads");
-    let budget = Duration::from_millis(
-        std::env::var("SLIM_BENCH_MS")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(400),
-    );
+    let mut rows = router_rows(&setup, &checkpoint);
+    rows.push(one_by_one_row(&setup, &checkpoint));
+    print_table(&rows);
+}
+
+/// Every router, on a tracked observation; those that skip unchanged devices also on a full
+/// scan.
+fn router_rows(setup: &Setup, checkpoint: &Checkpoint) -> Vec<(String, Vec<f64>)> {
     let settings = RouterSettings::default();
     let routers = [
         RouterKind::Random,
@@ -176,18 +224,7 @@ fn main() {
     ];
     let mut rows: Vec<(String, Vec<f64>)> = Vec::new();
     let mut run = |name: String, make: &mut dyn FnMut() -> Box<dyn Router>, tracked: bool| {
-        let mut costs = Vec::new();
-        for n in FLEETS {
-            let mut router = make();
-            let mut route = |o: &Observation, r: &RouteRequest| router.route(o, r);
-            let (us, _) = time(
-                &mut route,
-                observation(n, &profile, &model),
-                tracked,
-                budget,
-            );
-            costs.push(us);
-        }
+        let costs = setup.costs(make, tracked);
         eprintln!("{name}: {costs:.2?}");
         rows.push((name, costs));
     };
@@ -209,6 +246,11 @@ fn main() {
             run(format!("{}, full scan", kind.as_str()), &mut make, false);
         }
     }
+    rows
+}
+
+/// PPO as it decided before the cache and the batched network: full scan, one by one.
+fn one_by_one_row(setup: &Setup, checkpoint: &Checkpoint) -> (String, Vec<f64>) {
     let mut costs = Vec::new();
     for n in FLEETS {
         let mut before = OneByOne {
@@ -218,17 +260,25 @@ fn main() {
             scratch: Scratch::default(),
         };
         let mut route = |o: &Observation, r: &RouteRequest| before.route(o, r);
-        let (us, _) = time(&mut route, observation(n, &profile, &model), false, budget);
+        let (us, _) = time(
+            &mut route,
+            observation(n, &setup.profile, &setup.model),
+            false,
+            setup.budget,
+        );
         costs.push(us);
     }
     eprintln!("ppo, full scan, one by one: {costs:.2?}");
-    rows.push(("ppo, full scan, one by one (before)".into(), costs));
+    ("ppo, full scan, one by one (before)".into(), costs)
+}
 
+/// The Markdown table: µs per decision per fleet size and the ratios to 5 devices.
+fn print_table(rows: &[(String, Vec<f64>)]) {
     println!(
         "| router | µs per decision, 5 devices | 50 devices | 500 devices | 50 ÷ 5 | 500 ÷ 5 |"
     );
     println!("|---|---:|---:|---:|---:|---:|");
-    for (name, c) in &rows {
+    for (name, c) in rows {
         println!(
             "| {name} | {:.2} | {:.2} | {:.2} | {:.1} | {:.1} |",
             c[0],

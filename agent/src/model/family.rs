@@ -144,77 +144,7 @@ impl ModelFamily {
         options: &PlanOptions,
     ) -> Result<Self, ModelError> {
         let manifest = Manifest::load(dir)?;
-        #[cfg(feature = "ort")]
-        if super::onnxruntime::is_ort(runtime) {
-            let plans = manifest
-                .widths
-                .iter()
-                .map(|entry| {
-                    let path = dir.join(&entry.file);
-                    let session = super::onnxruntime::session(&path, options.threads)
-                        .map_err(|reason| ModelError::Load { path, reason })?;
-                    Ok(WidthPlan {
-                        entry: entry.clone(),
-                        engine: PlanEngine::Ort(session),
-                    })
-                })
-                .collect::<Result<Vec<_>, ModelError>>()?;
-            return Ok(Self {
-                manifest,
-                dir: dir.to_path_buf(),
-                plans,
-                threads: options.threads.max(1),
-            });
-        }
-        let plans = manifest
-            .widths
-            .iter()
-            .map(|entry| {
-                let path = dir.join(&entry.file);
-                let load_error = |e: TractError| ModelError::Load {
-                    path: path.clone(),
-                    reason: format!("{e:#}"),
-                };
-                // The file is parsed and its weights folded once per layout; each concrete plan
-                // starts from one of those models with the batch symbol set: a batch of one
-                // as exported, larger ones with the batch as a depth axis (batch_depth.rs).
-                let proto = tract_onnx::onnx()
-                    .proto_model_for_path(&path)
-                    .map_err(load_error)?;
-                let model =
-                    symbolic_model(&path, &proto, &manifest.input_shape).map_err(load_error)?;
-                // Only tract's CPU runtime convolves a batch image by image; a GPU runtime
-                // keeps the graph as exported.
-                let on_cpu = runtime.name() == DefaultRuntime.name();
-                let depth = if on_cpu && options.concrete_batches.iter().any(|&b| b > 1) {
-                    batch_as_depth(&proto)
-                        .map(|p| symbolic_model(&path, &p, &manifest.input_shape))
-                        .transpose()
-                        .map_err(load_error)?
-                } else {
-                    None
-                };
-                let concrete = options
-                    .concrete_batches
-                    .iter()
-                    .map(|&b| {
-                        let base = match &depth {
-                            Some(depth) if b > 1 => depth,
-                            _ => &model,
-                        };
-                        with_batch(base, b)
-                            .and_then(|m| prepare(m, runtime, options))
-                            .map(|r| (b, r))
-                            .map_err(load_error)
-                    })
-                    .collect::<Result<_, _>>()?;
-                let symbolic = prepare(model, runtime, options).map_err(load_error)?;
-                Ok(WidthPlan {
-                    entry: entry.clone(),
-                    engine: PlanEngine::Tract { symbolic, concrete },
-                })
-            })
-            .collect::<Result<Vec<_>, ModelError>>()?;
+        let plans = width_plans(dir, &manifest, runtime, options)?;
         Ok(Self {
             manifest,
             dir: dir.to_path_buf(),
@@ -363,6 +293,97 @@ pub enum InputMismatch {
     Shape(String),
     /// Bytes do not match dtype × shape.
     Dtype(String),
+}
+
+/// One plan per width of the manifest: ONNX Runtime sessions on the ort backend's runtime
+/// (`ort` feature), tract plans otherwise.
+fn width_plans(
+    dir: &Path,
+    manifest: &Manifest,
+    runtime: &dyn Runtime,
+    options: &PlanOptions,
+) -> Result<Vec<WidthPlan>, ModelError> {
+    #[cfg(feature = "ort")]
+    if super::onnxruntime::is_ort(runtime) {
+        return manifest
+            .widths
+            .iter()
+            .map(|entry| ort_plan(dir, entry, options))
+            .collect();
+    }
+    manifest
+        .widths
+        .iter()
+        .map(|entry| tract_plan(dir, entry, &manifest.input_shape, runtime, options))
+        .collect()
+}
+
+/// One width as an ONNX Runtime session with `options.threads` intra-op threads.
+#[cfg(feature = "ort")]
+fn ort_plan(
+    dir: &Path,
+    entry: &WidthEntry,
+    options: &PlanOptions,
+) -> Result<WidthPlan, ModelError> {
+    let path = dir.join(&entry.file);
+    let session = super::onnxruntime::session(&path, options.threads)
+        .map_err(|reason| ModelError::Load { path, reason })?;
+    Ok(WidthPlan {
+        entry: entry.clone(),
+        engine: PlanEngine::Ort(session),
+    })
+}
+
+/// One width as tract plans: the symbolic-batch plan and one per concrete batch size.
+fn tract_plan(
+    dir: &Path,
+    entry: &WidthEntry,
+    input_shape: &[u32],
+    runtime: &dyn Runtime,
+    options: &PlanOptions,
+) -> Result<WidthPlan, ModelError> {
+    let path = dir.join(&entry.file);
+    let load_error = |e: TractError| ModelError::Load {
+        path: path.clone(),
+        reason: format!("{e:#}"),
+    };
+    // The file is parsed and its weights folded once per layout; each concrete plan starts
+    // from one of those models with the batch symbol set: a batch of one as exported, larger
+    // ones with the batch as a depth axis (batch_depth.rs).
+    let proto = tract_onnx::onnx()
+        .proto_model_for_path(&path)
+        .map_err(load_error)?;
+    let model = symbolic_model(&path, &proto, input_shape).map_err(load_error)?;
+    // Only tract's CPU runtime convolves a batch image by image; a GPU runtime keeps the graph
+    // as exported.
+    let on_cpu = runtime.name() == DefaultRuntime.name();
+    let depth = if on_cpu && options.concrete_batches.iter().any(|&b| b > 1) {
+        batch_as_depth(&proto)
+            .map(|p| symbolic_model(&path, &p, input_shape))
+            .transpose()
+            .map_err(load_error)?
+    } else {
+        None
+    };
+    let concrete = options
+        .concrete_batches
+        .iter()
+        .map(|&b| {
+            let base = match &depth {
+                Some(depth) if b > 1 => depth,
+                _ => &model,
+            };
+            with_batch(base, b)
+                .and_then(|m| prepare(m, runtime, options))
+                .map(|r| (b, r))
+                .map_err(load_error)
+        })
+        .collect::<Result<_, _>>()?;
+    let symbolic = prepare(model, runtime, options).map_err(load_error)?;
+    Ok(WidthPlan {
+        entry: entry.clone(),
+        engine: PlanEngine::Tract { symbolic, concrete },
+    })
 }
 
 fn prepare(

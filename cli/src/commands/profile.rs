@@ -5,10 +5,11 @@ use std::{path::PathBuf, time::Duration};
 use anyhow::Context;
 use clap::Args;
 use slim_agent::{
-    backend::{select_backend, BackendChoice},
-    model::ModelFamily,
+    backend::{select_backend, BackendChoice, SelectedBackend},
+    model::{ModelFamily, PlanOptions},
     profile::{measure_family, to_profile, ProfileSettings},
 };
+use slim_protocol::ProfilePoint;
 
 /// Measures the latency of every family × width × batch size on this device and writes a
 /// profile (TOML) that agents publish and the simulator builds fleets from.
@@ -56,7 +57,7 @@ pub struct ProfileArgs {
 pub fn run(args: ProfileArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.threads >= 1, "--threads must be at least 1");
     let (backend, reason) = select_backend(args.backend).map_err(anyhow::Error::msg)?;
-    let plan_options = slim_agent::model::PlanOptions {
+    let plan_options = PlanOptions {
         threads: args.threads as usize,
         concrete_batches: args
             .concrete_batches
@@ -71,6 +72,20 @@ pub fn run(args: ProfileArgs) -> anyhow::Result<()> {
         budget: args.budget,
         ..ProfileSettings::default()
     };
+    let dirs = selected_family_dirs(&args)?;
+    let points = measure_families(&dirs, &backend, &plan_options, &settings)?;
+    let profile = to_profile(&args.name, points, args.idle_power_w, args.max_power_w);
+    std::fs::write(
+        &args.out,
+        header(&args, &backend) + &toml::to_string_pretty(&profile)?,
+    )
+    .with_context(|| format!("cannot write {}", args.out.display()))?;
+    eprintln!("wrote {}", args.out.display());
+    Ok(())
+}
+
+/// The family folders under `--models-dir`, only those named by `--models` when given.
+fn selected_family_dirs(args: &ProfileArgs) -> anyhow::Result<Vec<PathBuf>> {
     super::require_path(&args.models_dir, "the models folder", "--models-dir")?;
     let dirs: Vec<PathBuf> = slim_agent::service::family_dirs(&args.models_dir)?
         .into_iter()
@@ -92,6 +107,16 @@ pub fn run(args: ProfileArgs) -> anyhow::Result<()> {
             format!(" named {}", args.models.join(", "))
         }
     );
+    Ok(dirs)
+}
+
+/// Loads and measures each family in turn, printing each point under a progress bar.
+fn measure_families(
+    dirs: &[PathBuf],
+    backend: &SelectedBackend,
+    plan_options: &PlanOptions,
+    settings: &ProfileSettings,
+) -> anyhow::Result<Vec<ProfilePoint>> {
     let mut points = Vec::new();
     let per_family = 4 * settings.batches.len() as u64;
     let bar = indicatif::ProgressBar::new(per_family * dirs.len() as u64);
@@ -100,8 +125,8 @@ pub fn run(args: ProfileArgs) -> anyhow::Result<()> {
             .expect("valid template"),
     );
     for dir in dirs {
-        let family = ModelFamily::load(&dir, backend.runtime, &plan_options)?;
-        let measured = measure_family(&family, &settings, |m| {
+        let family = ModelFamily::load(dir, backend.runtime, plan_options)?;
+        let measured = measure_family(&family, settings, |m| {
             bar.inc(1);
             bar.println(format!(
                 "  {:<18} w{:<5} b{:<3} {:>9.3} ms/batch  {:>8.3} ms/img  ({} runs, median {:.3} ms)",
@@ -117,9 +142,13 @@ pub fn run(args: ProfileArgs) -> anyhow::Result<()> {
         points.extend(measured.into_iter().map(|m| m.point));
     }
     bar.finish_and_clear();
-    let profile = to_profile(&args.name, points, args.idle_power_w, args.max_power_w);
+    Ok(points)
+}
+
+/// The comment block above the profile: how it was measured, on what, and the power model.
+fn header(args: &ProfileArgs, backend: &SelectedBackend) -> String {
     let device = slim_agent::telemetry::device_info();
-    let header = format!(
+    format!(
         "# Measured by `slim profile --name {} --out {} --batches {} --budget {:?} --threads {} --concrete-batches {}`\n\
          # on {} ({} cores, {} MiB RAM), backend {}, {} with {} thread(s) per batch, one instance.\n\
          # Power: labelled model (idle {} W, max {} W), not a sensor reading.\n",
@@ -145,9 +174,5 @@ pub fn run(args: ProfileArgs) -> anyhow::Result<()> {
         args.threads,
         args.idle_power_w,
         args.max_power_w,
-    );
-    std::fs::write(&args.out, header + &toml::to_string_pretty(&profile)?)
-        .with_context(|| format!("cannot write {}", args.out.display()))?;
-    eprintln!("wrote {}", args.out.display());
-    Ok(())
+    )
 }

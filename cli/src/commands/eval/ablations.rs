@@ -231,73 +231,17 @@ pub fn run(args: &EvalArgs, dir: &Path) -> anyhow::Result<()> {
         "--seeds must be at least 2 for paired intervals"
     );
     let (mut arms, preset, weights) = load_arms(dir)?;
-    let reference = args.policies.join(format!("{preset}.safetensors"));
-    if reference.exists() {
-        let (c, ckpt) = load(&reference)?;
-        if c.meta.weights == weights {
-            arms.push(Arm {
-                name: "shipped (reference)".into(),
-                what: format!(
-                    "`{}` as shipped: {} steps, ent_coef {}, gamma {} (not part of the ablation)",
-                    reference.display(),
-                    c.meta.steps,
-                    c.meta.config.ent_coef,
-                    c.meta.config.gamma
-                ),
-                ablation: false,
-                ckpts: vec![ckpt],
-            });
-        }
-    }
+    arms.extend(reference_arm(args, &preset, weights)?);
     let heur = heuristics(weights, &preset);
-    let batch_sizes = super::super::simulate::batch_sizes();
     let spec = SweepSpec {
         fleet: &fleet,
         requests,
         seeds,
-        batch_sizes: batch_sizes.clone(),
+        batch_sizes: super::super::simulate::batch_sizes(),
         cost_weights: vec![weights],
         threads: args.sim_threads(),
     };
-    let total_ckpts: usize = arms.iter().map(|a| a.ckpts.len()).sum();
-    let bar = ProgressBar::new((FAMILIES.len() * (heur.len() + total_ckpts)) as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
-            .expect("template")
-            .progress_chars("=> "),
-    );
-    let mut results = Vec::new();
-    for family in FAMILIES {
-        let scenario = |seed: u64| {
-            let mut s = family.scenario(&fleet, requests, seed);
-            s.batch_sizes.clone_from(&batch_sizes);
-            s
-        };
-        let mut h_runs = Vec::new();
-        for (name, kind, settings) in &heur {
-            bar.set_message(format!("{}: {name}", family.as_str()));
-            let make = || build_router(*kind, settings).expect("baselines always build");
-            h_runs.push(run_seeds(&spec, &scenario, &make));
-            bar.inc(1);
-        }
-        let mut a_runs = Vec::new();
-        for arm in &arms {
-            let mut per = Vec::new();
-            for c in &arm.ckpts {
-                bar.set_message(format!("{}: {} seed {}", family.as_str(), arm.name, c.seed));
-                let policy = c.policy.clone();
-                let make = || Box::new(PpoRouter::new(policy.clone())) as Box<dyn Router>;
-                per.push(run_seeds(&spec, &scenario, &make));
-                bar.inc(1);
-            }
-            a_runs.push(per);
-        }
-        results.push(FamilyRuns {
-            heuristics: h_runs,
-            arms: a_runs,
-        });
-    }
-    bar.finish_and_clear();
+    let results = run_families(&spec, &arms, &heur);
     let parts = Report {
         command: command.join(" "),
         seconds: start.elapsed().as_secs_f64(),
@@ -320,6 +264,95 @@ pub fn run(args: &EvalArgs, dir: &Path) -> anyhow::Result<()> {
         args.out.display()
     );
     Ok(())
+}
+
+/// The shipped checkpoint of the preset (`--policies`), as a reference arm outside the
+/// ablation, when it exists and was trained for the same cost weights.
+fn reference_arm(
+    args: &EvalArgs,
+    preset: &str,
+    weights: RewardWeights,
+) -> anyhow::Result<Option<Arm>> {
+    let reference = args.policies.join(format!("{preset}.safetensors"));
+    if !reference.exists() {
+        return Ok(None);
+    }
+    let (c, ckpt) = load(&reference)?;
+    if c.meta.weights != weights {
+        return Ok(None);
+    }
+    Ok(Some(Arm {
+        name: "shipped (reference)".into(),
+        what: format!(
+            "`{}` as shipped: {} steps, ent_coef {}, gamma {} (not part of the ablation)",
+            reference.display(),
+            c.meta.steps,
+            c.meta.config.ent_coef,
+            c.meta.config.gamma
+        ),
+        ablation: false,
+        ckpts: vec![ckpt],
+    }))
+}
+
+/// Every heuristic and every arm's checkpoints on the held-out seeds of each family, in the
+/// order of `FAMILIES`, with a progress bar.
+fn run_families(
+    spec: &SweepSpec<'_>,
+    arms: &[Arm],
+    heur: &[(String, RouterKind, RouterSettings)],
+) -> Vec<FamilyRuns> {
+    let total_ckpts: usize = arms.iter().map(|a| a.ckpts.len()).sum();
+    let bar = ProgressBar::new((FAMILIES.len() * (heur.len() + total_ckpts)) as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
+            .expect("template")
+            .progress_chars("=> "),
+    );
+    let results = FAMILIES
+        .into_iter()
+        .map(|family| run_family(spec, family, arms, heur, &bar))
+        .collect();
+    bar.finish_and_clear();
+    results
+}
+
+/// The runs of one family: each heuristic, then each arm's checkpoints.
+fn run_family(
+    spec: &SweepSpec<'_>,
+    family: Family,
+    arms: &[Arm],
+    heur: &[(String, RouterKind, RouterSettings)],
+    bar: &ProgressBar,
+) -> FamilyRuns {
+    let scenario = |seed: u64| {
+        let mut s = family.scenario(spec.fleet, spec.requests, seed);
+        s.batch_sizes.clone_from(&spec.batch_sizes);
+        s
+    };
+    let mut h_runs = Vec::new();
+    for (name, kind, settings) in heur {
+        bar.set_message(format!("{}: {name}", family.as_str()));
+        let make = || build_router(*kind, settings).expect("baselines always build");
+        h_runs.push(run_seeds(spec, &scenario, &make));
+        bar.inc(1);
+    }
+    let mut a_runs = Vec::new();
+    for arm in arms {
+        let mut per = Vec::new();
+        for c in &arm.ckpts {
+            bar.set_message(format!("{}: {} seed {}", family.as_str(), arm.name, c.seed));
+            let policy = c.policy.clone();
+            let make = || Box::new(PpoRouter::new(policy.clone())) as Box<dyn Router>;
+            per.push(run_seeds(spec, &scenario, &make));
+            bar.inc(1);
+        }
+        a_runs.push(per);
+    }
+    FamilyRuns {
+        heuristics: h_runs,
+        arms: a_runs,
+    }
 }
 
 struct Report {
@@ -424,7 +457,9 @@ fn against_default(d: &mut String, arms: &[Arm], results: &[FamilyRuns]) {
     }
 }
 
-#[allow(clippy::too_many_lines)]
+/// The Markdown report: how it was run, the checkpoints, the heuristics, the variants against
+/// the best heuristic, what the costs are made of, the arms against the default arm, and the
+/// verdict.
 fn report(
     p: &Report,
     arms: &[Arm],
@@ -432,6 +467,19 @@ fn report(
     results: &[FamilyRuns],
 ) -> String {
     let mut d = String::new();
+    method(&mut d, p, heur);
+    checkpoints(&mut d, arms);
+    heuristics_table(&mut d, p, heur, results);
+    let rows = variants_table(&mut d, p, arms, heur, results);
+    composition(&mut d, arms, heur, results);
+    against_default(&mut d, arms, results);
+    verdict(&mut d, p, arms, heur, results, &rows);
+    d
+}
+
+/// The report's opening: the command, and how the fleet, seeds, families, best heuristic and
+/// intervals were chosen.
+fn method(d: &mut String, p: &Report, heur: &[(String, RouterKind, RouterSettings)]) {
     let _ = writeln!(
         d,
         "Command: `slim {}` ({:.0} s, {} simulator threads).\n",
@@ -443,7 +491,10 @@ fn report(
     let _ = writeln!(d, "- Best heuristic: per family, the heuristic of lowest mean cost over the seeds ({}), whether it keeps up or not (rate steps and device losses fail the keep-up test by design).", heur.iter().map(|h| h.0.as_str()).collect::<Vec<_>>().join(", "));
     let _ = writeln!(d, "- Intervals: 95 % paired percentile bootstrap over evaluation seeds ({RESAMPLES} resamples). *Pooled*: a variant's cost on a seed is the mean over its training seeds' checkpoints; the spread over training seeds is given beside it, not folded into the interval. A variant **meets the bar** on a family when its pooled interval lies below zero over ≥ {BAR_MIN_SEEDS} seeds and no training seed's own interval says \"worse\".");
     let _ = writeln!(d, "- Energy and latency behind the cost are **modelled** (derived and provisional profiles).\n");
+}
 
+/// Every checkpoint: its variant, training seed, steps, time and `PriorCheck`; then the files.
+fn checkpoints(d: &mut String, arms: &[Arm]) {
     let _ = writeln!(d, "### Checkpoints\n");
     let _ = writeln!(d, "| variant | what | training seed | steps trained | training s | against its greedy prior (`PriorCheck`) |\n|---|---|---|---|---|---|");
     for a in arms {
@@ -468,7 +519,15 @@ fn report(
             .collect::<Vec<_>>()
             .join(", ")
     );
+}
 
+/// Each heuristic's mean cost per family (and how many seeds kept up), the best in bold.
+fn heuristics_table(
+    d: &mut String,
+    p: &Report,
+    heur: &[(String, RouterKind, RouterSettings)],
+    results: &[FamilyRuns],
+) {
     let _ = writeln!(
         d,
         "### Heuristics: mean {} cost (seeds keeping up)\n",
@@ -493,7 +552,17 @@ fn report(
         }
         d.push('\n');
     }
+}
 
+/// Each arm on each family against the best heuristic; returns the rows as (arm, family, row)
+/// for the verdict.
+fn variants_table(
+    d: &mut String,
+    p: &Report,
+    arms: &[Arm],
+    heur: &[(String, RouterKind, RouterSettings)],
+    results: &[FamilyRuns],
+) -> Vec<(usize, usize, Row)> {
     let _ = writeln!(d, "\n### Variants against the best heuristic\n");
     let _ = writeln!(d, "| variant | family | best heuristic (its cost) | variant cost: mean over training seeds [min, max] (sd) | pooled variant − heuristic [95 % CI] | per training seed: difference (better / n.s. / worse) | `PriorCheck`: is the prior | meets the bar |\n|---|---|---|---|---|---|---|---|");
     let mut rows = Vec::new();
@@ -528,16 +597,29 @@ fn report(
             rows.push((ai, fi, x));
         }
     }
+    rows
+}
 
-    composition(&mut d, arms, heur, results);
-    against_default(&mut d, arms, results);
+/// Whether an arm is a trained variant of the ablation (not the reference, not the prior alone).
+fn is_ppo_arm(a: &Arm) -> bool {
+    a.ablation && a.name != "prior-only"
+}
 
+/// The verdict: per family, which trained variants meet the bar; then overall, which meet it on
+/// both shifting load and churn.
+fn verdict(
+    d: &mut String,
+    p: &Report,
+    arms: &[Arm],
+    heur: &[(String, RouterKind, RouterSettings)],
+    results: &[FamilyRuns],
+    rows: &[(usize, usize, Row)],
+) {
     let _ = writeln!(d, "\n### Verdict\n");
-    let ppo_arm = |a: &Arm| a.ablation && a.name != "prior-only";
     for (fi, f) in FAMILIES.iter().enumerate() {
         let passing: Vec<&str> = rows
             .iter()
-            .filter(|(ai, rf, x)| *rf == fi && ppo_arm(&arms[*ai]) && x.bar)
+            .filter(|(ai, rf, x)| *rf == fi && is_ppo_arm(&arms[*ai]) && x.bar)
             .map(|(ai, _, _)| arms[*ai].name.as_str())
             .collect();
         let best_heur = &heur[results[fi].best()].0;
@@ -562,7 +644,7 @@ fn report(
         .iter()
         .enumerate()
         .filter(|(a, arm)| {
-            ppo_arm(arm) && meets(*a, Family::ShiftingLoad) && meets(*a, Family::Churn)
+            is_ppo_arm(arm) && meets(*a, Family::ShiftingLoad) && meets(*a, Family::Churn)
         })
         .map(|(_, arm)| arm.name.as_str())
         .collect();
@@ -580,7 +662,6 @@ fn report(
             format!("**{}** meet{} the issue's bar: better than the best heuristic on both shifting load and churn, 95 % paired intervals excluding zero, no training seed significantly worse.", winners.join(", "), if winners.len() == 1 { "s" } else { "" })
         }
     );
-    d
 }
 
 #[cfg(test)]

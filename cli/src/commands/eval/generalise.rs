@@ -2,7 +2,6 @@
 //! retraining, on the evaluated fleet resized to other device counts, and on that fleet plus one
 //! device of a type no checkpoint was trained on.
 
-use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::Context;
@@ -70,18 +69,18 @@ fn fleets(plan: &Plan<'_>, trained_on: &[String]) -> anyhow::Result<Vec<(String,
 }
 
 /// Runs the check: the heuristics that can keep up (random and round-robin never do on the
-/// shipped fleets, so they are left out to save time) and every checkpoint, on each fleet.
+/// shipped fleets, so they are left out to save time) and every checkpoint, on each fleet. Each
+/// checkpoint is loaded once and its routers reused on every fleet.
 pub fn run(plan: &Plan<'_>, bar: &ProgressBar) -> anyhow::Result<Vec<Case>> {
     let (policies, presets) = plan.policies;
-    let (_, trained_on) = sim::with_checkpoints(policies, presets)?;
+    let (entries, trained_on) = sim::with_checkpoints(policies, presets)?;
+    let entries: Vec<_> = entries
+        .into_iter()
+        .filter(|e| e.name != "random" && e.name != "round-robin")
+        .collect();
     let mut cases = Vec::new();
     for (label, fleet) in fleets(plan, &trained_on)? {
         bar.set_message(format!("generalisation: {label}"));
-        let (entries, _) = sim::with_checkpoints(policies, presets)?;
-        let entries = entries
-            .into_iter()
-            .filter(|e| e.name != "random" && e.name != "round-robin")
-            .collect();
         let sim_plan = SimPlan {
             fleet: &fleet,
             loads: vec![plan.load],
@@ -91,7 +90,7 @@ pub fn run(plan: &Plan<'_>, bar: &ProgressBar) -> anyhow::Result<Vec<Case>> {
             threads: plan.threads,
             shifting: false,
         };
-        let res = sim::run(&sim_plan, entries, bar);
+        let res = sim::run(&sim_plan, entries.clone(), bar);
         cases.push(Case {
             label,
             devices: fleet.devices.len(),
@@ -113,32 +112,15 @@ pub fn table(cases: &[Case]) -> String {
     let mut t = String::from("| fleet | devices | checkpoint | best heuristic keeping up | its cost | checkpoint's cost | checkpoint − heuristic [95 % CI] | verdict |\n|---|---|---|---|---|---|---|---|\n");
     for case in cases {
         let res = &case.res;
-        for (i, e) in res.entries.iter().enumerate() {
-            let Some((preset, _)) = e.ppo else { continue };
-            let p = res.presets.iter().position(|x| *x == preset).unwrap_or(0);
+        for (i, e, _, p) in tables::ppo_entries(res) {
             let Some(v) = tables::versus(res, i, p)
                 .into_iter()
                 .find(|v| v.load.is_some())
             else {
                 continue;
             };
-            let (best, best_cost) = v
-                .best
-                .clone()
-                .map_or(("none keeps up".into(), "—".into()), |(n, c)| {
-                    (n, format!("{c:.3}"))
-                });
-            let ppo = format!("{:.3}{}", v.ppo.0, if v.ppo.1 { "" } else { " (✗)" });
-            let (diff, verdict) = match (&v.diff, v.ppo.1) {
-                (Some(d), _) => (d.show(3), d.verdict().as_str().to_string()),
-                (None, false) => ("—".into(), "checkpoint overloaded".into()),
-                (None, true) => ("—".into(), "no heuristic keeps up".into()),
-            };
-            let _ = writeln!(
-                t,
-                "| {} | {} | {} | {best} | {best_cost} | {ppo} | {diff} | {verdict} |",
-                case.label, case.devices, e.name
-            );
+            let lead = format!("{} | {} | {}", case.label, case.devices, e.name);
+            tables::versus_row(&mut t, &lead, &v, "no heuristic keeps up");
         }
     }
     t

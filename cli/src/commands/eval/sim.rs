@@ -2,6 +2,7 @@
 //! churn scenarios, on the same evaluation seeds.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::Context;
 use indicatif::ProgressBar;
@@ -12,7 +13,9 @@ use slim_router::ppo::{Checkpoint, PpoRouter, PriorCheck};
 use slim_router::reward::RewardPreset;
 use slim_router::{build_router, Router, RouterKind, RouterSettings};
 
-/// A router of the comparison: how to build a fresh one per run.
+/// A router of the comparison: how to build a fresh one per run. Cloning shares the builder
+/// (and a checkpoint's loaded weights).
+#[derive(Clone)]
 pub struct Entry {
     /// Name in the tables.
     pub name: String,
@@ -20,7 +23,7 @@ pub struct Entry {
     pub heuristic: bool,
     /// For PPO checkpoints: the preset, and how the checkpoint compares with its greedy prior.
     pub ppo: Option<(RewardPreset, PriorCheck)>,
-    make: Box<dyn Fn() -> Box<dyn Router> + Sync>,
+    make: Arc<dyn Fn() -> Box<dyn Router> + Sync>,
 }
 
 fn baseline(kind: RouterKind, name: &str, settings: RouterSettings) -> Entry {
@@ -28,7 +31,7 @@ fn baseline(kind: RouterKind, name: &str, settings: RouterSettings) -> Entry {
         name: name.to_string(),
         heuristic: true,
         ppo: None,
-        make: Box::new(move || build_router(kind, &settings).expect("baselines always build")),
+        make: Arc::new(move || build_router(kind, &settings).expect("baselines always build")),
     }
 }
 
@@ -88,7 +91,7 @@ pub fn with_checkpoints(
             name,
             heuristic: false,
             ppo: Some((*preset, check)),
-            make: Box::new(move || Box::new(PpoRouter::new(weights.clone()).named(label.clone()))),
+            make: Arc::new(move || Box::new(PpoRouter::new(weights.clone()).named(label.clone()))),
         });
     }
     trained_on.sort();

@@ -6,8 +6,9 @@ use std::fmt::Write as _;
 
 use slim_router::eval::bootstrap::{cut_percent, mean_difference, Interval, Verdict};
 use slim_router::eval::sweep::SeedRun;
+use slim_router::reward::RewardPreset;
 
-use super::sim::SimResults;
+use super::sim::{Entry, SimResults};
 
 /// A per-run figure.
 pub type Metric = fn(&SeedRun) -> f64;
@@ -186,34 +187,49 @@ pub fn versus(res: &SimResults, i: usize, p: usize) -> Vec<Versus> {
         .collect()
 }
 
+/// The PPO entries of `res` with their preset and its index in `res.presets`, as
+/// `(entry index, entry, preset, preset index)`.
+pub fn ppo_entries(res: &SimResults) -> impl Iterator<Item = (usize, &Entry, RewardPreset, usize)> {
+    res.entries.iter().enumerate().filter_map(|(i, e)| {
+        let (preset, _) = e.ppo?;
+        let p = res.presets.iter().position(|x| *x == preset).unwrap_or(0);
+        Some((i, e, preset, p))
+    })
+}
+
+/// Appends one PPO-against-best-heuristic row to `t`: the `lead` cells (joined with ` | `),
+/// then the best heuristic, its cost, the checkpoint's cost (✗: it does not keep up), the
+/// difference with its interval and the verdict. `no_best` is the verdict when the checkpoint
+/// keeps up but there is no heuristic to compare with.
+pub fn versus_row(t: &mut String, lead: &str, v: &Versus, no_best: &str) {
+    let (best, best_cost) = v
+        .best
+        .clone()
+        .map_or(("none keeps up".into(), "—".into()), |(n, c)| {
+            (n, format!("{c:.3}"))
+        });
+    let ppo = format!("{:.3}{}", v.ppo.0, if v.ppo.1 { "" } else { " (✗)" });
+    let (diff, verdict) = match (&v.diff, v.ppo.1) {
+        (Some(d), _) => (d.show(3), d.verdict().as_str().to_string()),
+        (None, false) => ("—".into(), "checkpoint overloaded".into()),
+        (None, true) => ("—".into(), no_best.to_string()),
+    };
+    let _ = writeln!(
+        t,
+        "| {lead} | {best} | {best_cost} | {ppo} | {diff} | {verdict} |"
+    );
+}
+
 /// The PPO-against-best-heuristic table of every PPO entry.
 pub fn versus_table(res: &SimResults) -> String {
     let mut t = String::from("| checkpoint | preset cost of | offered load | best heuristic (lowest mean cost among those keeping up) | its cost | checkpoint's cost | checkpoint − heuristic [95 % CI] | verdict |\n|---|---|---|---|---|---|---|---|\n");
-    for (i, e) in res.entries.iter().enumerate() {
-        let Some((preset, _)) = e.ppo else { continue };
-        let p = res.presets.iter().position(|x| *x == preset).unwrap_or(0);
+    for (i, e, preset, p) in ppo_entries(res) {
         for v in versus(res, i, p) {
             let load = v
                 .load
                 .map_or("shifting + churn".into(), |l| format!("{l:.2}"));
-            let (best, best_cost) = v
-                .best
-                .clone()
-                .map_or(("none keeps up".into(), "—".into()), |(n, c)| {
-                    (n, format!("{c:.3}"))
-                });
-            let ppo = format!("{:.3}{}", v.ppo.0, if v.ppo.1 { "" } else { " (✗)" });
-            let (diff, verdict) = match (&v.diff, v.ppo.1) {
-                (Some(d), _) => (d.show(3), d.verdict().as_str().to_string()),
-                (None, false) => ("—".into(), "checkpoint overloaded".into()),
-                (None, true) => ("—".into(), "no heuristic to compare".into()),
-            };
-            let _ = writeln!(
-                t,
-                "| {} | {} | {load} | {best} | {best_cost} | {ppo} | {diff} | {verdict} |",
-                e.name,
-                preset.as_str()
-            );
+            let lead = format!("{} | {} | {load}", e.name, preset.as_str());
+            versus_row(&mut t, &lead, &v, "no heuristic to compare");
         }
     }
     t

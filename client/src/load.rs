@@ -301,6 +301,23 @@ impl LoadReport {
     }
 }
 
+/// A width mix as tables print it (`0.25x 80%`, then the next, joined by `sep`): `widths` maps
+/// width × 1000 to a count, as [`Summary::widths`] does.
+pub fn width_mix(widths: &BTreeMap<u16, usize>, sep: &str) -> String {
+    let total = widths.values().sum::<usize>().max(1) as f64;
+    widths
+        .iter()
+        .map(|(w, n)| {
+            format!(
+                "{:.2}x {:.0}%",
+                f64::from(*w) / 1000.0,
+                100.0 * *n as f64 / total
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(sep)
+}
+
 fn code_name(code: ErrorCode) -> String {
     code.as_str().to_string()
 }

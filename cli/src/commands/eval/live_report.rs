@@ -89,18 +89,7 @@ fn widths(c: &LiveCell) -> String {
             *by_width.entry(*w).or_default() += n;
         }
     }
-    let total = by_width.values().sum::<usize>().max(1) as f64;
-    by_width
-        .iter()
-        .map(|(w, n)| {
-            format!(
-                "{:.2}x {:.0}%",
-                f64::from(*w) / 1000.0,
-                100.0 * *n as f64 / total
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
+    slim_client::load::width_mix(&by_width, ", ")
 }
 
 /// Share of results per agent over the runs (`#1 67%, #2 23%`).

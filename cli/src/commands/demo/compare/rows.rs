@@ -159,18 +159,7 @@ impl Row {
     }
 
     fn width_mix(&self) -> String {
-        let total = self.answered.max(1) as f64;
-        self.widths
-            .iter()
-            .map(|(w, n)| {
-                format!(
-                    "{:.2}x {:.0}%",
-                    f64::from(*w) / 1000.0,
-                    100.0 * *n as f64 / total
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(" ")
+        slim_client::load::width_mix(&self.widths, " ")
     }
 }
 

@@ -11,7 +11,7 @@ use anyhow::Context;
 use slim_router::calibration::Calibration;
 use slim_router::RouterKind;
 
-pub use measure::{live_samples, measure, LiveSetup};
+pub use measure::{measure, LiveSetup};
 
 /// The agents of a local live cluster, as `slim calibrate` and `slim eval`'s live part start
 /// them.

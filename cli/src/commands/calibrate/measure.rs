@@ -151,9 +151,14 @@ fn agent_index(agent: &str) -> Option<usize> {
     n.parse::<usize>().ok()?.checked_sub(1)
 }
 
-/// The results of `report` as calibration samples; results from an agent the setup does not
-/// name are skipped.
-pub fn live_samples(report: &LoadReport, setup: &LiveSetup) -> Vec<LiveSample> {
+/// The results of `report` as calibration samples, each labelled with the name inside its
+/// agent's profile (`profiles`, one per agent: the fit keys overheads by that name, which may
+/// differ from the file stem); results from an agent the setup does not name are skipped.
+fn live_samples(
+    report: &LoadReport,
+    setup: &LiveSetup,
+    profiles: &[DeviceProfile],
+) -> Vec<LiveSample> {
     report
         .outcomes
         .iter()
@@ -163,7 +168,7 @@ pub fn live_samples(report: &LoadReport, setup: &LiveSetup) -> Vec<LiveSample> {
             };
             let i = agent_index(&r.agent)?;
             Some(LiveSample {
-                profile: setup.agent_profiles.get(i)?.clone(),
+                profile: profiles.get(i)?.name.clone(),
                 slowdown: *setup.slowdowns.get(i)?,
                 model: r.model.clone(),
                 width: r.width,
@@ -181,13 +186,7 @@ pub fn live_samples(report: &LoadReport, setup: &LiveSetup) -> Vec<LiveSample> {
 pub async fn measure(setup: &LiveSetup) -> anyhow::Result<(Calibration, LoadReport)> {
     let profiles = setup.agent_profiles()?;
     let report = setup.run().await?;
-    let mut samples = live_samples(&report, setup);
-    // the fit keys overheads by the profile's own name, which may differ from its file stem
-    for s in &mut samples {
-        if let Some(i) = setup.agent_profiles.iter().position(|n| *n == s.profile) {
-            s.profile = profiles[i].name.clone();
-        }
-    }
+    let samples = live_samples(&report, setup, &profiles);
     let source = format!(
         "slim calibrate: {} agents (profiles {:?}, slowdowns {:?}, threads {:?}), `{}` at {:.0} req/s for {:?}, router {}, seed {}; {} results of {} sent; measured {}",
         setup.slowdowns.len(),

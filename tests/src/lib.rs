@@ -23,6 +23,16 @@ pub fn external_broker() -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
+/// The repository's root folder.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// `path` inside the repository, as a command-line argument.
+pub fn repo_path(path: &str) -> String {
+    repo_root().join(path).display().to_string()
+}
+
 /// The repository's `models/` folder.
 pub fn models_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models")

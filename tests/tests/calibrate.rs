@@ -3,18 +3,8 @@
 //! profiles, and `slim simulate --calibration` reads it. With `SLIM_TEST_BROKER` set the
 //! cluster runs on that broker.
 
-use std::path::PathBuf;
-
 use slim_router::calibration::Calibration;
-use slim_tests::external_broker;
-
-fn repo(path: &str) -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join(path)
-        .display()
-        .to_string()
-}
+use slim_tests::{external_broker, repo_path as repo};
 
 #[test]
 fn calibrate_writes_a_file_that_simulate_reads() {

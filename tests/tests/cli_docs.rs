@@ -4,11 +4,8 @@
 //! each is handed to the CLI's own argument parser (`slim::app::parse_from`), so a flag that
 //! does not exist, a missing value or a wrong subcommand fails this test.
 
+use slim_tests::repo_root as repo;
 use std::path::{Path, PathBuf};
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 /// One command found in a document.
 #[derive(Debug, Clone)]

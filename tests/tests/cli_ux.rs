@@ -9,9 +9,10 @@
 //! helper selected and the command line in an environment variable, so they always test the
 //! current code with stdout and stderr as pipes.
 
+use slim_tests::repo_root as repo;
 use std::{
     io::{BufRead, BufReader, Read},
-    path::{Path, PathBuf},
+    path::Path,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -25,10 +26,6 @@ use slim_protocol::InferRequest;
 
 const CHILD_ARGS: &str = "SLIM_CLI_UX_CHILD_ARGS";
 const SEP: char = '\u{1f}';
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 /// A new folder `slim-cli-ux-{tag}-XXXXXX` in the system's temporary folder, removed when
 /// dropped.

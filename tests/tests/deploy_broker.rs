@@ -4,6 +4,7 @@
 //! and serves, that a client without credentials is refused, that an agent cannot publish on
 //! (or read) another agent's topics, and what `slim-agent doctor` says in each case.
 
+use slim_tests::repo_root as repo;
 use std::{
     net::TcpListener,
     path::PathBuf,
@@ -23,10 +24,6 @@ use slim_mqtt::BrokerOptions;
 use slim_tests::{digits_load, models_dir, ANSWER_TIMEOUT};
 
 const PREFIX: &str = "slim/v1";
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 fn run_script(script: &str, args: &[&str]) {
     let out = Command::new("bash")

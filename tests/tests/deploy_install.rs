@@ -6,16 +6,13 @@
 //! binary's own crate), so the installed "binary" is a small script that prints the real default
 //! configuration (`AgentConfig::default_toml()`) for `generate-config`.
 
+use slim_tests::repo_root as repo;
 use std::{
     collections::BTreeMap,
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
     process::{Command, Output},
 };
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 /// A new folder `slim-{tag}-XXXXXX` in the system's temporary folder, removed when dropped.
 fn temp_dir(tag: &str) -> tempfile::TempDir {

@@ -3,17 +3,7 @@
 //! runs' totals, the sim-to-real table and the ranking verdict, and the live plots exist. With
 //! `SLIM_TEST_BROKER` set the cluster runs on that broker.
 
-use std::path::PathBuf;
-
-use slim_tests::external_broker;
-
-fn repo(path: &str) -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join(path)
-        .display()
-        .to_string()
-}
+use slim_tests::{external_broker, repo_path as repo};
 
 /// The cells of the report's table row that starts with `start`.
 fn row<'a>(report: &'a str, start: &str) -> Vec<&'a str> {

@@ -1,17 +1,14 @@
 //! Online refinement end to end: a coordinator routing with the trained efficiency policy and
 //! refining it from the rewards real agents report, while every request is still answered.
 
-use std::{path::PathBuf, time::Duration};
+use slim_tests::repo_root as repo;
+use std::time::Duration;
 
 use slim_client::{load::run_open_loop, samples::family_samples};
 use slim_coordinator::config::OnlineSettings;
 use slim_router::ppo::{online::OnlineConfig, Checkpoint};
 use slim_router::{build_router, RouterKind, RouterSettings};
 use slim_tests::{digits_load, http_body, models_dir, spec, start};
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 /// The value of an unlabelled sample in Prometheus text.
 fn metric(text: &str, name: &str) -> Option<f64> {

@@ -57,9 +57,15 @@ pub struct AgentConfig {
     /// Messages older than this are dropped instead of sent on reconnect, seconds.
     pub outbox_max_age_s: u64,
     /// Device profile (TOML, as written by `slim profile`) published in the agent's status, so
-    /// routers can predict latency and energy per width and batch. With `slowdown` > 1 its
-    /// latencies are scaled by the slowdown.
+    /// routers can predict latency and energy per width and batch. It is published as the
+    /// file has it; the routers apply `slowdown` (announced beside it) themselves.
     pub profile: Option<PathBuf>,
+    /// Emulate the device of `profile` (e.g. `profiles/jetson-orin-nano.toml`): every batch is
+    /// held until the profile's latency for its model, width and batch size (times `slowdown`)
+    /// has passed, per-batch energy is the profile's power over that time (modelled), and the
+    /// profile's `max_batch` and `max_instances` (concurrent batches) apply. Without it,
+    /// `slowdown` multiplies each batch's real compute time instead.
+    pub pace_to_profile: bool,
     /// Most requests queued or running at once; further assignments are answered `overloaded`.
     pub max_queued: usize,
     /// Longest an idle model instance waits for its batch to fill, milliseconds. 0 (the
@@ -118,6 +124,7 @@ impl Default for AgentConfig {
             slowdown: 1.0,
             state_dir: None,
             profile: None,
+            pace_to_profile: false,
             outbox_max_mb: 64,
             outbox_max_age_s: 3600,
             max_queued: 4096,
@@ -228,6 +235,9 @@ impl AgentConfig {
         if self.slowdown.is_nan() || self.slowdown < 1.0 {
             return Err(format!("slowdown {} must be >= 1", self.slowdown));
         }
+        if self.pace_to_profile && self.profile.is_none() {
+            return Err("pace_to_profile needs a profile: the device profile to emulate".into());
+        }
         self.broker.validate().map_err(|e| e.to_string())
     }
 }
@@ -271,6 +281,15 @@ mod tests {
         };
         assert!(too_big.validate().unwrap_err().contains("64"));
         assert!(AgentConfig::default().validate().is_ok());
+    }
+
+    #[test]
+    fn pacing_without_a_profile_is_refused() {
+        let config = AgentConfig {
+            pace_to_profile: true,
+            ..AgentConfig::default()
+        };
+        assert!(config.validate().unwrap_err().contains("pace_to_profile"));
     }
 
     #[test]

@@ -9,6 +9,7 @@
 pub mod backend;
 pub mod config;
 pub mod doctor;
+pub mod emulation;
 pub mod model;
 pub mod outbox;
 pub mod profile;

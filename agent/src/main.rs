@@ -75,9 +75,18 @@ struct RunArgs {
     /// Inference backend.
     #[arg(long, value_enum)]
     backend: Option<BackendChoice>,
-    /// Emulate a device this many times slower (flagged in status and telemetry).
+    /// Emulate a device this many times slower (flagged in status and telemetry): each batch
+    /// takes k times its real compute time, or, with --pace-to-profile, k times the profile's
+    /// latency.
     #[arg(long)]
     slowdown: Option<f32>,
+    /// Device profile (TOML, as in the profiles folder) published for the routers.
+    #[arg(long, value_name = "FILE")]
+    profile: Option<PathBuf>,
+    /// Emulate the device of --profile: hold every batch to the profile's latency for its
+    /// model, width and batch size (times --slowdown), with its power and batch limits.
+    #[arg(long)]
+    pace_to_profile: bool,
     /// Threads of tract's executor per running batch (default 1).
     #[arg(long)]
     threads: Option<u16>,
@@ -128,6 +137,10 @@ impl RunArgs {
         if let Some(v) = self.slowdown {
             config.slowdown = v;
         }
+        if let Some(v) = self.profile {
+            config.profile = Some(v);
+        }
+        config.pace_to_profile |= self.pace_to_profile;
         if let Some(v) = self.threads {
             config.threads = v;
         }

@@ -13,14 +13,15 @@ use std::{
 use anyhow::{bail, Context};
 use rumqttc::{AsyncClient, Event, EventLoop, LastWill, Packet, QoS};
 use slim_protocol::{
-    encode, now_ms, AgentInfo, AssignmentKey, Emulation, ErrorCode, ErrorReply, ModelInfo, Refusal,
-    Telemetry, Topics, PROTOCOL_VERSION,
+    encode, now_ms, AgentInfo, AssignmentKey, ErrorCode, ErrorReply, ModelInfo, Refusal, Telemetry,
+    Topics, PROTOCOL_VERSION,
 };
 use tokio::task::JoinHandle;
 
 use crate::{
     backend::select_backend,
     config::AgentConfig,
+    emulation::DeviceModel,
     model::ModelFamily,
     outbox::Outbox,
     scheduler::{
@@ -167,17 +168,27 @@ fn model_info(family: &ModelFamily) -> ModelInfo {
 ///
 /// The steps run in the order their parts depend on each other: store before outbox,
 /// scheduler before resume and session.
-pub async fn start(config: AgentConfig) -> anyhow::Result<AgentHandle> {
+pub async fn start(mut config: AgentConfig) -> anyhow::Result<AgentHandle> {
     config.validate().map_err(anyhow::Error::msg)?;
+    let device_model = DeviceModel::load(&config)?;
+    if let Some(b) = device_model.max_batch {
+        config.max_batch = config.max_batch.min(b);
+    }
     let (backend, backend_reason) = select_backend(config.backend).map_err(anyhow::Error::msg)?;
     tracing::info!(agent = %config.id, backend = backend.name, reason = %backend_reason, "backend selected");
     let families = {
         let config = config.clone();
         tokio::task::spawn_blocking(move || load_families(&config, backend.runtime)).await??
     };
-    let (sensors, device) = sense_device(&config, backend.name);
+    device_model.check_covers(
+        families
+            .values()
+            .flat_map(|f| f.plans().iter().map(move |p| (f.name(), p.entry.width))),
+    )?;
+    let (sensors, device) = sense_device(&config, backend.name, &device_model);
     let info = announcement(
         &config,
+        &device_model,
         backend.name,
         backend_reason,
         model_infos(&families),
@@ -200,7 +211,7 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<AgentHandle> {
     let policy = instance_policy(&config, &device);
     let warm = load_warm_instances(&config, &families, &policy).await?;
     let (scheduler, scheduler_task) = spawn_scheduler(
-        scheduler_config(&config, policy, &sensors, store.clone()),
+        scheduler_config(&config, policy, &sensors, &device_model, store.clone()),
         outbox.clone(),
         warm,
     );
@@ -240,19 +251,20 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<AgentHandle> {
     })
 }
 
-/// The scheduler actor's settings: the instance policy, the batch limit and emulated slowdown,
-/// the energy meter it attributes batches on, and the store it records accepted requests in.
+/// The scheduler actor's settings: the instance policy, the batch limit and emulated pace, the
+/// energy meter it attributes batches on, and the store it records accepted requests in.
 fn scheduler_config(
     config: &AgentConfig,
     policy: InstancePolicy,
     sensors: &SensorSet,
+    device_model: &DeviceModel,
     store: Option<Store>,
 ) -> SchedulerConfig {
     SchedulerConfig {
         agent: config.id.clone(),
         policy,
         max_batch: config.max_batch as usize,
-        slowdown: config.slowdown,
+        pace: device_model.pace.clone(),
         energy: sensors.energy.clone(),
         store,
         max_queued: config.max_queued,
@@ -266,16 +278,29 @@ fn model_infos(families: &HashMap<String, Arc<ModelFamily>>) -> Vec<ModelInfo> {
     models
 }
 
-/// The power and utilisation sensors of this device, and the device as they describe it.
-fn sense_device(config: &AgentConfig, backend: &str) -> (SensorSet, slim_protocol::DeviceInfo) {
+/// The power and utilisation sensors of this device, and the device as they describe it. An
+/// agent paced to a profile models the emulated device's power instead (this host's sensors
+/// say nothing about it).
+fn sense_device(
+    config: &AgentConfig,
+    backend: &str,
+    device_model: &DeviceModel,
+) -> (SensorSet, slim_protocol::DeviceInfo) {
     let base_device = device_info();
-    let (sensors, _sensor_report) = select_sensors(&SensorOptions {
+    let mut options = SensorOptions {
         sysfs_root: "/".into(),
         batches_on_gpu: backend == "cuda",
         idle_power_w: config.energy.idle_power_w,
         max_power_w: config.energy.max_power_w,
         cores: base_device.cpu_cores as usize,
-    });
+    };
+    if let (true, Some(p)) = (device_model.paces_to_profile(), &device_model.profile) {
+        options.idle_power_w = p.idle_power_w;
+        options.max_power_w = p.max_power_w;
+        options.cores = 1;
+        return (SensorSet::model_only(&options), base_device);
+    }
+    let (sensors, _sensor_report) = select_sensors(&options);
     let device = sensors.describe(base_device);
     (sensors, device)
 }
@@ -325,6 +350,7 @@ fn assignment_rules(config: &AgentConfig, topics: &Topics) -> anyhow::Result<Ass
 /// The status the agent announces (retained; its offline copy is the last will).
 fn announcement(
     config: &AgentConfig,
+    device_model: &DeviceModel,
     backend: &str,
     backend_reason: String,
     models: Vec<ModelInfo>,
@@ -339,11 +365,8 @@ fn announcement(
         backend_reason,
         models,
         max_batch: config.max_batch,
-        emulation: (config.slowdown > 1.0).then_some(Emulation {
-            slowdown: config.slowdown,
-            profile: None,
-        }),
-        profile: load_profile(config)?,
+        emulation: device_model.emulation(config),
+        profile: device_model.profile.clone(),
         threads: config.threads,
         durable: config.state_dir.is_some(),
         device,
@@ -366,25 +389,6 @@ async fn load_warm_instances(
         tokio::task::spawn_blocking(move || warm_instances(&list, max_batch, budget)).await?;
     tracing::info!(agent = %config.id, instances = warm.len(), "model instances loaded before serving");
     Ok(warm)
-}
-
-/// Reads the configured device profile, scaled to the emulated slowdown.
-fn load_profile(config: &AgentConfig) -> anyhow::Result<Option<slim_protocol::DeviceProfile>> {
-    let Some(path) = &config.profile else {
-        return Ok(None);
-    };
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read the device profile {}", path.display()))?;
-    let mut profile: slim_protocol::DeviceProfile = toml::from_str(&text)
-        .with_context(|| format!("{} is not a device profile", path.display()))?;
-    if config.slowdown > 1.0 {
-        for point in &mut profile.points {
-            point.latency_ms *= config.slowdown;
-        }
-        profile.name = format!("{} (emulated, {}x slower)", profile.name, config.slowdown);
-        profile.source = format!("{}, emulated", profile.source);
-    }
-    Ok(Some(profile))
 }
 
 /// The instance limits for this device: the configured budget, or half its memory.
@@ -582,7 +586,8 @@ async fn telemetry_loop(
             errors: report.failed + rejected,
             batches: report.batches,
             done: report.done,
-            emulated: config.slowdown > 1.0,
+            emulated: config.slowdown > 1.0 || config.pace_to_profile,
+            pace_misses: report.pace_misses,
         };
         outbox.send(topics.telemetry(&config.id), encode(&telemetry));
     }

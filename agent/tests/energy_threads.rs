@@ -47,7 +47,7 @@ async fn run_one(family: Arc<ModelFamily>) -> InferResult {
             agent: "test".into(),
             policy,
             max_batch: 1,
-            slowdown: 1.0,
+            pace: slim_agent::scheduler::Pace::Real,
             energy: EnergyMeter::model(10.0, MAX_W, CORES),
             store: None,
             max_queued: 16,

@@ -41,7 +41,7 @@ async fn flood(family: Arc<ModelFamily>, budget: u64) -> SchedulerReport {
             agent: "test".into(),
             policy,
             max_batch: 4,
-            slowdown: 1.0,
+            pace: slim_agent::scheduler::Pace::Real,
             energy: EnergyMeter::model(1.0, 2.0, 2),
             store: None,
             max_queued: 4096,

@@ -27,6 +27,9 @@ pub struct ClusterSpec {
     pub agent_slowdowns: Vec<f32>,
     /// Threads per batch of each agent, by index (missing entries: 1).
     pub agent_threads: Vec<u16>,
+    /// Agents that emulate their profile's device (`AgentConfig::pace_to_profile`), by index
+    /// (missing entries: false).
+    pub agent_paced: Vec<bool>,
     /// Device profile of each agent, by index (missing entries: `profile`).
     pub agent_profiles: Vec<PathBuf>,
     /// Agent telemetry period, ms.
@@ -36,7 +39,8 @@ pub struct ClusterSpec {
     /// Folder under which each agent keeps its durable state (outbox, accepted requests);
     /// `None` keeps it in memory.
     pub state_root: Option<PathBuf>,
-    /// Device profile every agent publishes (scaled by its slowdown); needed by the PPO router.
+    /// Device profile every agent publishes (the routers apply its slowdown); needed by the
+    /// PPO router.
     pub profile: Option<PathBuf>,
     /// Coordinator shared-subscription group (see `CoordinatorConfig::shared_group`).
     pub shared_group: Option<String>,
@@ -62,6 +66,7 @@ impl Default for ClusterSpec {
             models: vec!["digits".into()],
             agent_slowdowns: vec![1.0, 2.0, 4.0],
             agent_threads: Vec::new(),
+            agent_paced: Vec::new(),
             agent_profiles: Vec::new(),
             telemetry_interval_ms: 500,
             telemetry_timeout_ms: 3000,
@@ -201,6 +206,7 @@ impl LocalCluster {
             telemetry_interval_ms: self.spec.telemetry_interval_ms,
             slowdown,
             threads: self.spec.agent_threads.get(index).copied().unwrap_or(1),
+            pace_to_profile: self.spec.agent_paced.get(index).copied().unwrap_or(false),
             profile: self
                 .spec
                 .agent_profiles

@@ -334,6 +334,7 @@ mod tests {
             }],
             done: vec![RequestKey::new("replies/me", "r1").wire()],
             emulated: false,
+            pace_misses: 3,
         };
         assert_eq!(decode::<Telemetry>(&encode(&telemetry)).unwrap(), telemetry);
     }

@@ -806,6 +806,7 @@ fn telemetry() -> Telemetry {
         }],
         done: vec![RequestKey::new("replies/me", "r1").wire()],
         emulated: false,
+        pace_misses: 0,
     }
 }
 

@@ -17,6 +17,7 @@ pub mod limits;
 mod liveness;
 pub mod manifest;
 mod messages;
+mod profile;
 mod tensor;
 mod topics;
 mod width;

@@ -207,12 +207,15 @@ pub struct DeviceInfo {
     pub vram_bytes: Option<u64>,
 }
 
-/// How an agent pretends to be a slower device, for testing heterogeneity on one machine.
+/// How an agent stands for another device, for testing heterogeneity on one machine.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Emulation {
-    /// Every batch takes this many times its real compute time (≥ 1).
+    /// Slowdown factor (≥ 1). Without `profile`, every batch takes this many times its real
+    /// compute time; with it, this many times the profile's latency.
     pub slowdown: f32,
-    /// Name of the device profile being paced to, when pacing to a profile.
+    /// Name of the device profile every batch is paced to (its latency for the batch's model,
+    /// width and size, times `slowdown`), when pacing to a profile. The agent's published
+    /// `profile` is then that device's.
     #[serde(default)]
     pub profile: Option<String>,
 }
@@ -370,6 +373,10 @@ pub struct Telemetry {
     /// True when the agent emulates a slower device.
     #[serde(default)]
     pub emulated: bool,
+    /// Batches since start whose real compute took longer than the emulated device's latency
+    /// (the host is too slow for the emulation; see [`Emulation`]). 0 when not emulating.
+    #[serde(default)]
+    pub pace_misses: u64,
 }
 
 impl Telemetry {
@@ -398,6 +405,7 @@ impl Telemetry {
             batches: Vec::new(),
             done: Vec::new(),
             emulated: false,
+            pace_misses: 0,
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Devices and models as the simulator and the coordinator know them: device profiles
 //! (`profiles/*.toml`) and model manifests (`models/*/manifest.toml`).
 //!
-//! A profile lists operating points (model, width, batch) → (latency, power); [`profile_cost`]
+//! A profile lists operating points (model, width, batch) → (latency, power); [`DeviceProfile::cost`]
 //! interpolates between them. [`width_options`] turns a profile into the [`WidthOption`]s of an
 //! [`Observation`](crate::Observation), so the coordinator and the simulator describe a device
 //! the same way.
@@ -249,44 +249,6 @@ impl Fleet {
     }
 }
 
-/// Latency (ms) and power (W) of one batch of `batch` at `width` of `model` on `profile`,
-/// interpolated linearly between profiled batch sizes and extrapolated along the last segment.
-/// `None` when the profile has no point for that width.
-pub fn profile_cost(
-    profile: &DeviceProfile,
-    model: &str,
-    width: f32,
-    batch: u16,
-) -> Option<(f32, f32)> {
-    let mut points: Vec<_> = profile
-        .points
-        .iter()
-        .filter(|p| p.model == model && slim_protocol::WidthKey::same(p.width, width))
-        .collect();
-    if points.is_empty() {
-        return None;
-    }
-    points.sort_by_key(|p| p.batch);
-    let power = |p: &slim_protocol::ProfilePoint| p.power_w.unwrap_or(profile.max_power_w);
-    let b = f32::from(batch);
-    let (lo, hi) = match points.iter().position(|p| p.batch >= batch) {
-        Some(0) => return Some((points[0].latency_ms, power(points[0]))),
-        Some(i) => (points[i - 1], points[i]),
-        None if points.len() == 1 => {
-            let p = points[0];
-            return Some((p.latency_ms * b / f32::from(p.batch), power(p)));
-        }
-        None => (points[points.len() - 2], points[points.len() - 1]),
-    };
-    let t = (b - f32::from(lo.batch)) / (f32::from(hi.batch) - f32::from(lo.batch)).max(1.0);
-    let latency = lo.latency_ms + t * (hi.latency_ms - lo.latency_ms);
-    let watts = (power(lo) + t * (power(hi) - power(lo))).clamp(
-        profile.idle_power_w,
-        profile.max_power_w.max(profile.idle_power_w),
-    );
-    Some((latency.max(1e-4), watts))
-}
-
 /// The widths of `model` that `device` serves, with a [`BatchOption`] for each size in
 /// `batch_sizes` up to the device's largest batch.
 pub fn width_options(
@@ -304,7 +266,7 @@ pub fn width_options(
                 .filter(|&b| b <= device.max_batch)
                 .filter_map(|batch| {
                     let seen = device.published.as_ref().unwrap_or(&device.profile);
-                    let (latency_ms, power_w) = profile_cost(seen, &model.name, w.width, batch)?;
+                    let (latency_ms, power_w) = seen.cost(&model.name, w.width, batch)?;
                     Some(BatchOption {
                         batch,
                         latency_ms,
@@ -403,19 +365,6 @@ pub(crate) mod tests {
             transport: None,
             telemetry_interval_ms: None,
         }
-    }
-
-    #[test]
-    fn profile_costs_interpolate_between_batch_sizes() {
-        let fleet = tiny_fleet();
-        let p = &fleet.devices[0].profile;
-        let (l4, _) = profile_cost(p, "m", 1.0, 4).unwrap();
-        let (l16, _) = profile_cost(p, "m", 1.0, 16).unwrap();
-        let (l10, _) = profile_cost(p, "m", 1.0, 10).unwrap();
-        assert!((l10 - (l4 + l16) / 2.0).abs() < 1e-4);
-        let (l64, _) = profile_cost(p, "m", 1.0, 64).unwrap();
-        assert!(l64 > profile_cost(p, "m", 1.0, 32).unwrap().0);
-        assert_eq!(profile_cost(p, "m", 0.75, 1), None);
     }
 
     #[test]

@@ -34,8 +34,8 @@ pub struct SchedulerConfig {
     pub policy: InstancePolicy,
     /// Batch size used to measure a new instance's memory (the largest batch it will run).
     pub max_batch: usize,
-    /// Emulated slowdown factor (1 = off).
-    pub slowdown: f32,
+    /// How batches are paced when the agent emulates another device.
+    pub pace: super::Pace,
     /// Durable store: answered requests are removed from it.
     pub store: Option<crate::store::Store>,
     /// Energy rule for per-batch energy; the actor attributes the power the telemetry task
@@ -121,6 +121,8 @@ pub struct SchedulerReport {
     pub peak_instances: usize,
     /// Most memory instances took at the same time since start, bytes.
     pub peak_instance_memory_bytes: u64,
+    /// Batches since start whose real compute took longer than the emulated device's latency.
+    pub pace_misses: u64,
 }
 
 enum Command {
@@ -142,6 +144,8 @@ struct Finished {
     energy: crate::telemetry::BatchToken,
     /// Threads the batch ran on (its family's executor), for the energy model.
     threads: usize,
+    /// How it was paced to the emulated device.
+    hold: super::Hold,
     outcome: Result<Vec<Vec<f32>>, String>,
 }
 
@@ -383,7 +387,8 @@ impl Actor {
     fn dispatch(&mut self) {
         let now = Instant::now();
         self.replay.expire(now);
-        loop {
+        let lanes = self.config.pace.max_running_batches();
+        while self.running_batches < lanes {
             let free = &self.free;
             let next = self
                 .batcher
@@ -510,7 +515,7 @@ impl Actor {
         let energy = self.energy.begin_batch();
         self.running += batch.items.len();
         let tx = self.self_tx.clone();
-        let slowdown = self.config.slowdown;
+        let pace = self.config.pace.clone();
         tokio::task::spawn_blocking(move || {
             let family = batch.items[0].item.family.clone();
             let threads = family.threads();
@@ -520,9 +525,9 @@ impl Actor {
             let outcome = family
                 .run_batch(&mut state, &samples)
                 .map_err(|e| e.to_string());
-            let real = started_at.elapsed();
-            if slowdown > 1.0 {
-                std::thread::sleep(real.mul_f32(slowdown - 1.0));
+            let hold = pace.hold(&key.model, key.width(), samples.len(), started_at.elapsed());
+            if !hold.sleep.is_zero() {
+                std::thread::sleep(hold.sleep);
             }
             let _ = tx.send(Command::Done(Box::new(Finished {
                 key,
@@ -532,6 +537,7 @@ impl Actor {
                 compute: started_at.elapsed(),
                 energy,
                 threads,
+                hold,
                 outcome,
             })));
         });
@@ -556,10 +562,7 @@ impl Actor {
         };
         let n = f.items.len();
         let compute_ms = f.compute.as_secs_f32() * 1000.0;
-        let batch_energy = self
-            .energy
-            .finish_batch(f.energy, f.compute.as_secs_f64(), f.threads)
-            .joules;
+        let batch_energy = self.batch_energy(f.energy, &f.key, n, f.compute, f.threads, f.hold);
         let mut queue_ms_sum = 0.0;
         let mut requests = Vec::with_capacity(n);
         for (q, row) in f.items.iter().zip(logits) {
@@ -589,7 +592,7 @@ impl Actor {
                 energy_j: batch_energy / n as f32,
                 energy_source: self.config.energy.source,
                 router: a.router.clone(),
-                emulated: self.config.slowdown > 1.0,
+                emulated: self.config.pace.is_emulated(),
             };
             let payload = encode(&result);
             self.replay
@@ -610,6 +613,31 @@ impl Actor {
             energy_j: batch_energy,
             requests,
         });
+    }
+
+    /// The batch's energy: the emulated device's profiled power over the paced time when
+    /// pacing to a profile, else the meter's figure. Counts a missed pace.
+    fn batch_energy(
+        &mut self,
+        token: crate::telemetry::BatchToken,
+        key: &QueueKey,
+        batch: usize,
+        compute: Duration,
+        threads: usize,
+        hold: super::Hold,
+    ) -> f32 {
+        let seconds = compute.as_secs_f64();
+        let metered = self.energy.finish_batch(token, seconds, threads).joules;
+        if hold.missed {
+            if self.report.pace_misses == 0 {
+                tracing::warn!(model = %key.model, width = key.width(), batch, compute_ms = seconds * 1000.0, "a batch took longer than the emulated device's latency: this host is too slow for the emulation (raise the slowdown)");
+            }
+            self.report.pace_misses += 1;
+        }
+        match hold.power_w {
+            Some(watts) => watts * seconds as f32,
+            None => metered,
+        }
     }
 
     fn fail(&mut self, a: &ValidAssignment, code: ErrorCode, message: &str) {
@@ -700,6 +728,7 @@ impl Actor {
             memory_budget_bytes: self.config.policy.memory_budget_bytes,
             peak_instances: self.report.peak_instances,
             peak_instance_memory_bytes: self.report.peak_instance_memory_bytes,
+            pace_misses: self.report.pace_misses,
         }
     }
 }

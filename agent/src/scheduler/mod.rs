@@ -4,6 +4,7 @@ mod actor;
 mod batcher;
 mod instances;
 mod memory;
+mod pace;
 mod replay;
 
 pub use actor::{
@@ -13,4 +14,5 @@ pub use actor::{
 pub use batcher::{Batch, Batcher, QueueKey, QueueSnapshot, Queued};
 pub use instances::{InstancePolicy, ScaleDecision, ScaleInput};
 pub use memory::resident_bytes;
+pub use pace::{Hold, Pace};
 pub use replay::{ReplayCache, ReplayLimits};

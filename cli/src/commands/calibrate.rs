@@ -33,6 +33,14 @@ pub struct LiveClusterArgs {
         default_value = "cpu-2core-measured,cpu-2core-measured,cpu-2core-measured"
     )]
     pub agent_profiles: Vec<String>,
+    /// Which agents emulate their profile's device, one true/false per agent (default: none).
+    /// A paced agent holds each batch to its profile's latency for that width and batch size,
+    /// times its slowdown, with the profile's power and limits (`slim-agent run
+    /// --pace-to-profile`): e.g. `jetson-orin-nano` at slowdown 20 is an Orin Nano 20 times
+    /// slower, whose batching stays nearly free. The slowdown must be large enough for this
+    /// host to keep up; agents count the batches it did not (`pace_misses` in telemetry).
+    #[arg(long, value_delimiter = ',')]
+    pub paced: Vec<bool>,
 }
 
 /// Arguments of `slim calibrate`.
@@ -82,6 +90,7 @@ impl CalibrateArgs {
             agent_profiles: self.cluster.agent_profiles.clone(),
             slowdowns: self.cluster.slowdowns.clone(),
             threads: self.cluster.threads.clone(),
+            paced: self.cluster.paced.clone(),
             router: self.router,
             policy: None,
             rate: self.rate,

@@ -298,6 +298,7 @@ mod tests {
             batches: vec![],
             done: vec![],
             emulated: false,
+            pace_misses: 0,
         }
     }
 

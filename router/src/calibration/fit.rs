@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use slim_protocol::{DeviceProfile, WidthKey};
 
 use super::{BatchOverhead, Calibration, Handoff, Transport, CALIBRATION_VERSION};
-use crate::fleet::profile_cost;
 
 /// One live result, with what the client and the agent measured.
 #[derive(Debug, Clone, PartialEq)]
@@ -62,7 +61,7 @@ pub fn fit(
         let Some(profile) = profiles.iter().find(|p| p.name == s.profile) else {
             continue;
         };
-        let Some((profiled, _)) = profile_cost(profile, &s.model, s.width, s.batch) else {
+        let Some((profiled, _)) = profile.cost(&s.model, s.width, s.batch) else {
             continue;
         };
         let own_time = s.compute_ms / f64::from(s.slowdown.max(1.0));

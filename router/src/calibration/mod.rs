@@ -281,13 +281,12 @@ mod tests {
         assert_eq!(fleet.devices[0].published.as_ref(), Some(&raw_profile));
         let m = &fleet.models[0];
         let seen = crate::fleet::width_options(&fleet.devices[0], m, &[1]);
-        let charged =
-            crate::fleet::profile_cost(&fleet.devices[0].profile, &m.name, seen[0].width, 1)
-                .unwrap()
-                .0;
-        let raw = crate::fleet::profile_cost(&raw_profile, &m.name, seen[0].width, 1)
+        let charged = fleet.devices[0]
+            .profile
+            .cost(&m.name, seen[0].width, 1)
             .unwrap()
             .0;
+        let raw = raw_profile.cost(&m.name, seen[0].width, 1).unwrap().0;
         assert_eq!(seen[0].batches[0].latency_ms, raw);
         if m.name == model {
             assert!((charged - raw - 3.0).abs() < 1e-5);

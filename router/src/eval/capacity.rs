@@ -1,6 +1,6 @@
 //! The fleet's capacity, from its profiles: the yardstick of the load sweep.
 
-use crate::fleet::{profile_cost, Fleet};
+use crate::fleet::Fleet;
 
 /// Requests per second the fleet sustains at best for `model_mix`: each device runs every model
 /// at its cheapest per-request cost (any width, any of `batch_sizes` up to its largest batch
@@ -24,7 +24,7 @@ pub fn sustainable_capacity_per_s(fleet: &Fleet, model_mix: &[f64], batch_sizes:
                         *b <= d.max_batch && m.instance_mem_bytes(width, *b) <= d.memory_bytes
                     })
                     .filter_map(|(width, b)| {
-                        let (lat, _) = profile_cost(&d.profile, &m.name, width.width, b)?;
+                        let (lat, _) = d.profile.cost(&m.name, width.width, b)?;
                         Some(f64::from(lat) / f64::from(b))
                     })
                     .fold(f64::INFINITY, f64::min);

@@ -20,7 +20,7 @@ use super::reported::{QueueState, Reported, Snapshot};
 use super::scenario::{FleetEventKind, Scenario};
 use super::summary::{RequestRecord, Summary};
 use crate::calibration::Transport;
-use crate::fleet::{profile_cost, width_options, DeviceSpec, Fleet, ModelSpec, WidthSpec};
+use crate::fleet::{width_options, DeviceSpec, Fleet, ModelSpec, WidthSpec};
 use crate::reward::{Outcome, RewardWeights};
 use crate::{
     ArrivalRate, DeviceView, Observation, Route, RouteRequest, Router, Scales, WidthOption,
@@ -257,7 +257,7 @@ impl WidthCost {
             mem_bytes: Vec::new(),
         };
         for b in 1..=spec.max_batch {
-            let (l, p) = profile_cost(&spec.profile, &model.name, width.width, b)?;
+            let (l, p) = spec.profile.cost(&model.name, width.width, b)?;
             cost.latency_ms.push(l);
             cost.power_w.push(p);
             cost.mem_bytes.push(model.instance_mem_bytes(width, b));

@@ -4,7 +4,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use crate::fleet::{profile_cost, Fleet};
+use crate::fleet::Fleet;
 
 /// Bursty arrivals: the rate is multiplied by `factor` during "on" periods.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -167,7 +167,7 @@ pub fn fleet_capacity_per_s(fleet: &Fleet, model_mix: &[f64]) -> f64 {
                     let mean: f64 = m
                         .widths
                         .iter()
-                        .filter_map(|w| profile_cost(&d.profile, &m.name, w.width, 8))
+                        .filter_map(|w| d.profile.cost(&m.name, w.width, 8))
                         .map(|(lat, _)| f64::from(lat) / 8.0)
                         .sum::<f64>()
                         / m.widths.len().max(1) as f64;

@@ -93,7 +93,7 @@ impl Fixture {
                     capacity: 1,
                 },
                 max_batch: 4,
-                slowdown: 1.0,
+                pace: crate::scheduler::Pace::Real,
                 store,
                 energy,
                 max_queued,

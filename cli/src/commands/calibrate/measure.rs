@@ -31,6 +31,8 @@ pub struct LiveSetup {
     pub slowdowns: Vec<f32>,
     /// One thread count per agent.
     pub threads: Vec<u16>,
+    /// Which agents pace to their profile, by index (missing entries: not paced).
+    pub paced: Vec<bool>,
     /// The coordinator's router.
     pub router: RouterKind,
     /// PPO checkpoint, when the router is PPO.
@@ -62,6 +64,11 @@ impl LiveSetup {
             "--slowdowns ({n}), --threads ({}) and the agents' profiles ({}) need one entry per agent",
             self.threads.len(),
             self.agent_profiles.len()
+        );
+        anyhow::ensure!(
+            self.paced.len() <= n,
+            "--paced has {} entries for {n} agents",
+            self.paced.len()
         );
         anyhow::ensure!(
             self.threads.iter().all(|&t| t >= 1),
@@ -104,6 +111,7 @@ impl LiveSetup {
             models: vec![self.model.clone()],
             agent_slowdowns: self.slowdowns.clone(),
             agent_threads: self.threads.clone(),
+            agent_paced: self.paced.clone(),
             agent_profiles: self
                 .agent_profiles
                 .iter()
@@ -188,11 +196,12 @@ pub async fn measure(setup: &LiveSetup) -> anyhow::Result<(Calibration, LoadRepo
     let report = setup.run().await?;
     let samples = live_samples(&report, setup, &profiles);
     let source = format!(
-        "slim calibrate: {} agents (profiles {:?}, slowdowns {:?}, threads {:?}), `{}` at {:.0} req/s for {:?}, router {}, seed {}; {} results of {} sent; measured {}",
+        "slim calibrate: {} agents (profiles {:?}, slowdowns {:?}, threads {:?}, paced {:?}), `{}` at {:.0} req/s for {:?}, router {}, seed {}; {} results of {} sent; measured {}",
         setup.slowdowns.len(),
         setup.agent_profiles,
         setup.slowdowns,
         setup.threads,
+        setup.paced,
         setup.model,
         setup.rate,
         setup.duration,

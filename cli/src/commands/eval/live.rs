@@ -218,6 +218,7 @@ fn setup(args: &EvalArgs, router: RouterKind, rate: f64, seed: u64, tag: String)
         agent_profiles: args.cluster.agent_profiles.clone(),
         slowdowns: args.cluster.slowdowns.clone(),
         threads: args.cluster.threads.clone(),
+        paced: args.cluster.paced.clone(),
         router,
         policy: (router == RouterKind::Ppo).then(|| policy_path(args, args.live_preset)),
         rate,

@@ -9,6 +9,7 @@ use super::live::{LiveCell, LivePart, CALIBRATION_SEED_OFFSET};
 use super::stats::MeanCi;
 use super::twin;
 use super::{policy_path, EvalArgs};
+use crate::commands::calibrate::LiveClusterArgs;
 
 fn percent(ci: MeanCi) -> MeanCi {
     MeanCi {
@@ -167,12 +168,10 @@ pub fn comparison(cells: &[LiveCell]) -> String {
 pub fn section(args: &EvalArgs, part: &LivePart, tables: [&str; 2], plots: [&str; 2]) -> String {
     let mut d = String::new();
     let _ = writeln!(d, "## Live cluster over MQTT\n");
-    let _ = writeln!(d, "{} agents on this machine (CPU backend, tract) with {:?} threads per batch (tract's executor) and **emulated** slowdowns {:?} (each batch sleeps (k − 1) × its real compute time, so they stand for slower devices; they are not real devices), one coordinator running each router in turn, a freshly started cluster for every run, broker: {}. The agents publish the profiles {:?} (from `profiles/`, measured on this machine by `slim profile` at the agent's thread count) with latencies scaled by their slowdown, which the profile-based routers (greedy, PPO) read. Workload: `{}` requests, open-loop Poisson for {:?} per run, 5 s drain; {:.0} % of the requests carry a {} ms deadline, none an accuracy floor. **Loads** are fractions of the cluster's capacity, {:.0} requests/s: the calibrated twin's best sustainable rate (each agent at its cheapest width and batch, slowed by its factor, with the fitted per-batch overheads; {:.0}/s from the raw profiles). It is an upper bound: a router that uses wider models or fills fewer batches saturates below it. {} runs per router and load with workload seeds {}..{} (the same seeds for every router, so differences are paired); the intervals are Student t over the runs. A run **kept up** when at least 99 % of the requests sent got a result and requests sent in the last third of the window took at most 2× as long as those of the first third + 5 ms. Energy is the agents' labelled energy model (source `{}`: profile power × compute time), not a sensor. PPO loads `{}`. \"deadline met\" is over the requests sent with a deadline, \"answered ≤ {} ms\" over all requests sent (lost and refused requests count as misses).\n",
+    let _ = writeln!(d, "{} agents on this machine (CPU backend, tract), standing for **emulated** devices, not real ones: {}. One coordinator runs each router in turn, a freshly started cluster for every run, broker: {}. Each agent publishes its profile (from `profiles/`; a slowed agent's was measured on this machine by `slim profile` at its thread count, a paced agent's is the device it paces to) and its slowdown; the profile-based routers (greedy, PPO) read both and scale the profile's latencies by the slowdown. Workload: `{}` requests, open-loop Poisson for {:?} per run, 5 s drain; {:.0} % of the requests carry a {} ms deadline, none an accuracy floor. **Loads** are fractions of the cluster's capacity, {:.0} requests/s: the calibrated twin's best sustainable rate (each agent at its cheapest width and batch, slowed by its factor, with the fitted per-batch overheads; {:.0}/s from the raw profiles). It is an upper bound: a router that uses wider models or fills fewer batches saturates below it. {} runs per router and load with workload seeds {}..{} (the same seeds for every router, so differences are paired); the intervals are Student t over the runs. A run **kept up** when at least 99 % of the requests sent got a result and requests sent in the last third of the window took at most 2× as long as those of the first third + 5 ms. Energy is the agents' labelled energy model (source `{}`: this host's full-load power × the cores a batch used × its compute time; for a paced agent, its profile's power × the paced time), not a sensor. PPO loads `{}`. \"deadline met\" is over the requests sent with a deadline, \"answered ≤ {} ms\" over all requests sent (lost and refused requests count as misses).\n",
         args.cluster.slowdowns.len(),
-        args.cluster.threads,
-        args.cluster.slowdowns,
+        agents_text(&args.cluster),
         args.broker.as_deref().map_or("embedded (rumqttd)".to_string(), |u| format!("external `{u}`")),
-        args.cluster.agent_profiles,
         args.live_model,
         args.live_duration,
         100.0 * args.live_deadline_share,
@@ -200,6 +199,28 @@ pub fn section(args: &EvalArgs, part: &LivePart, tables: [&str; 2], plots: [&str
         let _ = writeln!(d, "**{}** answered nothing live at load {:.2} ({}). The coordinator's PPO router scores (device, width, batch) candidates built from each agent's published *device profile*; a device without one has no batch options, so no candidate exists and each request is refused (the other routers do not need a profile).\n", c.name, c.load, errors(c));
     }
     d
+}
+
+/// One phrase per agent: its profile, how it is emulated, its threads.
+fn agents_text(cluster: &LiveClusterArgs) -> String {
+    let agents: Vec<String> = cluster
+        .slowdowns
+        .iter()
+        .enumerate()
+        .map(|(i, k)| {
+            let profile = cluster.agent_profiles.get(i).map_or("-", String::as_str);
+            let threads = cluster.threads.get(i).copied().unwrap_or(1);
+            let how = if cluster.paced.get(i).copied().unwrap_or(false) {
+                format!("paced to `{profile}` × {k} (each batch held to that device's profiled latency for its width and batch size, times {k})")
+            } else if *k > 1.0 {
+                format!("`{profile}` slowed {k}× (each batch sleeps (k − 1) × its real compute time)")
+            } else {
+                format!("`{profile}` at this host's speed")
+            };
+            format!("agent {} {how}, {threads} thread(s) per batch", i + 1)
+        })
+        .collect();
+    agents.join("; ")
 }
 
 /// The paragraph that says how the twin was built and calibrated.

@@ -56,6 +56,12 @@ impl AgentHandle {
         self.scheduler.rejections().await
     }
 
+    /// Batches run and batches that missed their emulated pace since start (see
+    /// [`crate::scheduler::Pace`]); zero once stopped.
+    pub async fn pacing(&self) -> crate::scheduler::PaceCount {
+        self.scheduler.pacing().await
+    }
+
     /// Publishes the offline status, disconnects and stops every task. The MQTT task sends
     /// the status before the DISCONNECT queued after it and ends once that is written, so
     /// waiting for it is waiting for the flush (bounded by [`SHUTDOWN_FLUSH`] when the broker

@@ -7,7 +7,7 @@ use std::{ffi::OsString, process::ExitCode, time::Duration};
 use clap::{Parser, Subcommand};
 
 use crate::commands::{
-    bench, calibrate, demo, eval, models, profile, request, simulate, status, train,
+    bench, calibrate, demo, eval, models, profile, refine, request, simulate, status, train,
 };
 
 /// Slim Scheduler: serve slimmable CNNs across a fleet of edge devices over MQTT.
@@ -47,6 +47,9 @@ pub enum Command {
     Calibrate(calibrate::CalibrateArgs),
     /// Reproduce the paper's comparison (simulator + live cluster) and write a report with plots.
     Eval(eval::EvalArgs),
+    /// Measure online refinement live: the same workload with the PPO policy frozen, then
+    /// refined from the agents' rewards; the rolling cost side by side.
+    Refine(refine::RefineArgs),
     /// The fleet table (backend, status, utilization, memory, power, queue) from the broker.
     Status(status::StatusArgs),
 }
@@ -74,6 +77,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Status(args) => status::run(args).await,
         Command::Eval(args) => eval::run(args).await,
         Command::Calibrate(args) => calibrate::run(args).await,
+        Command::Refine(args) => refine::run(args).await,
     }
 }
 

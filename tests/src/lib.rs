@@ -79,6 +79,34 @@ pub async fn client(cluster: &LocalCluster, extra: &[String]) -> SlimClient {
 /// How long a test waits for any single answer.
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// The first online agent's retained status in `cluster`, read by a plain MQTT client as any
+/// monitor would (panics after [`ANSWER_TIMEOUT`]).
+pub async fn online_agent_status(cluster: &LocalCluster) -> slim_protocol::AgentInfo {
+    use rumqttc::{Event, Packet, QoS};
+    let prefix = cluster.spec.topic_prefix.replace('/', "-");
+    let (status, mut events) = cluster
+        .broker
+        .connect(&format!("{prefix}-s"), None)
+        .expect("the status reader connects");
+    status
+        .subscribe(cluster.topics().status_filter(), QoS::AtLeastOnce)
+        .await
+        .expect("the status reader subscribes");
+    tokio::time::timeout(ANSWER_TIMEOUT, async {
+        loop {
+            if let Ok(Event::Incoming(Packet::Publish(p))) = events.poll().await {
+                let info: slim_protocol::AgentInfo =
+                    slim_protocol::decode(&p.payload).expect("a status decodes");
+                if info.online {
+                    return info;
+                }
+            }
+        }
+    })
+    .await
+    .expect("the agent's retained status arrives")
+}
+
 /// Open-loop load on the digits family: `rate` requests per second for `duration`, then up to
 /// [`ANSWER_TIMEOUT`] for the last answers (seed 0; change it and the rest with `LoadSpec`'s
 /// `with_*` methods).

@@ -25,6 +25,8 @@ fn calibrate_writes_a_file_that_simulate_reads() {
         "1,1".into(),
         "--agent-profiles".into(),
         "cpu-2core-measured,cpu-2core-measured".into(),
+        "--paced".into(),
+        "false,false".into(),
         "--profiles".into(),
         repo("profiles"),
         "--models".into(),

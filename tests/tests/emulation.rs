@@ -2,9 +2,8 @@
 //! (`pace_to_profile`) answers at that device's profiled latency, charges its profiled power,
 //! and says so in its announcement and results.
 
-use rumqttc::{Event, Packet, QoS};
 use slim_client::{client::Reply, samples::family_samples};
-use slim_protocol::{decode, AgentInfo, DeviceProfile, InferRequest};
+use slim_protocol::{DeviceProfile, InferRequest};
 use slim_tests::{models_dir, repo_root, spec, start, ANSWER_TIMEOUT};
 
 const SLOWDOWN: f32 = 40.0;
@@ -19,29 +18,7 @@ async fn an_agent_paced_to_a_jetson_profile_takes_its_latency_and_power_and_anno
     spec.agent_profiles = vec![profile_path];
     spec.agent_paced = vec![true];
     let cluster = start(spec).await;
-    let topics = cluster.topics();
-
-    let prefix = cluster.spec.topic_prefix.replace('/', "-");
-    let (status, mut events) = cluster
-        .broker
-        .connect(&format!("{prefix}-s"), None)
-        .unwrap();
-    status
-        .subscribe(topics.status_filter(), QoS::AtLeastOnce)
-        .await
-        .unwrap();
-    let info = tokio::time::timeout(ANSWER_TIMEOUT, async {
-        loop {
-            if let Ok(Event::Incoming(Packet::Publish(p))) = events.poll().await {
-                let info: AgentInfo = decode(&p.payload).unwrap();
-                if info.online {
-                    return info;
-                }
-            }
-        }
-    })
-    .await
-    .expect("the agent's retained status arrives");
+    let info = slim_tests::online_agent_status(&cluster).await;
     let emulation = info.emulation.expect("the agent says it emulates a device");
     assert_eq!(emulation.slowdown, SLOWDOWN);
     assert_eq!(emulation.profile.as_deref(), Some("jetson-orin-nano"));

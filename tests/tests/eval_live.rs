@@ -93,6 +93,8 @@ fn the_live_part_runs_every_router_at_every_load_and_reports_each_cell() {
         }
     }
     assert!(report.contains("Kendall's tau"), "no ranking verdict");
+    // the default cluster paces two agents to Jetson profiles: their misses are reported
+    assert!(report.contains("\nPacing: "), "no pacing sentence");
     let plots = dir.path().join("eval");
     for plot in ["live_latency_vs_load.svg", "live_latency_cdf.svg"] {
         assert!(plots.join(plot).is_file(), "no {plot}");

@@ -2,9 +2,8 @@
 
 use std::time::Duration;
 
-use rumqttc::{Event, Packet, QoS};
 use slim_client::{client::Reply, load::run_open_loop, samples::family_samples};
-use slim_protocol::{decode, AgentInfo, Decision, InferRequest};
+use slim_protocol::{decode, Decision, InferRequest};
 use slim_tests::{digits_load, models_dir, spec, start, ANSWER_TIMEOUT};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -72,7 +71,6 @@ async fn an_agent_running_batches_on_two_threads_answers_correctly_and_says_so()
     let mut spec = spec(&[1.0]);
     spec.agent_threads = vec![2];
     let cluster = start(spec).await;
-    let topics = cluster.topics();
     let client = slim_tests::client(&cluster, &[]).await;
     let samples = family_samples(&models_dir(), "digits").unwrap();
     for (i, sample) in samples.iter().take(8).enumerate() {
@@ -84,27 +82,7 @@ async fn an_agent_running_batches_on_two_threads_answers_correctly_and_says_so()
         assert_eq!(result.top_k[0].class, sample.label.unwrap(), "sample {i}");
     }
     // The agent's retained status, read by a plain MQTT client.
-    let prefix = cluster.spec.topic_prefix.replace('/', "-");
-    let (status, mut events) = cluster
-        .broker
-        .connect(&format!("{prefix}-s"), None)
-        .unwrap();
-    status
-        .subscribe(topics.status_filter(), QoS::AtLeastOnce)
-        .await
-        .unwrap();
-    let info = tokio::time::timeout(ANSWER_TIMEOUT, async {
-        loop {
-            if let Ok(Event::Incoming(Packet::Publish(p))) = events.poll().await {
-                let info: AgentInfo = decode(&p.payload).unwrap();
-                if info.online {
-                    return info;
-                }
-            }
-        }
-    })
-    .await
-    .expect("the agent's retained status arrives");
+    let info = slim_tests::online_agent_status(&cluster).await;
     assert_eq!(info.threads, 2, "AgentInfo reports the executor's threads");
     cluster.shutdown().await;
 }

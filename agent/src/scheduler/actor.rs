@@ -123,6 +123,8 @@ pub struct SchedulerReport {
     pub peak_instance_memory_bytes: u64,
     /// Batches since start whose real compute took longer than the emulated device's latency.
     pub pace_misses: u64,
+    /// Batches run since start (failed ones included).
+    pub batches_run: u64,
 }
 
 enum Command {
@@ -131,6 +133,7 @@ enum Command {
     Report(oneshot::Sender<SchedulerReport>),
     Rejected(ErrorCode),
     Rejections(oneshot::Sender<HashMap<ErrorCode, u64>>),
+    Pacing(oneshot::Sender<PaceCount>),
     ForgetStored(RequestKey),
     Power(f32),
 }
@@ -164,6 +167,7 @@ impl std::fmt::Debug for Command {
             Command::Report(_) => "Report",
             Command::Rejected(_) => "Rejected",
             Command::Rejections(_) => "Rejections",
+            Command::Pacing(_) => "Pacing",
             Command::ForgetStored(_) => "ForgetStored",
             Command::Power(_) => "Power",
         })
@@ -216,6 +220,25 @@ impl SchedulerHandle {
         }
         rx.await.unwrap_or_default()
     }
+
+    /// Batches run and batches that missed their emulated pace since start, without draining
+    /// anything. Zero once the actor has stopped.
+    pub async fn pacing(&self) -> PaceCount {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Command::Pacing(tx)).is_err() {
+            return PaceCount::default();
+        }
+        rx.await.unwrap_or_default()
+    }
+}
+
+/// How many batches ran, and how many of them took longer than the emulated device would have.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PaceCount {
+    /// Batches run since start.
+    pub batches: u64,
+    /// Of those, batches whose real compute exceeded the emulated device's latency.
+    pub missed: u64,
 }
 
 /// Starts the actor on the current tokio runtime, with `warm` instances already loaded.
@@ -313,6 +336,13 @@ impl Actor {
                 }
                 Command::Rejections(tx) => {
                     let _ = tx.send(self.report.rejections.clone());
+                    continue;
+                }
+                Command::Pacing(tx) => {
+                    let _ = tx.send(PaceCount {
+                        batches: self.report.batches_run,
+                        missed: self.report.pace_misses,
+                    });
                     continue;
                 }
                 Command::Power(watts) => {
@@ -544,6 +574,7 @@ impl Actor {
     }
 
     fn finish(&mut self, f: Finished) {
+        self.report.batches_run += 1;
         self.running -= f.items.len();
         self.running_batches -= 1;
         self.free
@@ -729,6 +760,7 @@ impl Actor {
             peak_instances: self.report.peak_instances,
             peak_instance_memory_bytes: self.report.peak_instance_memory_bytes,
             pace_misses: self.report.pace_misses,
+            batches_run: self.report.batches_run,
         }
     }
 }

@@ -8,7 +8,7 @@ mod pace;
 mod replay;
 
 pub use actor::{
-    spawn_scheduler, warm_instances, SchedulerConfig, SchedulerHandle, SchedulerReport,
+    spawn_scheduler, warm_instances, PaceCount, SchedulerConfig, SchedulerHandle, SchedulerReport,
     WarmInstances,
 };
 pub use batcher::{Batch, Batcher, QueueKey, QueueSnapshot, Queued};

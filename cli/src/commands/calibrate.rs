@@ -17,9 +17,11 @@ pub use measure::{measure, LiveSetup};
 /// them.
 #[derive(Debug, Clone, clap::Args)]
 pub struct LiveClusterArgs {
-    /// Emulated slowdowns of the agents, one per agent (each batch sleeps (k − 1) × its real
-    /// compute time, so the agent stands for a k times slower device).
-    #[arg(long, value_delimiter = ',', default_value = "2,4,8")]
+    /// Emulated slowdowns of the agents, one per agent: an unpaced agent's batches sleep
+    /// (k − 1) × their real compute time, a paced agent's take k × its profile's latency. The
+    /// default is a CPU twice this host's time and two Jetsons paced 80 and 200 times slower
+    /// than their derived profiles (the least that keeps this 2-core host under their pace).
+    #[arg(long, value_delimiter = ',', default_value = "2,80,200")]
     pub slowdowns: Vec<f32>,
     /// Threads per batch of the agents, one per agent (tract's executor).
     #[arg(long, value_delimiter = ',', default_value = "1,1,1")]
@@ -30,16 +32,16 @@ pub struct LiveClusterArgs {
         long,
         alias = "live-profiles",
         value_delimiter = ',',
-        default_value = "cpu-2core-measured,cpu-2core-measured,cpu-2core-measured"
+        default_value = "cpu-2core-measured,jetson-orin-nano,jetson-agx-orin"
     )]
     pub agent_profiles: Vec<String>,
-    /// Which agents emulate their profile's device, one true/false per agent (default: none).
+    /// Which agents emulate their profile's device, one true/false per agent.
     /// A paced agent holds each batch to its profile's latency for that width and batch size,
     /// times its slowdown, with the profile's power and limits (`slim-agent run
     /// --pace-to-profile`): e.g. `jetson-orin-nano` at slowdown 20 is an Orin Nano 20 times
     /// slower, whose batching stays nearly free. The slowdown must be large enough for this
     /// host to keep up; agents count the batches it did not (`pace_misses` in telemetry).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', default_value = "false,true,true")]
     pub paced: Vec<bool>,
 }
 
@@ -55,8 +57,8 @@ pub struct CalibrateArgs {
     /// Model family of the workload.
     #[arg(long, default_value = "cifar-slimresnet")]
     pub model: String,
-    /// Arrival rate, requests per second (Poisson); the default is about a tenth of what the
-    /// default agents can serve at the slimmest width, so random keeps up.
+    /// Arrival rate, requests per second (Poisson); the default is about 5 % of what the
+    /// default agents can serve at their cheapest width and batch, so random keeps up.
     #[arg(long, default_value_t = 40.0)]
     pub rate: f64,
     /// Sending time.
@@ -98,6 +100,7 @@ impl CalibrateArgs {
             seed: self.seed,
             deadline_ms: None,
             constrained_share: 0.0,
+            online: Default::default(),
             tag: "calibrate".into(),
         }
     }

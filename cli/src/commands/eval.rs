@@ -8,6 +8,7 @@ mod figures;
 mod generalise;
 mod live;
 mod live_report;
+pub(crate) use live_report::agents_text;
 mod plots;
 mod report;
 mod sim;
@@ -84,7 +85,7 @@ pub struct EvalArgs {
     /// Offered loads of the live runs, as fractions of the live cluster's capacity: the
     /// calibrated twin's best sustainable rate (every agent at its cheapest width and batch,
     /// slowed by its factor, with the fitted per-batch overheads).
-    #[arg(long, value_delimiter = ',', default_value = "0.5,0.7,0.9")]
+    #[arg(long, value_delimiter = ',', default_value = "0.03,0.1,0.3,0.5")]
     pub live_loads: Vec<f64>,
     /// Live runs per router and load, each with its own workload seed (--live-seed + run).
     #[arg(long, default_value_t = 3)]
@@ -92,7 +93,7 @@ pub struct EvalArgs {
     /// Offered load of the calibration run (random router), as a fraction of the capacity the
     /// raw profiles give: low enough that random keeps up, so the queues it measures are the
     /// hand-off's, not an overload's.
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = 0.03)]
     pub calibration_load: f64,
     /// The live agents.
     #[command(flatten)]
@@ -105,7 +106,7 @@ pub struct EvalArgs {
     pub live_preset: RewardPreset,
     /// Latency budget, ms: the deadline that --live-deadline-share of the live requests carry,
     /// and the budget of the "answered within" column (over requests sent).
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 200)]
     pub live_budget_ms: u32,
     /// Fraction of the live requests that carry --live-budget-ms as their deadline.
     #[arg(long, default_value_t = 0.3)]

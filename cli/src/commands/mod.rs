@@ -7,6 +7,7 @@ pub mod demo;
 pub mod eval;
 pub mod models;
 pub mod profile;
+pub mod refine;
 pub mod request;
 pub mod saturate;
 pub mod simulate;

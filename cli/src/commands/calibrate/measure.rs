@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
+use slim_agent::scheduler::PaceCount;
 use slim_client::client::{Reply, SlimClient};
 use slim_client::cluster::{ClusterSpec, LocalCluster};
 use slim_client::load::{run_open_loop, LoadReport, LoadSpec};
@@ -31,7 +32,7 @@ pub struct LiveSetup {
     pub slowdowns: Vec<f32>,
     /// One thread count per agent.
     pub threads: Vec<u16>,
-    /// Which agents pace to their profile, by index (missing entries: not paced).
+    /// Which agents pace to their profile, one per agent.
     pub paced: Vec<bool>,
     /// The coordinator's router.
     pub router: RouterKind,
@@ -47,6 +48,8 @@ pub struct LiveSetup {
     pub deadline_ms: Option<u32>,
     /// Fraction of the requests with the deadline.
     pub constrained_share: f64,
+    /// The coordinator's online refinement (off by default).
+    pub online: slim_coordinator::config::OnlineSettings,
     /// A tag that keeps this run's topics apart from others on the same broker.
     pub tag: String,
 }
@@ -60,14 +63,10 @@ impl LiveSetup {
             "the live cluster needs at least one agent (--slowdowns)"
         );
         anyhow::ensure!(
-            self.threads.len() == n && self.agent_profiles.len() == n,
-            "--slowdowns ({n}), --threads ({}) and the agents' profiles ({}) need one entry per agent",
+            self.threads.len() == n && self.agent_profiles.len() == n && self.paced.len() == n,
+            "--slowdowns ({n}), --threads ({}), --agent-profiles ({}) and --paced ({}) need one entry per agent",
             self.threads.len(),
-            self.agent_profiles.len()
-        );
-        anyhow::ensure!(
-            self.paced.len() <= n,
-            "--paced has {} entries for {n} agents",
+            self.agent_profiles.len(),
             self.paced.len()
         );
         anyhow::ensure!(
@@ -98,8 +97,10 @@ impl LiveSetup {
             .collect()
     }
 
-    /// Starts the cluster, drives the workload, shuts the cluster down; returns what the client saw.
-    pub async fn run(&self) -> anyhow::Result<LoadReport> {
+    /// Starts the cluster, drives the workload, shuts the cluster down; returns what the client
+    /// saw, and how many batches the agents paced to a profile ran and how many of those missed
+    /// their pace.
+    pub async fn run(&self) -> anyhow::Result<(LoadReport, PaceCount)> {
         self.check()?;
         let samples = family_samples(&self.models_dir, &self.model)?;
         let spec = ClusterSpec {
@@ -112,6 +113,7 @@ impl LiveSetup {
             agent_slowdowns: self.slowdowns.clone(),
             agent_threads: self.threads.clone(),
             agent_paced: self.paced.clone(),
+            online: self.online.clone(),
             agent_profiles: self
                 .agent_profiles
                 .iter()
@@ -147,9 +149,21 @@ impl LiveSetup {
             },
         )
         .await;
+        let mut pace = PaceCount::default();
+        let paced = cluster.agents.iter().filter(|a| {
+            a.info
+                .emulation
+                .as_ref()
+                .is_some_and(|e| e.profile.is_some())
+        });
+        for agent in paced {
+            let p = agent.pacing().await;
+            pace.batches += p.batches;
+            pace.missed += p.missed;
+        }
         client.disconnect().await;
         cluster.shutdown().await;
-        report
+        Ok((report?, pace))
     }
 }
 
@@ -193,10 +207,10 @@ fn live_samples(
 /// Runs `setup` and fits a calibration from its results.
 pub async fn measure(setup: &LiveSetup) -> anyhow::Result<(Calibration, LoadReport)> {
     let profiles = setup.agent_profiles()?;
-    let report = setup.run().await?;
+    let (report, pace) = setup.run().await?;
     let samples = live_samples(&report, setup, &profiles);
     let source = format!(
-        "slim calibrate: {} agents (profiles {:?}, slowdowns {:?}, threads {:?}, paced {:?}), `{}` at {:.0} req/s for {:?}, router {}, seed {}; {} results of {} sent; measured {}",
+        "slim calibrate: {} agents (profiles {:?}, slowdowns {:?}, threads {:?}, paced {:?}), `{}` at {:.0} req/s for {:?}, router {}, seed {}; {} results of {} sent; {} of {} batches missed their emulated pace; measured {}",
         setup.slowdowns.len(),
         setup.agent_profiles,
         setup.slowdowns,
@@ -209,6 +223,8 @@ pub async fn measure(setup: &LiveSetup) -> anyhow::Result<(Calibration, LoadRepo
         setup.seed,
         samples.len(),
         report.sent,
+        pace.missed,
+        pace.batches,
         humantime::format_rfc3339_seconds(std::time::SystemTime::now()),
     );
     let settings = LiveSettings {

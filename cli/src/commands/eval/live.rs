@@ -56,6 +56,9 @@ pub struct LiveRun {
     pub errors: BTreeMap<String, usize>,
     /// The energy figures' source as the agents label it.
     pub energy_source: String,
+    /// Batches the agents ran, and those that missed their emulated pace (the host was too
+    /// slow to hold them to the emulated device's latency).
+    pub pace: slim_agent::scheduler::PaceCount,
 }
 
 impl LiveRun {
@@ -122,6 +125,7 @@ impl LiveRun {
                 }),
             errors: summary.errored,
             energy_source: summary.energy_j.map(|e| e.1).unwrap_or_default(),
+            pace: Default::default(),
         }
     }
 }
@@ -226,6 +230,7 @@ fn setup(args: &EvalArgs, router: RouterKind, rate: f64, seed: u64, tag: String)
         seed,
         deadline_ms: Some(args.live_budget_ms),
         constrained_share: args.live_deadline_share,
+        online: Default::default(),
         tag,
     }
 }
@@ -305,15 +310,14 @@ pub async fn live_part(args: &EvalArgs, bar: &ProgressBar) -> anyhow::Result<Liv
                     k + 1
                 ));
                 let tag = format!("{}-{i}-{:.0}-{k}", kind.as_str(), load * 100.0);
-                let report = setup(args, *kind, rate, args.live_seed + k, tag)
+                let (report, pace) = setup(args, *kind, rate, args.live_seed + k, tag)
                     .run()
                     .await
                     .with_context(|| format!("the live run of {} at {load}", kind.as_str()))?;
-                runs.push(LiveRun::of(
-                    &report,
-                    args.live_budget_ms,
-                    args.live_duration,
-                ));
+                runs.push(LiveRun {
+                    pace,
+                    ..LiveRun::of(&report, args.live_budget_ms, args.live_duration)
+                });
                 bar.inc(1);
             }
             cells.push(LiveCell {

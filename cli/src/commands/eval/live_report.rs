@@ -186,6 +186,7 @@ pub fn section(args: &EvalArgs, part: &LivePart, tables: [&str; 2], plots: [&str
         args.live_budget_ms,
     );
     d.push_str(tables[0]);
+    d.push_str(&pace_text(&args.cluster, &part.cells));
     let _ = writeln!(d, "\n{}", comparison(&part.cells));
     let _ = writeln!(d, "![live mean latency against load]({})\n", plots[0]);
     let _ = writeln!(d, "![live latency CDF per router]({})\n", plots[1]);
@@ -201,8 +202,40 @@ pub fn section(args: &EvalArgs, part: &LivePart, tables: [&str; 2], plots: [&str
     d
 }
 
+/// How many batches ran slower than their emulated device, when any agent was paced.
+fn pace_text(cluster: &LiveClusterArgs, cells: &[LiveCell]) -> String {
+    if !cluster.paced.iter().any(|p| *p) {
+        return String::new();
+    }
+    let share = |c: &LiveCell| {
+        let (b, m) = c
+            .runs
+            .iter()
+            .fold((0, 0), |(b, m), r| (b + r.pace.batches, m + r.pace.missed));
+        (m, b, 100.0 * m as f64 / b.max(1) as f64)
+    };
+    let (missed, batches) = cells
+        .iter()
+        .map(share)
+        .fold((0, 0), |(m, b), (cm, cb, _)| (m + cm, b + cb));
+    let mut text = format!("\nPacing: {missed} of {batches} batches ({:.1} %) over all runs took longer on this host than the emulated device's latency, so they ran slower than the emulation (the rest were held to it exactly).", 100.0 * missed as f64 / batches.max(1) as f64);
+    if let Some(worst) = cells
+        .iter()
+        .max_by(|a, b| share(a).2.total_cmp(&share(b).2))
+    {
+        let (m, b, pct) = share(worst);
+        let _ = write!(
+            text,
+            " Most in one cell: {} at load {:.2}, {m} of {b} ({pct:.1} %).",
+            worst.name, worst.load
+        );
+    }
+    text.push('\n');
+    text
+}
+
 /// One phrase per agent: its profile, how it is emulated, its threads.
-fn agents_text(cluster: &LiveClusterArgs) -> String {
+pub(crate) fn agents_text(cluster: &LiveClusterArgs) -> String {
     let agents: Vec<String> = cluster
         .slowdowns
         .iter()

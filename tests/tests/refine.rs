@@ -66,4 +66,8 @@ fn refine_reports_every_window_of_both_runs_with_a_paired_verdict() {
         "{report}"
     );
     assert!(report.contains("updates applied"), "{report}");
+    assert!(
+        report.contains("Paced batches that took longer"),
+        "the default cluster is paced: {report}"
+    );
 }

@@ -206,9 +206,9 @@ pub async fn run(args: RefineArgs) -> anyhow::Result<()> {
         super::human_duration(args.duration),
         args.seed
     );
-    let (frozen, _) = frozen_setup.run().await.context("the frozen run")?;
+    let (frozen, frozen_pace) = frozen_setup.run().await.context("the frozen run")?;
     println!("frozen run done: {} sent", frozen.sent);
-    let (refined, _) = args
+    let (refined, refined_pace) = args
         .setup(online, "refined")
         .run()
         .await
@@ -223,21 +223,36 @@ pub async fn run(args: RefineArgs) -> anyhow::Result<()> {
     );
     let w = |r: &LoadReport| windows(r, args.window, args.duration, args.preset, &scales);
     let lost = [&frozen, &refined].map(|r| r.sent.saturating_sub(r.outcomes.len()));
-    let text = report(&args, [&w(&frozen), &w(&refined)], lost, updates, &save);
+    let runs = Runs {
+        windows: [&w(&frozen), &w(&refined)],
+        lost,
+        pace: [frozen_pace, refined_pace],
+    };
+    let text = report(&args, &runs, updates, &save);
     std::fs::write(&args.out, &text).with_context(|| format!("writing {}", args.out.display()))?;
     print!("{text}");
     println!("wrote {}", args.out.display());
     Ok(())
 }
 
+/// What the frozen and the refined run measured, in that order.
+struct Runs<'a> {
+    windows: [&'a [Window]; 2],
+    /// Requests sent and never answered.
+    lost: [usize; 2],
+    /// Paced batches run and missed.
+    pace: [slim_agent::scheduler::PaceCount; 2],
+}
+
 /// The Markdown report: set-up, the windows side by side, the paired difference and a verdict.
 fn report(
     args: &RefineArgs,
-    runs: [&[Window]; 2],
-    lost: [usize; 2],
+    runs: &Runs,
     (updates, transitions): (u64, u64),
     save: &std::path::Path,
 ) -> String {
+    let (lost, pace) = (runs.lost, runs.pace);
+    let runs = runs.windows;
     use std::fmt::Write as _;
     let mut d = String::from("# Online refinement on a live cluster\n\n");
     let _ = writeln!(d, "Written by `slim refine` on {}. Reproduce: `slim refine --rate {} --duration {} --window {} --seed {} --online-batch {} --out {}` with the same cluster flags.\n",
@@ -274,6 +289,9 @@ fn report(
         }
     };
     let _ = writeln!(d, "\nRefined − frozen, paired by window (Student t 95 %): {} over all {} windows ({}); {} over the last third ({}). Lost (sent, never answered): frozen {}, refined {}.", all.show(4), all.n, verdict(&all), tail.show(4), verdict(&tail), lost[0], lost[1]);
+    if args.cluster.paced.iter().any(|p| *p) {
+        let _ = writeln!(d, "\nPaced batches that took longer on this host than the emulated device's latency (so ran slower than the emulation): frozen {} of {}, refined {} of {}.", pace[0].missed, pace[0].batches, pace[1].missed, pace[1].batches);
+    }
     if updates == 0 {
         d.push_str("\nNo update was applied, so the refined run routed with the checkpoint as shipped: any difference is run-to-run noise.\n");
     }

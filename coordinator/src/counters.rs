@@ -43,6 +43,17 @@ impl Counters {
         *self.refused.entry(code).or_default() += 1;
     }
 
+    /// Records a placement on (agent, width); the pair is copied only the first time.
+    pub fn placed(&mut self, agent_width: &(String, WidthKey)) {
+        self.routed += 1;
+        match self.per_agent_width.get_mut(agent_width) {
+            Some(count) => *count += 1,
+            None => {
+                self.per_agent_width.insert(agent_width.clone(), 1);
+            }
+        }
+    }
+
     /// Total refusals.
     pub fn refused_total(&self) -> u64 {
         self.refused.values().sum()

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use slim_protocol::Telemetry;
+use slim_protocol::{RequestKey, Telemetry};
 use slim_router::ppo::Checkpoint;
 use slim_router::{
     build_router, Observation, Route, RouteRequest, Router, RouterError, RouterSettings,
@@ -58,12 +58,12 @@ impl Routing {
         &mut self,
         observation: &Observation,
         request: &RouteRequest,
-        key: &str,
+        key: &RequestKey,
         now: Instant,
     ) -> Option<Route> {
         match self {
             Self::Fixed(router) => router.route(observation, request),
-            Self::Online(online) => online.route(observation, request, key, now),
+            Self::Online(online) => online.route(observation, request, &key.wire(), now),
         }
     }
 

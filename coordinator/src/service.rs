@@ -162,7 +162,7 @@ pub async fn start(config: CoordinatorConfig) -> anyhow::Result<CoordinatorHandl
     let publisher = tokio::spawn(publisher_loop(connections.out_loop, url));
     let publish = Publisher {
         client: connections.out.clone(),
-        topics: topics.clone(),
+        outbox: Outbox::new(&topics),
     };
     let core = (routing, assignment_key);
     let core_task = spawn_core(&config, core, channels, publish, snapshot);
@@ -387,23 +387,61 @@ impl Channels {
 /// Publishes the core's effects on the publishing connection.
 struct Publisher {
     client: AsyncClient,
-    topics: Topics,
+    outbox: Outbox,
 }
 
 impl Publisher {
     async fn perform(&self, effect: Effect) {
-        let (topic, qos, payload) = match effect {
-            Effect::Assign { agent, payload } => {
-                (self.topics.assign(&agent), QoS::AtLeastOnce, payload)
-            }
-            Effect::Decision(decision) => {
-                (self.topics.decisions(), QoS::AtMostOnce, encode(&decision))
-            }
-            Effect::Reply { to, reply } => (to, QoS::AtLeastOnce, encode(&reply)),
-        };
+        let (topic, qos, payload) = self.outbox.publication(effect);
         if let Err(e) = self.client.publish(topic, qos, false, payload).await {
             tracing::error!(error = %e, "publish failed: MQTT client closed");
         }
+    }
+}
+
+/// Where and how each effect is published. Public for the allocation benchmark
+/// (`benches/route_allocs.rs`), which performs effects as the service does, without a broker.
+#[doc(hidden)]
+#[derive(Debug, Clone)]
+pub struct Outbox {
+    /// `{prefix}/decisions`.
+    decisions: String,
+    /// An assign topic's text before and after the agent's id, as [`Topics::assign`] lays it out.
+    assign: (String, String),
+}
+
+impl Outbox {
+    /// The outbox of a deployment's `topics`.
+    pub fn new(topics: &Topics) -> Self {
+        let marked = topics.assign("\0");
+        let (head, tail) = marked
+            .rsplit_once('\0')
+            .expect("the agent's id is in its topic");
+        Self {
+            decisions: topics.decisions(),
+            assign: (head.to_string(), tail.to_string()),
+        }
+    }
+
+    /// The topic, QoS and payload `effect` is published with; the topic is built with one
+    /// allocation.
+    pub fn publication(&self, effect: Effect) -> (String, QoS, Vec<u8>) {
+        match effect {
+            Effect::Assign { agent, payload } => {
+                (self.assign_topic(&agent), QoS::AtLeastOnce, payload)
+            }
+            Effect::Decision { payload } => (self.decisions.clone(), QoS::AtMostOnce, payload),
+            Effect::Reply { to, reply } => (to, QoS::AtLeastOnce, encode(&reply)),
+        }
+    }
+
+    fn assign_topic(&self, agent: &str) -> String {
+        let (head, tail) = &self.assign;
+        let mut topic = String::with_capacity(head.len() + agent.len() + tail.len());
+        topic.push_str(head);
+        topic.push_str(agent);
+        topic.push_str(tail);
+        topic
     }
 }
 
@@ -538,6 +576,50 @@ async fn session_loop(mut eventloop: EventLoop, session: Session) {
                 tracing::warn!(error = %e, "MQTT connection error; retrying in 1 s");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use slim_protocol::{decode, Decision};
+
+    use super::*;
+
+    #[test]
+    fn the_outbox_publishes_on_the_topics_the_protocol_names() {
+        for prefix in ["slim/v1", "site/a/b", "x"] {
+            let topics = Topics::new(prefix);
+            let outbox = Outbox::new(&topics);
+            for agent in ["a1", "agent-0001", "ünï"] {
+                let effect = Effect::Assign {
+                    agent: agent.into(),
+                    payload: vec![1],
+                };
+                let (topic, qos, payload) = outbox.publication(effect);
+                assert_eq!(
+                    (topic, qos, payload),
+                    (topics.assign(agent), QoS::AtLeastOnce, vec![1])
+                );
+            }
+            let payload = encode(&Decision {
+                v: PROTOCOL_VERSION,
+                request_id: "r1".into(),
+                model: "digits".into(),
+                agent: "a1".into(),
+                width: 0.5,
+                batch_size: 8,
+                router: "random".into(),
+                at_ms: 1,
+                candidates: 2,
+                agent_outstanding: 0,
+                attempt: 0,
+            });
+            let (topic, qos, sent) = outbox.publication(Effect::Decision {
+                payload: payload.clone(),
+            });
+            assert_eq!((topic, qos), (topics.decisions(), QoS::AtMostOnce));
+            assert_eq!(decode::<Decision>(&sent).unwrap().request_id, "r1");
         }
     }
 }

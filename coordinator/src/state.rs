@@ -82,6 +82,8 @@ pub struct AgentEntry {
     pub per_request_ms: Option<f32>,
     /// Requests assigned since start.
     pub assigned: u64,
+    /// Its id, shared by the request index entries that point at it.
+    id: Arc<str>,
 }
 
 impl AgentEntry {
@@ -210,6 +212,7 @@ impl ClusterState {
             latency_ms: HashMap::new(),
             per_request_ms: None,
             assigned: 0,
+            id: id.as_str().into(),
         });
         let restarted = entry.info.started_at_ms != info.started_at_ms;
         // A new agent joins the cached views too (before, one that announced itself after a
@@ -384,12 +387,26 @@ impl ClusterState {
         (width, batch_size): (f32, u16),
         now: Instant,
     ) {
+        let key = RequestKey::new(request.reply_to.clone().unwrap_or_default(), &request.id);
+        self.record_keyed(agent, key, request, attempt, (width, batch_size), now);
+    }
+
+    /// Records that `request`, whose key is `key`, was placed on `agent`.
+    pub fn record_keyed(
+        &mut self,
+        agent: &str,
+        key: RequestKey,
+        request: InferRequest,
+        attempt: u16,
+        (width, batch_size): (f32, u16),
+        now: Instant,
+    ) {
+        debug_assert!(key.id == request.id && Some(&key.reply_to) == request.reply_to.as_ref());
         if let Some(entry) = self.agents.get_mut(agent) {
             entry.assigned += 1;
             entry.assigned_since_report = entry.assigned_since_report.saturating_add(1);
-            let key = RequestKey::new(request.reply_to.clone().unwrap_or_default(), &request.id);
             self.holders
-                .insert(self.hasher.hash_one(&key), (agent.into(), now));
+                .insert(self.hasher.hash_one(&key), (entry.id.clone(), now));
             entry.pending.insert(
                 key,
                 Pending {

@@ -7,6 +7,7 @@
 //! It alone owns the cluster state, the router, the parked requests and the counters.
 
 mod fleet;
+mod records;
 mod requests;
 mod tick;
 
@@ -20,9 +21,9 @@ use std::{
 
 use bytes::Bytes;
 use slim_protocol::{
-    now_ms, AssignmentKey, CoordinatorStatus, Decision, ErrorCode, ErrorReply, Refusal, RequestKey,
-    Topics,
+    now_ms, AssignmentKey, CoordinatorStatus, ErrorCode, ErrorReply, Refusal, RequestKey, Topics,
 };
+use slim_router::RouteRequest;
 
 use crate::{
     config::CoordinatorConfig,
@@ -54,8 +55,9 @@ pub enum Effect {
     /// An encoded [`slim_protocol::Assignment`] for `agent`, on its assign topic (QoS 1). Encoded here so
     /// that the request's tensor moves into the ledger instead of being copied.
     Assign { agent: String, payload: Vec<u8> },
-    /// A routing decision record, on the decisions topic (QoS 0).
-    Decision(Box<Decision>),
+    /// An encoded [`slim_protocol::Decision`] record, on the decisions topic (QoS 0). Encoded
+    /// here so that it borrows the request's strings instead of copying them.
+    Decision { payload: Vec<u8> },
     /// An error reply on a validated reply topic, or on the dead-letter topic (QoS 1).
     Reply { to: String, reply: ErrorReply },
 }
@@ -117,6 +119,12 @@ pub struct Core {
     clock: Box<dyn Clock>,
     /// Effects of the input being handled.
     effects: Vec<Effect>,
+    /// The router's name, lent to each assignment and decision record.
+    router_name: String,
+    /// `{prefix}/requests/`: a request topic is this and the model's name.
+    requests_prefix: String,
+    /// The constraints handed to the router, rewritten for each request.
+    route_request: RouteRequest,
 }
 
 impl Core {
@@ -128,8 +136,17 @@ impl Core {
         clock: Box<dyn Clock>,
     ) -> Self {
         let monitor = Monitor::new(&config.id, routing.name(), clock.wall_ms());
+        let topics = Topics::new(&config.topic_prefix);
         Self {
-            topics: Topics::new(&config.topic_prefix),
+            requests_prefix: topics.request(""),
+            router_name: routing.name().to_string(),
+            route_request: RouteRequest {
+                model: String::new(),
+                width: None,
+                min_accuracy: None,
+                deadline_ms: None,
+            },
+            topics,
             config,
             routing,
             cluster: ClusterState::default(),

@@ -2,16 +2,16 @@
 
 use std::time::{Duration, Instant};
 
-use slim_protocol::{
-    encode, AgentTopic, Assignment, Decision, ErrorCode, InferRequest, Refusal, WidthKey,
-    PROTOCOL_VERSION,
-};
-use slim_router::{Route, RouteRequest};
+use slim_protocol::{AgentTopic, ErrorCode, InferRequest, Refusal, WidthKey};
+use slim_router::Route;
 
-use super::{Core, Effect, Parked};
+use super::{
+    records::{self, AssignmentFields, DecisionFigures},
+    Core, Effect, Parked,
+};
 use crate::{
     state::request_bytes,
-    validate::{check_against_model, decode_request, ValidRequest},
+    validate::{check_against_model, decode_request, topic_model, ValidRequest},
 };
 
 impl Core {
@@ -34,9 +34,9 @@ impl Core {
     }
 
     fn on_request(&mut self, topic: &str, payload: &[u8], now: Instant) {
-        let model = self.topics.parse_request(topic).unwrap_or_default();
+        let model = topic_model(&self.requests_prefix, topic).unwrap_or_default();
         let valid =
-            match decode_request(payload, &model, self.config.max_payload_bytes, &self.topics) {
+            match decode_request(payload, model, self.config.max_payload_bytes, &self.topics) {
                 Ok(valid) => valid,
                 Err(refusal) => return self.refuse(refusal, topic),
             };
@@ -98,15 +98,10 @@ impl Core {
         };
         self.counters.resent += 1;
         tracing::info!(id = %valid.key.id, %agent, "a retried request is sent again to the agent that holds or answered it");
-        let assignment = self.assignment(valid.request.clone(), &agent, width, batch_size, attempt);
-        let payload = encode(&assignment);
-        self.cluster.record_assignment(
-            &agent,
-            assignment.request,
-            attempt,
-            (width, batch_size),
-            now,
-        );
+        let (payload, request) =
+            self.assignment(valid.request.clone(), &agent, width, batch_size, attempt);
+        self.cluster
+            .record_assignment(&agent, request, attempt, (width, batch_size), now);
         self.effects.push(Effect::Assign { agent, payload });
         true
     }
@@ -128,30 +123,25 @@ impl Core {
         first.map(Err)
     }
 
-    /// The (signed, when there is a key) assignment of `request` to `agent`.
+    /// The encoded (signed, when there is a key) assignment of `request` to `agent`, and the
+    /// request back.
     fn assignment(
-        &self,
+        &mut self,
         request: InferRequest,
         agent: &str,
         width: f32,
         batch_size: u16,
         attempt: u16,
-    ) -> Assignment {
-        let mut assignment = Assignment {
-            v: PROTOCOL_VERSION,
-            request,
+    ) -> (Vec<u8>, InferRequest) {
+        let fields = AssignmentFields {
             width,
             batch_size,
             max_queue_delay_ms: self.config.max_queue_delay_ms,
-            router: self.routing.name().to_string(),
             assigned_at_ms: self.clock.wall_ms(),
             attempt,
-            mac: None,
         };
-        if let Some(key) = &self.assignment_key {
-            key.sign(agent, &mut assignment);
-        }
-        assignment
+        let key = self.assignment_key.as_ref();
+        records::assignment(request, &mut self.router_name, agent, fields, key)
     }
 
     /// An `overloaded` refusal when holding `valid` would pass a configured bound.
@@ -234,16 +224,15 @@ impl Core {
         if observation.devices.is_empty() {
             return Choice::NoAgent;
         }
-        let constraints = RouteRequest {
-            model: request.model.clone(),
-            width: request.width,
-            min_accuracy: request.min_accuracy,
-            deadline_ms: request.deadline_ms,
-        };
+        let constraints = &mut self.route_request;
+        constraints.model.clone_from(&request.model);
+        constraints.width = request.width;
+        constraints.min_accuracy = request.min_accuracy;
+        constraints.deadline_ms = request.deadline_ms;
         let candidates = observation.devices.len();
         let route = self
             .routing
-            .route(observation, &constraints, &valid.key.wire(), now);
+            .route(observation, constraints, &valid.key, now);
         let chosen = route.as_ref().map(|r| {
             (
                 ids[r.device].clone(),
@@ -266,49 +255,43 @@ impl Core {
     fn dispatch(&mut self, valid: ValidRequest, placement: Placement, attempt: u16, now: Instant) {
         let Placement {
             route,
-            agent,
+            mut agent,
             agent_outstanding,
             candidates,
         } = placement;
-        let request = &valid.request;
-        let decision = Decision {
-            v: PROTOCOL_VERSION,
-            request_id: request.id.clone(),
-            model: request.model.clone(),
-            agent: agent.clone(),
+        let figures = DecisionFigures {
             width: route.width,
             batch_size: route.batch_size,
-            router: self.routing.name().to_string(),
             at_ms: self.clock.wall_ms(),
             candidates: candidates as u16,
             agent_outstanding,
             attempt,
         };
-        let assignment = self.assignment(
-            valid.request,
-            &agent,
-            route.width,
-            route.batch_size,
-            attempt,
+        let ValidRequest { request, key } = valid;
+        let (payload, mut request) =
+            self.assignment(request, &agent, route.width, route.batch_size, attempt);
+        let decided = self.clock.now();
+        let monitor = &mut self.monitor;
+        let record = records::decision(
+            &mut request,
+            &mut agent,
+            &mut self.router_name,
+            figures,
+            |decision| monitor.on_decision(decision, &key, decided),
         );
-        let payload = encode(&assignment);
-        self.cluster.record_assignment(
+        self.cluster.record_keyed(
             &agent,
-            assignment.request,
+            key,
+            request,
             attempt,
             (route.width, route.batch_size),
             now,
         );
-        self.counters.routed += 1;
-        *self
-            .counters
-            .per_agent_width
-            .entry((agent.clone(), WidthKey::of(route.width)))
-            .or_default() += 1;
-        let decided = self.clock.now();
-        self.monitor.on_decision(&decision, &valid.key, decided);
+        let agent_width = (agent, WidthKey::of(route.width));
+        self.counters.placed(&agent_width);
+        let (agent, _) = agent_width;
         self.effects.push(Effect::Assign { agent, payload });
-        self.effects.push(Effect::Decision(Box::new(decision)));
+        self.effects.push(Effect::Decision { payload: record });
     }
 }
 

@@ -7,8 +7,8 @@ use std::{
 
 use bytes::Bytes;
 use slim_protocol::{
-    decode, encode, AgentInfo, Assignment, CoordinatorStatus, ErrorCode, InferRequest, Telemetry,
-    Tensor, Topics, PROTOCOL_VERSION,
+    decode, encode, AgentInfo, Assignment, CoordinatorStatus, Decision, ErrorCode, InferRequest,
+    Telemetry, Tensor, Topics, PROTOCOL_VERSION,
 };
 
 use super::{Clock, Core, Effect, Input};
@@ -129,9 +129,21 @@ fn a_request_is_assigned_to_an_online_agent_with_a_decision_record() {
     assert_eq!(assigned[0].0, "a1");
     assert_eq!(assigned[0].1.request.id, "r1");
     assert_eq!(assigned[0].1.width, 0.5);
-    assert!(effects
+    let decisions: Vec<Decision> = effects
         .iter()
-        .any(|e| matches!(e, Effect::Decision(d) if d.agent == "a1" && d.request_id == "r1")));
+        .filter_map(|e| match e {
+            Effect::Decision { payload } => Some(decode(payload).unwrap()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(decisions.len(), 1, "{effects:?}");
+    let d = &decisions[0];
+    assert_eq!((d.agent.as_str(), d.request_id.as_str()), ("a1", "r1"));
+    assert_eq!(
+        (d.model.as_str(), d.router.as_str()),
+        ("digits", "least-loaded")
+    );
+    assert_eq!((d.width, d.candidates, d.attempt), (0.5, 1, 0));
     let c = h.core.counters();
     assert_eq!((c.received, c.routed, c.agents_online), (1, 1, 1));
 }

@@ -1,10 +1,13 @@
 //! When each request reached the coordinator, kept until the agent's telemetry reports it done,
 //! so the monitor can time the parts of a request's life the coordinator sees. Bounded: at most
-//! [`MAX_TRACKED`] requests (the oldest go first) and none older than [`TRACK_MS`].
+//! [`MAX_TRACKED`] requests (the oldest go first) and none older than [`TRACK_MS`]. Tracking a
+//! request allocates nothing once its model's name is known (only the tables grow).
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{HashMap, HashSet, VecDeque},
+    fmt::Write,
     hash::{BuildHasher, RandomState},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -12,13 +15,15 @@ use slim_protocol::RequestKey;
 
 /// Requests tracked at most.
 pub const MAX_TRACKED: usize = 65_536;
+/// Model names shared by the arrivals that name them, at most (others get their own copy).
+const MAX_NAMES: usize = 64;
 /// A request not reported done within this long is forgotten.
 pub const TRACK_MS: u64 = 300_000;
 
 #[derive(Debug)]
 struct Arrival {
     at: Instant,
-    model: String,
+    model: Arc<str>,
     client_hop_ms: Option<f32>,
     placed: bool,
 }
@@ -27,7 +32,7 @@ struct Arrival {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Placed {
     /// Model family.
-    pub model: String,
+    pub model: Arc<str>,
     /// The client's `sent_at_ms` to the arrival here (two clocks), when the client sent it.
     pub client_hop_ms: Option<f32>,
     /// Arrival here to the assignment handed to the MQTT client.
@@ -40,11 +45,34 @@ pub struct Arrivals {
     hasher: RandomState,
     pending: HashMap<u64, Arrival>,
     order: VecDeque<(Instant, u64)>,
+    /// The model names arrivals share.
+    names: HashSet<Arc<str>>,
+    /// Where a key's wire form is written to be fingerprinted.
+    wire: String,
 }
 
 impl Arrivals {
     fn fingerprint(&self, wire: &str) -> u64 {
         self.hasher.hash_one(wire)
+    }
+
+    /// The fingerprint of `key`'s wire form ([`RequestKey::wire`]), written into a reused buffer.
+    fn key_fingerprint(&mut self, key: &RequestKey) -> u64 {
+        self.wire.clear();
+        let _ = write!(self.wire, "{}\u{0}{}", key.reply_to, key.id);
+        self.fingerprint(&self.wire)
+    }
+
+    /// `model`, shared with the arrivals that already name it.
+    fn name(&mut self, model: &str) -> Arc<str> {
+        if let Some(name) = self.names.get(model) {
+            return name.clone();
+        }
+        let name: Arc<str> = model.into();
+        if self.names.len() < MAX_NAMES {
+            self.names.insert(name.clone());
+        }
+        name
     }
 
     /// Records a new request's arrival at `now` (wall clock `now_ms`); a repeat is ignored.
@@ -56,7 +84,7 @@ impl Arrivals {
         now: Instant,
         now_ms: u64,
     ) {
-        let id = self.fingerprint(&key.wire());
+        let id = self.key_fingerprint(key);
         if self.pending.contains_key(&id) {
             return;
         }
@@ -67,12 +95,13 @@ impl Arrivals {
             }
         }
         let client_hop_ms = sent_at_ms.map(|sent| (now_ms as f64 - sent as f64) as f32);
+        let model = self.name(model);
         self.order.push_back((now, id));
         self.pending.insert(
             id,
             Arrival {
                 at: now,
-                model: model.to_string(),
+                model,
                 client_hop_ms,
                 placed: false,
             },
@@ -81,7 +110,7 @@ impl Arrivals {
 
     /// The first placement of `key` at `now`; `None` for a request not tracked or placed before.
     pub fn place(&mut self, key: &RequestKey, now: Instant) -> Option<Placed> {
-        let id = self.fingerprint(&key.wire());
+        let id = self.key_fingerprint(key);
         let arrival = self.pending.get_mut(&id).filter(|a| !a.placed)?;
         arrival.placed = true;
         Some(Placed {
@@ -93,7 +122,7 @@ impl Arrivals {
 
     /// A done notice (a key in `Telemetry.done`, wire form) seen at `now`: the model and the
     /// time since arrival, for a request placed from here.
-    pub fn done(&mut self, wire: &str, now: Instant) -> Option<(String, f32)> {
+    pub fn done(&mut self, wire: &str, now: Instant) -> Option<(Arc<str>, f32)> {
         let id = self.fingerprint(wire);
         let arrival = self.pending.remove(&id).filter(|a| a.placed)?;
         Some((
@@ -144,7 +173,7 @@ mod tests {
             1_003,
         );
         let placed = a.place(&key, t0 + Duration::from_millis(2)).unwrap();
-        assert_eq!(placed.model, "digits");
+        assert_eq!(&*placed.model, "digits");
         assert_eq!(placed.client_hop_ms, Some(5.0));
         assert!((placed.coordinator_ms - 2.0).abs() < 1e-3);
         assert_eq!(
@@ -153,10 +182,23 @@ mod tests {
             "a re-route"
         );
         let (model, ms) = a.done(&key.wire(), t0 + Duration::from_millis(40)).unwrap();
-        assert_eq!(model, "digits");
+        assert_eq!(&*model, "digits");
         assert!((ms - 40.0).abs() < 1e-3);
         assert_eq!(a.len(), 0);
         assert_eq!(a.done(&key.wire(), t0), None);
+    }
+
+    #[test]
+    fn a_key_is_fingerprinted_as_its_wire_form_and_a_model_name_is_shared() {
+        let mut a = Arrivals::default();
+        let key = RequestKey::new("replies/c", "id\u{0}with nul");
+        assert_eq!(a.key_fingerprint(&key), a.fingerprint(&key.wire()));
+        let t0 = Instant::now();
+        a.arrive(&key, "digits", None, t0, 0);
+        a.arrive(&RequestKey::new("replies/c", "2"), "digits", None, t0, 0);
+        let models: Vec<_> = a.pending.values().map(|p| p.model.clone()).collect();
+        assert!(Arc::ptr_eq(&models[0], &models[1]));
+        assert!(a.done(&key.wire(), t0).is_none(), "not placed");
     }
 
     #[test]

@@ -68,7 +68,8 @@ pub struct Monitor {
     router: String,
     started_at_ms: u64,
     batches: BTreeMap<(String, String, WidthKey), BatchTotals>,
-    decision_counts: BTreeMap<(String, WidthKey, u16), u64>,
+    /// Per agent, then per (width, batch): looked up by the agent's id without copying it.
+    decision_counts: BTreeMap<String, BTreeMap<(WidthKey, u16), u64>>,
     recent: VecDeque<Decision>,
     history: History,
     reports: HashMap<String, Reports>,
@@ -107,10 +108,13 @@ impl Monitor {
 
     /// The windows of `model`; `None` once [`MAX_MODELS`] other models are tracked.
     fn model(&mut self, model: &str) -> Option<&mut ModelStats> {
-        if !self.models.contains_key(model) && self.models.len() >= MAX_MODELS {
-            return None;
+        if !self.models.contains_key(model) {
+            if self.models.len() >= MAX_MODELS {
+                return None;
+            }
+            self.models.insert(model.to_string(), ModelStats::default());
         }
-        Some(self.models.entry(model.to_string()).or_default())
+        self.models.get_mut(model)
     }
 
     /// A new request arrived at `now` (wall clock `now_ms`); repeats are ignored.
@@ -190,15 +194,25 @@ impl Monitor {
     /// handed to the MQTT client.
     pub fn on_decision(&mut self, d: &Decision, key: &RequestKey, now: Instant) {
         let width = WidthKey::of(d.width);
-        *self
-            .decision_counts
-            .entry((d.agent.clone(), width, d.batch_size))
-            .or_default() += 1;
-        self.history.decision(width);
-        if self.recent.len() == RECENT_DECISIONS {
-            self.recent.pop_front();
+        if !self.decision_counts.contains_key(&d.agent) {
+            self.decision_counts
+                .insert(d.agent.clone(), BTreeMap::new());
         }
-        self.recent.push_back(d.clone());
+        let per_agent = self
+            .decision_counts
+            .get_mut(&d.agent)
+            .expect("inserted above");
+        *per_agent.entry((width, d.batch_size)).or_default() += 1;
+        self.history.decision(width);
+        let recent = if self.recent.len() == RECENT_DECISIONS {
+            // The oldest record's strings are reused for the newest.
+            let mut oldest = self.recent.pop_front().expect("the list is full");
+            copy_decision(d, &mut oldest);
+            oldest
+        } else {
+            d.clone()
+        };
+        self.recent.push_back(recent);
         let Some(placed) = self.arrivals.place(key, now) else {
             return;
         };
@@ -327,11 +341,13 @@ impl Monitor {
             decision_counts: self
                 .decision_counts
                 .iter()
-                .map(|((agent, width, batch), count)| DecisionCount {
-                    agent: agent.clone(),
-                    width: width.width(),
-                    batch: *batch,
-                    count: *count,
+                .flat_map(|(agent, counts)| {
+                    counts.iter().map(|((width, batch), count)| DecisionCount {
+                        agent: agent.clone(),
+                        width: width.width(),
+                        batch: *batch,
+                        count: *count,
+                    })
                 })
                 .collect(),
             history: self.history.samples.iter().cloned().collect(),
@@ -346,6 +362,30 @@ impl Monitor {
             group: Vec::new(),
         }
     }
+}
+
+/// Copies `from` into `to`, reusing the buffers of `to`'s strings.
+fn copy_decision(from: &Decision, to: &mut Decision) {
+    // Every field named, so that a new one cannot be forgotten here.
+    let Decision {
+        v,
+        request_id,
+        model,
+        agent,
+        width,
+        batch_size,
+        router,
+        at_ms,
+        candidates,
+        agent_outstanding,
+        attempt,
+    } = from;
+    to.request_id.clone_from(request_id);
+    to.model.clone_from(model);
+    to.agent.clone_from(agent);
+    to.router.clone_from(router);
+    (to.v, to.width, to.batch_size, to.at_ms) = (*v, *width, *batch_size, *at_ms);
+    (to.candidates, to.agent_outstanding, to.attempt) = (*candidates, *agent_outstanding, *attempt);
 }
 
 #[cfg(test)]

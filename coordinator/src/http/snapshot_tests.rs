@@ -114,6 +114,8 @@ fn only_the_latest_hundred_decisions_are_kept() {
     );
     assert_eq!(s.decisions.len(), RECENT_DECISIONS);
     assert_eq!(s.decisions.last().unwrap().request_id, "r149");
+    assert_eq!(s.decisions[0].request_id, "r50");
+    assert!(s.decisions.iter().all(|d| d.agent == "a" && d.width == 0.5));
     assert_eq!(s.decision_counts[0].count, 150);
 }
 

@@ -5,6 +5,7 @@
 
 pub mod app;
 pub mod commands;
+pub mod knee;
 pub mod saturate;
 
 /// Whether log lines written to stderr should carry ANSI colours: only on a terminal, and never

@@ -19,10 +19,10 @@ pub struct BenchArgs {
     /// Mean request rate, per second.
     #[arg(long, default_value_t = 50.0)]
     pub rate: f64,
-    /// How long to send.
+    /// How long to send (with --knee: per step).
     #[arg(long, default_value = "10s", value_parser = super::parse_duration)]
     pub duration: Duration,
-    /// How long to wait for answers after sending stops.
+    /// How long to wait for answers after sending stops (with --knee: after each step).
     #[arg(long, default_value = "10s", value_parser = super::parse_duration)]
     pub drain: Duration,
     /// Model family.
@@ -34,7 +34,7 @@ pub struct BenchArgs {
     /// Folder of model families (for default inputs), relative to the current folder.
     #[arg(long, default_value = "models")]
     pub models_dir: PathBuf,
-    /// Pin a width.
+    /// Pin a width (with --knee: the slimmest unless given).
     #[arg(long)]
     pub width: Option<f32>,
     /// Accuracy floor, fraction.
@@ -48,6 +48,8 @@ pub struct BenchArgs {
     pub seed: u64,
     #[command(flatten)]
     pub saturate: SaturateArgs,
+    #[command(flatten)]
+    pub knee: super::knee::KneeArgs,
 }
 
 /// `--saturate`: the coordinator's routing rate against the same broker's own rates.
@@ -60,9 +62,9 @@ pub struct SaturateArgs {
     /// do-nothing relay client).
     #[arg(long)]
     pub saturate: bool,
-    /// With --saturate: start an embedded broker for the run (the demo's) instead of using
-    /// --broker.
-    #[arg(long, requires = "saturate")]
+    /// With --saturate or --knee: start an embedded broker for the run (the demo's) instead of
+    /// using --broker.
+    #[arg(long)]
     pub embedded: bool,
     /// With --saturate: requests per case.
     #[arg(long, default_value_t = 20_000, requires = "saturate")]
@@ -100,7 +102,7 @@ pub struct SaturateArgs {
     /// read it).
     #[arg(long, default_value = "profiles/cpu-2core-measured.toml")]
     pub profile: PathBuf,
-    /// With --saturate: also write the table, as markdown, to this file.
+    /// With --saturate or --knee: also write the table, as markdown, to this file.
     #[arg(long)]
     pub out: Option<PathBuf>,
 }
@@ -110,6 +112,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.saturate.saturate {
         return super::saturate::run(&args).await;
     }
+    if args.knee.knee {
+        return super::knee::run(&args).await;
+    }
+    anyhow::ensure!(
+        !args.saturate.embedded && args.saturate.out.is_none(),
+        "--embedded and --out go with --saturate or --knee"
+    );
     let samples: Vec<Sample> = match &args.input {
         Some(path) => split_batch(&read_npy(path)?)
             .into_iter()

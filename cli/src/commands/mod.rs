@@ -5,6 +5,7 @@ pub mod calibrate;
 mod columns;
 pub mod demo;
 pub mod eval;
+pub mod knee;
 pub mod models;
 pub mod profile;
 pub mod refine;

@@ -67,7 +67,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
 }
 
 /// The CPU model and core count, for the table's heading.
-fn machine() -> String {
+pub(crate) fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|text| {

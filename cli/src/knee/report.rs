@@ -1,0 +1,208 @@
+//! The knee's steps as a table: each step's throughput and its ratio to the in-process anchor.
+
+use std::{fmt::Write as _, time::Duration};
+
+use slim_client::{client::Reply, load::LoadReport};
+
+use super::{Anchor, KneeSpec, OVERLOAD};
+
+/// One step of offered load.
+#[derive(Debug, Clone)]
+pub struct Step {
+    /// Offered requests per second.
+    pub offered: f64,
+    /// Requests per second the client managed to send.
+    pub sent_rate: f64,
+    /// Requests sent.
+    pub sent: usize,
+    /// Answered with a result.
+    pub answered: usize,
+    /// Answered with an error, by code (`overloaded: 12, no_capacity: 3`).
+    pub errors: Vec<(String, usize)>,
+    /// Never answered within the drain.
+    pub lost: usize,
+    /// Results per second, first request to last answer.
+    pub throughput: f64,
+    /// Latency of results, ms: p50, p99.
+    pub latency_ms: [f64; 2],
+    /// The slowest error reply, ms (how long a refused request waited for its refusal).
+    pub slowest_error_ms: Option<f64>,
+    /// The overload step (offered [`OVERLOAD`] × the knee).
+    pub overload: bool,
+}
+
+impl Step {
+    /// The step that offered `offered` req/s for `duration` and saw `load`.
+    pub fn new(offered: f64, duration: Duration, load: &LoadReport, overload: bool) -> Self {
+        let summary = load.summary();
+        let slowest_error_ms = load
+            .outcomes
+            .iter()
+            .filter(|o| matches!(o.reply, Reply::Error(_)))
+            .map(|o| o.latency.as_secs_f64() * 1000.0)
+            .max_by(f64::total_cmp);
+        Self {
+            offered,
+            sent_rate: load.sent as f64 / duration.as_secs_f64().max(1e-9),
+            sent: summary.sent,
+            answered: summary.answered,
+            errors: summary.errored.into_iter().collect(),
+            lost: summary.lost,
+            throughput: summary.throughput,
+            latency_ms: [summary.latency_ms[0], summary.latency_ms[2]],
+            slowest_error_ms,
+            overload,
+        }
+    }
+
+    /// Errors of every code.
+    pub fn errored(&self) -> usize {
+        self.errors.iter().map(|(_, n)| n).sum()
+    }
+
+    fn error_text(&self) -> String {
+        if self.errors.is_empty() {
+            return "0".into();
+        }
+        let parts: Vec<String> = self
+            .errors
+            .iter()
+            .map(|(c, n)| format!("{c} {n}"))
+            .collect();
+        parts.join(", ")
+    }
+
+    /// One line for the log.
+    pub fn describe(&self, anchor: &Anchor) -> String {
+        format!(
+            "{}offered {:.0}/s (sent {:.0}/s): answered {}, errors {}, lost {}; {:.0} results/s = {:.2}x anchor; p50 {:.1} ms, p99 {:.1} ms",
+            if self.overload { "overload: " } else { "" },
+            self.offered,
+            self.sent_rate,
+            self.answered,
+            self.error_text(),
+            self.lost,
+            self.throughput,
+            self.throughput / anchor.best(),
+            self.latency_ms[0],
+            self.latency_ms[1]
+        )
+    }
+}
+
+/// Every step of one run, with its anchor.
+#[derive(Debug, Clone)]
+pub struct KneeReport {
+    /// The in-process anchor.
+    pub anchor: Anchor,
+    /// The broker used.
+    pub broker: String,
+    /// Agents and threads, for the heading.
+    pub agents: usize,
+    /// The router.
+    pub router: String,
+    /// The sweep's steps, then the overload step.
+    pub steps: Vec<Step>,
+}
+
+impl KneeReport {
+    pub fn new(spec: &KneeSpec, anchor: Anchor, broker: String) -> Self {
+        Self {
+            anchor,
+            broker,
+            agents: spec.agents,
+            router: spec.router.as_str().to_string(),
+            steps: Vec::new(),
+        }
+    }
+
+    /// The sweep's step with the highest throughput.
+    pub fn knee(&self) -> Option<&Step> {
+        self.steps
+            .iter()
+            .filter(|s| !s.overload)
+            .max_by(|a, b| a.throughput.total_cmp(&b.throughput))
+    }
+
+    /// The overload step, once run.
+    pub fn overload(&self) -> Option<&Step> {
+        self.steps.iter().find(|s| s.overload)
+    }
+
+    /// The table and what it says, as markdown.
+    pub fn markdown(&self) -> String {
+        let a = &self.anchor;
+        let mut md = format!(
+            "{} at width {}, {} agent(s) with {} thread(s) each, router {}, broker {}.\n\n\
+             Anchor, measured first in the same process: one instance, {:.0} img/s at batch 1, \
+             {:.0} img/s at batch {}; ratios below are against the better, {:.0} img/s.\n\n",
+            a.model,
+            a.width,
+            self.agents,
+            a.threads,
+            self.router,
+            self.broker,
+            a.b1,
+            a.batched.1,
+            a.batched.0,
+            a.best()
+        );
+        md.push_str(
+            "| offered req/s | × anchor | sent req/s | sent | results | errors | lost | results/s | × anchor | p50 ms | p99 ms | slowest error ms |\n\
+             |---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|\n",
+        );
+        for s in &self.steps {
+            let _ = writeln!(
+                md,
+                "| {}{:.0} | {:.2} | {:.0} | {} | {} | {} | {} | {:.0} | {:.2} | {:.1} | {:.1} | {} |",
+                if s.overload { "overload: " } else { "" },
+                s.offered,
+                s.offered / a.best(),
+                s.sent_rate,
+                s.sent,
+                s.answered,
+                s.error_text(),
+                s.lost,
+                s.throughput,
+                s.throughput / a.best(),
+                s.latency_ms[0],
+                s.latency_ms[1],
+                s.slowest_error_ms
+                    .map_or_else(|| "—".into(), |ms| format!("{ms:.0}"))
+            );
+        }
+        md.push('\n');
+        md.push_str(&self.verdict());
+        md
+    }
+
+    /// The knee's ratio and what the overload step lost.
+    fn verdict(&self) -> String {
+        let mut out = String::new();
+        if let Some(k) = self.knee() {
+            let _ = writeln!(
+                out,
+                "Knee: {:.0} results/s at {:.0} req/s offered, {:.2}× the in-process anchor.",
+                k.throughput,
+                k.offered,
+                k.throughput / self.anchor.best()
+            );
+        }
+        if let Some(o) = self.overload() {
+            let _ = writeln!(
+                out,
+                "Overload ({OVERLOAD}× the knee): {} sent, {} results, {} errors, {} lost{}.",
+                o.sent,
+                o.answered,
+                o.errored(),
+                o.lost,
+                if o.lost == 0 {
+                    " — every request was answered"
+                } else {
+                    " — requests went unanswered within the drain"
+                }
+            );
+        }
+        out
+    }
+}

@@ -5,8 +5,13 @@
 //! declares agent-2 silent, or answered by agent-2 after its server is back), none is lost.
 //!
 //! Needs `nats-server` 2.9+ (Debian: `nats-server`); without it the test fails and says so.
-//! Ignored in the plain suite (it starts its own cluster and needs no broker from
-//! `SLIM_TEST_BROKER`, so the two passes would run it twice); `.ci/run` runs it once with
+//!
+//! **Ignored because it does not hold yet.** It passed 2 of 3 runs on 2026-12-04. In the third,
+//! every daemon's MQTT connection (the coordinator's on server 1 included) timed out or was
+//! reset around the kill, both agents were declared silent, and 428 of 610 requests were never
+//! answered: with JetStream-backed MQTT, losing one of three servers stalls MQTT on the others
+//! while the streams elect new leaders, and QoS 1 messages in flight were not delivered
+//! afterwards (docs/deploy.md, "Other brokers"). Run it with
 //! `cargo test --workspace --test nats_cluster -- --ignored`.
 
 use std::{
@@ -134,7 +139,7 @@ async fn wait_online(url: &str, prefix: &str, daemons: &mut [&mut Daemon]) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "starts a NATS cluster of its own; .ci/run runs it once with --ignored"]
+#[ignore = "loses requests in about 1 run of 3 on NATS 2.9 (see the file's comment); run with --ignored"]
 async fn one_nats_server_killed_under_load_loses_no_request() {
     let tmp = tempfile::tempdir().expect("a temp folder");
     let nats = NatsCluster::start(&tmp.path().join("nats"));

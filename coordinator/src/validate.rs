@@ -25,13 +25,6 @@ pub fn too_large(payload: &[u8], len: usize, max_payload_bytes: usize, topics: &
     .to_peeked(&peek_reply_address(payload), topics)
 }
 
-/// The model named by a request topic, `requests_prefix` (`Topics::request("")`) and one level
-/// (as [`Topics::parse_request`], borrowed from `topic`).
-pub fn topic_model<'t>(requests_prefix: &str, topic: &'t str) -> Option<&'t str> {
-    let model = topic.strip_prefix(requests_prefix)?;
-    (!model.is_empty() && !model.contains('/')).then_some(model)
-}
-
 /// Decodes a request published on the request topic of `topic_model` and checks every field.
 pub fn decode_request(
     payload: &[u8],
@@ -132,25 +125,6 @@ mod tests {
         let mut r = InferRequest::new("r1", "digits", Tensor::from_u8(vec![1, 8, 8], vec![0; 64]));
         r.reply_to = Some("replies/me".into());
         r
-    }
-
-    #[test]
-    fn a_request_topic_names_the_model_that_topics_parses() {
-        for prefix in ["slim/v1", "site/a", "x"] {
-            let t = Topics::new(prefix);
-            let requests = t.request("");
-            for topic in [
-                t.request("digits"),
-                t.request(""),
-                t.request("a/b"),
-                format!("{prefix}/requests"),
-                format!("{prefix}/agents/a1/status"),
-                "other/requests/digits".into(),
-            ] {
-                let parsed = t.parse_request(&topic);
-                assert_eq!(topic_model(&requests, &topic), parsed.as_deref(), "{topic}");
-            }
-        }
     }
 
     #[test]

@@ -198,7 +198,7 @@ fn check_agent_info(info: &AgentInfo, topics: &Topics) -> Result<(), LimitError>
         for m in &info.models {
             assert_eq!(
                 topics.parse_request(&topics.request(&m.name)),
-                Some(m.name.clone())
+                Some(m.name.as_str())
             );
         }
     }
@@ -236,7 +236,7 @@ fn check_request(r: &InferRequest, topics: &Topics) -> Result<String, Refusal> {
             assert_eq!(limits::check_name("model", &r.model), Ok(()));
             assert_eq!(
                 topics.parse_request(&topics.request(&r.model)),
-                Some(r.model.clone())
+                Some(r.model.as_str())
             );
             assert_eq!(r.input.validate(), Ok(()));
             let elements = r.input.element_count().expect("a valid tensor has a size");

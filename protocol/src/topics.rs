@@ -50,11 +50,11 @@ impl Topics {
     }
 
     /// The model name of a request topic, if `topic` is one.
-    pub fn parse_request(&self, topic: &str) -> Option<String> {
+    pub fn parse_request<'t>(&self, topic: &'t str) -> Option<&'t str> {
         let rest = topic
             .strip_prefix(&self.prefix)?
             .strip_prefix("/requests/")?;
-        (!rest.is_empty() && !rest.contains('/')).then(|| rest.to_string())
+        (!rest.is_empty() && !rest.contains('/')).then_some(rest)
     }
 
     /// True for any topic under `{prefix}/requests/`, even one whose model level is empty,
@@ -150,10 +150,7 @@ mod tests {
     fn request_topics_round_trip_the_model_name() {
         let t = Topics::new("slim/v1/");
         assert_eq!(t.request("digits"), "slim/v1/requests/digits");
-        assert_eq!(
-            t.parse_request("slim/v1/requests/digits").as_deref(),
-            Some("digits")
-        );
+        assert_eq!(t.parse_request("slim/v1/requests/digits"), Some("digits"));
         assert_eq!(t.parse_request("slim/v1/requests/"), None);
         assert_eq!(t.parse_request("other/v1/requests/digits"), None);
     }

@@ -121,8 +121,6 @@ pub struct Core {
     effects: Vec<Effect>,
     /// The router's name, lent to each assignment and decision record.
     router_name: String,
-    /// `{prefix}/requests/`: a request topic is this and the model's name.
-    requests_prefix: String,
     /// The constraints handed to the router, rewritten for each request.
     route_request: RouteRequest,
 }
@@ -138,7 +136,6 @@ impl Core {
         let monitor = Monitor::new(&config.id, routing.name(), clock.wall_ms());
         let topics = Topics::new(&config.topic_prefix);
         Self {
-            requests_prefix: topics.request(""),
             router_name: routing.name().to_string(),
             route_request: RouteRequest {
                 model: String::new(),

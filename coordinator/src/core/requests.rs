@@ -11,7 +11,7 @@ use super::{
 };
 use crate::{
     state::request_bytes,
-    validate::{check_against_model, decode_request, topic_model, ValidRequest},
+    validate::{check_against_model, decode_request, ValidRequest},
 };
 
 impl Core {
@@ -34,7 +34,7 @@ impl Core {
     }
 
     fn on_request(&mut self, topic: &str, payload: &[u8], now: Instant) {
-        let model = topic_model(&self.requests_prefix, topic).unwrap_or_default();
+        let model = self.topics.parse_request(topic).unwrap_or_default();
         let valid =
             match decode_request(payload, model, self.config.max_payload_bytes, &self.topics) {
                 Ok(valid) => valid,

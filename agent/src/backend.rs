@@ -19,6 +19,18 @@ pub enum BackendChoice {
     Ort,
 }
 
+impl BackendChoice {
+    /// The name `--backend` takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendChoice::Auto => "auto",
+            BackendChoice::Cuda => "cuda",
+            BackendChoice::Cpu => "cpu",
+            BackendChoice::Ort => "ort",
+        }
+    }
+}
+
 /// The backend in use and why.
 #[derive(Debug, Clone, Copy)]
 pub struct SelectedBackend {
@@ -76,6 +88,13 @@ pub fn select_backend(choice: BackendChoice) -> Result<(SelectedBackend, String)
 #[cfg(feature = "cuda")]
 fn cuda_runtime() -> Result<&'static dyn Runtime, String> {
     use tract_onnx::tract_core::runtime::runtime_for_name;
+    // tract-cuda registers its runtime from a static constructor and exports nothing else we
+    // use; a crate none of whose symbols is referenced is left out by the linker, constructor
+    // included ("the cuda runtime is not registered" on a real GPU, 2026-12-04). Calling one of
+    // its functions here links it; the workspace builds it as one codegen unit (Cargo.toml), so
+    // the constructor comes with that function's object.
+    tract_cuda::utils::ensure_cuda_runtime_dependencies("CUDA libraries not usable")
+        .map_err(|e| format!("{e:#}"))?;
     let runtime = runtime_for_name("cuda")
         .map_err(|e| format!("{e:#}"))?
         .ok_or_else(|| "the cuda runtime is not registered".to_string())?;
@@ -118,6 +137,19 @@ mod tests {
         assert!(reason.contains("no `cuda` feature"), "{reason}");
         let err = select_backend(BackendChoice::Cuda).unwrap_err();
         assert!(err.contains("CUDA is unusable"), "{err}");
+    }
+
+    /// On a machine without a GPU the lookup fails its check (an error), but it must find the
+    /// runtime: `Ok(None)` means tract-cuda was left out of the binary.
+    #[cfg(feature = "cuda")]
+    #[test]
+    fn the_cuda_runtime_is_linked_in() {
+        let _ = select_backend(BackendChoice::Cuda);
+        let found = tract_onnx::tract_core::runtime::runtime_for_name("cuda");
+        assert!(
+            !matches!(found, Ok(None)),
+            "tract-cuda's runtime is not registered"
+        );
     }
 
     #[cfg(not(feature = "ort"))]

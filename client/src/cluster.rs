@@ -27,6 +27,9 @@ pub struct ClusterSpec {
     pub agent_slowdowns: Vec<f32>,
     /// Threads per batch of each agent, by index (missing entries: 1).
     pub agent_threads: Vec<u16>,
+    /// Every agent's backend. The CPU by default, so that slowdowns emulate slower devices
+    /// from one known speed; `Auto` or `Cuda` put the agents on this machine's GPU.
+    pub agent_backend: slim_agent::backend::BackendChoice,
     /// Agents that emulate their profile's device (`AgentConfig::pace_to_profile`), by index
     /// (missing entries: false).
     pub agent_paced: Vec<bool>,
@@ -66,6 +69,7 @@ impl Default for ClusterSpec {
             models: vec!["digits".into()],
             agent_slowdowns: vec![1.0, 2.0, 4.0],
             agent_threads: Vec::new(),
+            agent_backend: slim_agent::backend::BackendChoice::Cpu,
             agent_paced: Vec::new(),
             agent_profiles: Vec::new(),
             telemetry_interval_ms: 500,
@@ -202,7 +206,7 @@ impl LocalCluster {
             broker: self.broker.clone(),
             models_dir: self.spec.models_dir.clone(),
             models: self.spec.models.clone(),
-            backend: slim_agent::backend::BackendChoice::Cpu,
+            backend: self.spec.agent_backend,
             telemetry_interval_ms: self.spec.telemetry_interval_ms,
             slowdown,
             threads: self.spec.agent_threads.get(index).copied().unwrap_or(1),

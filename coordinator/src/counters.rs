@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use slim_protocol::{ErrorCode, WidthKey};
+use slim_protocol::ErrorCode;
 
 /// Running totals since start.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -33,25 +33,12 @@ pub struct Counters {
     pub ledger_expired: u64,
     /// Refusals by error code.
     pub refused: HashMap<ErrorCode, u64>,
-    /// Placements per (agent, width).
-    pub per_agent_width: HashMap<(String, WidthKey), u64>,
 }
 
 impl Counters {
     /// Records a refusal.
     pub fn refused(&mut self, code: ErrorCode) {
         *self.refused.entry(code).or_default() += 1;
-    }
-
-    /// Records a placement on (agent, width); the pair is copied only the first time.
-    pub fn placed(&mut self, agent_width: &(String, WidthKey)) {
-        self.routed += 1;
-        match self.per_agent_width.get_mut(agent_width) {
-            Some(count) => *count += 1,
-            None => {
-                self.per_agent_width.insert(agent_width.clone(), 1);
-            }
-        }
     }
 
     /// Total refusals.

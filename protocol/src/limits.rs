@@ -134,11 +134,22 @@ pub fn check_reply_to(topic: &str, topics: &Topics) -> Result<(), LimitError> {
     if topic.starts_with('$') {
         return refuse("topics starting with $ belong to the broker");
     }
-    let prefix = topics.prefix();
-    let clients = format!("{prefix}/clients/");
-    let under_prefix = topic == prefix || topic.starts_with(&format!("{prefix}/"));
-    if under_prefix && !(topic.starts_with(&clients) && topic.len() > clients.len()) {
-        return refuse("only {prefix}/clients/... may be used under the deployment's prefix");
+    // Under the deployment's prefix (the prefix itself or `{prefix}/...`) only a topic in the
+    // client area `{prefix}/clients/<something>` may be used. Compared in place: this runs on
+    // every request.
+    let under_prefix = match topic.strip_prefix(topics.prefix()) {
+        Some(rest) => rest.is_empty() || rest.starts_with('/'),
+        None => false,
+    };
+    if under_prefix {
+        let in_client_area = topic[topics.prefix().len()..]
+            .strip_prefix("/clients/")
+            .is_some_and(|client| !client.is_empty());
+        if !in_client_area {
+            return refuse(
+                "under the deployment's prefix only the client area ({prefix}/clients/...) may be used",
+            );
+        }
     }
     Ok(())
 }
@@ -215,7 +226,13 @@ mod tests {
     #[test]
     fn reply_topics_must_be_plain_topic_names_outside_the_deployment() {
         let t = Topics::new("slim/v1");
-        for ok in ["replies/me", "slim/v1/clients/c1/replies", "a", "slim/v2/x"] {
+        for ok in [
+            "replies/me",
+            "slim/v1/clients/c1/replies",
+            "a",
+            "slim/v2/x",
+            "slim/v1x/replies",
+        ] {
             assert_eq!(check_reply_to(ok, &t), Ok(()), "{ok}");
         }
         for bad in [

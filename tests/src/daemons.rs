@@ -405,6 +405,44 @@ impl StatusWatcher {
     }
 }
 
+/// Waits up to 60 s until the deployment under `prefix` on the broker at `url` shows an online
+/// coordinator and at least `agents` online agents; panics with a daemon's log if one of
+/// `daemons` exits meanwhile, or with what was online at the deadline.
+pub async fn wait_online(url: &str, prefix: &str, agents: usize, daemons: &mut [&mut Daemon]) {
+    let client_id = format!(
+        "ready-{}-{}",
+        std::process::id(),
+        url.rsplit(':').next().unwrap_or("x")
+    );
+    let watcher = StatusWatcher::connect(
+        &BrokerOptions::from_url(url.to_string()),
+        &client_id,
+        &Topics::new(prefix),
+    )
+    .expect("the status watcher connects");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (coordinator, online) = watcher.online();
+        if coordinator && online >= agents {
+            return;
+        }
+        for daemon in daemons.iter_mut() {
+            if let Some(status) = daemon.exited() {
+                panic!(
+                    "{} exited ({status}) while starting:\n{}",
+                    daemon.name(),
+                    daemon.log_tail(30)
+                );
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after 60 s on {url}: coordinator online {coordinator}, {online} of {agents} agents"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 impl Drop for StatusWatcher {
     fn drop(&mut self) {
         self.task.abort();

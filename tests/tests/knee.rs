@@ -21,6 +21,7 @@ async fn a_knee_run_accounts_for_every_request_and_overload_loses_none() {
         width: 1.0,
         agents: 1,
         threads: 1,
+        backend: slim_agent::backend::BackendChoice::Cpu,
         router: RouterKind::LeastLoaded,
         loads: vec![1.0],
         step: Duration::from_secs(2),
@@ -38,6 +39,11 @@ async fn a_knee_run_accounts_for_every_request_and_overload_loses_none() {
         "{md}"
     );
     assert_eq!(report.anchor.width, 1.0);
+    assert_eq!(report.anchor.backend, "cpu", "the backend asked for");
+    assert!(
+        md.contains("1 agent(s) on cpu"),
+        "the report names the backend\n{md}"
+    );
     assert_eq!(report.steps.len(), 2, "one sweep step, then overload\n{md}");
     for step in &report.steps {
         assert!(step.sent > 0, "{md}");

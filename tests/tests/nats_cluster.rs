@@ -17,7 +17,7 @@
 use std::{
     path::{Path, PathBuf},
     process::Command,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use slim_client::{
@@ -26,9 +26,8 @@ use slim_client::{
     samples::family_samples,
 };
 use slim_mqtt::BrokerOptions;
-use slim_protocol::Topics;
 use slim_tests::{
-    daemons::{start_agent, start_coordinator, Daemon, FleetSpec, StatusWatcher},
+    daemons::{start_agent, start_coordinator, wait_online, FleetSpec},
     models_dir, repo_root,
 };
 
@@ -107,37 +106,6 @@ fn spec(url: &str, prefix: &str, dir: &Path) -> FleetSpec {
     }
 }
 
-/// Waits until the coordinator and both agents are online as seen from `url`.
-async fn wait_online(url: &str, prefix: &str, daemons: &mut [&mut Daemon]) {
-    let watcher = StatusWatcher::connect(
-        &BrokerOptions::from_url(url.to_string()),
-        "nats-ready",
-        &Topics::new(prefix),
-    )
-    .expect("the status watcher connects");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (coordinator, agents) = watcher.online();
-        if coordinator && agents >= 2 {
-            return;
-        }
-        for daemon in daemons.iter_mut() {
-            if let Some(status) = daemon.exited() {
-                panic!(
-                    "{} exited ({status}):\n{}",
-                    daemon.name(),
-                    daemon.log_tail(30)
-                );
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "after 60 s: coordinator online {coordinator}, {agents} of 2 agents"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "loses requests in about 1 run of 3 on NATS 2.9 (see the file's comment); run with --ignored"]
 async fn one_nats_server_killed_under_load_loses_no_request() {
@@ -152,6 +120,7 @@ async fn one_nats_server_killed_under_load_loses_no_request() {
     wait_online(
         &nats.urls[0],
         prefix,
+        2,
         &mut [&mut coordinator, &mut agent1, &mut agent2],
     )
     .await;

@@ -2,7 +2,9 @@
 
 use std::{path::PathBuf, time::Duration};
 
+use anyhow::Context;
 use clap::Args;
+use slim_agent::model::Manifest;
 use slim_client::{
     load::{run_open_loop, LoadSpec},
     samples::{family_samples, read_npy, split_batch, Sample},
@@ -50,6 +52,19 @@ pub struct BenchArgs {
     pub saturate: SaturateArgs,
     #[command(flatten)]
     pub knee: super::knee::KneeArgs,
+}
+
+impl BenchArgs {
+    /// The manifest of the family under load (`--models-dir`/`--model`).
+    pub fn manifest(&self) -> anyhow::Result<Manifest> {
+        Manifest::load(&self.models_dir.join(&self.model)).with_context(|| {
+            format!(
+                "model family {:?} in {}",
+                self.model,
+                self.models_dir.display()
+            )
+        })
+    }
 }
 
 /// `--saturate`: the coordinator's routing rate against the same broker's own rates.

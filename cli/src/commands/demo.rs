@@ -6,6 +6,7 @@ mod compare;
 use std::{path::PathBuf, time::Duration};
 
 use clap::Args;
+use slim_agent::backend::BackendChoice;
 use slim_client::{
     client::SlimClient,
     cluster::{ClusterSpec, LocalCluster},
@@ -51,6 +52,11 @@ pub struct DemoArgs {
     /// One agent per value: how many times slower than this machine it behaves (1 = real speed).
     #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
     pub slowdowns: Vec<f32>,
+    /// The agents' inference backend: `cpu` (the default: the slowdowns then emulate slower
+    /// devices from one known speed), `cuda` or `auto` (this machine's GPU, in a build with a
+    /// `cuda-*` feature).
+    #[arg(long, value_enum, default_value_t = BackendChoice::Cpu)]
+    pub backend: BackendChoice,
     /// Use this broker instead of starting an embedded one.
     #[arg(long, env = "SLIM_BROKER")]
     pub broker: Option<String>,
@@ -78,7 +84,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// The `slim demo` command line that repeats this run.
 pub fn reproduce_command(args: &DemoArgs) -> String {
     format!(
-        "slim demo --duration {} --models {} --rates {} {} --seed {}{}",
+        "slim demo --duration {} --models {} --rates {} {} --seed {}{}{}",
         super::human_duration(args.duration),
         args.models.join(","),
         super::list_text(&args.rates),
@@ -88,6 +94,11 @@ pub fn reproduce_command(args: &DemoArgs) -> String {
             format!("--router {}", args.router.as_str())
         },
         args.seed,
+        if args.backend == BackendChoice::Cpu {
+            String::new()
+        } else {
+            format!(" --backend {}", args.backend.as_str())
+        },
         if args.online_refine {
             format!(" --online-refine --online-batch {}", args.online_batch)
         } else {
@@ -203,6 +214,7 @@ fn cluster_spec(args: &DemoArgs) -> ClusterSpec {
         profile: Some(args.profile.clone()),
         policy: (args.router == RouterKind::Ppo).then(|| args.policy.clone()),
         agent_slowdowns: args.slowdowns.clone(),
+        agent_backend: args.backend,
         http_listen: Some(args.http_listen.clone()),
         state_root: Some(std::env::temp_dir().join(format!("slim-demo-{}", std::process::id()))),
         ..ClusterSpec::default()
@@ -212,7 +224,7 @@ fn cluster_spec(args: &DemoArgs) -> ClusterSpec {
 /// Says what it starts, and starts it within [`START_TIMEOUT`].
 async fn start_cluster(args: &DemoArgs, spec: ClusterSpec) -> anyhow::Result<LocalCluster> {
     println!(
-        "Starting {} broker, a coordinator ({}) and {} agents (emulated slowdowns {})...",
+        "Starting {} broker, a coordinator ({}) and {} agents ({} backend, emulated slowdowns {})...",
         if args.broker.is_some() {
             "on the external"
         } else {
@@ -220,8 +232,17 @@ async fn start_cluster(args: &DemoArgs, spec: ClusterSpec) -> anyhow::Result<Loc
         },
         args.router.as_str(),
         args.slowdowns.len(),
+        args.backend.as_str(),
         super::list_text(&args.slowdowns)
     );
+    if args.backend != BackendChoice::Cpu && args.slowdowns.len() > 1 {
+        println!(
+            "Note: on a GPU the {} agents share one board, and each charges its batches the \
+             board's whole measured power: per-result energy is overstated where their batches \
+             overlap (one agent per GPU, as deployed, does not double count).",
+            args.slowdowns.len()
+        );
+    }
     tokio::time::timeout(START_TIMEOUT, LocalCluster::start(spec))
         .await
         .map_err(|_| {
@@ -317,4 +338,32 @@ async fn keep_running(cluster: &LocalCluster, dashboard: Option<&str>) -> anyhow
     println!("One request: {request}  (light digit on a dark background)");
     tokio::signal::ctrl_c().await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::app::{parse_from, Command};
+
+    fn demo_args(argv: &str) -> DemoArgs {
+        match parse_from(argv.split_whitespace())
+            .expect("the command line parses")
+            .command
+        {
+            Command::Demo(args) => args,
+            other => panic!("not a demo: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_reproduce_line_names_a_gpu_backend_and_parses_back_to_it() {
+        let cpu = demo_args("slim demo --duration 5s");
+        assert_eq!(cpu.backend, BackendChoice::Cpu);
+        assert!(!reproduce_command(&cpu).contains("--backend"));
+        let cuda = demo_args("slim demo --duration 5s --backend cuda");
+        let line = reproduce_command(&cuda);
+        assert!(line.ends_with("--seed 1 --backend cuda"), "{line}");
+        assert_eq!(demo_args(&line).backend, BackendChoice::Cuda);
+        assert_eq!(cluster_spec(&cuda).agent_backend, BackendChoice::Cuda);
+    }
 }

@@ -4,7 +4,7 @@ use std::{fmt::Write as _, time::Duration};
 
 use anyhow::Context;
 use clap::Args;
-use slim_agent::model::Manifest;
+use slim_agent::backend::BackendChoice;
 use slim_client::samples::family_samples;
 use slim_router::RouterKind;
 
@@ -37,6 +37,10 @@ pub struct KneeArgs {
     /// With --knee: threads per batch of each agent and of the anchor's instance.
     #[arg(long, default_value_t = 1, requires = "knee")]
     pub threads: u16,
+    /// With --knee: the backend of the agents and of the anchor's instance (`cuda` or `auto`
+    /// in a build with a `cuda-*` feature, to measure the live path against a GPU).
+    #[arg(long, value_enum, default_value_t = BackendChoice::Cpu, requires = "knee")]
+    pub backend: BackendChoice,
     /// With --knee: the coordinator's router.
     #[arg(long, value_enum, default_value = "least-loaded", requires = "knee")]
     pub router: RouterKind,
@@ -48,13 +52,7 @@ pub struct KneeArgs {
 /// Runs the knee and prints (and with --out writes) the table.
 pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let k = &args.knee;
-    let manifest = Manifest::load(&args.models_dir.join(&args.model)).with_context(|| {
-        format!(
-            "model family {:?} in {}",
-            args.model,
-            args.models_dir.display()
-        )
-    })?;
+    let manifest = args.manifest()?;
     // Without --width: the slimmest, the width the paper's headline is at.
     let width = match args.width {
         Some(w) => w,
@@ -72,6 +70,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
         width,
         agents: k.agents,
         threads: k.threads,
+        backend: k.backend,
         router: k.router,
         loads: k.loads.clone(),
         step: args.duration,

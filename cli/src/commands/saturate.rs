@@ -3,7 +3,6 @@
 use std::fmt::Write as _;
 
 use anyhow::Context;
-use slim_agent::model::Manifest;
 use slim_client::samples::family_samples;
 use slim_protocol::DeviceProfile;
 use slim_router::RouterKind;
@@ -14,13 +13,7 @@ use crate::saturate::{self, SaturationSpec};
 /// Runs the saturation cases and prints (and with --out writes) the table.
 pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let sat = &args.saturate;
-    let manifest = Manifest::load(&args.models_dir.join(&args.model)).with_context(|| {
-        format!(
-            "model family {:?} in {}",
-            args.model,
-            args.models_dir.display()
-        )
-    })?;
+    let manifest = args.manifest()?;
     let profile: DeviceProfile =
         toml::from_str(&std::fs::read_to_string(&sat.profile).with_context(|| {
             format!("cannot read the device profile {}", sat.profile.display())

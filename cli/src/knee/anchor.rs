@@ -22,6 +22,8 @@ pub struct Anchor {
     pub width: f32,
     /// Threads per batch.
     pub threads: u16,
+    /// The backend it ran on (`cpu`, `cuda`, `ort`).
+    pub backend: &'static str,
     /// Images per second at batch 1.
     pub b1: f64,
     /// The larger batch measured (the coordinator's batch limit) and its images per second.
@@ -37,17 +39,23 @@ impl Anchor {
     /// One line for the log and the report.
     pub fn describe(&self) -> String {
         format!(
-            "anchor: one in-process instance of {} at width {} with {} thread(s): {:.0} img/s at batch 1, {:.0} img/s at batch {}",
-            self.model, self.width, self.threads, self.b1, self.batched.1, self.batched.0
+            "anchor: one in-process instance of {} at width {} on {} with {} thread(s): {:.0} img/s at batch 1, {:.0} img/s at batch {}",
+            self.model, self.width, self.backend, self.threads, self.b1, self.batched.1, self.batched.0
         )
     }
 }
 
-/// Loads the family in `dir` as an agent with `threads` does (the CPU backend, the agent's
-/// default plans) and runs its `width` at batch 1 and at the coordinator's batch limit, each for
+/// Loads the family in `dir` as an agent with `threads` and `backend` does (the agent's default
+/// plans) and runs its `width` at batch 1 and at the coordinator's batch limit, each for
 /// `budget`. Blocking: call it off the async runtime.
-pub fn anchor(dir: &Path, width: f32, threads: u16, budget: Duration) -> anyhow::Result<Anchor> {
-    let (backend, _) = select_backend(BackendChoice::Cpu).map_err(anyhow::Error::msg)?;
+pub fn anchor(
+    dir: &Path,
+    width: f32,
+    threads: u16,
+    backend: BackendChoice,
+    budget: Duration,
+) -> anyhow::Result<Anchor> {
+    let (backend, _) = select_backend(backend).map_err(anyhow::Error::msg)?;
     let config = AgentConfig {
         threads,
         ..AgentConfig::default()
@@ -83,6 +91,7 @@ pub fn anchor(dir: &Path, width: f32, threads: u16, budget: Duration) -> anyhow:
         model: family.name().to_string(),
         width: plan.entry.width,
         threads,
+        backend: backend.name,
         b1: rate(1)?,
         batched: (batch, rate(batch)?),
     })

@@ -16,6 +16,7 @@ mod report;
 use std::{path::PathBuf, time::Duration};
 
 use anyhow::Context;
+use slim_agent::backend::BackendChoice;
 use slim_client::{
     client::SlimClient,
     cluster::{ClusterSpec, LocalCluster},
@@ -42,6 +43,8 @@ pub struct KneeSpec {
     pub agents: usize,
     /// Threads per batch of each agent (and of the anchor's instance).
     pub threads: u16,
+    /// The agents' backend (and the anchor's).
+    pub backend: BackendChoice,
     /// The coordinator's router.
     pub router: RouterKind,
     /// Offered loads, as fractions of the anchor's throughput, in the order run.
@@ -84,13 +87,14 @@ pub const OVERLOAD: f64 = 2.0;
 pub async fn run(spec: &KneeSpec) -> anyhow::Result<KneeReport> {
     spec.check()?;
     let anchor = {
-        let (dir, width, threads, budget) = (
+        let (dir, width, threads, backend, budget) = (
             spec.models_dir.join(&spec.model),
             spec.width,
             spec.threads,
+            spec.backend,
             spec.anchor_budget,
         );
-        tokio::task::spawn_blocking(move || anchor(&dir, width, threads, budget))
+        tokio::task::spawn_blocking(move || anchor(&dir, width, threads, backend, budget))
             .await
             .context("the anchor's thread")??
     };
@@ -168,6 +172,7 @@ fn cluster_spec(spec: &KneeSpec) -> ClusterSpec {
         models: vec![spec.model.clone()],
         agent_slowdowns: vec![1.0; spec.agents],
         agent_threads: vec![spec.threads; spec.agents],
+        agent_backend: spec.backend,
         ..ClusterSpec::default()
     }
 }

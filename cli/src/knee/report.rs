@@ -133,15 +133,17 @@ impl KneeReport {
     pub fn markdown(&self) -> String {
         let a = &self.anchor;
         let mut md = format!(
-            "{} at width {}, {} agent(s) with {} thread(s) each, router {}, broker {}.\n\n\
-             Anchor, measured first in the same process: one instance, {:.0} img/s at batch 1, \
+            "{} at width {}, {} agent(s) on {} with {} thread(s) each, router {}, broker {}.\n\n\
+             Anchor, measured first in the same process: one instance on {}, {:.0} img/s at batch 1, \
              {:.0} img/s at batch {}; ratios below are against the better, {:.0} img/s.\n\n",
             a.model,
             a.width,
             self.agents,
+            a.backend,
             a.threads,
             self.router,
             self.broker,
+            a.backend,
             a.b1,
             a.batched.1,
             a.batched.0,

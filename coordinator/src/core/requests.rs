@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use slim_protocol::{AgentTopic, ErrorCode, InferRequest, Refusal, WidthKey};
+use slim_protocol::{AgentTopic, ErrorCode, InferRequest, Refusal};
 use slim_router::Route;
 
 use super::{
@@ -287,9 +287,7 @@ impl Core {
             (route.width, route.batch_size),
             now,
         );
-        let agent_width = (agent, WidthKey::of(route.width));
-        self.counters.placed(&agent_width);
-        let (agent, _) = agent_width;
+        self.counters.routed += 1;
         self.effects.push(Effect::Assign { agent, payload });
         self.effects.push(Effect::Decision { payload: record });
     }

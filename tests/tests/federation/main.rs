@@ -39,7 +39,7 @@ use slim_client::{
 use slim_mqtt::BrokerOptions;
 use slim_protocol::{Decision, Topics};
 use slim_tests::{
-    daemons::{start_agent, start_coordinator, Daemon, FleetSpec, StatusWatcher},
+    daemons::{start_agent, start_coordinator, wait_online, Daemon, FleetSpec},
     models_dir,
     mosquitto::Mosquitto,
     paced_requests::{self, log_answers, AnswerLog, Answers, Pace, Record},
@@ -221,37 +221,6 @@ fn fleet_spec(broker: &Mosquitto, prefix: &str, dir: &std::path::Path) -> FleetS
         telemetry_interval_ms: TELEMETRY_MS,
         telemetry_timeout_ms: LIVENESS_MS,
         dir: dir.into(),
-    }
-}
-
-/// Waits until `broker` has its coordinator online and at least `agents` agents online.
-async fn wait_online(url: &str, prefix: &str, agents: usize, daemons: &mut [&mut Daemon]) {
-    let watcher = StatusWatcher::connect(
-        &BrokerOptions::from_url(url.to_string()),
-        &format!("fed-ready-{}", url.rsplit(':').next().unwrap_or("x")),
-        &Topics::new(prefix),
-    )
-    .expect("the status watcher connects");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (coordinator, online) = watcher.online();
-        if coordinator && online >= agents {
-            return;
-        }
-        for daemon in daemons.iter_mut() {
-            if let Some(status) = daemon.exited() {
-                panic!(
-                    "{} exited ({status}) while starting:\n{}",
-                    daemon.name(),
-                    daemon.log_tail(30)
-                );
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "after 60 s on {url}: coordinator online {coordinator}, {online} of {agents} agents"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -115,6 +115,7 @@ async fn start(args: &DemoArgs) -> anyhow::Result<(LocalCluster, SlimClient)> {
         models: args.models.clone(),
         profile: Some(args.profile.clone()),
         agent_slowdowns: args.slowdowns.clone(),
+        agent_backend: args.backend,
         ..ClusterSpec::default()
     };
     let cluster = tokio::time::timeout(START_TIMEOUT, LocalCluster::start(spec))

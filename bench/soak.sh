@@ -12,8 +12,10 @@
 #   --sample    seconds between RSS samples (default 10)
 #   --out       also write the report (markdown) there
 # Growth is measured from the first sample after one minute of load (warm-up: plans, pools and
-# queues reach their working size) to the last sample. Exit status 0 when both stayed within
-# 10 %, 1 when one grew more, 2 on a setup error. Nothing here is a timed test: it is a benchmark.
+# queues reach their working size) to the last sample; the growth over the second half is printed
+# too (a leak keeps growing there, a cache that fills to its bound does not). Exit status 0 when
+# both stayed within 10 %, 1 when one grew more, 2 on a setup error. Nothing here is a timed
+# test: it is a benchmark.
 set -euo pipefail
 
 rate="" duration=600 model=digits broker=mqtt://127.0.0.1:1883 bin="" sample=10 out=""
@@ -26,7 +28,7 @@ while [ $# -gt 0 ]; do
         --bin) bin="$2"; shift 2 ;;
         --sample) sample="$2"; shift 2 ;;
         --out) out="$2"; shift 2 ;;
-        -h|--help) sed -n '2,16p' "${BASH_SOURCE[0]}"; exit 0 ;;
+        -h|--help) sed -n '2,18p' "${BASH_SOURCE[0]}"; exit 0 ;;
         *) echo "soak: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -83,6 +85,7 @@ while alive "$load"; do
     c=$(rss_kib "$coordinator") a=$(rss_kib "$agent")
     printf '| %d | %.1f | %.1f |\n' "$t" "$(echo "$c / 1024" | bc -l)" "$(echo "$a / 1024" | bc -l)" >> "$work/samples.md"
     if [ -z "$base_c" ] && [ "$t" -ge 60 ]; then base_c=$c base_a=$a base_t=$t; fi
+    if [ -z "${mid_c:-}" ] && [ "$t" -ge $((duration / 2)) ]; then mid_c=$c mid_a=$a mid_t=$t; fi
     last_c=$c last_a=$a
     sleep "$sample"
 done
@@ -103,6 +106,10 @@ verdict=0
             if [ "$(echo "$g > 10" | bc -l)" = 1 ]; then verdict=1; fi
         done
         [ "$verdict" = 0 ] && echo "Both within 10 %." || echo "**Grew more than 10 %.**"
+        if [ -n "${mid_c:-}" ]; then
+            # A leak keeps growing; a cache or pool that fills to its bound stops.
+            echo "Second half, from ${mid_t}s: coordinator $(growth "$mid_c" "$last_c") %, agent $(growth "$mid_a" "$last_a") %."
+        fi
     else
         echo "The load ran under a minute: no growth figure (use --duration 120 or more)."
         verdict=1

@@ -37,6 +37,13 @@ pub struct OutboxLimits {
     pub max_age_ms: u64,
 }
 
+/// The store's page cache, bytes. sled's default, 1 GiB, is no bound on a Jetson whose 8 GiB
+/// are shared with the GPU. The store holds the outbox and the requests in flight, read back
+/// only after a restart, so a small cache costs nothing on the live path. (It is not what made
+/// the agent's RSS climb in `bench/soak.sh`: with this cap it climbed about as fast, 113.7
+/// against 128.4 MiB at 300 s; docs/performance.md.)
+pub const CACHE_BYTES: u64 = 16 * 1024 * 1024;
+
 /// Durable agent state.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -60,9 +67,12 @@ impl From<sled::Error> for StoreError {
 }
 
 impl Store {
-    /// Opens (or creates) the store in `dir`.
+    /// Opens (or creates) the store in `dir`, with a page cache of at most [`CACHE_BYTES`].
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let db = sled::open(dir)?;
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(CACHE_BYTES)
+            .open()?;
         let outbox = db.open_tree("outbox")?;
         let bytes: u64 = outbox
             .iter()

@@ -137,12 +137,11 @@ pub fn check_reply_to(topic: &str, topics: &Topics) -> Result<(), LimitError> {
     // Under the deployment's prefix (the prefix itself or `{prefix}/...`) only a topic in the
     // client area `{prefix}/clients/<something>` may be used. Compared in place: this runs on
     // every request.
-    let under_prefix = match topic.strip_prefix(topics.prefix()) {
-        Some(rest) => rest.is_empty() || rest.starts_with('/'),
-        None => false,
-    };
-    if under_prefix {
-        let in_client_area = topic[topics.prefix().len()..]
+    if let Some(rest) = topic
+        .strip_prefix(topics.prefix())
+        .filter(|rest| rest.is_empty() || rest.starts_with('/'))
+    {
+        let in_client_area = rest
             .strip_prefix("/clients/")
             .is_some_and(|client| !client.is_empty());
         if !in_client_area {

@@ -235,7 +235,9 @@ async fn start_cluster(args: &DemoArgs, spec: ClusterSpec) -> anyhow::Result<Loc
         args.backend.as_str(),
         super::list_text(&args.slowdowns)
     );
-    if args.backend != BackendChoice::Cpu && args.slowdowns.len() > 1 {
+    // `ort` runs on the CPU; `auto` may land on the GPU.
+    if matches!(args.backend, BackendChoice::Cuda | BackendChoice::Auto) && args.slowdowns.len() > 1
+    {
         println!(
             "Note: on a GPU the {} agents share one board, and each charges its batches the \
              board's whole measured power: per-result energy is overstated where their batches \

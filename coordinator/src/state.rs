@@ -287,7 +287,9 @@ impl ClusterState {
                 self.answered.insert(&key, by, now);
             }
         }
-        if let Some(previous) = entry.last_report_at {
+        // Reconciled on the last page of a report only: until then, answers are still listed.
+        let last_page = !telemetry.more;
+        if let Some(previous) = entry.last_report_at.filter(|_| last_page) {
             let mut old: Vec<(Instant, RequestKey)> = entry
                 .pending
                 .iter()
@@ -299,12 +301,15 @@ impl ClusterState {
                 old.sort();
                 for (_, key) in old.into_iter().take(excess) {
                     entry.pending.remove(&key);
+                    self.holders.remove(&self.hasher.hash_one(&key));
                 }
                 cleanup.reconciled = excess;
             }
         }
-        entry.prev_report_at = entry.last_report_at;
-        entry.last_report_at = Some(now);
+        if last_page {
+            entry.prev_report_at = entry.last_report_at;
+            entry.last_report_at = Some(now);
+        }
         entry.assigned_since_report = 0;
         entry.reported_outstanding = Some(telemetry.outstanding);
         for batch in &telemetry.batches {
@@ -734,6 +739,43 @@ pub(crate) mod tests {
         let cleanup = s.on_telemetry(t, t0 + ms(400));
         assert_eq!(cleanup.reconciled, 15);
         assert_eq!(s.held().0, 1);
+    }
+
+    /// An agent answering faster than one report can list sends the rest in pages at once; the
+    /// ledger was once reconciled against each page, dropping entries whose answers were on
+    /// the next page.
+    #[test]
+    fn the_ledger_is_reconciled_only_on_the_last_page_of_a_report() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut s = ClusterState::default();
+        s.on_status(info("a", true, 1), t0);
+        s.on_telemetry(telemetry("a", &[]), t0);
+        for i in 0..4 {
+            s.record_assignment("a", request(&format!("r{i}")), 0, (0.5, 1), t0 + ms(10));
+        }
+        let mut running = telemetry("a", &[]);
+        running.outstanding = 4;
+        s.on_telemetry(running, t0 + ms(500));
+        // All four answered; the next report lists two, and says more follow.
+        let mut first = telemetry("a", &["r0", "r1"]);
+        (first.outstanding, first.more) = (0, true);
+        let cleanup = s.on_telemetry(first, t0 + ms(1000));
+        assert_eq!((cleanup.reconciled, s.held().0), (0, 2));
+        let mut last = telemetry("a", &["r2", "r3"]);
+        last.outstanding = 0;
+        assert_eq!(s.on_telemetry(last, t0 + ms(1001)).reconciled, 0);
+        assert_eq!(s.held().0, 0);
+        let answered = |id: &str| s.answered_by(&RequestKey::new("replies/c", id), t0 + ms(1002));
+        assert!(answered("r1").is_some() && answered("r3").is_some());
+        // A request whose answer is never listed is dropped at the next last page, and its
+        // holder with it.
+        s.record_assignment("a", request("lost"), 0, (0.5, 1), t0 + ms(1100));
+        let mut t = telemetry("a", &[]);
+        t.outstanding = 0;
+        s.on_telemetry(t.clone(), t0 + ms(2000));
+        assert_eq!(s.on_telemetry(t, t0 + ms(3000)).reconciled, 1);
+        assert_eq!((s.held().0, s.holders.len()), (0, 0));
     }
 
     #[test]

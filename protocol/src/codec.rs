@@ -335,6 +335,8 @@ mod tests {
             done: vec![RequestKey::new("replies/me", "r1").wire()],
             emulated: false,
             pace_misses: 3,
+            more: true,
+            unreported_dropped: 7,
         };
         assert_eq!(decode::<Telemetry>(&encode(&telemetry)).unwrap(), telemetry);
     }

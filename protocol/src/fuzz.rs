@@ -807,6 +807,8 @@ fn telemetry() -> Telemetry {
         done: vec![RequestKey::new("replies/me", "r1").wire()],
         emulated: false,
         pace_misses: 0,
+        more: false,
+        unreported_dropped: 0,
     }
 }
 

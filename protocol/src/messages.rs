@@ -368,8 +368,18 @@ pub struct Telemetry {
     pub batches: Vec<BatchRecord>,
     /// Requests answered since the previous report, each as its key
     /// ([`crate::RequestKey::wire`]: `reply_to`, NUL, `id`). Paged: at most
-    /// [`crate::limits::MAX_REPORT_KEY_BYTES`] of keys per report, the rest follow.
+    /// [`crate::limits::MAX_REPORT_KEY_BYTES`] of keys (and [`crate::limits::MAX_LIST_LEN`]
+    /// entries per list) per report, the rest follow.
     pub done: Vec<String>,
+    /// Another page of `done` keys and batch records follows at once (same `at_ms` figures,
+    /// next `seq`). The coordinator reconciles its ledger with `outstanding` only on the last
+    /// page, when every answer up to then has been listed.
+    #[serde(default)]
+    pub more: bool,
+    /// Answered keys and batch records the agent dropped unreported since start, because more
+    /// waited than it keeps (its backlog is bounded).
+    #[serde(default)]
+    pub unreported_dropped: u64,
     /// True when the agent emulates a slower device.
     #[serde(default)]
     pub emulated: bool,
@@ -406,6 +416,8 @@ impl Telemetry {
             done: Vec::new(),
             emulated: false,
             pace_misses: 0,
+            more: false,
+            unreported_dropped: 0,
         }
     }
 }

@@ -8,14 +8,15 @@ use std::{
 };
 
 use slim_protocol::{
-    encode, limits::MAX_REPORT_KEY_BYTES, BatchRecord, ErrorCode, ErrorReply, InferResult,
-    QueueStat, RequestKey, Timings, PROTOCOL_VERSION,
+    encode, BatchRecord, ErrorCode, ErrorReply, InferResult, QueueStat, RequestKey, Timings,
+    PROTOCOL_VERSION,
 };
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
     instances::{InstancePolicy, ScaleDecision, ScaleInput},
     replay::{ReplayCache, ReplayLimits},
+    unreported::Unreported,
     Batch, Batcher, QueueKey, Queued,
 };
 use crate::{
@@ -84,10 +85,6 @@ pub fn warm_instances(
 /// `overloaded` instead of queuing more.
 const ASSIGN_CHANNEL_CAPACITY: usize = 1024;
 
-/// Answered keys and batch records waiting for a telemetry report; beyond this the oldest are
-/// dropped (the coordinator's ledger reconciles with the agent's outstanding count instead).
-const MAX_UNREPORTED: usize = 100_000;
-
 /// What the scheduler reports to telemetry; batch records and done ids are drained by the read.
 #[derive(Debug, Default, Clone)]
 pub struct SchedulerReport {
@@ -109,10 +106,12 @@ pub struct SchedulerReport {
     pub rejections: HashMap<ErrorCode, u64>,
     /// Answered keys and batch records dropped unreported since start.
     pub unreported_dropped: u64,
-    /// Batches since the previous report (paged: see [`MAX_REPORT_KEY_BYTES`]).
+    /// Batches since the previous report, one page of them (see [`super::unreported`]).
     pub batches: Vec<BatchRecord>,
-    /// Keys of requests answered since the previous report (paged likewise).
+    /// Keys of requests answered since the previous report, one page of them.
     pub done: Vec<String>,
+    /// More batch records or answered keys wait for the next page.
+    pub more: bool,
     /// Memory taken by all loaded instances, bytes (measured when each loaded).
     pub instance_memory_bytes: u64,
     /// The budget for it, bytes.
@@ -264,6 +263,7 @@ pub fn spawn_scheduler(
         replay: ReplayCache::new(ReplayLimits::default()),
         running: 0,
         report: SchedulerReport::default(),
+        unreported: Unreported::default(),
         self_tx: tx.clone(),
     };
     let now = Instant::now();
@@ -298,6 +298,8 @@ struct Actor {
     replay: ReplayCache,
     running: usize,
     report: SchedulerReport,
+    /// Answered keys and batch records not reported yet.
+    unreported: Unreported,
     /// Splits measured power among the batches in flight.
     energy: BatchAttribution,
     self_tx: mpsc::UnboundedSender<Command>,
@@ -632,10 +634,10 @@ impl Actor {
             self.inflight.remove(&a.key);
             self.forget(&a.key);
             self.report.completed += 1;
-            self.report.done.push(a.key.wire());
+            self.unreported.done(a.key.wire());
             requests.push(a.key.wire());
         }
-        self.report.batches.push(BatchRecord {
+        self.unreported.batch(BatchRecord {
             model: f.key.model.clone(),
             width: f.key.width(),
             batch_size: n as u16,
@@ -673,7 +675,7 @@ impl Actor {
 
     fn fail(&mut self, a: &ValidAssignment, code: ErrorCode, message: &str) {
         self.report.failed += 1;
-        self.report.done.push(a.key.wire());
+        self.unreported.done(a.key.wire());
         self.reply_error(a, code, message);
         self.inflight.remove(&a.key);
         self.forget(&a.key);
@@ -697,37 +699,6 @@ impl Actor {
         }
     }
 
-    /// Takes the oldest answered keys and batch records that fit one report's key budget,
-    /// leaving the rest for the next report; drops the oldest beyond [`MAX_UNREPORTED`].
-    fn take_page(&mut self) -> (Vec<BatchRecord>, Vec<String>) {
-        let excess_done = self.report.done.len().saturating_sub(MAX_UNREPORTED);
-        let excess_batches = self.report.batches.len().saturating_sub(MAX_UNREPORTED);
-        if excess_done + excess_batches > 0 {
-            self.report.done.drain(..excess_done);
-            self.report.batches.drain(..excess_batches);
-            self.report.unreported_dropped += (excess_done + excess_batches) as u64;
-        }
-        // A record too large for any page keeps its figures and loses its key list.
-        for b in &mut self.report.batches {
-            if b.requests.iter().map(String::len).sum::<usize>() > MAX_REPORT_KEY_BYTES {
-                b.requests.clear();
-            }
-        }
-        let mut budget = MAX_REPORT_KEY_BYTES;
-        let mut fit = |keys: usize| {
-            let ok = keys <= budget;
-            if ok {
-                budget -= keys;
-            }
-            ok
-        };
-        let batches = take_while_fits(&mut self.report.batches, |b| {
-            fit(b.requests.iter().map(String::len).sum())
-        });
-        let done = take_while_fits(&mut self.report.done, |k| fit(k.len()));
-        (batches, done)
-    }
-
     fn take_report(&mut self) -> SchedulerReport {
         let now = Instant::now();
         let queues = self
@@ -742,7 +713,7 @@ impl Actor {
                 instances: self.loaded.get(&s.key).copied().unwrap_or(0) as u16,
             })
             .collect();
-        let (batches, done) = self.take_page();
+        let page = self.unreported.page();
         SchedulerReport {
             queues,
             outstanding: (self.batcher.len() + self.running) as u32,
@@ -752,9 +723,10 @@ impl Actor {
             replayed: self.report.replayed,
             overloaded: self.report.overloaded,
             rejections: self.report.rejections.clone(),
-            unreported_dropped: self.report.unreported_dropped,
-            batches,
-            done,
+            unreported_dropped: self.unreported.dropped(),
+            batches: page.batches,
+            done: page.done,
+            more: page.more,
             instance_memory_bytes: self.memory_used,
             memory_budget_bytes: self.config.policy.memory_budget_bytes,
             peak_instances: self.report.peak_instances,
@@ -763,12 +735,6 @@ impl Actor {
             batches_run: self.report.batches_run,
         }
     }
-}
-
-/// Removes and returns the longest prefix of `items` whose elements all `fit`.
-fn take_while_fits<T>(items: &mut Vec<T>, mut fit: impl FnMut(&T) -> bool) -> Vec<T> {
-    let n = items.iter().take_while(|item| fit(item)).count();
-    items.drain(..n).collect()
 }
 
 #[cfg(test)]

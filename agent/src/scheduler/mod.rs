@@ -6,6 +6,7 @@ mod instances;
 mod memory;
 mod pace;
 mod replay;
+mod unreported;
 
 pub use actor::{
     spawn_scheduler, warm_instances, PaceCount, SchedulerConfig, SchedulerHandle, SchedulerReport,

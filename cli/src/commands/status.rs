@@ -299,6 +299,8 @@ mod tests {
             done: vec![],
             emulated: false,
             pace_misses: 0,
+            more: false,
+            unreported_dropped: 0,
         }
     }
 

@@ -124,6 +124,8 @@ pub struct TelemetryView {
     pub errors: u64,
     /// The agent emulates a slower device.
     pub emulated: bool,
+    /// Answered keys and batch records the agent dropped unreported since it started.
+    pub unreported_dropped: u64,
 }
 
 impl From<&Telemetry> for TelemetryView {
@@ -145,6 +147,7 @@ impl From<&Telemetry> for TelemetryView {
             completed: t.completed,
             errors: t.errors,
             emulated: t.emulated,
+            unreported_dropped: t.unreported_dropped,
         }
     }
 }

@@ -179,21 +179,6 @@ impl TempStore {
     }
 }
 
-#[test]
-fn a_prefix_is_taken_while_it_fits_and_the_rest_stays() {
-    let mut items = vec![3, 4, 5, 1];
-    let mut budget = 8;
-    let taken = take_while_fits(&mut items, |&n| {
-        let ok = n <= budget;
-        if ok {
-            budget -= n;
-        }
-        ok
-    });
-    assert_eq!(taken, vec![3, 4]);
-    assert_eq!(items, vec![5, 1], "order kept for the next page");
-}
-
 #[tokio::test]
 async fn refusals_are_counted_by_code_and_reported_to_telemetry_without_draining() {
     let actor = Fixture::new(1, 16);

@@ -20,6 +20,7 @@ pub(super) struct AgentFamilies {
     energy: Family,
     online: Family,
     outstanding: Family,
+    unreported: Family,
 }
 
 impl AgentFamilies {
@@ -88,10 +89,15 @@ impl AgentFamilies {
                 "Requests the coordinator placed on the agent and has not seen answered.",
                 agent,
             ),
+            unreported: Family::counter(
+                "slim_agent_unreported_dropped",
+                "Answered keys and batch records the agent dropped without reporting them (its backlog of unreported work is bounded), since the agent started.",
+                agent,
+            ),
         }
     }
 
-    pub(super) fn families(&self) -> [&Family; 12] {
+    pub(super) fn families(&self) -> [&Family; 13] {
         [
             &self.success,
             &self.pending,
@@ -105,6 +111,7 @@ impl AgentFamilies {
             &self.energy,
             &self.online,
             &self.outstanding,
+            &self.unreported,
         ]
     }
 
@@ -127,12 +134,14 @@ impl AgentFamilies {
         let mut gpu_used = self.gpu_used.samples();
         let mut gpu_total = self.gpu_total.samples();
         let mut power = self.power.samples();
+        let mut unreported = self.unreported.samples();
         for a in &s.agents {
             let agent = [a.id.as_str()];
             online.set(&[&a.id, &a.backend], f64::from(u8::from(a.online)));
             outstanding.set(&agent, a.outstanding as f64);
             let Some(t) = &a.telemetry else { continue };
             success.add(&agent, t.completed as f64);
+            unreported.add(&agent, t.unreported_dropped as f64);
             failure.add(&[&a.id, "agent_error"], t.errors as f64);
             let source = energy_source(t);
             energy.add(&[&a.id, &source], t.energy_j.max(0.0));
@@ -168,6 +177,7 @@ impl AgentFamilies {
                 gpu_used,
                 gpu_total,
                 power,
+                unreported,
             ]
             .map(Samples::finish),
         );

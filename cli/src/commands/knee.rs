@@ -18,8 +18,8 @@ pub struct KneeArgs {
     /// Instead of one open-loop load against a running system: measure one in-process
     /// instance's throughput (the anchor), then start a local cluster (a broker, a coordinator,
     /// real agents) and offer open-loop load at each of --loads × the anchor for --duration
-    /// each, then twice the best throughput seen (overload: every request must still be
-    /// answered). Prints the table; --out also writes it as markdown. --embedded starts an embedded
+    /// each, then twice the knee, the best throughput of a step that lost nothing (overload:
+    /// every request must still be answered). Prints the table; --out also writes it as markdown. --embedded starts an embedded
     /// broker; otherwise --broker is used.
     #[arg(long, conflicts_with = "saturate")]
     pub knee: bool,

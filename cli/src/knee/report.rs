@@ -116,12 +116,17 @@ impl KneeReport {
         }
     }
 
-    /// The sweep's step with the highest throughput.
+    /// The sweep's step with the highest throughput among those that lost nothing (a step
+    /// that lost requests is past what the system can take, whatever it delivered); the
+    /// highest of all when every step lost some.
     pub fn knee(&self) -> Option<&Step> {
-        self.steps
-            .iter()
-            .filter(|s| !s.overload)
-            .max_by(|a, b| a.throughput.total_cmp(&b.throughput))
+        let best = |lossless: bool| {
+            self.steps
+                .iter()
+                .filter(|s| !s.overload && (!lossless || s.lost == 0))
+                .max_by(|a, b| a.throughput.total_cmp(&b.throughput))
+        };
+        best(true).or_else(|| best(false))
     }
 
     /// The overload step, once run.
@@ -206,5 +211,57 @@ impl KneeReport {
             );
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(offered: f64, throughput: f64, lost: usize) -> Step {
+        Step {
+            offered,
+            sent_rate: offered,
+            sent: 100,
+            answered: 100 - lost,
+            errors: Vec::new(),
+            lost,
+            throughput,
+            latency_ms: [1.0, 2.0],
+            slowest_error_ms: None,
+            overload: false,
+        }
+    }
+
+    fn report(steps: Vec<Step>) -> KneeReport {
+        KneeReport {
+            anchor: Anchor {
+                model: "digits".into(),
+                width: 0.25,
+                threads: 1,
+                backend: "cpu",
+                b1: 100.0,
+                batched: (8, 200.0),
+            },
+            broker: "mqtt://x".into(),
+            agents: 1,
+            router: "least-loaded".into(),
+            steps,
+        }
+    }
+
+    /// On Mosquitto, 1.5x the anchor once delivered the most results while losing 2 142
+    /// requests (its queue limit), and was called the knee.
+    #[test]
+    fn the_knee_is_the_best_step_that_lost_nothing() {
+        let r = report(vec![
+            step(100.0, 90.0, 0),
+            step(200.0, 120.0, 0),
+            step(300.0, 150.0, 7),
+        ]);
+        assert_eq!(r.knee().unwrap().offered, 200.0);
+        let all_lost = report(vec![step(100.0, 90.0, 1), step(200.0, 95.0, 2)]);
+        assert_eq!(all_lost.knee().unwrap().offered, 200.0);
+        assert!(report(Vec::new()).knee().is_none());
     }
 }

@@ -38,8 +38,12 @@ impl Unreported {
         self.done.push(key);
     }
 
-    /// Queues the record of a batch.
-    pub fn batch(&mut self, record: BatchRecord) {
+    /// Queues the record of a batch. A record whose keys could never fit one page keeps its
+    /// figures and loses its keys.
+    pub fn batch(&mut self, mut record: BatchRecord) {
+        if record.requests.len() > MAX_LIST_LEN || key_bytes(&record) > MAX_REPORT_KEY_BYTES {
+            record.requests.clear();
+        }
         self.dropped += make_room(&mut self.batches);
         self.batches.push(record);
     }
@@ -65,12 +69,6 @@ impl Unreported {
             ok
         };
         let done = take_while_fits(&mut self.done, MAX_LIST_LEN, |k| fit(k.len()));
-        // A record whose keys could never fit one page keeps its figures and loses its keys.
-        for b in &mut self.batches {
-            if b.requests.len() > MAX_LIST_LEN || key_bytes(b) > MAX_REPORT_KEY_BYTES {
-                b.requests.clear();
-            }
-        }
         let batches = take_while_fits(&mut self.batches, MAX_LIST_LEN, |b| fit(key_bytes(b)));
         Page {
             more: !self.done.is_empty() || !self.batches.is_empty(),

@@ -136,9 +136,16 @@ impl Monitor {
         if previous.is_some_and(|r| r.seq == t.seq) {
             return;
         }
-        let interval_ms = previous
-            .filter(|r| t.at_ms > r.at_ms)
-            .map(|r| t.at_ms - r.at_ms);
+        // A further page of the same tick (`more` on the one before) carries the same readings:
+        // it keeps the interval and adds no power point.
+        let same_tick = previous.is_some_and(|r| r.at_ms == t.at_ms);
+        let interval_ms = if same_tick {
+            previous.and_then(|r| r.interval_ms)
+        } else {
+            previous
+                .filter(|r| t.at_ms > r.at_ms)
+                .map(|r| t.at_ms - r.at_ms)
+        };
         self.reports.insert(
             t.agent.clone(),
             Reports {
@@ -164,10 +171,12 @@ impl Monitor {
                 }
             }
         }
-        self.power
-            .entry(t.agent.clone())
-            .or_default()
-            .push(t, now_ms);
+        if !same_tick {
+            self.power
+                .entry(t.agent.clone())
+                .or_default()
+                .push(t, now_ms);
+        }
     }
 
     fn add_totals(&mut self, agent: &str, b: &slim_protocol::BatchRecord, s: &BatchSample) {

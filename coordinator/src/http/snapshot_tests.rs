@@ -305,6 +305,19 @@ fn the_snapshot_carries_latency_per_part_width_mix_accuracy_and_power_for_known_
     assert!(close(&history[1]["queue_ms"], 3.4) && close(&history[1]["compute_ms"], 16.4));
 }
 
+/// Under load an agent sends several pages per telemetry tick, with the same readings; each
+/// once added a power point, and the interval between them (0) hid the agent's real one.
+#[test]
+fn a_further_page_of_a_report_adds_no_power_point_and_keeps_the_interval() {
+    let (mut m, cluster, now) = known_sequence();
+    let mut page = telemetry("a", 3, vec![batch(2, 1.0, 2.0)]);
+    (page.at_ms, page.power_w, page.energy_j) = (51_000, 9.0, 128.0);
+    m.on_telemetry(&page, now, 102_200);
+    let s = m.snapshot(&cluster, &Counters::default(), true, now, 102_200);
+    assert_eq!(s.power[0].points.len(), 2);
+    assert_eq!(s.agents[0].telemetry_interval_ms, Some(1000));
+}
+
 #[test]
 fn the_last_minute_is_forgotten_and_an_idle_model_says_why_it_has_no_accuracy() {
     let (mut m, cluster, now) = known_sequence();

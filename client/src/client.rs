@@ -22,14 +22,16 @@ pub enum Reply {
 }
 
 impl Reply {
-    /// Decodes an answer payload.
+    /// Decodes an answer payload. A result is tried first: it is the common answer, and an
+    /// error reply fails as a result after its few fields (the other order walked every
+    /// result twice, top-k labels included).
     pub fn decode(payload: &[u8]) -> Option<(String, Reply)> {
-        if let Ok(e) = decode::<ErrorReply>(payload) {
-            return Some((e.id.clone().unwrap_or_default(), Reply::Error(e)));
+        if let Ok(r) = decode::<InferResult>(payload) {
+            return Some((r.id.clone(), Reply::Result(r)));
         }
-        decode::<InferResult>(payload)
+        decode::<ErrorReply>(payload)
             .ok()
-            .map(|r| (r.id.clone(), Reply::Result(r)))
+            .map(|e| (e.id.clone().unwrap_or_default(), Reply::Error(e)))
     }
 }
 
@@ -314,5 +316,58 @@ impl SlimClient {
     /// Disconnects.
     pub async fn disconnect(&self) {
         let _ = self.client.disconnect().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use slim_protocol::{ClassScore, EnergySource, ErrorCode, Timings};
+
+    use super::*;
+
+    #[test]
+    fn answers_decode_as_what_they_are() {
+        let result = InferResult {
+            v: 1,
+            id: "r1".into(),
+            model: "digits".into(),
+            agent: "agent-1".into(),
+            width: 0.5,
+            batch_size: 2,
+            top_k: vec![ClassScore {
+                class: 7,
+                label: "7".into(),
+                score: 0.9,
+            }],
+            accuracy: 0.95,
+            timings: Timings::default(),
+            energy_j: 0.001,
+            energy_source: EnergySource::Model,
+            router: "greedy".into(),
+            emulated: false,
+        };
+        let Some((id, Reply::Result(decoded))) = Reply::decode(&encode(&result)) else {
+            panic!("a result decodes as a result");
+        };
+        assert_eq!((id.as_str(), &decoded), ("r1", &result));
+
+        let error = ErrorReply::new(
+            Some("r2".into()),
+            ErrorCode::Overloaded,
+            "busy",
+            "coordinator",
+        );
+        let Some((id, Reply::Error(decoded))) = Reply::decode(&encode(&error)) else {
+            panic!("an error reply decodes as an error");
+        };
+        assert_eq!((id.as_str(), &decoded), ("r2", &error));
+
+        let anonymous = ErrorReply::new(None, ErrorCode::BadValue, "unreadable", "coordinator");
+        let Some((id, Reply::Error(_))) = Reply::decode(&encode(&anonymous)) else {
+            panic!("an error without an id still decodes");
+        };
+        assert_eq!(id, "");
+
+        assert!(Reply::decode(b"\x93not an answer").is_none());
     }
 }

@@ -113,6 +113,16 @@ impl MqttState {
             }
         }
 
+        // Slim patch (SLIM-PATCH.md): a publish held back because its packet id collided was
+        // never sent. Upstream left it in `collision` across the reconnect, where on a clean
+        // session no acknowledgement ever releases it and every later publish waits behind it
+        // (rumqtt issues #1014, #1056). It goes out again after the in-flight ones, with a
+        // fresh packet id.
+        if let Some(mut publish) = self.collision.take() {
+            publish.pkid = 0;
+            pending.push(Request::Publish(publish));
+        }
+
         // remove and collect pending releases
         for pkid in self.outgoing_rel.ones() {
             let request = Request::PubRel(PubRel::new(pkid as u16));

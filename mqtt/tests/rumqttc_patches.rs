@@ -3,9 +3,7 @@
 
 use std::time::Duration;
 
-use rumqttc::{
-    AsyncClient, Event, MqttOptions, MqttState, Packet, PubAck, Publish, QoS, Request,
-};
+use rumqttc::{AsyncClient, Event, MqttOptions, MqttState, Packet, PubAck, Publish, QoS, Request};
 use slim_mqtt::EmbeddedBroker;
 
 fn publish(topic: &str, payload: &[u8]) -> Publish {

@@ -10,27 +10,48 @@ fn publish(topic: &str, payload: &[u8]) -> Publish {
     Publish::new(topic, QoS::AtLeastOnce, payload.to_vec())
 }
 
-/// A publish held back because its packet id was still in flight is sent again after a
-/// reconnect, with a fresh id; upstream kept it held, and on a clean session nothing ever
-/// released it, so that client's publishes stopped for good.
+/// A broker that acknowledges out of order frees a packet id before the one rumqttc would take
+/// next: the next publish takes the free id instead of waiting for the busy one (upstream held
+/// it back, and every request after it, for two keep-alives and a reconnect).
 #[test]
-fn a_collided_publish_is_sent_again_after_a_reconnect() {
-    let mut state = MqttState::new(2, false);
-    for payload in [b"a", b"b"] {
+fn a_publish_takes_a_free_packet_id_when_the_next_is_still_in_flight() {
+    let mut state = MqttState::new(3, false);
+    for payload in [b"a", b"b", b"c"] {
         state
             .handle_outgoing_packet(Request::Publish(publish("t", payload)))
             .unwrap();
     }
-    // The broker acknowledges the second first: one slot is free, but the next id (1 again)
-    // is still in flight, so the third publish collides and is held back.
+    // Ids 1, 2 and 3 are in flight; the broker acknowledges 2 first. The next id in turn, 1,
+    // is still in flight.
     state
         .handle_incoming_packet(rumqttc::Incoming::PubAck(PubAck::new(2)))
         .unwrap();
-    let held = state
-        .handle_outgoing_packet(Request::Publish(publish("t", b"c")))
+    let sent = state
+        .handle_outgoing_packet(Request::Publish(publish("t", b"d")))
         .unwrap();
-    assert!(held.is_none(), "the third publish waits for packet id 1");
-    assert!(state.collision.is_some());
+    match sent {
+        Some(Packet::Publish(p)) => assert_eq!((p.payload.as_ref(), p.pkid), (&b"d"[..], 2)),
+        other => panic!("the publish goes out at once, got {other:?}"),
+    }
+    assert!(state.collision.is_none());
+}
+
+/// A publish held back because every packet id was in flight (a reconnect's replay can pass
+/// the in-flight window) is sent again after the next reconnect, with a fresh id; upstream kept
+/// it held, and on a clean session nothing ever released it, so that client's publishes (its
+/// re-subscriptions too) stopped for good.
+#[test]
+fn a_collided_publish_is_sent_again_after_a_reconnect() {
+    let mut state = MqttState::new(2, false);
+    for payload in [b"a", b"b", b"c"] {
+        state
+            .handle_outgoing_packet(Request::Publish(publish("t", payload)))
+            .unwrap();
+    }
+    assert!(
+        state.collision.is_some(),
+        "the third publish finds no free id"
+    );
 
     let pending = state.clean();
     let payloads: Vec<(Vec<u8>, u16)> = pending
@@ -42,8 +63,8 @@ fn a_collided_publish_is_sent_again_after_a_reconnect() {
         .collect();
     assert_eq!(
         payloads,
-        vec![(b"a".to_vec(), 1), (b"c".to_vec(), 0)],
-        "the unacknowledged publish, then the held one with a fresh id"
+        vec![(b"a".to_vec(), 1), (b"b".to_vec(), 2), (b"c".to_vec(), 0)],
+        "the unacknowledged publishes, then the held one with a fresh id"
     );
     assert!(state.collision.is_none());
 }

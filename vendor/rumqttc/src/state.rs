@@ -321,7 +321,7 @@ impl MqttState {
     fn outgoing_publish(&mut self, mut publish: Publish) -> Result<Option<Packet>, StateError> {
         if publish.qos != QoS::AtMostOnce {
             if publish.pkid == 0 {
-                publish.pkid = self.next_pkid();
+                publish.pkid = self.next_free_pkid();
             }
 
             let pkid = publish.pkid;
@@ -488,6 +488,22 @@ impl MqttState {
         self.outgoing_rel.insert(pubrel.pkid as usize);
         self.inflight += 1;
         Ok(pubrel)
+    }
+
+    /// Slim patch (SLIM-PATCH.md): the next packet id whose slot is free, in the same order as
+    /// [`Self::next_pkid`]; the last id tried when every slot is in flight (the publish then
+    /// collides and waits, as upstream). Upstream took the next id even when a broker that
+    /// acknowledges out of order still held it, and the publish (and every request after it)
+    /// waited for that acknowledgement, or for two keep-alives and a reconnect.
+    fn next_free_pkid(&mut self) -> u16 {
+        let mut pkid = self.next_pkid();
+        for _ in 1..self.max_inflight {
+            if matches!(self.outgoing_pub.get(pkid as usize), Some(None)) {
+                break;
+            }
+            pkid = self.next_pkid();
+        }
+        pkid
     }
 
     /// http://stackoverflow.com/questions/11115364/mqtt-messageid-practical-implementation

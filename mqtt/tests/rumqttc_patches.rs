@@ -6,8 +6,13 @@ use std::time::Duration;
 use rumqttc::{AsyncClient, Event, MqttOptions, MqttState, Packet, PubAck, Publish, QoS, Request};
 use slim_mqtt::EmbeddedBroker;
 
-fn publish(topic: &str, payload: &[u8]) -> Publish {
-    Publish::new(topic, QoS::AtLeastOnce, payload.to_vec())
+/// Hands `state` a QoS 1 publish of `payload`, as the event loop does; the packet to write, if
+/// any.
+fn send(state: &mut MqttState, payload: &[u8]) -> Option<Packet> {
+    let publish = Publish::new("t", QoS::AtLeastOnce, payload.to_vec());
+    state
+        .handle_outgoing_packet(Request::Publish(publish))
+        .unwrap()
 }
 
 /// A broker that acknowledges out of order frees a packet id before the one rumqttc would take
@@ -17,19 +22,14 @@ fn publish(topic: &str, payload: &[u8]) -> Publish {
 fn a_publish_takes_a_free_packet_id_when_the_next_is_still_in_flight() {
     let mut state = MqttState::new(3, false);
     for payload in [b"a", b"b", b"c"] {
-        state
-            .handle_outgoing_packet(Request::Publish(publish("t", payload)))
-            .unwrap();
+        send(&mut state, payload);
     }
     // Ids 1, 2 and 3 are in flight; the broker acknowledges 2 first. The next id in turn, 1,
     // is still in flight.
     state
         .handle_incoming_packet(rumqttc::Incoming::PubAck(PubAck::new(2)))
         .unwrap();
-    let sent = state
-        .handle_outgoing_packet(Request::Publish(publish("t", b"d")))
-        .unwrap();
-    match sent {
+    match send(&mut state, b"d") {
         Some(Packet::Publish(p)) => assert_eq!((p.payload.as_ref(), p.pkid), (&b"d"[..], 2)),
         other => panic!("the publish goes out at once, got {other:?}"),
     }
@@ -44,9 +44,7 @@ fn a_publish_takes_a_free_packet_id_when_the_next_is_still_in_flight() {
 fn a_collided_publish_is_sent_again_after_a_reconnect() {
     let mut state = MqttState::new(2, false);
     for payload in [b"a", b"b", b"c"] {
-        state
-            .handle_outgoing_packet(Request::Publish(publish("t", payload)))
-            .unwrap();
+        send(&mut state, payload);
     }
     assert!(
         state.collision.is_some(),

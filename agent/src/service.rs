@@ -235,6 +235,7 @@ pub async fn start(mut config: AgentConfig) -> anyhow::Result<AgentHandle> {
         client: client.clone(),
         keep_payloads: store.is_some(),
         connected: connected_tx,
+        refusal_log: slim_mqtt::LogBudget::per_request(),
         rules,
         reconnects: reconnects.clone(),
     };
@@ -375,6 +376,7 @@ fn announcement(
         profile: device_model.profile.clone(),
         threads: config.threads,
         durable: config.state_dir.is_some(),
+        max_queued: Some(u32::try_from(config.max_queued).unwrap_or(u32::MAX)),
         device,
     })
 }
@@ -478,16 +480,22 @@ struct Session {
     /// Whether assignments keep their raw payload for the scheduler to store (durable agents).
     keep_payloads: bool,
     connected: tokio::sync::watch::Sender<bool>,
+    /// Bounds the log lines of refused assignments (the scheduler counts every one).
+    refusal_log: slim_mqtt::LogBudget,
     rules: AssignmentRules,
     reconnects: Arc<AtomicU64>,
 }
 
 impl Session {
-    async fn run(self, mut eventloop: EventLoop) {
+    async fn run(mut self, mut eventloop: EventLoop) {
         let assign_topic = self.topics.assign(&self.config.id);
         let mut connects = 0u64;
         loop {
-            match eventloop.poll().await {
+            let event = eventloop.poll().await;
+            // Any event (keep-alive pings included) closes a finished window's summary.
+            self.refusal_log
+                .flush(std::time::Instant::now(), "refused assignments");
+            match event {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
                     connects += 1;
                     if connects > 1 {
@@ -519,7 +527,7 @@ impl Session {
         }
     }
 
-    fn on_assignment(&self, payload: &[u8]) {
+    fn on_assignment(&mut self, payload: &[u8]) {
         match validate_assignment(payload, &self.rules, &self.families) {
             Ok(mut valid) => {
                 if self.keep_payloads {
@@ -539,10 +547,15 @@ impl Session {
         }
     }
 
-    fn reject(&self, r: Refusal) {
+    fn reject(&mut self, r: Refusal) {
         // Counted before the reply leaves, so whoever sees the reply sees the count.
         self.scheduler.rejected(r.code);
-        tracing::warn!(agent = %self.config.id, code = %r.code, id = %r.id.as_deref().unwrap_or("-"), "assignment refused: {}", r.message);
+        if self
+            .refusal_log
+            .allow(std::time::Instant::now(), "refused assignments")
+        {
+            tracing::warn!(agent = %self.config.id, code = %r.code, id = %r.id.as_deref().unwrap_or("-"), "assignment refused: {}", r.message);
+        }
         let reply = ErrorReply::new(r.id, r.code, r.message, format!("agent:{}", self.config.id))
             .on_topic(self.topics.assign(&self.config.id));
         let topic = r.reply_to.unwrap_or_else(|| self.topics.dead_letters());

@@ -186,6 +186,7 @@ impl Announced {
             profile: Some(self.profile.clone()),
             threads: 1,
             durable: false,
+            max_queued: None,
         }
     }
 }

@@ -20,6 +20,9 @@ pub struct Counters {
     /// Re-routed requests (from lost agents) that found no agent within the park timeout and
     /// were left to the client's retry instead of refused.
     pub reroutes_abandoned: u64,
+    /// Requests refused `overloaded` at once because every agent serving their model was at
+    /// its bound (admission; also counted in `refused`).
+    pub shed: u64,
     /// Retried requests sent again to the agent that holds or answered them.
     pub resent: u64,
     /// MQTT reconnects after the first connection.

@@ -9,6 +9,7 @@
 //! its metrics, state and dashboard to operators. With online refinement ([`online`]) the PPO
 //! policy keeps learning from the latency and energy agents report for the requests it placed.
 
+pub mod admission;
 pub mod answered;
 pub mod config;
 pub mod core;

@@ -12,7 +12,10 @@ use slim_protocol::{
     AgentInfo, InferRequest, Liveness, ModelInfo, RequestKey, Telemetry, WidthKey,
 };
 
-use crate::answered::{Answered, AnsweredBy};
+use crate::{
+    admission::Admission,
+    answered::{Answered, AnsweredBy},
+};
 use slim_router::{ArrivalRate, BatchOption, DeviceView, Observation, WidthOption};
 
 /// A request placed on an agent and not yet answered.
@@ -82,11 +85,23 @@ pub struct AgentEntry {
     pub per_request_ms: Option<f32>,
     /// Requests assigned since start.
     pub assigned: u64,
+    /// Whether it can take more: its bound, its answer rate, whether it is masked as full.
+    pub admission: Admission,
     /// Its id, shared by the request index entries that point at it.
     id: Arc<str>,
 }
 
 impl AgentEntry {
+    /// Whether, by the coordinator's estimate, it holds or has on the way as many requests as
+    /// its announced bound (see [`crate::admission`]).
+    pub fn at_limit(&self, now: Instant) -> bool {
+        let since = self
+            .last_report_at
+            .map_or(Duration::ZERO, |at| now.saturating_duration_since(at));
+        let reported = self.reported_outstanding.unwrap_or(u32::MAX);
+        self.admission.at_limit(reported, self.pending.len(), since)
+    }
+
     /// The load the router sees: the agent's own outstanding count from its latest report plus
     /// what was assigned to it since, or the ledger alone before any report.
     pub fn routing_outstanding(&self) -> u32 {
@@ -118,6 +133,8 @@ pub struct ClusterState {
     arrivals: HashMap<String, ArrivalRate>,
     /// The zero of the arrival clock (the first arrival).
     arrival_origin: Option<Instant>,
+    /// Agents masked as full in the views, re-checked before each placement.
+    full: Vec<String>,
 }
 
 /// The cached [`Observation`] of one model.
@@ -148,6 +165,7 @@ impl ClusterState {
             last_version: 0,
             arrivals: HashMap::new(),
             arrival_origin: None,
+            full: Vec::new(),
         }
     }
 
@@ -212,6 +230,7 @@ impl ClusterState {
             latency_ms: HashMap::new(),
             per_request_ms: None,
             assigned: 0,
+            admission: Admission::default(),
             id: id.as_str().into(),
         });
         let restarted = entry.info.started_at_ms != info.started_at_ms;
@@ -220,6 +239,7 @@ impl ClusterState {
         if !known || entry.info != info || entry.online != online {
             self.views.clear();
         }
+        entry.admission.set_limit(info.max_queued);
         entry.info = info;
         entry.last_seen = now;
         let was_online = entry.online;
@@ -309,6 +329,9 @@ impl ClusterState {
         if last_page {
             entry.prev_report_at = entry.last_report_at;
             entry.last_report_at = Some(now);
+            entry
+                .admission
+                .on_report(telemetry.completed, telemetry.at_ms);
         }
         entry.assigned_since_report = 0;
         entry.reported_outstanding = Some(telemetry.outstanding);
@@ -325,6 +348,7 @@ impl ClusterState {
         entry.telemetry = Some(telemetry);
         let id = entry.info.agent.clone();
         self.refresh(&id);
+        self.mask_if_full(&id, now);
         cleanup
     }
 
@@ -353,6 +377,10 @@ impl ClusterState {
     }
 
     /// Requests held in every agent's ledger, and their bytes.
+    pub fn pending_len(&self, agent: &str) -> usize {
+        self.agents.get(agent).map_or(0, |a| a.pending.len())
+    }
+
     pub fn held(&self) -> (usize, usize) {
         self.agents
             .values()
@@ -423,7 +451,54 @@ impl ClusterState {
                 },
             );
             self.refresh_load(agent);
+            self.mask_if_full(agent, now);
         }
+    }
+
+    /// Masks `agent` in the views while it is at its limit, and unmasks it when it is not.
+    fn mask_if_full(&mut self, agent: &str, now: Instant) {
+        let Some(entry) = self.agents.get_mut(agent) else {
+            return;
+        };
+        let full = entry.at_limit(now);
+        if full == entry.admission.full {
+            return;
+        }
+        entry.admission.full = full;
+        if full {
+            self.full.push(agent.to_string());
+        } else {
+            self.full.retain(|a| a != agent);
+        }
+        mask(&mut self.views, &mut self.last_version, agent, full);
+    }
+
+    /// Unmasks the agents masked as full that are no longer at their limit by `now` (they
+    /// answered since). Free while none is masked.
+    pub fn reopen(&mut self, now: Instant) {
+        if self.full.is_empty() {
+            return;
+        }
+        let mut masked = std::mem::take(&mut self.full);
+        masked.retain(|agent| {
+            let Some(entry) = self.agents.get_mut(agent) else {
+                return false;
+            };
+            if entry.at_limit(now) {
+                return true;
+            }
+            entry.admission.full = false;
+            mask(&mut self.views, &mut self.last_version, agent, false);
+            false
+        });
+        self.full = masked;
+    }
+
+    /// Agents serving `model` masked as full in its view.
+    pub fn full_in_view(&self, model: &str) -> usize {
+        self.views.get(model).map_or(0, |v| {
+            v.observation.devices.iter().filter(|d| !d.online).count()
+        })
     }
 
     /// The model as each known agent describes it: online agents first, then the others
@@ -519,6 +594,17 @@ impl ClusterState {
     }
 }
 
+/// Masks (`full`) or unmasks `agent` in every cached view, with a new version.
+fn mask(views: &mut HashMap<String, ModelView>, last_version: &mut u64, agent: &str, full: bool) {
+    for view in views.values_mut() {
+        if let Some(&i) = view.index.get(agent) {
+            let device = &mut view.observation.devices[i];
+            device.online = !full;
+            device.version = next_version(last_version);
+        }
+    }
+}
+
 /// The next device-view version (never 0, which means "not tracked").
 fn next_version(last: &mut u64) -> u64 {
     *last += 1;
@@ -565,6 +651,7 @@ fn device_view(a: &AgentEntry, m: &ModelInfo, model: &str) -> DeviceView {
 /// The figures of `view` that telemetry and assignments change.
 fn update_dynamic(view: &mut DeviceView, a: &AgentEntry, model: &str) {
     let t = a.telemetry.as_ref();
+    view.online = !a.admission.full;
     view.outstanding = a.routing_outstanding();
     view.backlog_ms = view.outstanding as f32 * a.per_request_ms.unwrap_or(0.0);
     view.instances = t
@@ -655,6 +742,7 @@ pub(crate) mod tests {
             emulation: None,
             profile: None,
             durable: false,
+            max_queued: None,
         }
     }
 

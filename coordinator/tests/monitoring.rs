@@ -72,6 +72,7 @@ fn agent_info() -> AgentInfo {
         emulation: None,
         profile: None,
         durable: false,
+        max_queued: None,
     }
 }
 

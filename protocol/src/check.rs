@@ -149,6 +149,9 @@ impl AgentInfo {
                 limits::check_fraction("top1", w.top1)
             })
         })?;
+        if self.max_queued == Some(0) {
+            return Err(LimitError::Value("max_queued must be at least 1".into()));
+        }
         if let Some(e) = &self.emulation {
             if !(e.slowdown.is_finite() && e.slowdown >= 1.0) {
                 return Err(LimitError::Value(format!(

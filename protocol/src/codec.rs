@@ -299,6 +299,7 @@ mod tests {
             }),
             profile: None,
             durable: true,
+            max_queued: Some(4096),
         };
         assert_eq!(decode::<AgentInfo>(&encode(&info)).unwrap(), info);
 

@@ -865,6 +865,7 @@ fn agent_info() -> AgentInfo {
         }),
         threads: 2,
         durable: true,
+        max_queued: Some(4096),
     }
 }
 

@@ -285,6 +285,12 @@ pub struct AgentInfo {
     /// store); the coordinator then leaves them to it instead of routing them again.
     #[serde(default)]
     pub durable: bool,
+    /// Most requests the agent holds at once, queued or running (its `max_queued`); it
+    /// refuses further assignments with `overloaded`. A coordinator that knows it stops
+    /// assigning to the agent while its estimate of what the agent holds or has on the way
+    /// reaches it, and refuses at once instead. Absent: no bound announced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_queued: Option<u32>,
 }
 
 /// Queue state of one (model, width).

@@ -267,6 +267,7 @@ mod tests {
             emulation: None,
             profile: None,
             durable: false,
+            max_queued: None,
         }
     }
 

@@ -27,6 +27,12 @@ pub struct Step {
     pub latency_ms: [f64; 2],
     /// The slowest error reply, ms (how long a refused request waited for its refusal).
     pub slowest_error_ms: Option<f64>,
+    /// Where a result's time went, means over the results, ms: inside the agent (arrival to
+    /// the result handed to MQTT) and outside it (the rest of the end-to-end latency: the
+    /// client, the broker's hops, the coordinator, the agent's MQTT inbox).
+    pub split_ms: [f64; 2],
+    /// Mean batch size the results ran in.
+    pub mean_batch: f64,
     /// The overload step (offered [`OVERLOAD`] × the knee).
     pub overload: bool,
 }
@@ -41,6 +47,7 @@ impl Step {
             .filter(|o| matches!(o.reply, Reply::Error(_)))
             .map(|o| o.latency.as_secs_f64() * 1000.0)
             .max_by(f64::total_cmp);
+        let (split_ms, mean_batch) = split(load);
         Self {
             offered,
             sent_rate: load.sent as f64 / duration.as_secs_f64().max(1e-9),
@@ -51,6 +58,8 @@ impl Step {
             throughput: summary.throughput,
             latency_ms: [summary.latency_ms[0], summary.latency_ms[2]],
             slowest_error_ms,
+            split_ms,
+            mean_batch,
             overload,
         }
     }
@@ -75,7 +84,7 @@ impl Step {
     /// One line for the log.
     pub fn describe(&self, anchor: &Anchor) -> String {
         format!(
-            "{}offered {:.0}/s (sent {:.0}/s): answered {}, errors {}, lost {}; {:.0} results/s = {:.2}x anchor; p50 {:.1} ms, p99 {:.1} ms",
+            "{}offered {:.0}/s (sent {:.0}/s): answered {}, errors {}, lost {}; {:.0} results/s = {:.2}x anchor; p50 {:.1} ms, p99 {:.1} ms; mean {:.1} ms in the agent, {:.1} ms outside; mean batch {:.1}",
             if self.overload { "overload: " } else { "" },
             self.offered,
             self.sent_rate,
@@ -85,9 +94,30 @@ impl Step {
             self.throughput,
             self.throughput / anchor.best(),
             self.latency_ms[0],
-            self.latency_ms[1]
+            self.latency_ms[1],
+            self.split_ms[0],
+            self.split_ms[1],
+            self.mean_batch
         )
     }
+}
+
+/// The mean time of a result inside and outside the agent, ms, and its mean batch size.
+fn split(load: &LoadReport) -> ([f64; 2], f64) {
+    let (mut n, mut inside, mut total, mut batch) = (0usize, 0.0, 0.0, 0.0);
+    for o in &load.outcomes {
+        if let Reply::Result(r) = &o.reply {
+            n += 1;
+            inside += f64::from(r.timings.total_ms);
+            total += o.latency.as_secs_f64() * 1000.0;
+            batch += f64::from(r.batch_size);
+        }
+    }
+    if n == 0 {
+        return ([0.0; 2], 0.0);
+    }
+    let n = n as f64;
+    ([inside / n, (total - inside).max(0.0) / n], batch / n)
 }
 
 /// Every step of one run, with its anchor.
@@ -155,13 +185,13 @@ impl KneeReport {
             a.best()
         );
         md.push_str(
-            "| offered req/s | × anchor | sent req/s | sent | results | errors | lost | results/s | × anchor | p50 ms | p99 ms | slowest error ms |\n\
-             |---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|\n",
+            "| offered req/s | × anchor | sent req/s | sent | results | errors | lost | results/s | × anchor | p50 ms | p99 ms | slowest error ms | in agent ms | outside ms | batch |\n\
+             |---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
         );
         for s in &self.steps {
             let _ = writeln!(
                 md,
-                "| {}{:.0} | {:.2} | {:.0} | {} | {} | {} | {} | {:.0} | {:.2} | {:.1} | {:.1} | {} |",
+                "| {}{:.0} | {:.2} | {:.0} | {} | {} | {} | {} | {:.0} | {:.2} | {:.1} | {:.1} | {} | {:.1} | {:.1} | {:.1} |",
                 if s.overload { "overload: " } else { "" },
                 s.offered,
                 s.offered / a.best(),
@@ -175,7 +205,10 @@ impl KneeReport {
                 s.latency_ms[0],
                 s.latency_ms[1],
                 s.slowest_error_ms
-                    .map_or_else(|| "—".into(), |ms| format!("{ms:.0}"))
+                    .map_or_else(|| "—".into(), |ms| format!("{ms:.0}")),
+                s.split_ms[0],
+                s.split_ms[1],
+                s.mean_batch
             );
         }
         md.push('\n');
@@ -229,6 +262,8 @@ mod tests {
             throughput,
             latency_ms: [1.0, 2.0],
             slowest_error_ms: None,
+            split_ms: [0.5, 1.5],
+            mean_batch: 1.0,
             overload: false,
         }
     }

@@ -101,6 +101,7 @@ impl EmulatedFleet {
             profile: self.profile.clone(),
             threads: 1,
             durable: false,
+            max_queued: None,
         }
     }
 }

@@ -6,7 +6,7 @@ use slim_protocol::{
     decode, limits, AgentInfo, CoordinatorStatus, ErrorCode, ErrorReply, Telemetry,
 };
 
-use super::{Core, Effect, MAX_GROUP_MEMBERS};
+use super::{Core, Effect, LogLines, MAX_GROUP_MEMBERS};
 use crate::state::LedgerCleanup;
 
 impl Core {
@@ -138,7 +138,14 @@ impl Core {
     /// A status or telemetry message that cannot be used: counted, logged and dead-lettered.
     pub(super) fn bad_agent_message(&mut self, topic: &str, error: &str) {
         self.counters.agent_messages_refused += 1;
-        tracing::warn!(topic = %limits::shorten(topic), error, "agent message refused");
+        let now = self.clock.now();
+        if self
+            .logs
+            .agent_messages
+            .allow(now, LogLines::AGENT_MESSAGES)
+        {
+            tracing::warn!(topic = %limits::shorten(topic), error, "agent message refused");
+        }
         let reply = ErrorReply::new(None, ErrorCode::Malformed, error, "coordinator")
             .on_topic(limits::shorten(topic));
         self.effects.push(Effect::Reply {

@@ -12,6 +12,8 @@ mod requests;
 mod tick;
 
 #[cfg(test)]
+mod admission_tests;
+#[cfg(test)]
 mod tests;
 
 use std::{
@@ -20,6 +22,7 @@ use std::{
 };
 
 use bytes::Bytes;
+use slim_mqtt::LogBudget;
 use slim_protocol::{
     now_ms, AssignmentKey, CoordinatorStatus, ErrorCode, ErrorReply, Refusal, RequestKey, Topics,
 };
@@ -123,6 +126,37 @@ pub struct Core {
     router_name: String,
     /// The constraints handed to the router, rewritten for each request.
     route_request: RouteRequest,
+    /// Bounds the log lines that per-request events write (refusals, refused agent messages,
+    /// re-sends and re-routes): a flood is summarised, the counters hold every one.
+    logs: LogLines,
+}
+
+/// A [`LogBudget`] per kind of per-request event.
+struct LogLines {
+    refused: LogBudget,
+    agent_messages: LogBudget,
+    requests: LogBudget,
+}
+
+impl LogLines {
+    const REFUSED: &'static str = "request refusals";
+    const AGENT_MESSAGES: &'static str = "refused agent messages";
+    const REQUESTS: &'static str = "re-sent or re-routed requests";
+
+    fn new() -> Self {
+        Self {
+            refused: LogBudget::per_request(),
+            agent_messages: LogBudget::per_request(),
+            requests: LogBudget::per_request(),
+        }
+    }
+
+    /// Summarises what the closed windows skipped.
+    fn flush(&mut self, now: Instant) {
+        self.refused.flush(now, Self::REFUSED);
+        self.agent_messages.flush(now, Self::AGENT_MESSAGES);
+        self.requests.flush(now, Self::REQUESTS);
+    }
 }
 
 impl Core {
@@ -157,6 +191,7 @@ impl Core {
             group: BTreeMap::new(),
             clock,
             effects: Vec::new(),
+            logs: LogLines::new(),
         }
     }
 
@@ -219,7 +254,10 @@ impl Core {
     /// Answers a refusal on its (validated) reply topic, or on `{prefix}/errors`.
     fn refuse(&mut self, refusal: Refusal, topic: &str) {
         self.counters.refused(refusal.code);
-        tracing::warn!(code = %refusal.code, id = %refusal.id.as_deref().unwrap_or("-"), topic = %slim_protocol::limits::shorten(topic), "request refused: {}", refusal.message);
+        let now = self.clock.now();
+        if self.logs.refused.allow(now, LogLines::REFUSED) {
+            tracing::warn!(code = %refusal.code, id = %refusal.id.as_deref().unwrap_or("-"), topic = %slim_protocol::limits::shorten(topic), "request refused: {}", refusal.message);
+        }
         let reply = ErrorReply::new(refusal.id, refusal.code, refusal.message, "coordinator")
             .on_topic(slim_protocol::limits::shorten(topic));
         let to = refusal

@@ -7,7 +7,7 @@ use slim_router::Route;
 
 use super::{
     records::{self, AssignmentFields, DecisionFigures},
-    Core, Effect, Parked,
+    Core, Effect, LogLines, Parked,
 };
 use crate::{
     state::request_bytes,
@@ -97,7 +97,9 @@ impl Core {
             return true;
         };
         self.counters.resent += 1;
-        tracing::info!(id = %valid.key.id, %agent, "a retried request is sent again to the agent that holds or answered it");
+        if self.logs.requests.allow(now, LogLines::REQUESTS) {
+            tracing::info!(id = %valid.key.id, %agent, "a retried request is sent again to the agent that holds or answered it");
+        }
         let (payload, request) =
             self.assignment(valid.request.clone(), &agent, width, batch_size, attempt);
         self.cluster
@@ -213,6 +215,20 @@ impl Core {
                     message,
                 );
             }
+            Choice::Full { full, candidates } => {
+                self.counters.shed += 1;
+                let message = format!(
+                    "{full} of the {candidates} agents serving model {:?} hold as many requests \
+                     as their bound (max_queued) and no other can take it; retry later",
+                    valid.request.model
+                );
+                self.refuse_request(
+                    &valid.key,
+                    &valid.request.model,
+                    ErrorCode::Overloaded,
+                    message,
+                );
+            }
             Choice::Chosen(placement) => self.dispatch(valid, placement, attempt, now),
         }
     }
@@ -220,6 +236,7 @@ impl Core {
     /// Asks the router where `valid` runs, among the online agents that serve its model.
     fn choose(&mut self, valid: &ValidRequest, now: Instant) -> Choice {
         let request = &valid.request;
+        self.cluster.reopen(now);
         let (observation, ids) = self.cluster.observation(&request.model);
         if observation.devices.is_empty() {
             return Choice::NoAgent;
@@ -246,7 +263,10 @@ impl Core {
                 agent_outstanding,
                 candidates,
             }),
-            _ => Choice::NoneEligible { candidates },
+            _ => match self.cluster.full_in_view(&request.model) {
+                0 => Choice::NoneEligible { candidates },
+                full => Choice::Full { full, candidates },
+            },
         }
     }
 
@@ -299,6 +319,11 @@ enum Choice {
     NoAgent,
     /// Agents serve it, but the router found none eligible.
     NoneEligible {
+        candidates: usize,
+    },
+    /// None eligible, and `full` of them are masked at their queue bound.
+    Full {
+        full: usize,
         candidates: usize,
     },
     Chosen(Placement),

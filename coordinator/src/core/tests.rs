@@ -16,14 +16,14 @@ use crate::{config::CoordinatorConfig, routing::Routing, state::tests::agent_inf
 
 /// A clock the test moves.
 #[derive(Clone)]
-struct ManualClock(Arc<Mutex<(Instant, u64)>>);
+pub(super) struct ManualClock(Arc<Mutex<(Instant, u64)>>);
 
 impl ManualClock {
     fn new() -> Self {
         Self(Arc::new(Mutex::new((Instant::now(), 1_000_000))))
     }
 
-    fn advance(&self, by: Duration) {
+    pub(super) fn advance(&self, by: Duration) {
         let mut t = self.0.lock().unwrap();
         t.0 += by;
         t.1 += by.as_millis() as u64;
@@ -40,14 +40,14 @@ impl Clock for ManualClock {
     }
 }
 
-struct Harness {
-    core: Core,
-    clock: ManualClock,
-    topics: Topics,
+pub(super) struct Harness {
+    pub(super) core: Core,
+    pub(super) clock: ManualClock,
+    pub(super) topics: Topics,
 }
 
 impl Harness {
-    fn new(config: CoordinatorConfig) -> Self {
+    pub(super) fn new(config: CoordinatorConfig) -> Self {
         let clock = ManualClock::new();
         let topics = Topics::new(&config.topic_prefix);
         let routing = Routing::build(&config).unwrap();
@@ -61,44 +61,44 @@ impl Harness {
         h
     }
 
-    fn input(&mut self, input: Input) -> Vec<Effect> {
+    pub(super) fn input(&mut self, input: Input) -> Vec<Effect> {
         let mut effects = Vec::new();
         self.core.handle(input, &mut effects);
         effects
     }
 
-    fn message(&mut self, topic: String, payload: Vec<u8>) -> Vec<Effect> {
+    pub(super) fn message(&mut self, topic: String, payload: Vec<u8>) -> Vec<Effect> {
         self.input(Input::Message {
             topic,
             payload: Bytes::from(payload),
         })
     }
 
-    fn status(&mut self, info: AgentInfo) -> Vec<Effect> {
+    pub(super) fn status(&mut self, info: AgentInfo) -> Vec<Effect> {
         let topic = self.topics.status(&info.agent);
         self.message(topic, encode(&info))
     }
 
-    fn telemetry(&mut self, agent: &str, seq: u64) -> Vec<Effect> {
+    pub(super) fn telemetry(&mut self, agent: &str, seq: u64) -> Vec<Effect> {
         let topic = self.topics.telemetry(agent);
         self.message(topic, encode(&Telemetry::idle(agent, seq)))
     }
 
-    fn request(&mut self, id: &str, model: &str) -> Vec<Effect> {
+    pub(super) fn request(&mut self, id: &str, model: &str) -> Vec<Effect> {
         let mut r = InferRequest::new(id, model, Tensor::from_u8(vec![1, 8, 8], vec![0; 64]));
         r.reply_to = Some("replies/c".into());
         let topic = self.topics.request(model);
         self.message(topic, encode(&r))
     }
 
-    fn tick_after(&mut self, wait: Duration) -> Vec<Effect> {
+    pub(super) fn tick_after(&mut self, wait: Duration) -> Vec<Effect> {
         self.clock.advance(wait);
         self.input(Input::Tick)
     }
 }
 
 /// The assignments among `effects`, as (agent, decoded assignment).
-fn assignments(effects: &[Effect]) -> Vec<(String, Assignment)> {
+pub(super) fn assignments(effects: &[Effect]) -> Vec<(String, Assignment)> {
     effects
         .iter()
         .filter_map(|e| match e {
@@ -109,7 +109,7 @@ fn assignments(effects: &[Effect]) -> Vec<(String, Assignment)> {
 }
 
 /// The error replies among `effects`, as (topic, code, request id).
-fn replies(effects: &[Effect]) -> Vec<(String, ErrorCode, Option<String>)> {
+pub(super) fn replies(effects: &[Effect]) -> Vec<(String, ErrorCode, Option<String>)> {
     effects
         .iter()
         .filter_map(|e| match e {

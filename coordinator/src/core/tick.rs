@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use slim_protocol::{ErrorCode, RequestKey};
 
-use super::{Core, Parked};
+use super::{Core, LogLines, Parked};
 use crate::{
     state::{request_bytes, Pending},
     validate::ValidRequest,
@@ -33,6 +33,7 @@ impl Core {
             .sum();
         self.held = (count + self.parked.len(), bytes + parked_bytes);
         self.monitor.tick(self.clock.wall_ms());
+        self.logs.flush(now);
     }
 
     /// Answers requests parked longer than the park timeout.
@@ -50,7 +51,9 @@ impl Core {
                 // comes back. An error now could follow a result, so the request is left to
                 // the client's retry (docs/protocol.md, "Retrying") and counted.
                 self.counters.reroutes_abandoned += 1;
-                tracing::warn!(id = %p.valid.key.id, "a re-routed request found no agent within the park timeout: left to the client's retry");
+                if self.logs.requests.allow(now, LogLines::REQUESTS) {
+                    tracing::warn!(id = %p.valid.key.id, "a re-routed request found no agent within the park timeout: left to the client's retry");
+                }
                 continue;
             }
             if self.cluster.models(&p.valid.request.model).next().is_none() {
@@ -74,7 +77,9 @@ impl Core {
     pub(super) fn reroute(&mut self, orphans: Vec<Pending>, now: Instant) {
         for p in orphans {
             self.counters.rerouted += 1;
-            tracing::info!(id = %p.request.id, attempt = p.attempt + 1, "re-routing a request from a lost agent");
+            if self.logs.requests.allow(now, LogLines::REQUESTS) {
+                tracing::info!(id = %p.request.id, attempt = p.attempt + 1, "re-routing a request from a lost agent");
+            }
             let key = RequestKey::new(
                 p.request.reply_to.clone().unwrap_or_default(),
                 p.request.id.clone(),

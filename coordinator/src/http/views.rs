@@ -167,6 +167,8 @@ pub struct CountersView {
     pub agents_online: usize,
     /// Retried requests sent again to the agent that holds or answered them.
     pub resent: u64,
+    /// Requests refused `overloaded` at once: every agent serving their model was at its bound.
+    pub shed: u64,
     /// Re-routed requests left to the client's retry after the park timeout.
     pub reroutes_abandoned: u64,
     /// MQTT reconnects after the first connection.
@@ -190,6 +192,7 @@ impl From<&Counters> for CountersView {
             duplicates: c.duplicates,
             agents_online: c.agents_online,
             resent: c.resent,
+            shed: c.shed,
             reroutes_abandoned: c.reroutes_abandoned,
             reconnects: c.reconnects,
             agent_messages_refused: c.agent_messages_refused,

@@ -10,7 +10,7 @@ use crate::http::snapshot::Snapshot;
 type Read = fn(&Snapshot) -> f64;
 
 /// The coordinator's running totals: name, help and where the snapshot keeps the value.
-const TOTALS: [(&str, &str, Read); 10] = [
+const TOTALS: [(&str, &str, Read); 11] = [
     (
         "slim_requests_received_total",
         "Requests received on the request topics.",
@@ -35,6 +35,11 @@ const TOTALS: [(&str, &str, Read); 10] = [
         "slim_router_reroutes_abandoned_total",
         "Re-routed requests that found no agent within the park timeout, left to the client's retry (never refused: the lost agent may have answered them).",
         |s| s.counters.reroutes_abandoned as f64,
+    ),
+    (
+        "slim_requests_shed_total",
+        "Requests refused overloaded at once because every agent serving their model held as many requests as its bound (also in nv_inference_request_failure with reason overloaded).",
+        |s| s.counters.shed as f64,
     ),
     (
         "slim_requests_resent_total",

@@ -35,6 +35,8 @@ pub struct ClusterSpec {
     pub agent_paced: Vec<bool>,
     /// Device profile of each agent, by index (missing entries: `profile`).
     pub agent_profiles: Vec<PathBuf>,
+    /// Every agent's bound on requests held (`AgentConfig::max_queued`); `None`: the default.
+    pub agent_max_queued: Option<usize>,
     /// Agent telemetry period, ms.
     pub telemetry_interval_ms: u64,
     /// Coordinator's telemetry-silence timeout, ms.
@@ -72,6 +74,7 @@ impl Default for ClusterSpec {
             agent_backend: slim_agent::backend::BackendChoice::Cpu,
             agent_paced: Vec::new(),
             agent_profiles: Vec::new(),
+            agent_max_queued: None,
             telemetry_interval_ms: 500,
             telemetry_timeout_ms: 3000,
             state_root: None,
@@ -223,6 +226,10 @@ impl LocalCluster {
                 .as_ref()
                 .map(|root| root.join(format!("{}-agent-{}", self.id_prefix, index + 1))),
             assignment_key_file: self.spec.assignment_key_file.clone(),
+            max_queued: self
+                .spec
+                .agent_max_queued
+                .unwrap_or(AgentConfig::default().max_queued),
             ..AgentConfig::default()
         }
     }

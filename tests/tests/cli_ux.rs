@@ -206,6 +206,8 @@ fn request_args(cluster: &slim_client::cluster::LocalCluster, input: &Path) -> R
             password: None,
             ca_file: None,
             topic_prefix: cluster.spec.topic_prefix.clone(),
+            client_id: None,
+            persistent_session: false,
         },
         model: "digits".into(),
         input: input.to_path_buf(),

@@ -47,3 +47,51 @@ async fn a_flood_of_requests_is_routed_in_full_to_emulated_agents() {
         );
     }
 }
+
+/// A real agent, paced to a slow device, bounded to 16 held requests and offered far more than
+/// it serves: every request is answered, a result or `overloaded`, none lost; once the agent's
+/// reports show it full, the coordinator refuses at once instead of sending more its way (before,
+/// the excess piled up on the way to the agent and was answered seconds late, or not at all).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_beyond_an_agents_bound_is_refused_by_the_coordinator_and_nothing_is_lost() {
+    use slim_client::{client::Reply, load::run_open_loop, samples::family_samples};
+    use slim_protocol::ErrorCode;
+    use slim_tests::{client, digits_load, repo_root, spec, start};
+
+    let mut spec = spec(&[40.0]);
+    spec.agent_profiles = vec![repo_root().join("profiles/jetson-orin-nano.toml")];
+    spec.agent_paced = vec![true];
+    spec.agent_max_queued = Some(16);
+    let cluster = start(spec).await;
+    let client = client(&cluster, &[]).await;
+    let samples = family_samples(&models_dir(), "digits").unwrap();
+    let load = digits_load(1000.0, std::time::Duration::from_secs(3)).with_width(0.25);
+    let report = run_open_loop(&client, &samples, &load).await.unwrap();
+    let summary = report.summary();
+    let by_coordinator = report
+        .outcomes
+        .iter()
+        .filter(|o| {
+            matches!(&o.reply, Reply::Error(e)
+                if e.code == ErrorCode::Overloaded && e.origin == "coordinator")
+        })
+        .count();
+    eprintln!(
+        "sent {}, results {}, errors {:?}, lost {}, refused by the coordinator {by_coordinator}",
+        summary.sent, summary.answered, summary.errored, summary.lost
+    );
+    assert_eq!(summary.lost, 0, "every request is answered");
+    assert!(summary.answered > 0, "the agent serves what it holds");
+    assert_eq!(
+        summary.answered + summary.errored.get("overloaded").copied().unwrap_or(0),
+        summary.sent,
+        "a result or overloaded, nothing else: {:?}",
+        summary.errored
+    );
+    assert!(
+        by_coordinator > summary.sent / 4,
+        "most of the excess is refused by the coordinator ({by_coordinator} of {})",
+        summary.sent
+    );
+    cluster.shutdown().await;
+}

@@ -39,6 +39,16 @@ pub struct BrokerArgs {
     /// Topic prefix of the deployment (the daemons' `topic_prefix`).
     #[arg(long, env = "SLIM_TOPIC_PREFIX", default_value = slim_protocol::DEFAULT_PREFIX)]
     pub topic_prefix: String,
+    /// MQTT client id (letters, digits, `-`, `_`, `.`; it also names the reply topic). Default:
+    /// the command's name and a random suffix, new on every run.
+    #[arg(long)]
+    pub client_id: Option<String>,
+    /// Keep the MQTT session at the broker across disconnects (clean session off): answers
+    /// published while the connection is down wait at the broker and arrive on reconnect, and
+    /// a rerun with the same --client-id receives what the last run missed. Needs --client-id.
+    /// The broker then holds the session until it expires (Mosquitto: `persistent_client_expiration`).
+    #[arg(long, requires = "client_id")]
+    pub persistent_session: bool,
 }
 
 impl BrokerArgs {
@@ -48,15 +58,32 @@ impl BrokerArgs {
             username: self.username.clone(),
             password: self.password.clone(),
             ca_file: self.ca_file.clone(),
+            clean_session: !self.persistent_session,
             ..slim_mqtt::BrokerOptions::from_url(&self.broker)
         }
     }
 
-    /// Connects a client called `{role}-{random}` (after [`probe_broker`], so an unreachable
-    /// broker is a prompt, clear error), subscribed to its reply topic only.
+    /// Connects a client called `--client-id`, or `{role}-{random}` (after [`probe_broker`],
+    /// so an unreachable broker is a prompt, clear error), subscribed to its reply topic only.
     pub async fn connect(&self, role: &str) -> anyhow::Result<SlimClient> {
-        connect(&self.options(), &self.topic_prefix, role).await
+        let client_id = match &self.client_id {
+            Some(id) => {
+                slim_protocol::limits::check_name("client id", id)
+                    .map_err(|e| anyhow::anyhow!("--client-id: {e}"))?;
+                id.clone()
+            }
+            None => random_client_id(role),
+        };
+        connect_as(&self.options(), &self.topic_prefix, &client_id).await
     }
+}
+
+/// `{role}-` and 12 random hex digits.
+fn random_client_id(role: &str) -> String {
+    format!(
+        "{role}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
 }
 
 /// How long commands wait for a broker to accept a connection before giving up.
@@ -69,12 +96,17 @@ pub async fn connect(
     prefix: &str,
     role: &str,
 ) -> anyhow::Result<SlimClient> {
+    connect_as(broker, prefix, &random_client_id(role)).await
+}
+
+/// Connects `client_id` to `broker` after [`probe_broker`], subscribed to its reply topic.
+async fn connect_as(
+    broker: &slim_mqtt::BrokerOptions,
+    prefix: &str,
+    client_id: &str,
+) -> anyhow::Result<SlimClient> {
     probe_broker(broker, BROKER_TIMEOUT).await?;
-    let client_id = format!(
-        "{role}-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..12]
-    );
-    SlimClient::connect(broker, prefix, &client_id, &[])
+    SlimClient::connect(broker, prefix, client_id, &[])
         .await
         .with_context(|| format!("cannot reach the broker at {}", broker.url))
 }
@@ -194,5 +226,30 @@ mod tests {
         assert!(parse_duration("-1s").is_err());
         assert!(parse_duration("-1").is_err());
         assert!(parse_duration("5x").unwrap_err().contains("unit"));
+    }
+}
+
+#[cfg(test)]
+mod broker_args_tests {
+    use clap::Parser;
+
+    use super::BrokerArgs;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        broker: BrokerArgs,
+    }
+
+    #[test]
+    fn a_persistent_session_needs_a_client_id_and_turns_clean_session_off() {
+        assert!(Cli::try_parse_from(["slim", "--persistent-session"]).is_err());
+        let cli = Cli::try_parse_from(["slim", "--client-id", "site-a-1", "--persistent-session"])
+            .unwrap();
+        let options = cli.broker.options();
+        assert!(!options.clean_session);
+        assert_eq!(cli.broker.client_id.as_deref(), Some("site-a-1"));
+        let default = Cli::try_parse_from(["slim"]).unwrap();
+        assert!(default.broker.options().clean_session);
     }
 }

@@ -247,6 +247,13 @@ impl Core {
         constraints.min_accuracy = request.min_accuracy;
         constraints.deadline_ms = request.deadline_ms;
         let candidates = observation.devices.len();
+        if observation.devices.iter().all(|d| !d.online) {
+            // Every one is masked at its bound: refused without asking the router.
+            return Choice::Full {
+                full: candidates,
+                candidates,
+            };
+        }
         let route = self
             .routing
             .route(observation, constraints, &valid.key, now);

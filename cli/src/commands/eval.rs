@@ -308,6 +308,11 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
         command: &command.join(" "),
         seconds: (start.elapsed().as_secs_f64(), sim_seconds),
         names: &names,
+        sources: fleet
+            .devices
+            .iter()
+            .map(|d| (d.profile.name.clone(), d.profile.source.clone()))
+            .collect(),
         live: live_text,
         generalise: generalise_text,
         plots: (

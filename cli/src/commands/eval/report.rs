@@ -24,6 +24,8 @@ pub struct Parts<'a> {
     pub seconds: (f64, f64),
     /// Fleet profile names.
     pub names: &'a [String],
+    /// Each device's profile name and its `source` (`measured`, `derived`, `provisional`).
+    pub sources: Vec<(String, String)>,
     /// The live section (empty when not run).
     pub live: String,
     /// The generalisation section (empty when not run).
@@ -50,7 +52,12 @@ fn loads_where(res: &SimResults, i: usize) -> String {
 fn setup(d: &mut String, args: &EvalArgs, res: &SimResults, p: &Parts<'_>) {
     let seeds = res.runs.first().map_or(0, |r| r.shifting.len());
     let requests = args.sizes().2;
-    let _ = writeln!(d, "- Fleet: `{}` (profiles in `profiles/`: the Jetsons and the RTX 4090 are *derived* from datasheet FLOPS and power, `cpu-2core` is *provisional*, estimated and never timed; see docs/router.md). No profile in this fleet was measured, so every latency and energy figure below is a model of these devices, not a measurement.", p.names.join(","));
+    let _ = writeln!(
+        d,
+        "- Fleet: `{}` (profiles in `profiles/`, see docs/router.md). {}",
+        p.names.join(","),
+        fleet_sources(&p.sources)
+    );
     let _ = writeln!(d, "- Capacity: **{:.0} requests/s**, the sum over devices of each one's best sustainable throughput for an equal model mix (cheapest width × batch per request that fits its memory, all instances busy; `slim_router::eval::capacity`). It is an upper bound: accuracy floors and partial batches keep real routers below it.", res.capacity_per_s);
     let _ = writeln!(d, "- Load sweep: steady Poisson arrivals at {} × capacity, equal model mix, 30 % of requests with a deadline (2–20× the model's reference latency), 20 % with an accuracy floor, no fleet events; {requests} requests per run.", res.loads.iter().map(|l| format!("{l:.2}")).collect::<Vec<_>>().join(", "));
     let _ = writeln!(d, "- Shifting load and churn: `Scenario::sample` per seed: load 0.2–0.9 of the older mean-width yardstick, random model mix, with some probability bursts (×2–4), a step change in rate, a device slowing down ×2–6, a device leaving (maybe rejoining); 0–60 % deadlines, 0–40 % floors.");
@@ -100,7 +107,39 @@ fn paper(d: &mut String, res: &SimResults) {
     let where_random = random.map_or("none".into(), |i| loads_where(res, i));
     let _ = writeln!(d, "## Against the paper\n");
     let _ = writeln!(d, "The paper (Harshbarger and Chidambaram, arXiv 2510.09018) reports, against a random task distribution, a **{PAPER_LATENCY_CUT} %** cut in mean latency and **{PAPER_ENERGY_CUT} %** in energy when its router drops to the slimmest width (70.3 % top-1 on CIFAR-100). Our random router is the paper's (device, width and batch size uniform). It keeps up at loads: **{where_random}**. A cut against a router that does not keep up measures how long the run was, not the routers, so cuts against random are given only at those loads (table above); elsewhere the tables say \"baseline overloaded\". Earlier versions of this report compared against random at loads where it was overloaded and claimed to beat the paper; those figures were artefacts of run length and are withdrawn.\n");
-    let _ = writeln!(d, "CIFAR accuracy: n/a (untrained, cited 70.3 % at the slimmest width). Energy: modelled, not measured, on derived and provisional profiles.\n");
+    let _ = writeln!(d, "CIFAR accuracy: n/a (untrained, cited 70.3 % at the slimmest width). Energy: modelled, not measured, from the profiles' power figures.\n");
+}
+
+/// What the fleet's profiles rest on, from each one's `source`: which were measured, and so
+/// whether the figures are measured device times or a model of the devices.
+fn fleet_sources(sources: &[(String, String)]) -> String {
+    let mut by_source: Vec<(&str, Vec<&str>)> = Vec::new();
+    for (name, source) in sources {
+        match by_source.iter_mut().find(|(s, _)| *s == source.as_str()) {
+            Some((_, names)) if !names.contains(&name.as_str()) => names.push(name),
+            Some(_) => {}
+            None => by_source.push((source, vec![name])),
+        }
+    }
+    let listed: Vec<String> = by_source
+        .iter()
+        .map(|(source, names)| format!("*{source}*: `{}`", names.join("`, `")))
+        .collect();
+    let measured = sources.iter().filter(|(_, s)| s == "measured").count();
+    let verdict = if measured == sources.len() {
+        "Every profile in this fleet was measured (`slim profile`: hot-loop batch times on the \
+         device, without the agents' per-batch overhead), so latencies rest on measurements; \
+         energy is still modelled from each profile's power figures."
+    } else if measured == 0 {
+        "No profile in this fleet was measured (*derived*: from datasheet FLOPS and power; \
+         *provisional*: estimated, never timed), so every latency and energy figure below is a \
+         model of these devices, not a measurement."
+    } else {
+        "Only the *measured* profiles were timed (`slim profile`); the others are derived from \
+         datasheets or estimated, so figures that involve them are a model of those devices, \
+         not a measurement."
+    };
+    format!("Profile sources: {}. {verdict}", listed.join("; "))
 }
 
 /// The whole report.
@@ -183,4 +222,44 @@ pub fn text(args: &EvalArgs, res: &SimResults, p: &Parts<'_>) -> String {
         d.push_str(&p.live);
     }
     d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fleet_sources;
+
+    fn fleet(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(n, s)| (n.to_string(), s.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn the_fleet_line_says_which_profiles_were_measured() {
+        let derived = fleet_sources(&fleet(&[
+            ("jetson-orin-nano", "derived"),
+            ("jetson-orin-nano", "derived"),
+            ("cpu-2core", "provisional"),
+        ]));
+        assert!(
+            derived.contains("*derived*: `jetson-orin-nano`;"),
+            "{derived}"
+        );
+        assert!(derived.contains("No profile in this fleet was measured"));
+        let measured = fleet_sources(&fleet(&[
+            ("cpu-2core-measured", "measured"),
+            ("nvidia-h200-tract-cuda", "measured"),
+        ]));
+        assert!(
+            measured.contains("Every profile in this fleet was measured"),
+            "{measured}"
+        );
+        assert!(!measured.contains("No profile"));
+        let mixed = fleet_sources(&fleet(&[("a", "measured"), ("b", "derived")]));
+        assert!(
+            mixed.contains("Only the *measured* profiles were timed"),
+            "{mixed}"
+        );
+    }
 }

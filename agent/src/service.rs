@@ -549,7 +549,11 @@ impl Session {
 
     fn reject(&mut self, r: Refusal) {
         // Counted before the reply leaves, so whoever sees the reply sees the count.
-        self.scheduler.rejected(r.code);
+        let key =
+            r.id.as_ref()
+                .zip(r.reply_to.as_ref())
+                .map(|(id, reply_to)| slim_protocol::RequestKey::new(reply_to.clone(), id.clone()));
+        self.scheduler.rejected(r.code, key.as_ref());
         if self
             .refusal_log
             .allow(std::time::Instant::now(), "refused assignments")
@@ -614,6 +618,7 @@ async fn telemetry_loop(
                 errors: report.failed + rejected,
                 batches: report.batches,
                 done: report.done,
+                refused: report.refused,
                 emulated: config.slowdown > 1.0 || config.pace_to_profile,
                 pace_misses: report.pace_misses,
                 more: report.more && page < MAX_PAGES_PER_TICK,

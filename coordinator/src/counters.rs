@@ -20,7 +20,7 @@ pub struct Counters {
     /// Re-routed requests (from lost agents) that found no agent within the park timeout and
     /// were left to the client's retry instead of refused.
     pub reroutes_abandoned: u64,
-    /// Requests refused `overloaded` at once because every agent serving their model was at
+    /// Requests refused `overloaded` at once because every agent that could take them was at
     /// its bound (admission; also counted in `refused`).
     pub shed: u64,
     /// Retried requests sent again to the agent that holds or answered them.

@@ -294,11 +294,13 @@ impl ClusterState {
             self.views.clear();
         }
         let agent: std::sync::Arc<str> = telemetry.agent.as_str().into();
+        let mut drained = 0;
         for key in &telemetry.done {
             if let Some(key) = RequestKey::from_wire(key) {
                 let width = entry.pending.remove(&key).map(|p| p.width);
                 if width.is_some() {
                     self.holders.remove(&self.hasher.hash_one(&key));
+                    drained += 1;
                 }
                 let by = AnsweredBy {
                     agent: agent.clone(),
@@ -307,6 +309,16 @@ impl ClusterState {
                 self.answered.insert(&key, by, now);
             }
         }
+        // Refused: the agent holds nothing of them, and a retry is routed again (not answered).
+        for key in &telemetry.refused {
+            if let Some(key) = RequestKey::from_wire(key) {
+                if entry.pending.remove(&key).is_some() {
+                    self.holders.remove(&self.hasher.hash_one(&key));
+                    drained += 1;
+                }
+            }
+        }
+        entry.admission.note_drained(drained);
         // Reconciled on the last page of a report only: until then, answers are still listed.
         let last_page = !telemetry.more;
         if let Some(previous) = entry.last_report_at.filter(|_| last_page) {
@@ -331,7 +343,7 @@ impl ClusterState {
             entry.last_report_at = Some(now);
             entry
                 .admission
-                .on_report(telemetry.completed, telemetry.at_ms);
+                .on_report(telemetry.outstanding, telemetry.at_ms);
         }
         entry.assigned_since_report = 0;
         entry.reported_outstanding = Some(telemetry.outstanding);
@@ -348,7 +360,11 @@ impl ClusterState {
         entry.telemetry = Some(telemetry);
         let id = entry.info.agent.clone();
         self.refresh(&id);
-        self.mask_if_full(&id, now);
+        if last_page {
+            // Pages before the last already took their answers out of the ledger while the
+            // report's time still runs from the previous one: judged once the report is whole.
+            self.mask_if_full(&id, now);
+        }
         cleanup
     }
 
@@ -492,13 +508,6 @@ impl ClusterState {
             false
         });
         self.full = masked;
-    }
-
-    /// Agents serving `model` masked as full in its view.
-    pub fn full_in_view(&self, model: &str) -> usize {
-        self.views.get(model).map_or(0, |v| {
-            v.observation.devices.iter().filter(|d| !d.online).count()
-        })
     }
 
     /// The model as each known agent describes it: online agents first, then the others

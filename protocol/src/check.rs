@@ -193,11 +193,13 @@ impl Telemetry {
         limits::check_list("queues", self.queues.len())?;
         limits::check_list("batches", self.batches.len())?;
         limits::check_list("done", self.done.len())?;
+        limits::check_list("refused", self.refused.len())?;
         let max_key = limits::MAX_REPLY_TO_BYTES + 1 + limits::MAX_ID_BYTES;
         let mut key_bytes = 0;
         for key in self
             .done
             .iter()
+            .chain(&self.refused)
             .chain(self.batches.iter().flat_map(|b| b.requests.iter()))
         {
             if key.len() > max_key {

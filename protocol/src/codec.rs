@@ -334,6 +334,7 @@ mod tests {
                 ],
             }],
             done: vec![RequestKey::new("replies/me", "r1").wire()],
+            refused: vec![RequestKey::new("replies/me", "r2").wire()],
             emulated: false,
             pace_misses: 3,
             more: true,

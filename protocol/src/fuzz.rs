@@ -805,6 +805,7 @@ fn telemetry() -> Telemetry {
             ],
         }],
         done: vec![RequestKey::new("replies/me", "r1").wire()],
+        refused: vec![RequestKey::new("replies/me", "r2").wire()],
         emulated: false,
         pace_misses: 0,
         more: false,

@@ -377,6 +377,12 @@ pub struct Telemetry {
     /// [`crate::limits::MAX_REPORT_KEY_BYTES`] of keys (and [`crate::limits::MAX_LIST_LEN`]
     /// entries per list) per report, the rest follow.
     pub done: Vec<String>,
+    /// Assignments the agent refused with an error since the previous report (its bound was
+    /// reached, its inbox was full, or the assignment was invalid), each as its key: it holds
+    /// nothing of them, and the coordinator drops them from its ledger without counting them
+    /// answered, so a retry is routed again. Paged with `done`, after it, under the same limits.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refused: Vec<String>,
     /// Another page of `done` keys and batch records follows at once (same `at_ms` figures,
     /// next `seq`). The coordinator reconciles its ledger with `outstanding` only on the last
     /// page, when every answer up to then has been listed.
@@ -420,6 +426,7 @@ impl Telemetry {
             errors: 0,
             batches: Vec::new(),
             done: Vec::new(),
+            refused: Vec::new(),
             emulated: false,
             pace_misses: 0,
             more: false,

@@ -25,7 +25,7 @@ mod router;
 pub mod sim;
 
 pub use observation::{
-    batch_fits, eligible_widths, ArrivalRate, BatchOption, DeviceView, Observation, RouteRequest,
-    Scales, WidthOption,
+    allowed_widths, batch_fits, eligible_widths, ArrivalRate, BatchOption, DeviceView, Observation,
+    RouteRequest, Scales, WidthOption,
 };
 pub use router::{build_router, Route, Router, RouterError, RouterKind, RouterSettings};

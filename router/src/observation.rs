@@ -216,10 +216,19 @@ pub fn eligible_widths<'a>(
     device: &'a DeviceView,
     request: &'a RouteRequest,
 ) -> impl Iterator<Item = &'a WidthOption> + 'a {
+    allowed_widths(device, request).filter(move |_| device.online)
+}
+
+/// The widths of `device` that `request` allows, whether or not the device is online (a
+/// coordinator asks this of agents it masked as full: would one of them take the request?).
+pub fn allowed_widths<'a>(
+    device: &'a DeviceView,
+    request: &'a RouteRequest,
+) -> impl Iterator<Item = &'a WidthOption> + 'a {
     device.widths.iter().filter(move |w| {
         let pinned_ok = request.width.is_none_or(|pin| (pin - w.width).abs() < 1e-3);
         let accuracy_ok = request.min_accuracy.is_none_or(|floor| w.top1 >= floor);
-        device.online && pinned_ok && accuracy_ok
+        pinned_ok && accuracy_ok
     })
 }
 

@@ -110,6 +110,8 @@ pub struct SchedulerReport {
     pub batches: Vec<BatchRecord>,
     /// Keys of requests answered since the previous report, one page of them.
     pub done: Vec<String>,
+    /// Keys of assignments refused since the last report (this page's share).
+    pub refused: Vec<String>,
     /// More batch records or answered keys wait for the next page.
     pub more: bool,
     /// Memory taken by all loaded instances, bytes (measured when each loaded).
@@ -130,7 +132,7 @@ enum Command {
     Done(Box<Finished>),
     Loaded(QueueKey, Result<(Instance, u64), String>),
     Report(oneshot::Sender<SchedulerReport>),
-    Rejected(ErrorCode),
+    Rejected(ErrorCode, Option<String>),
     Rejections(oneshot::Sender<HashMap<ErrorCode, u64>>),
     Pacing(oneshot::Sender<PaceCount>),
     ForgetStored(RequestKey),
@@ -164,7 +166,7 @@ impl std::fmt::Debug for Command {
             Command::Done(_) => "Done",
             Command::Loaded(..) => "Loaded",
             Command::Report(_) => "Report",
-            Command::Rejected(_) => "Rejected",
+            Command::Rejected(..) => "Rejected",
             Command::Rejections(_) => "Rejections",
             Command::Pacing(_) => "Pacing",
             Command::ForgetStored(_) => "ForgetStored",
@@ -192,9 +194,12 @@ impl SchedulerHandle {
         rx.await.unwrap_or_default()
     }
 
-    /// Counts an assignment refused before it reached a queue (invalid, or the inbox full).
-    pub fn rejected(&self, code: ErrorCode) {
-        let _ = self.tx.send(Command::Rejected(code));
+    /// Counts an assignment refused before it reached a queue (invalid, or the inbox full);
+    /// its key, when it had a valid one, is reported as refused.
+    pub fn rejected(&self, code: ErrorCode, key: Option<&RequestKey>) {
+        let _ = self
+            .tx
+            .send(Command::Rejected(code, key.map(RequestKey::wire)));
     }
 
     /// Attributes `watts` (the latest telemetry window's average power) to the batches in
@@ -332,8 +337,11 @@ impl Actor {
                 Command::Report(tx) => {
                     let _ = tx.send(self.take_report());
                 }
-                Command::Rejected(code) => {
+                Command::Rejected(code, key) => {
                     *self.report.rejections.entry(code).or_default() += 1;
+                    if let Some(key) = key {
+                        self.unreported.refused(key);
+                    }
                     continue;
                 }
                 Command::Rejections(tx) => {
@@ -397,6 +405,7 @@ impl Actor {
                 self.config.agent
             );
             self.reply_error(&a, ErrorCode::Overloaded, &message);
+            self.unreported.refused(a.key.wire());
             return;
         }
         self.inflight.insert(a.key.clone());
@@ -726,6 +735,7 @@ impl Actor {
             unreported_dropped: self.unreported.dropped(),
             batches: page.batches,
             done: page.done,
+            refused: page.refused,
             more: page.more,
             instance_memory_bytes: self.memory_used,
             memory_budget_bytes: self.config.policy.memory_budget_bytes,

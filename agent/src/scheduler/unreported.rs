@@ -1,4 +1,4 @@
-//! Answered keys and batch records waiting for telemetry, handed out in pages that fit the
+//! Answered and refused keys and batch records waiting for telemetry, handed out in pages that fit the
 //! protocol's limits on one report. Bounded: beyond [`MAX_UNREPORTED`] of either the oldest are
 //! dropped, and counted.
 
@@ -19,6 +19,8 @@ pub struct Page {
     pub batches: Vec<BatchRecord>,
     /// Keys of answered requests, oldest first.
     pub done: Vec<String>,
+    /// Keys of refused assignments, oldest first.
+    pub refused: Vec<String>,
     /// Something is left for another page.
     pub more: bool,
 }
@@ -27,6 +29,7 @@ pub struct Page {
 #[derive(Debug, Default)]
 pub struct Unreported {
     done: Vec<String>,
+    refused: Vec<String>,
     batches: Vec<BatchRecord>,
     dropped: u64,
 }
@@ -36,6 +39,12 @@ impl Unreported {
     pub fn done(&mut self, key: String) {
         self.dropped += make_room(&mut self.done);
         self.done.push(key);
+    }
+
+    /// Queues the key of a refused assignment.
+    pub fn refused(&mut self, key: String) {
+        self.dropped += make_room(&mut self.refused);
+        self.refused.push(key);
     }
 
     /// Queues the record of a batch. A record whose keys could never fit one page keeps its
@@ -59,6 +68,7 @@ impl Unreported {
     /// records only feed statistics. First drops what is beyond [`MAX_UNREPORTED`].
     pub fn page(&mut self) -> Page {
         self.dropped += trim(&mut self.done, MAX_UNREPORTED);
+        self.dropped += trim(&mut self.refused, MAX_UNREPORTED);
         self.dropped += trim(&mut self.batches, MAX_UNREPORTED);
         let mut budget = MAX_REPORT_KEY_BYTES;
         let mut fit = |keys: usize| {
@@ -69,11 +79,13 @@ impl Unreported {
             ok
         };
         let done = take_while_fits(&mut self.done, MAX_LIST_LEN, |k| fit(k.len()));
+        let refused = take_while_fits(&mut self.refused, MAX_LIST_LEN, |k| fit(k.len()));
         let batches = take_while_fits(&mut self.batches, MAX_LIST_LEN, |b| fit(key_bytes(b)));
         Page {
-            more: !self.done.is_empty() || !self.batches.is_empty(),
+            more: !self.done.is_empty() || !self.refused.is_empty() || !self.batches.is_empty(),
             batches,
             done,
+            refused,
         }
     }
 }
@@ -174,6 +186,30 @@ mod tests {
         assert_eq!((done, batches, u.dropped()), (5000, 625, 0));
         assert_eq!(pages, 6, "700 000 bytes of keys in pages of 128 KiB");
         assert_eq!(u.page(), Page::default(), "nothing left, nothing more");
+    }
+
+    #[test]
+    fn refused_keys_follow_the_answered_ones_under_the_same_budget() {
+        let mut u = Unreported::default();
+        for i in 0..3000 {
+            u.done(format!("{i:0>70}"));
+            u.refused(format!("r{i:0>69}"));
+        }
+        let (mut done, mut refused) = (0, 0);
+        loop {
+            let page = u.page();
+            let keys: usize = page.done.iter().chain(&page.refused).map(String::len).sum();
+            assert!(keys <= MAX_REPORT_KEY_BYTES);
+            if refused == 0 && !page.refused.is_empty() {
+                assert_eq!(done + page.done.len(), 3000, "answered keys go first");
+            }
+            done += page.done.len();
+            refused += page.refused.len();
+            if !page.more {
+                break;
+            }
+        }
+        assert_eq!((done, refused), (3000, 3000));
     }
 
     #[test]

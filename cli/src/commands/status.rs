@@ -298,6 +298,7 @@ mod tests {
             errors: 1,
             batches: vec![],
             done: vec![],
+            refused: vec![],
             emulated: false,
             pace_misses: 0,
             more: false,

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use slim_protocol::{AgentTopic, ErrorCode, InferRequest, Refusal};
-use slim_router::Route;
+use slim_router::{allowed_widths, Route};
 
 use super::{
     records::{self, AssignmentFields, DecisionFigures},
@@ -215,11 +215,19 @@ impl Core {
                     message,
                 );
             }
+            // Re-routed from a lost agent, which may have answered it: never refused (see
+            // `time_out_parked`); it waits for an agent with room.
+            Choice::Full { .. } if attempt > 0 => self.parked.push_back(Parked {
+                valid,
+                attempt,
+                since: now,
+            }),
             Choice::Full { full, candidates } => {
                 self.counters.shed += 1;
                 let message = format!(
-                    "{full} of the {candidates} agents serving model {:?} hold as many requests \
-                     as their bound (max_queued) and no other can take it; retry later",
+                    "{full} of the {candidates} agents serving model {:?} could take this request \
+                     but hold as many requests as their bound (max_queued), and no other can; \
+                     retry later",
                     valid.request.model
                 );
                 self.refuse_request(
@@ -247,12 +255,15 @@ impl Core {
         constraints.min_accuracy = request.min_accuracy;
         constraints.deadline_ms = request.deadline_ms;
         let candidates = observation.devices.len();
-        if observation.devices.iter().all(|d| !d.online) {
-            // Every one is masked at its bound: refused without asking the router.
-            return Choice::Full {
-                full: candidates,
-                candidates,
-            };
+        // Agents masked at their bound that would otherwise take this request.
+        let full = observation
+            .devices
+            .iter()
+            .filter(|d| !d.online && allowed_widths(d, &*constraints).next().is_some())
+            .count();
+        if full > 0 && observation.devices.iter().all(|d| !d.online) {
+            // Every one is masked: refused without asking the router.
+            return Choice::Full { full, candidates };
         }
         let route = self
             .routing
@@ -270,10 +281,8 @@ impl Core {
                 agent_outstanding,
                 candidates,
             }),
-            _ => match self.cluster.full_in_view(&request.model) {
-                0 => Choice::NoneEligible { candidates },
-                full => Choice::Full { full, candidates },
-            },
+            _ if full > 0 => Choice::Full { full, candidates },
+            _ => Choice::NoneEligible { candidates },
         }
     }
 

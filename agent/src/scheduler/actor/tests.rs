@@ -180,11 +180,25 @@ impl TempStore {
 }
 
 #[tokio::test]
+async fn an_assignment_refused_before_its_queue_is_reported_refused_by_key() {
+    let actor = Fixture::new(1, 16);
+    let key = RequestKey::new("replies", "bad");
+    actor.handle.rejected(ErrorCode::Overloaded, Some(&key));
+    actor.handle.rejected(ErrorCode::Malformed, None);
+    let report = actor.handle.report().await;
+    assert_eq!(report.refused, [key.wire()]);
+    assert!(
+        actor.handle.report().await.refused.is_empty(),
+        "reported once"
+    );
+}
+
+#[tokio::test]
 async fn refusals_are_counted_by_code_and_reported_to_telemetry_without_draining() {
     let actor = Fixture::new(1, 16);
-    actor.handle.rejected(ErrorCode::BadShape);
-    actor.handle.rejected(ErrorCode::BadShape);
-    actor.handle.rejected(ErrorCode::Unauthenticated);
+    actor.handle.rejected(ErrorCode::BadShape, None);
+    actor.handle.rejected(ErrorCode::BadShape, None);
+    actor.handle.rejected(ErrorCode::Unauthenticated, None);
 
     let expected = HashMap::from([(ErrorCode::BadShape, 2), (ErrorCode::Unauthenticated, 1)]);
     assert_eq!(actor.handle.rejections().await, expected);
@@ -234,6 +248,10 @@ async fn beyond_max_queued_an_assignment_is_answered_overloaded() {
         .report_once_taken(|r| r.outstanding as u64 + r.overloaded == 3)
         .await;
     assert_eq!((report.outstanding, report.overloaded), (2, 1));
+    // Reported as refused, not answered: the coordinator drops it from its ledger and routes
+    // a retry again.
+    assert_eq!(report.refused, [RequestKey::new("replies", "r2").wire()]);
+    assert!(report.done.is_empty(), "{:?}", report.done);
     let reply = actor
         .sent
         .try_recv()

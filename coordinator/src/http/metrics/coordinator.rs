@@ -38,7 +38,7 @@ const TOTALS: [(&str, &str, Read); 11] = [
     ),
     (
         "slim_requests_shed_total",
-        "Requests refused overloaded at once because every agent serving their model held as many requests as its bound (also in nv_inference_request_failure with reason overloaded).",
+        "Requests refused overloaded at once because every agent that could take them held as many requests as its bound (also in nv_inference_request_failure with reason overloaded).",
         |s| s.counters.shed as f64,
     ),
     (

@@ -12,8 +12,10 @@
 //!
 //! The estimate is the coordinator's ledger for the agent (its assignments the agent has not
 //! reported answered or refused: held by the agent or on the way) less what the agent is
-//! expected to have drained since its last report, at the rate it drained this coordinator's
-//! ledger over the report interval before. That rate is the agent's capacity only if the agent
+//! expected to have answered since its last report, at the rate it answered this
+//! coordinator's requests over the report interval before (refused ones leave the ledger at the
+//! report that lists them, but do not count toward the rate: a rate that counted them grew with
+//! the flood and let it through to the agent). That rate is the agent's capacity only if the agent
 //! was busy through that interval, so an agent is masked only when its previous report already
 //! said it held at least half its bound and its latest still does: an agent that keeps up is
 //! never masked, however its answers lag in the ledger (up to a report interval's worth), and
@@ -28,13 +30,13 @@ use std::time::Duration;
 pub struct Admission {
     /// The bound the agent announced; `None`: never masked.
     limit: Option<u32>,
-    /// This coordinator's requests the agent answered or refused per second over its last
-    /// report interval, when it was busy through it; `None` otherwise.
+    /// This coordinator's requests the agent answered per second over its last report
+    /// interval, when it was busy through it; `None` otherwise.
     drained_per_s: Option<f32>,
     /// Agent clock of its latest report's last page, and whether that report said it held at
     /// least half its bound.
     last: Option<(u64, bool)>,
-    /// This coordinator's requests reported answered or refused since that report.
+    /// This coordinator's requests reported answered since that report.
     drained: u64,
     /// Masked in the router's views as unable to take more.
     pub full: bool,
@@ -46,9 +48,9 @@ impl Admission {
         self.limit = limit;
     }
 
-    /// Counts `n` of this coordinator's requests that a report (any page) listed answered or
-    /// refused.
-    pub fn note_drained(&mut self, n: usize) {
+    /// Counts `n` of this coordinator's requests that a report (any page) listed answered
+    /// (refusals leave the ledger too, but refusing is not serving: they do not count).
+    pub fn note_served(&mut self, n: usize) {
         self.drained += n as u64;
     }
 
@@ -103,7 +105,7 @@ mod tests {
         let mut a = Admission::default();
         a.set_limit(Some(100));
         a.on_report(100, 1_000);
-        a.note_drained(per_s);
+        a.note_served(per_s);
         a.on_report(100, 2_000);
         a
     }

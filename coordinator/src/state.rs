@@ -294,13 +294,13 @@ impl ClusterState {
             self.views.clear();
         }
         let agent: std::sync::Arc<str> = telemetry.agent.as_str().into();
-        let mut drained = 0;
+        let mut answered = 0;
         for key in &telemetry.done {
             if let Some(key) = RequestKey::from_wire(key) {
                 let width = entry.pending.remove(&key).map(|p| p.width);
                 if width.is_some() {
                     self.holders.remove(&self.hasher.hash_one(&key));
-                    drained += 1;
+                    answered += 1;
                 }
                 let by = AnsweredBy {
                     agent: agent.clone(),
@@ -310,15 +310,15 @@ impl ClusterState {
             }
         }
         // Refused: the agent holds nothing of them, and a retry is routed again (not answered).
+        // They leave the ledger but not the rate: refusing is not serving.
         for key in &telemetry.refused {
             if let Some(key) = RequestKey::from_wire(key) {
                 if entry.pending.remove(&key).is_some() {
                     self.holders.remove(&self.hasher.hash_one(&key));
-                    drained += 1;
                 }
             }
         }
-        entry.admission.note_drained(drained);
+        entry.admission.note_served(answered);
         // Reconciled on the last page of a report only: until then, answers are still listed.
         let last_page = !telemetry.more;
         if let Some(previous) = entry.last_report_at.filter(|_| last_page) {

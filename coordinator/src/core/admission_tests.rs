@@ -192,3 +192,73 @@ fn a_request_no_masked_agent_could_take_is_not_called_overloaded() {
     assert!(!codes.contains(&ErrorCode::Overloaded), "{effects:?}");
     assert_eq!(h.core.counters().shed, 0);
 }
+
+#[test]
+fn refused_assignments_leave_the_ledger_and_a_retry_is_routed_again() {
+    let mut h = harness_with_bound(4);
+    assert!(assigned(&mut h, "r0"));
+    let refused = &["r0"];
+    report(
+        &mut h,
+        Report {
+            seq: 2,
+            refused,
+            at_ms: 2_000,
+            ..Default::default()
+        },
+    );
+    // Not answered: a repeat after the resend window is a new placement, not a resend.
+    h.clock.advance(Duration::from_secs(2));
+    assert!(assigned(&mut h, "r0"));
+    let c = h.core.counters();
+    assert_eq!((c.routed, c.resent), (2, 0));
+}
+
+#[test]
+fn a_request_rerouted_from_a_lost_agent_waits_rather_than_being_refused_overloaded() {
+    let mut h = harness_with_bound(1);
+    assert!(assigned(&mut h, "r0"));
+    report(
+        &mut h,
+        Report {
+            seq: 2,
+            outstanding: 1,
+            at_ms: 2_000,
+            ..Default::default()
+        },
+    );
+    report(
+        &mut h,
+        Report {
+            seq: 3,
+            outstanding: 1,
+            at_ms: 3_000,
+            ..Default::default()
+        },
+    );
+    // a1 is masked; a2 joins and takes r1.
+    h.status(agent_info("a2"));
+    let effects = h.request("r1", "digits");
+    assert_eq!(assignments(&effects)[0].0, "a2");
+    // a2 leaves: r1 could only go to a1, which is full. It may have been answered by a2, so
+    // it waits instead of being refused.
+    let mut gone = agent_info("a2");
+    gone.online = false;
+    let effects = h.status(gone);
+    assert!(replies(&effects).is_empty(), "{effects:?}");
+    assert_eq!(h.core.counters().shed, 0);
+    // a1 answers r0: r1 is placed there.
+    let done = &["r0"];
+    report(
+        &mut h,
+        Report {
+            seq: 4,
+            done,
+            at_ms: 4_000,
+            ..Default::default()
+        },
+    );
+    let c = h.core.counters();
+    assert_eq!((c.rerouted, c.shed), (1, 0));
+    assert_eq!(c.routed, 3, "r0, r1, and r1 again on a1");
+}

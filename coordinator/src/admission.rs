@@ -77,7 +77,7 @@ impl Admission {
     }
 
     /// Requests the agent holds or has on the way: `ledger` (this coordinator's assignments
-    /// not reported answered or refused) less what it drains at its recent rate in
+    /// not reported answered or refused) less what it answers at its recent rate in
     /// `since_report`.
     pub fn estimate(&self, ledger: usize, since_report: Duration) -> f64 {
         let drained = f64::from(self.drained_per_s.unwrap_or(0.0)) * since_report.as_secs_f64();

@@ -393,10 +393,6 @@ impl ClusterState {
     }
 
     /// Requests held in every agent's ledger, and their bytes.
-    pub fn pending_len(&self, agent: &str) -> usize {
-        self.agents.get(agent).map_or(0, |a| a.pending.len())
-    }
-
     pub fn held(&self) -> (usize, usize) {
         self.agents
             .values()
@@ -487,6 +483,11 @@ impl ClusterState {
             self.full.retain(|a| a != agent);
         }
         mask(&mut self.views, &mut self.last_version, agent, full);
+    }
+
+    /// Whether any agent is masked as full (in some view).
+    pub fn any_masked(&self) -> bool {
+        !self.full.is_empty()
     }
 
     /// Unmasks the agents masked as full that are no longer at their limit by `now` (they

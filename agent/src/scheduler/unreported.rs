@@ -1,6 +1,6 @@
-//! Answered and refused keys and batch records waiting for telemetry, handed out in pages that fit the
-//! protocol's limits on one report. Bounded: beyond [`MAX_UNREPORTED`] of either the oldest are
-//! dropped, and counted.
+//! Answered and refused keys and batch records waiting for telemetry, handed out in pages that
+//! fit the protocol's limits on one report. Bounded: beyond [`MAX_UNREPORTED`] of any of them
+//! the oldest are dropped, and counted.
 
 use slim_protocol::{
     limits::{MAX_LIST_LEN, MAX_REPORT_KEY_BYTES},

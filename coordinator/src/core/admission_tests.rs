@@ -60,6 +60,22 @@ fn harness_with_bound(max_queued: u32) -> Harness {
     h
 }
 
+/// a1 bound to 1, holding r0 through two reports: masked.
+fn masked_with_r0() -> Harness {
+    let mut h = harness_with_bound(1);
+    assert!(assigned(&mut h, "r0"));
+    for (seq, at_ms) in [(2, 2_000), (3, 3_000)] {
+        let held = Report {
+            seq,
+            outstanding: 1,
+            at_ms,
+            ..Default::default()
+        };
+        report(&mut h, held);
+    }
+    h
+}
+
 fn assigned(h: &mut Harness, id: &str) -> bool {
     !assignments(&h.request(id, "digits")).is_empty()
 }
@@ -158,26 +174,7 @@ fn the_agent_is_expected_to_drain_between_reports_at_its_recent_rate() {
 
 #[test]
 fn a_request_no_masked_agent_could_take_is_not_called_overloaded() {
-    let mut h = harness_with_bound(1);
-    assert!(assigned(&mut h, "r0"));
-    report(
-        &mut h,
-        Report {
-            seq: 2,
-            outstanding: 1,
-            at_ms: 2_000,
-            ..Default::default()
-        },
-    );
-    report(
-        &mut h,
-        Report {
-            seq: 3,
-            outstanding: 1,
-            at_ms: 3_000,
-            ..Default::default()
-        },
-    );
+    let mut h = masked_with_r0();
     // The only agent serves width 0.5; a request pinned to 0.25 is not a question of room.
     let mut r = slim_protocol::InferRequest::new(
         "pinned",
@@ -216,26 +213,7 @@ fn refused_assignments_leave_the_ledger_and_a_retry_is_routed_again() {
 
 #[test]
 fn a_request_rerouted_from_a_lost_agent_waits_rather_than_being_refused_overloaded() {
-    let mut h = harness_with_bound(1);
-    assert!(assigned(&mut h, "r0"));
-    report(
-        &mut h,
-        Report {
-            seq: 2,
-            outstanding: 1,
-            at_ms: 2_000,
-            ..Default::default()
-        },
-    );
-    report(
-        &mut h,
-        Report {
-            seq: 3,
-            outstanding: 1,
-            at_ms: 3_000,
-            ..Default::default()
-        },
-    );
+    let mut h = masked_with_r0();
     // a1 is masked; a2 joins and takes r1.
     h.status(agent_info("a2"));
     let effects = h.request("r1", "digits");

@@ -245,6 +245,7 @@ impl Core {
     fn choose(&mut self, valid: &ValidRequest, now: Instant) -> Choice {
         let request = &valid.request;
         self.cluster.reopen(now);
+        let any_masked = self.cluster.any_masked();
         let (observation, ids) = self.cluster.observation(&request.model);
         if observation.devices.is_empty() {
             return Choice::NoAgent;
@@ -255,12 +256,17 @@ impl Core {
         constraints.min_accuracy = request.min_accuracy;
         constraints.deadline_ms = request.deadline_ms;
         let candidates = observation.devices.len();
-        // Agents masked at their bound that would otherwise take this request.
-        let full = observation
-            .devices
-            .iter()
-            .filter(|d| !d.online && allowed_widths(d, &*constraints).next().is_some())
-            .count();
+        // Agents masked at their bound that would otherwise take this request (none to count,
+        // and no scan of the fleet, while no agent is masked).
+        let full = if any_masked {
+            observation
+                .devices
+                .iter()
+                .filter(|d| !d.online && allowed_widths(d, &*constraints).next().is_some())
+                .count()
+        } else {
+            0
+        };
         if full > 0 && observation.devices.iter().all(|d| !d.online) {
             // Every one is masked: refused without asking the router.
             return Choice::Full { full, candidates };

@@ -12,6 +12,8 @@ use slim_mqtt::BrokerOptions;
 use slim_protocol::{decode, encode, ErrorReply, InferRequest, InferResult, Topics};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::pushback::Pushback;
+
 /// An answer to a request.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Reply {
@@ -35,7 +37,8 @@ impl Reply {
     }
 }
 
-type Waiters = Arc<Mutex<HashMap<String, oneshot::Sender<Reply>>>>;
+/// Requests waiting for an answer: by id, the sender of the answer and the request's model.
+type Waiters = Arc<Mutex<HashMap<String, (oneshot::Sender<Reply>, String)>>>;
 
 /// How long the client waits for an answer before publishing the request again, same id
 /// (docs/protocol.md, "Retrying"): long enough that a busy system answers first, short enough
@@ -75,6 +78,7 @@ struct Inbox {
     waiters: Waiters,
     taps: Taps,
     answered: Arc<Mutex<Answered>>,
+    pushback: Option<Arc<Mutex<Pushback>>>,
     subscribed: mpsc::UnboundedSender<()>,
 }
 
@@ -119,8 +123,11 @@ impl Inbox {
         let waiter = self.waiters.lock().unwrap().remove(&id);
         let mut seen = self.answered.lock().unwrap();
         match waiter {
-            Some(tx) => {
+            Some((tx, model)) => {
                 seen.record(&id);
+                if let (Some(pushback), Reply::Error(e)) = (&self.pushback, &reply) {
+                    pushback.lock().unwrap().on_reply(&model, e, Instant::now());
+                }
                 let _ = tx.send(reply);
             }
             // At least once: a second answer is dropped, counted.
@@ -140,6 +147,9 @@ pub struct SlimClient {
     taps: Taps,
     answered: Arc<Mutex<Answered>>,
     retry_after: Option<Duration>,
+    /// `None`: every request is sent, whatever the coordinator asked.
+    pushback: Option<Arc<Mutex<Pushback>>>,
+    held_locally: Arc<std::sync::atomic::AtomicU64>,
     task: Arc<tokio::task::JoinHandle<()>>,
 }
 
@@ -153,6 +163,7 @@ impl Drop for SlimClient {
 
 impl SlimClient {
     /// Connects as `client_id` and subscribes to its reply topic (and `extra` topic filters).
+    /// It holds a model's requests when the coordinator asks ([`crate::pushback`]).
     pub async fn connect(
         broker: &BrokerOptions,
         prefix: &str,
@@ -173,12 +184,14 @@ impl SlimClient {
             waiters: Waiters::default(),
             taps: Taps::default(),
             answered: Arc::default(),
+            pushback: Some(Arc::default()),
             subscribed: subscribed.clone(),
         };
-        let (waiters, taps, answered) = (
+        let (waiters, taps, answered, pushback) = (
             inbox.waiters.clone(),
             inbox.taps.clone(),
             inbox.answered.clone(),
+            inbox.pushback.clone(),
         );
         let task = tokio::spawn(inbox.run(eventloop));
         let expected = 1 + extra.len();
@@ -195,6 +208,8 @@ impl SlimClient {
             taps,
             answered,
             retry_after: Some(DEFAULT_RETRY_AFTER),
+            pushback,
+            held_locally: Arc::default(),
             task: Arc::new(task),
         })
     }
@@ -206,10 +221,25 @@ impl SlimClient {
         self
     }
 
+    /// With `false`, sends every request whatever the coordinator asked (to measure a flood
+    /// as it arrives); by default a model's requests are held when the coordinator asks.
+    pub fn with_pushback(mut self, pushback: bool) -> Self {
+        if !pushback {
+            self.pushback = None;
+        }
+        self
+    }
+
     /// Answers dropped because their request was already answered (at-least-once delivery,
     /// retries), since connect.
     pub fn duplicate_answers(&self) -> u64 {
         self.answered.lock().unwrap().duplicates
+    }
+
+    /// Requests answered `overloaded` by this client without being sent, because the
+    /// coordinator had asked it to hold their model ([`crate::pushback`]), since connect.
+    pub fn held_locally(&self) -> u64 {
+        self.held_locally.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The topic answers come back on.
@@ -248,7 +278,20 @@ impl SlimClient {
         request.reply_to = Some(self.reply_topic.clone());
         let (tx, rx) = oneshot::channel();
         let id = request.id.clone();
-        self.waiters.lock().unwrap().insert(id.clone(), tx);
+        let held = self
+            .pushback
+            .as_ref()
+            .and_then(|p| p.lock().unwrap().held(&request.model, Instant::now()));
+        if let Some(left) = held {
+            self.held_locally
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let _ = tx.send(Reply::Error(Pushback::refusal(&id, &request.model, left)));
+            return Ok(rx);
+        }
+        self.waiters
+            .lock()
+            .unwrap()
+            .insert(id.clone(), (tx, request.model.clone()));
         let topic = self.topics.request(&request.model);
         let payload = encode(&request);
         self.client
@@ -295,7 +338,11 @@ impl SlimClient {
     /// Registers interest in an answer for `id` without sending anything (for hand-built payloads).
     pub fn expect(&self, id: &str) -> oneshot::Receiver<Reply> {
         let (tx, rx) = oneshot::channel();
-        self.waiters.lock().unwrap().insert(id.to_string(), tx);
+        // No model known: an answer to it holds nothing.
+        self.waiters
+            .lock()
+            .unwrap()
+            .insert(id.to_string(), (tx, String::new()));
         rx
     }
 

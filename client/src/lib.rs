@@ -6,7 +6,8 @@
 //!
 //! - [`client`]: [`client::SlimClient`], an MQTT request client with a private reply topic; it
 //!   matches answers to requests by id, retries a request that has no answer (same id), drops
-//!   duplicate answers, and can tap other topics.
+//!   duplicate answers, holds a model's requests when the coordinator asks ([`pushback`]), and
+//!   can tap other topics.
 //! - [`samples`]: inputs for requests: `.npy` tensors, PNG/JPEG images fitted to a model's
 //!   input shape, and a model family's labelled held-out samples.
 //! - [`load`]: an open-loop Poisson load generator ([`load::run_open_loop`], described by a
@@ -26,4 +27,5 @@ pub mod client;
 pub mod cluster;
 pub mod http;
 pub mod load;
+pub mod pushback;
 pub mod samples;

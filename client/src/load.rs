@@ -126,6 +126,9 @@ pub struct LoadReport {
     pub duplicates: u64,
     /// Requests sent with a deadline.
     pub with_deadline: usize,
+    /// Requests the client answered `overloaded` itself, holding their model as the
+    /// coordinator asked (counted among the answers too).
+    pub held_locally: u64,
 }
 
 /// Seed offset of the generator that picks the constrained requests.
@@ -154,6 +157,7 @@ pub async fn run_open_loop(
     // Ids must be unique across runs, so they do not come from the seeded generator.
     let run_id = uuid::Uuid::new_v4().simple().to_string();
     let duplicates_before = client.duplicate_answers();
+    let held_before = client.held_locally();
     let retry_until = start + spec.duration + spec.drain;
     while next.duration_since(start) < spec.duration {
         tokio::time::sleep_until(next.into()).await;
@@ -208,6 +212,7 @@ pub async fn run_open_loop(
         elapsed: last.duration_since(start),
         duplicates: client.duplicate_answers() - duplicates_before,
         with_deadline,
+        held_locally: client.held_locally() - held_before,
     })
 }
 
@@ -224,6 +229,9 @@ pub struct Summary {
     pub lost: usize,
     /// Second answers to an answered request, dropped by the client.
     pub duplicates: u64,
+    /// Of the `overloaded` errors, those the client gave itself without sending the request
+    /// (the coordinator had asked it to hold the model).
+    pub held_locally: u64,
     /// Results per second over the run.
     pub throughput: f64,
     /// Latency percentiles of results, ms: p50, p95, p99, mean.
@@ -248,6 +256,7 @@ impl LoadReport {
         let mut s = Summary {
             sent: self.sent,
             duplicates: self.duplicates,
+            held_locally: self.held_locally,
             ..Default::default()
         };
         let mut latencies = Vec::new();
@@ -331,7 +340,12 @@ impl std::fmt::Display for Summary {
             self.sent, self.answered, errored, self.lost, self.duplicates
         )?;
         for (code, n) in &self.errored {
-            writeln!(f, "             error {code}: {n}")?;
+            if code == "overloaded" && self.held_locally > 0 {
+                let held = self.held_locally;
+                writeln!(f, "             error {code}: {n} ({held} not sent: held by this client as the coordinator asked)")?;
+            } else {
+                writeln!(f, "             error {code}: {n}")?;
+            }
         }
         writeln!(f, "  throughput {:.1} results/s", self.throughput)?;
         let [p50, p95, p99, mean] = self.latency_ms;

@@ -84,6 +84,19 @@ impl Admission {
         (ledger as f64 - drained).max(0.0)
     }
 
+    /// How long until the estimate falls below the bound at the agent's recent rate: when a
+    /// masked agent is expected to take requests again. `None` without a bound or a rate, or
+    /// when it drained nothing (then its next report decides).
+    pub fn reopens_in(&self, ledger: usize, since_report: Duration) -> Option<Duration> {
+        let limit = f64::from(self.limit?);
+        let rate = f64::from(self.drained_per_s?);
+        if rate <= 0.0 {
+            return None;
+        }
+        let excess = self.estimate(ledger, since_report) - limit + 1.0;
+        Some(Duration::from_secs_f64(excess.max(0.0) / rate))
+    }
+
     /// Whether the agent, which held `reported` requests at its last report, is at its bound
     /// by the estimate (see the module docs for when the estimate is trusted).
     pub fn at_limit(&self, reported: u32, ledger: usize, since_report: Duration) -> bool {
@@ -149,6 +162,21 @@ mod tests {
         assert!((a.estimate(150, Duration::from_millis(100)) - 100.0).abs() < 1e-6);
         // Never below zero.
         assert_eq!(a.estimate(10, Duration::from_secs(10)), 0.0);
+    }
+
+    #[test]
+    fn a_masked_agent_reopens_when_its_rate_has_drained_the_excess() {
+        let a = busy(500); // 500 a second, bound 100
+                           // 150 held: below the bound after 51 more answers, about 102 ms.
+        let wait = a.reopens_in(150, Duration::ZERO).unwrap();
+        assert!((wait.as_secs_f64() - 0.102).abs() < 1e-6, "{wait:?}");
+        assert!(!a.at_limit(100, 150, wait), "open by then");
+        assert!(a.at_limit(100, 150, wait.mul_f64(0.9)), "not before");
+        // Already below: now.
+        assert_eq!(a.reopens_in(50, Duration::ZERO), Some(Duration::ZERO));
+        // Drained nothing: only its next report can tell.
+        assert_eq!(busy(0).reopens_in(150, Duration::ZERO), None);
+        assert_eq!(Admission::default().reopens_in(150, Duration::ZERO), None);
     }
 
     #[test]

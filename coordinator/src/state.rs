@@ -102,6 +102,14 @@ impl AgentEntry {
         self.admission.at_limit(reported, self.pending.len(), since)
     }
 
+    /// How long until it is expected below its bound again (see [`Admission::reopens_in`]).
+    pub fn reopens_in(&self, now: Instant) -> Option<Duration> {
+        let since = self
+            .last_report_at
+            .map_or(Duration::ZERO, |at| now.saturating_duration_since(at));
+        self.admission.reopens_in(self.pending.len(), since)
+    }
+
     /// The load the router sees: the agent's own outstanding count from its latest report plus
     /// what was assigned to it since, or the ledger alone before any report.
     pub fn routing_outstanding(&self) -> u32 {
@@ -488,6 +496,17 @@ impl ClusterState {
     /// Whether any agent is masked as full (in some view).
     pub fn any_masked(&self) -> bool {
         !self.full.is_empty()
+    }
+
+    /// How long until the first agent masked as full that serves `model` is expected to take
+    /// requests again: `None` when none is masked or none of them drains at a known rate.
+    pub fn reopens_in(&self, model: &str, now: Instant) -> Option<Duration> {
+        self.full
+            .iter()
+            .filter_map(|agent| self.agents.get(agent))
+            .filter(|entry| entry.info.models.iter().any(|m| m.name == model))
+            .filter_map(|entry| entry.reopens_in(now))
+            .min()
     }
 
     /// Unmasks the agents masked as full that are no longer at their limit by `now` (they

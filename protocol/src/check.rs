@@ -20,6 +20,8 @@ pub struct Refusal {
     pub id: Option<String>,
     /// A validated reply topic, when there is one.
     pub reply_to: Option<String>,
+    /// For `overloaded`: how long the sender should hold its next requests for the model, ms.
+    pub retry_after_ms: Option<u32>,
 }
 
 impl Refusal {
@@ -30,6 +32,7 @@ impl Refusal {
             message: message.into(),
             id: None,
             reply_to: None,
+            retry_after_ms: None,
         }
     }
 

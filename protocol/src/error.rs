@@ -114,7 +114,15 @@ pub struct ErrorReply {
     /// The topic the offending message arrived on.
     #[serde(default)]
     pub topic: Option<String>,
+    /// With `overloaded` from the coordinator: how long, in ms, the sender should hold its next
+    /// requests for the same model (the coordinator expects room by then). The coordinator sends
+    /// 1 to [`MAX_RETRY_AFTER_MS`]; a client clamps what it reads to that range.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u32>,
 }
+
+/// The longest `retry_after_ms` the coordinator sends, and the most a client holds requests for.
+pub const MAX_RETRY_AFTER_MS: u32 = 1_000;
 
 impl ErrorReply {
     /// An error reply from `origin`.
@@ -132,7 +140,14 @@ impl ErrorReply {
             message: message.into(),
             origin: origin.into(),
             topic: None,
+            retry_after_ms: None,
         }
+    }
+
+    /// Asks the sender to hold its next requests for the same model for `retry_after_ms`.
+    pub fn retry_after(mut self, retry_after_ms: Option<u32>) -> Self {
+        self.retry_after_ms = retry_after_ms;
+        self
     }
 
     /// Records the topic the offending message came in on.
@@ -153,5 +168,22 @@ mod tests {
             let name: String = rmp_serde::from_slice(&bytes).unwrap();
             assert_eq!(name, code.as_str());
         }
+    }
+
+    #[test]
+    fn retry_after_is_optional_on_the_wire() {
+        let plain = ErrorReply::new(
+            Some("r1".into()),
+            ErrorCode::Overloaded,
+            "busy",
+            "coordinator",
+        );
+        let bytes = crate::encode(&plain);
+        // Absent when unset, so replies read by older clients are unchanged.
+        assert!(!bytes.windows(14).any(|w| w == b"retry_after_ms"));
+        assert_eq!(crate::decode::<ErrorReply>(&bytes).unwrap(), plain);
+        let hinted = plain.retry_after(Some(250));
+        let decoded: ErrorReply = crate::decode(&crate::encode(&hinted)).unwrap();
+        assert_eq!(decoded.retry_after_ms, Some(250));
     }
 }

@@ -28,6 +28,7 @@ async fn a_knee_run_accounts_for_every_request_and_overload_loses_none() {
         drain: Duration::from_secs(30),
         anchor_budget: Duration::from_millis(300),
         seed: 7,
+        pushback: true,
         samples: slim_client::samples::family_samples(&models_dir(), "cifar-slimresnet").unwrap(),
         topic_prefix: format!("slim-test/knee-{}/v1", std::process::id()),
     };

@@ -48,6 +48,12 @@ pub struct BenchArgs {
     /// Seed of arrivals and input choice.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Send every request, even while the coordinator has asked for a pause: by default, after
+    /// an `overloaded` reply with `retry_after_ms`, the client answers the model's next
+    /// requests `overloaded` itself until then, without sending them (reported as "held by
+    /// this client").
+    #[arg(long)]
+    pub no_pushback: bool,
     #[command(flatten)]
     pub saturate: SaturateArgs,
     #[command(flatten)]
@@ -141,7 +147,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             .collect(),
         None => family_samples(&args.models_dir, &args.model)?,
     };
-    let client = args.broker.connect("slim-bench").await?;
+    let client = args
+        .broker
+        .connect("slim-bench")
+        .await?
+        .with_pushback(!args.no_pushback);
     println!(
         "bench: {} req/s of {} for {} against {} (prefix {})",
         args.rate,

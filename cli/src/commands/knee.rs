@@ -77,6 +77,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
         drain: args.drain,
         anchor_budget: k.anchor_budget,
         seed: args.seed,
+        pushback: !args.no_pushback,
         samples: family_samples(&args.models_dir, &args.model)?,
         topic_prefix: format!("{}/knee-{}", args.broker.topic_prefix, std::process::id()),
     };

@@ -57,6 +57,9 @@ pub struct KneeSpec {
     pub anchor_budget: Duration,
     /// Seed of arrivals and inputs.
     pub seed: u64,
+    /// Whether the client holds a model's requests when the coordinator asks
+    /// ([`slim_client::pushback`]).
+    pub pushback: bool,
     /// Request inputs.
     pub samples: Vec<Sample>,
     /// Topic prefix of the run's cluster.
@@ -108,7 +111,8 @@ pub async fn run(spec: &KneeSpec) -> anyhow::Result<KneeReport> {
         &format!("slim-knee-{}", std::process::id()),
         &[],
     )
-    .await?;
+    .await?
+    .with_pushback(spec.pushback);
     // Let every agent's telemetry reach the coordinator once.
     tokio::time::sleep(Duration::from_millis(800)).await;
     let mut report = KneeReport::new(spec, anchor.clone(), cluster.broker.url.clone());

@@ -19,6 +19,8 @@ pub struct Step {
     pub answered: usize,
     /// Answered with an error, by code (`overloaded: 12, no_capacity: 3`).
     pub errors: Vec<(String, usize)>,
+    /// Of the `overloaded` errors, those the client gave itself without sending the request.
+    pub held: u64,
     /// Never answered within the drain.
     pub lost: usize,
     /// Results per second, first request to last answer.
@@ -54,6 +56,7 @@ impl Step {
             sent: summary.sent,
             answered: summary.answered,
             errors: summary.errored.into_iter().collect(),
+            held: summary.held_locally,
             lost: summary.lost,
             throughput: summary.throughput,
             latency_ms: [summary.latency_ms[0], summary.latency_ms[2]],
@@ -76,7 +79,12 @@ impl Step {
         let parts: Vec<String> = self
             .errors
             .iter()
-            .map(|(c, n)| format!("{c} {n}"))
+            .map(|(c, n)| match self.held {
+                held if held > 0 && c == "overloaded" => {
+                    format!("{c} {n} ({held} held by the client)")
+                }
+                _ => format!("{c} {n}"),
+            })
             .collect();
         parts.join(", ")
     }
@@ -258,6 +266,7 @@ mod tests {
             sent: 100,
             answered: 100 - lost,
             errors: Vec::new(),
+            held: 0,
             lost,
             throughput,
             latency_ms: [1.0, 2.0],

@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use slim_protocol::{encode, ErrorCode, RequestKey, Telemetry};
 
-use super::tests::{assignments, replies, Harness};
+use super::{
+    tests::{assignments, replies, Harness},
+    Effect,
+};
 use crate::{config::CoordinatorConfig, state::tests::agent_info};
 
 /// What one of a1's reports says.
@@ -165,7 +168,17 @@ fn the_agent_is_expected_to_drain_between_reports_at_its_recent_rate() {
             ..Default::default()
         },
     );
-    assert_eq!(replies(&h.request("r8", "digits")).len(), 1);
+    // Refused, and asked to hold the model's requests until the agent is expected to have
+    // room: 1 over its bound at 400 a second, 2.5 ms, rounded up.
+    let effects = h.request("r8", "digits");
+    let retry: Vec<_> = effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Reply { reply, .. } => Some((reply.code, reply.retry_after_ms)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(retry, vec![(ErrorCode::Overloaded, Some(3))]);
     // 5 ms later about 2 of the 4 held are drained, though no report said so yet.
     h.clock.advance(Duration::from_millis(5));
     let effects = h.request("r9", "digits");

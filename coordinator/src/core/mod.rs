@@ -259,7 +259,8 @@ impl Core {
             tracing::warn!(code = %refusal.code, id = %refusal.id.as_deref().unwrap_or("-"), topic = %slim_protocol::limits::shorten(topic), "request refused: {}", refusal.message);
         }
         let reply = ErrorReply::new(refusal.id, refusal.code, refusal.message, "coordinator")
-            .on_topic(slim_protocol::limits::shorten(topic));
+            .on_topic(slim_protocol::limits::shorten(topic))
+            .retry_after(refusal.retry_after_ms);
         let to = refusal
             .reply_to
             .unwrap_or_else(|| self.topics.dead_letters());

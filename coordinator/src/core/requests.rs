@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use slim_protocol::{AgentTopic, ErrorCode, InferRequest, Refusal};
+use slim_protocol::{AgentTopic, ErrorCode, InferRequest, Refusal, MAX_RETRY_AFTER_MS};
 use slim_router::{allowed_widths, Route};
 
 use super::{
@@ -224,21 +224,34 @@ impl Core {
             }),
             Choice::Full { full, candidates } => {
                 self.counters.shed += 1;
+                let retry_after_ms = self.retry_after_ms(&valid.request.model, now);
                 let message = format!(
                     "{full} of the {candidates} agents serving model {:?} could take this request \
                      but hold as many requests as their bound (max_queued), and no other can; \
-                     retry later",
+                     retry in {retry_after_ms} ms",
                     valid.request.model
                 );
-                self.refuse_request(
-                    &valid.key,
-                    &valid.request.model,
-                    ErrorCode::Overloaded,
-                    message,
-                );
+                let mut refusal = Refusal::new(ErrorCode::Overloaded, message);
+                refusal.id = Some(valid.key.id.clone());
+                refusal.reply_to = Some(valid.key.reply_to.clone());
+                refusal.retry_after_ms = Some(retry_after_ms);
+                let topic = self.topics.request(&valid.request.model);
+                self.refuse(refusal, &topic);
             }
             Choice::Chosen(placement) => self.dispatch(valid, placement, attempt, now),
         }
+    }
+
+    /// The hold a shed request's sender is asked for: until the first masked agent of `model`
+    /// is expected to have room, 1 ms to [`MAX_RETRY_AFTER_MS`] (the most, when no masked
+    /// agent drains at a known rate: its next report decides).
+    fn retry_after_ms(&self, model: &str, now: Instant) -> u32 {
+        self.cluster
+            .reopens_in(model, now)
+            .map_or(MAX_RETRY_AFTER_MS, |wait| {
+                let ms = wait.as_micros().div_ceil(1000);
+                ms.clamp(1, u128::from(MAX_RETRY_AFTER_MS)) as u32
+            })
     }
 
     /// Asks the router where `valid` runs, among the online agents that serve its model.

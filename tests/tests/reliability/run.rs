@@ -431,6 +431,7 @@ pub fn measure(
             .unwrap_or_default(),
         duplicates,
         with_deadline: 0,
+        held_locally: 0,
     };
     let lost_ids = paced_requests::lost(records)
         .into_iter()

@@ -122,6 +122,11 @@ pub struct LoadReport {
     pub outcomes: Vec<Outcome>,
     /// Wall time from the first send to the last answer.
     pub elapsed: Duration,
+    /// Wall time from the first send to the last: longer than the load's duration when the
+    /// client could not send as fast as the arrivals asked (a broker's flow control holds its
+    /// publishes back, or its own CPU is short), which makes the load less than it was meant
+    /// to be.
+    pub sending: Duration,
     /// Answers dropped as duplicates of an answered request during the run.
     pub duplicates: u64,
     /// Requests sent with a deadline.
@@ -193,6 +198,7 @@ pub async fn run_open_loop(
         });
         next += Duration::from_secs_f64(gaps.sample(&mut rng));
     }
+    let sending = start.elapsed();
     drop(tx);
     let mut outcomes = Vec::with_capacity(sent);
     let deadline = Instant::now() + spec.drain;
@@ -210,6 +216,7 @@ pub async fn run_open_loop(
         sent,
         outcomes,
         elapsed: last.duration_since(start),
+        sending,
         duplicates: client.duplicate_answers() - duplicates_before,
         with_deadline,
         held_locally: client.held_locally() - held_before,
@@ -221,6 +228,8 @@ pub async fn run_open_loop(
 pub struct Summary {
     /// Requests sent.
     pub sent: usize,
+    /// How long sending took (see [`LoadReport::sending`]).
+    pub sending: Duration,
     /// Answered with a result.
     pub answered: usize,
     /// Answered with an error, by code.
@@ -257,6 +266,7 @@ impl LoadReport {
             sent: self.sent,
             duplicates: self.duplicates,
             held_locally: self.held_locally,
+            sending: self.sending,
             ..Default::default()
         };
         let mut latencies = Vec::new();
@@ -336,8 +346,8 @@ impl std::fmt::Display for Summary {
         let errored: usize = self.errored.values().sum();
         writeln!(
             f,
-            "  requests   sent {}  answered {}  errored {}  lost {}  duplicate answers dropped {}",
-            self.sent, self.answered, errored, self.lost, self.duplicates
+            "  requests   sent {} in {:.1} s  answered {}  errored {}  lost {}  duplicate answers dropped {}",
+            self.sent, self.sending.as_secs_f64(), self.answered, errored, self.lost, self.duplicates
         )?;
         for (code, n) in &self.errored {
             if code == "overloaded" && self.held_locally > 0 {

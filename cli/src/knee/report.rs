@@ -11,8 +11,11 @@ use super::{Anchor, KneeSpec, OVERLOAD};
 pub struct Step {
     /// Offered requests per second.
     pub offered: f64,
-    /// Requests per second the client managed to send.
+    /// Requests per second the client managed to send, over the time it took to send them.
     pub sent_rate: f64,
+    /// How long sending took, s (the step's duration, or longer when the client fell behind
+    /// its arrivals, e.g. held back by the broker's flow control).
+    pub sending_s: f64,
     /// Requests sent.
     pub sent: usize,
     /// Answered with a result.
@@ -52,7 +55,8 @@ impl Step {
         let (split_ms, mean_batch) = split(load);
         Self {
             offered,
-            sent_rate: load.sent as f64 / duration.as_secs_f64().max(1e-9),
+            sent_rate: load.sent as f64 / load.sending.max(duration).as_secs_f64().max(1e-9),
+            sending_s: load.sending.as_secs_f64(),
             sent: summary.sent,
             answered: summary.answered,
             errors: summary.errored.into_iter().collect(),
@@ -92,10 +96,11 @@ impl Step {
     /// One line for the log.
     pub fn describe(&self, anchor: &Anchor) -> String {
         format!(
-            "{}offered {:.0}/s (sent {:.0}/s): answered {}, errors {}, lost {}; {:.0} results/s = {:.2}x anchor; p50 {:.1} ms, p99 {:.1} ms; mean {:.1} ms in the agent, {:.1} ms outside; mean batch {:.1}",
+            "{}offered {:.0}/s (sent {:.0}/s in {:.1} s): answered {}, errors {}, lost {}; {:.0} results/s = {:.2}x anchor; p50 {:.1} ms, p99 {:.1} ms; mean {:.1} ms in the agent, {:.1} ms outside; mean batch {:.1}",
             if self.overload { "overload: " } else { "" },
             self.offered,
             self.sent_rate,
+            self.sending_s,
             self.answered,
             self.error_text(),
             self.lost,
@@ -193,17 +198,18 @@ impl KneeReport {
             a.best()
         );
         md.push_str(
-            "| offered req/s | × anchor | sent req/s | sent | results | errors | lost | results/s | × anchor | p50 ms | p99 ms | slowest error ms | in agent ms | outside ms | batch |\n\
-             |---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+            "| offered req/s | × anchor | sent req/s | sending s | sent | results | errors | lost | results/s | × anchor | p50 ms | p99 ms | slowest error ms | in agent ms | outside ms | batch |\n\
+             |---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
         );
         for s in &self.steps {
             let _ = writeln!(
                 md,
-                "| {}{:.0} | {:.2} | {:.0} | {} | {} | {} | {} | {:.0} | {:.2} | {:.1} | {:.1} | {} | {:.1} | {:.1} | {:.1} |",
+                "| {}{:.0} | {:.2} | {:.0} | {:.1} | {} | {} | {} | {} | {:.0} | {:.2} | {:.1} | {:.1} | {} | {:.1} | {:.1} | {:.1} |",
                 if s.overload { "overload: " } else { "" },
                 s.offered,
                 s.offered / a.best(),
                 s.sent_rate,
+                s.sending_s,
                 s.sent,
                 s.answered,
                 s.error_text(),
@@ -263,6 +269,7 @@ mod tests {
         Step {
             offered,
             sent_rate: offered,
+            sending_s: 1.0,
             sent: 100,
             answered: 100 - lost,
             errors: Vec::new(),
@@ -292,6 +299,34 @@ mod tests {
             router: "least-loaded".into(),
             steps,
         }
+    }
+
+    /// A client held back by the broker's flow control sent a 5 s step's requests over 20 s:
+    /// the table said it sent them at the rate asked, and its throughput past the knee was
+    /// measured at a quarter of the load it claimed.
+    #[test]
+    fn the_sent_rate_is_over_the_time_sending_took() {
+        let load = LoadReport {
+            sent: 1000,
+            sending: Duration::from_secs(20),
+            ..LoadReport::default()
+        };
+        let s = Step::new(200.0, Duration::from_secs(5), &load, false);
+        assert_eq!((s.sent_rate, s.sending_s), (50.0, 20.0));
+        let on_time = LoadReport {
+            sending: Duration::from_millis(4_990),
+            ..load
+        };
+        let s = Step::new(200.0, Duration::from_secs(5), &on_time, false);
+        assert_eq!(
+            s.sent_rate, 200.0,
+            "never above the rate asked for an early stop"
+        );
+        let md = report(vec![s]).markdown();
+        assert!(
+            md.contains("| sending s |") && md.contains("| 200 | 5.0 |"),
+            "{md}"
+        );
     }
 
     /// On Mosquitto, 1.5x the anchor once delivered the most results while losing 2 142

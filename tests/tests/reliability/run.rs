@@ -432,6 +432,7 @@ pub fn measure(
         duplicates,
         with_deadline: 0,
         held_locally: 0,
+        sending: Duration::ZERO,
     };
     let lost_ids = paced_requests::lost(records)
         .into_iter()

@@ -419,6 +419,7 @@ mod tests {
             duplicates: 0,
             with_deadline: 4,
             held_locally: 0,
+            sending: Duration::from_secs(1),
         };
         let run = LiveRun::of(&report, 100, Duration::from_millis(30));
         assert!((run.deadline_met - 0.25).abs() < 1e-12);

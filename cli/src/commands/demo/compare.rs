@@ -24,8 +24,9 @@ use slim_router::RouterKind;
 use super::{DemoArgs, START_TIMEOUT};
 use rows::{Answer, Families, RouterRun, Row};
 
-/// The heuristic docs/evaluation.md finds best ("best heuristic (lowest mean cost among those
-/// keeping up)" is greedy at every load where one keeps up).
+/// The best heuristic a coordinator can run: docs/evaluation.md's "best heuristic (lowest mean
+/// cost among those keeping up)" is greedy, or greedy with the balanced preset's cost weights (a
+/// simulator-only variant), at every load where one keeps up.
 const BEST_HEURISTIC: RouterKind = RouterKind::Greedy;
 
 /// How long each run waits for its last answers after the load ends.
@@ -141,7 +142,7 @@ pub async fn run(args: &DemoArgs, samples: &[Vec<Sample>]) -> anyhow::Result<()>
         (RouterKind::Ppo, ppo_name(&args.policy)?),
     ];
     println!(
-        "Comparing {}, {} (the best heuristic in docs/evaluation.md) and {} ({}) on the same \
+        "Comparing {}, {} (the best heuristic a coordinator runs, per docs/evaluation.md) and {} ({}) on the same \
          workload: {} for {} each (Poisson arrivals, seed {}), {} agents (emulated slowdowns {}), \
          {} broker. Each router gets a freshly started coordinator; the agents are the same.",
         routers[0].1,

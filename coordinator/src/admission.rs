@@ -166,8 +166,8 @@ mod tests {
 
     #[test]
     fn a_masked_agent_reopens_when_its_rate_has_drained_the_excess() {
-        let a = busy(500); // 500 a second, bound 100
-                           // 150 held: below the bound after 51 more answers, about 102 ms.
+        // 500 a second, bound 100; 150 held: below the bound after 51 more answers, 102 ms.
+        let a = busy(500);
         let wait = a.reopens_in(150, Duration::ZERO).unwrap();
         assert!((wait.as_secs_f64() - 0.102).abs() < 1e-6, "{wait:?}");
         assert!(!a.at_limit(100, 150, wait), "open by then");

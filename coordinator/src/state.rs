@@ -95,19 +95,21 @@ impl AgentEntry {
     /// Whether, by the coordinator's estimate, it holds or has on the way as many requests as
     /// its announced bound (see [`crate::admission`]).
     pub fn at_limit(&self, now: Instant) -> bool {
-        let since = self
-            .last_report_at
-            .map_or(Duration::ZERO, |at| now.saturating_duration_since(at));
         let reported = self.reported_outstanding.unwrap_or(u32::MAX);
-        self.admission.at_limit(reported, self.pending.len(), since)
+        self.admission
+            .at_limit(reported, self.pending.len(), self.since_report(now))
     }
 
     /// How long until it is expected below its bound again (see [`Admission::reopens_in`]).
     pub fn reopens_in(&self, now: Instant) -> Option<Duration> {
-        let since = self
-            .last_report_at
-            .map_or(Duration::ZERO, |at| now.saturating_duration_since(at));
-        self.admission.reopens_in(self.pending.len(), since)
+        self.admission
+            .reopens_in(self.pending.len(), self.since_report(now))
+    }
+
+    /// Time since its latest telemetry arrived (zero before any).
+    fn since_report(&self, now: Instant) -> Duration {
+        self.last_report_at
+            .map_or(Duration::ZERO, |at| now.saturating_duration_since(at))
     }
 
     /// The load the router sees: the agent's own outstanding count from its latest report plus

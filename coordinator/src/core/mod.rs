@@ -269,7 +269,11 @@ impl Core {
 
     /// Refuses a validated request on its own request topic.
     fn refuse_request(&mut self, key: &RequestKey, model: &str, code: ErrorCode, message: String) {
-        let mut refusal = Refusal::new(code, message);
+        self.refuse_keyed(key, model, Refusal::new(code, message));
+    }
+
+    /// Sends `refusal` to the sender of the validated request `key`, on `model`'s request topic.
+    fn refuse_keyed(&mut self, key: &RequestKey, model: &str, mut refusal: Refusal) {
         refusal.id = Some(key.id.clone());
         refusal.reply_to = Some(key.reply_to.clone());
         let topic = self.topics.request(model);

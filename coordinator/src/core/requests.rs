@@ -232,11 +232,8 @@ impl Core {
                     valid.request.model
                 );
                 let mut refusal = Refusal::new(ErrorCode::Overloaded, message);
-                refusal.id = Some(valid.key.id.clone());
-                refusal.reply_to = Some(valid.key.reply_to.clone());
                 refusal.retry_after_ms = Some(retry_after_ms);
-                let topic = self.topics.request(&valid.request.model);
-                self.refuse(refusal, &topic);
+                self.refuse_keyed(&valid.key, &valid.request.model, refusal);
             }
             Choice::Chosen(placement) => self.dispatch(valid, placement, attempt, now),
         }

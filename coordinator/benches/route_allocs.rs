@@ -301,7 +301,10 @@ impl Run {
         let elapsed = start.elapsed();
         let stats = region.change();
         let n = placed.len();
-        assert_eq!((assigned, decided, other), (n, n, 0), "one placement each");
+        assert_eq!((assigned, other), (n, 0), "one placement each");
+        // Decision records go out in batches (and the rest at the next tick, in `report`).
+        let full = slim_protocol::limits::MAX_DECISIONS_PER_MESSAGE;
+        assert!(decided <= n / full + 1, "{decided} batches for {n}");
         (stats, elapsed)
     }
 

@@ -16,7 +16,9 @@ use crate::{
     admission::Admission,
     answered::{Answered, AnsweredBy},
 };
-use slim_router::{ArrivalRate, BatchOption, DeviceView, Observation, WidthOption};
+use slim_router::{
+    ArrivalRate, BatchOption, DeviceView, Observation, WidthOption, LIVE_ARRIVAL_MIN_WINDOW_MS,
+};
 
 /// A request placed on an agent and not yet answered.
 #[derive(Debug, Clone)]
@@ -186,7 +188,10 @@ impl ClusterState {
         let origin = *self.arrival_origin.get_or_insert(now);
         let now_ms = now.saturating_duration_since(origin).as_secs_f64() * 1000.0;
         if !self.arrivals.contains_key(model) {
-            self.arrivals.insert(model.to_string(), ArrivalRate::new());
+            self.arrivals.insert(
+                model.to_string(),
+                ArrivalRate::with_min_window(LIVE_ARRIVAL_MIN_WINDOW_MS),
+            );
         }
         let rate = self.arrivals.get_mut(model).expect("inserted above");
         if !rate.arrive(now_ms) {

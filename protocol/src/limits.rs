@@ -27,6 +27,8 @@ pub const MAX_DEPTH: usize = 32;
 /// Most entries in any list of an agent's status or telemetry (models, widths, profile points,
 /// queues, batch records, done keys).
 pub const MAX_LIST_LEN: usize = 4096;
+/// Decision records in one message on `{prefix}/decisions` ([`crate::Decisions`]).
+pub const MAX_DECISIONS_PER_MESSAGE: usize = 256;
 
 /// Why a field is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

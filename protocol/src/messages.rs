@@ -435,7 +435,7 @@ impl Telemetry {
     }
 }
 
-/// The record of one routing decision, on `{prefix}/decisions`.
+/// The record of one routing decision, on `{prefix}/decisions` inside a [`Decisions`] batch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Decision {
     /// Protocol version.
@@ -460,6 +460,20 @@ pub struct Decision {
     pub agent_outstanding: u32,
     /// 0 for the first placement, +1 per re-route.
     pub attempt: u16,
+}
+
+/// A coordinator's decision records, batched: one message on `{prefix}/decisions` carries up to
+/// [`crate::limits::MAX_DECISIONS_PER_MESSAGE`], in the order they were made. A coordinator
+/// publishes its batch when it is full and at its next tick (every 200 ms), so a record reaches
+/// monitors at most about 200 ms after its placement.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decisions {
+    /// Protocol version.
+    pub v: u16,
+    /// The coordinator that made them.
+    pub coordinator: String,
+    /// The records.
+    pub decisions: Vec<Decision>,
 }
 
 /// A coordinator's retained status on `{prefix}/coordinators/{id}/status`.

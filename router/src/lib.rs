@@ -26,6 +26,6 @@ pub mod sim;
 
 pub use observation::{
     allowed_widths, batch_fits, eligible_widths, ArrivalRate, BatchOption, DeviceView, Observation,
-    RouteRequest, Scales, WidthOption,
+    RouteRequest, Scales, WidthOption, LIVE_ARRIVAL_MIN_WINDOW_MS,
 };
 pub use router::{build_router, Route, Router, RouterError, RouterKind, RouterSettings};

@@ -117,6 +117,16 @@ pub struct DeviceView {
 pub const ARRIVAL_UPDATE_COUNT: u32 = 32;
 /// Longest an [`ArrivalRate`] counts before it updates, ms.
 pub const ARRIVAL_MAX_WINDOW_MS: f64 = 1000.0;
+/// Shortest window an [`ArrivalRate`] made with [`ArrivalRate::with_min_window`] for the live
+/// coordinator samples, ms. Requests reach a coordinator in bursts (a broker flushes what it
+/// queued for the connection at once): 32 arrivals could span a fraction of a millisecond and
+/// read as tens of thousands per second, and every such swing of more than
+/// [`ARRIVAL_PUBLISH_CHANGE`] restamped every device view of the model, so PPO rescored the
+/// whole fleet (`slim bench --saturate`, 500 emulated agents: about 150 full rescorings a
+/// second, two thirds of the coordinator's time). A 100 ms floor bounds that to 10 a second
+/// per model and measures the rate over the bursts. The simulator's arrivals do not burst; it
+/// keeps no floor.
+pub const LIVE_ARRIVAL_MIN_WINDOW_MS: f64 = 100.0;
 /// Relative change of the estimate below which an [`ArrivalRate`] keeps publishing the old
 /// value, so that device views (and cached scores) change only when the rate really moves.
 pub const ARRIVAL_PUBLISH_CHANGE: f32 = 0.1;
@@ -130,9 +140,11 @@ pub const ARRIVAL_PUBLISH_CHANGE: f32 = 0.1;
 /// a simulated run of a few milliseconds and a live cluster at 5 requests/s both update it. The
 /// published rate follows the estimate only when they differ by more than
 /// [`ARRIVAL_PUBLISH_CHANGE`] (relative), so a steady stream does not invalidate the router's
-/// per-device score cache on every request.
+/// per-device score cache on every request. The live coordinator's estimator also waits
+/// [`LIVE_ARRIVAL_MIN_WINDOW_MS`] between updates, over its bursty arrivals.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ArrivalRate {
+    min_window_ms: f64,
     since_ms: Option<f64>,
     count: u32,
     estimate_per_s: Option<f64>,
@@ -148,7 +160,14 @@ impl Default for ArrivalRate {
 impl ArrivalRate {
     /// No arrival seen: rate 0.
     pub fn new() -> Self {
+        Self::with_min_window(0.0)
+    }
+
+    /// No arrival seen; each sample also spans at least `min_window_ms` (see
+    /// [`LIVE_ARRIVAL_MIN_WINDOW_MS`]), capped at [`ARRIVAL_MAX_WINDOW_MS`].
+    pub fn with_min_window(min_window_ms: f64) -> Self {
         Self {
+            min_window_ms: min_window_ms.clamp(0.0, ARRIVAL_MAX_WINDOW_MS),
             since_ms: None,
             count: 0,
             estimate_per_s: None,
@@ -165,7 +184,8 @@ impl ArrivalRate {
         };
         self.count += 1;
         let elapsed = now_ms - since;
-        if self.count < ARRIVAL_UPDATE_COUNT && elapsed < ARRIVAL_MAX_WINDOW_MS {
+        let short = self.count < ARRIVAL_UPDATE_COUNT || elapsed < self.min_window_ms;
+        if short && elapsed < ARRIVAL_MAX_WINDOW_MS {
             return false;
         }
         let sample = f64::from(self.count) * 1000.0 / elapsed.max(1e-6);
@@ -386,6 +406,37 @@ pub(crate) mod tests {
             "{}",
             slow.rate_per_s()
         );
+    }
+
+    #[test]
+    fn a_floor_on_the_window_measures_bursts_at_their_mean_and_publishes_rarely() {
+        // 6 400 requests/s arriving as bursts of 64 at one instant every 10 ms, for 2 s.
+        let burst = |rate: &mut ArrivalRate| -> (usize, Vec<f64>) {
+            let (mut changes, mut updates_at) = (0, Vec::new());
+            for tick in 0..200 {
+                let now = f64::from(tick) * 10.0;
+                for _ in 0..64 {
+                    if rate.arrive(now) {
+                        changes += 1;
+                        updates_at.push(now);
+                    }
+                }
+            }
+            (changes, updates_at)
+        };
+        let mut live = ArrivalRate::with_min_window(LIVE_ARRIVAL_MIN_WINDOW_MS);
+        let (changes, at) = burst(&mut live);
+        assert!(
+            (live.rate_per_s() - 6400.0).abs() < 6400.0 * 0.15,
+            "{}",
+            live.rate_per_s()
+        );
+        assert!(changes <= 3, "{changes} publishes at {at:?}");
+        assert!(at.windows(2).all(|w| w[1] - w[0] >= 100.0), "{at:?}");
+        // Without the floor, a sample can span no time at all and the rate swings.
+        let mut bare = ArrivalRate::new();
+        let (bare_changes, _) = burst(&mut bare);
+        assert!(bare_changes > 50, "{bare_changes}");
     }
 
     #[test]

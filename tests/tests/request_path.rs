@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use slim_client::{client::Reply, load::run_open_loop, samples::family_samples};
-use slim_protocol::{decode, Decision, InferRequest};
+use slim_protocol::{decode, Decisions, InferRequest};
 use slim_tests::{digits_load, models_dir, spec, start, ANSWER_TIMEOUT};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -55,11 +55,14 @@ async fn a_pinned_width_is_honoured_and_the_decision_is_published() {
     assert_eq!(result.top_k.len(), 3);
     assert_eq!(result.top_k[0].class, sample.label.unwrap());
     assert!(result.timings.total_ms >= result.timings.compute_ms);
+    // The record arrives in the coordinator's next batch (within its 200 ms tick).
     let (_, payload) = tokio::time::timeout(ANSWER_TIMEOUT, decisions.recv())
         .await
         .unwrap()
         .unwrap();
-    let decision: Decision = decode(&payload).unwrap();
+    let batch: Decisions = decode(&payload).unwrap();
+    assert_eq!(batch.decisions.len(), 1, "{batch:?}");
+    let decision = &batch.decisions[0];
     assert_eq!(decision.request_id, "pinned-1");
     assert_eq!(decision.width, 0.25);
     assert_eq!(decision.agent, result.agent);

@@ -6,6 +6,7 @@
 //!
 //! It alone owns the cluster state, the router, the parked requests and the counters.
 
+mod decision_batch;
 mod fleet;
 mod records;
 mod requests;
@@ -22,6 +23,7 @@ use std::{
 };
 
 use bytes::Bytes;
+use decision_batch::DecisionBatch;
 use slim_mqtt::LogBudget;
 use slim_protocol::{
     now_ms, AssignmentKey, CoordinatorStatus, ErrorCode, ErrorReply, Refusal, RequestKey, Topics,
@@ -58,8 +60,9 @@ pub enum Effect {
     /// An encoded [`slim_protocol::Assignment`] for `agent`, on its assign topic (QoS 1). Encoded here so
     /// that the request's tensor moves into the ledger instead of being copied.
     Assign { agent: String, payload: Vec<u8> },
-    /// An encoded [`slim_protocol::Decision`] record, on the decisions topic (QoS 0). Encoded
-    /// here so that it borrows the request's strings instead of copying them.
+    /// An encoded [`slim_protocol::Decisions`] batch of decision records, on the decisions
+    /// topic (QoS 0): when the batch is full, and at each tick. Encoded here so that the records
+    /// borrow the requests' strings instead of copying them.
     Decision { payload: Vec<u8> },
     /// An error reply on a validated reply topic, or on the dead-letter topic (QoS 1).
     Reply { to: String, reply: ErrorReply },
@@ -124,6 +127,8 @@ pub struct Core {
     effects: Vec<Effect>,
     /// The router's name, lent to each assignment and decision record.
     router_name: String,
+    /// Decision records not published yet.
+    decisions: DecisionBatch,
     /// The constraints handed to the router, rewritten for each request.
     route_request: RouteRequest,
     /// Bounds the log lines that per-request events write (refusals, refused agent messages,
@@ -167,6 +172,7 @@ impl Core {
         assignment_key: Option<AssignmentKey>,
         clock: Box<dyn Clock>,
     ) -> Self {
+        let config_id = config.id.clone();
         let monitor = Monitor::new(&config.id, routing.name(), clock.wall_ms());
         let topics = Topics::new(&config.topic_prefix);
         Self {
@@ -191,6 +197,7 @@ impl Core {
             group: BTreeMap::new(),
             clock,
             effects: Vec::new(),
+            decisions: DecisionBatch::new(&config_id),
             logs: LogLines::new(),
         }
     }

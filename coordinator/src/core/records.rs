@@ -1,18 +1,19 @@
-//! The two records a placement publishes, the assignment and the decision, encoded with one
-//! allocation each: their payload, sized up front. The strings they carry (the request, its id
-//! and model, the agent id, the router's name) are lent to them, moved in and handed back, not
-//! copied. The bytes are exactly [`slim_protocol::encode`]'s: the same codec, named fields.
+//! The two records a placement publishes: the assignment, encoded with one allocation (its
+//! payload, sized up front), and the decision, appended to the open [`DecisionBatch`]. The
+//! strings they carry (the request, its id and model, the agent id, the router's name) are lent
+//! to them, moved in and handed back, not copied. The bytes are exactly
+//! [`slim_protocol::encode`]'s: the same codec, named fields.
 
 use std::mem::take;
 
 use serde::Serialize;
 use slim_protocol::{Assignment, AssignmentKey, Decision, InferRequest, PROTOCOL_VERSION};
 
+use super::decision_batch::DecisionBatch;
+
 /// Bytes of an encoded assignment besides its strings, tensor shape and data, and signature:
 /// field names, numbers and headers, with room to spare (at most about 250).
 const ASSIGNMENT_OVERHEAD: usize = 320;
-/// Bytes of an encoded decision besides its four strings (at most about 150).
-const DECISION_OVERHEAD: usize = 192;
 
 /// Encodes `message` as [`slim_protocol::encode`] does, into a buffer of `capacity` bytes (it
 /// grows if that was short).
@@ -84,16 +85,17 @@ pub(crate) struct DecisionFigures {
     pub attempt: u16,
 }
 
-/// The encoded decision record of placing `request` on `agent`, after `with` has seen it.
-/// The request's id and model, `agent` and `router` are lent to the record and left as they
-/// were.
+/// Appends the decision record of placing `request` on `agent` to `batch`, after `with` has
+/// seen it; the encoded batch when that filled it. The request's id and model, `agent` and
+/// `router` are lent to the record and left as they were.
 pub(crate) fn decision(
     request: &mut InferRequest,
     agent: &mut String,
     router: &mut String,
     figures: DecisionFigures,
     with: impl FnOnce(&Decision),
-) -> Vec<u8> {
+    batch: &mut DecisionBatch,
+) -> Option<Vec<u8>> {
     let decision = Decision {
         v: PROTOCOL_VERSION,
         request_id: take(&mut request.id),
@@ -108,24 +110,17 @@ pub(crate) fn decision(
         attempt: figures.attempt,
     };
     with(&decision);
-    let strings = [
-        &decision.request_id,
-        &decision.model,
-        &decision.agent,
-        &decision.router,
-    ];
-    let capacity = DECISION_OVERHEAD + strings.iter().map(|s| s.len()).sum::<usize>();
-    let payload = encode_sized(&decision, capacity);
+    let full = batch.push(&decision);
     request.id = decision.request_id;
     request.model = decision.model;
     *agent = decision.agent;
     *router = decision.router;
-    payload
+    full
 }
 
 #[cfg(test)]
 mod tests {
-    use slim_protocol::{decode, encode, Tensor};
+    use slim_protocol::{decode, encode, Decisions, Tensor};
 
     use super::*;
 
@@ -182,7 +177,7 @@ mod tests {
     }
 
     #[test]
-    fn a_decision_is_encoded_as_the_protocol_encodes_it_in_one_buffer() {
+    fn a_decision_joins_the_batch_as_the_protocol_encodes_it_and_lends_its_strings_back() {
         let mut r = request(Tensor::from_u8(vec![1, 8, 8], vec![9; 64]));
         let original = r.clone();
         let (mut agent, mut router) = ("a".repeat(128), "least-loaded".to_string());
@@ -195,17 +190,19 @@ mod tests {
             attempt: u16::MAX,
         };
         let mut seen = None;
-        let payload = decision(&mut r, &mut agent, &mut router, figures, |d| {
-            seen = Some(d.clone())
-        });
-        let seen = seen.unwrap();
-        assert_eq!(payload, encode(&seen), "the protocol's bytes");
-        let strings = seen.request_id.len() + seen.model.len() + seen.agent.len() + 12;
-        assert!(
-            payload.len() <= DECISION_OVERHEAD + strings,
-            "one allocation"
+        let mut batch = DecisionBatch::new("c");
+        let full = decision(
+            &mut r,
+            &mut agent,
+            &mut router,
+            figures,
+            |d| seen = Some(d.clone()),
+            &mut batch,
         );
-        assert_eq!(decode::<Decision>(&payload).unwrap(), seen);
+        assert_eq!(full, None, "one record does not fill a batch");
+        let seen = seen.unwrap();
+        let batch: Decisions = decode(&batch.take().unwrap()).unwrap();
+        assert_eq!(batch.decisions, std::slice::from_ref(&seen));
         assert_eq!(
             (seen.request_id.as_str(), seen.agent.len()),
             (original.id.as_str(), 128)

@@ -330,6 +330,7 @@ impl Core {
             &mut self.router_name,
             figures,
             |decision| monitor.on_decision(decision, &key, decided),
+            &mut self.decisions,
         );
         self.cluster.record_keyed(
             &agent,
@@ -341,7 +342,9 @@ impl Core {
         );
         self.counters.routed += 1;
         self.effects.push(Effect::Assign { agent, payload });
-        self.effects.push(Effect::Decision { payload: record });
+        if let Some(payload) = record {
+            self.effects.push(Effect::Decision { payload });
+        }
     }
 }
 

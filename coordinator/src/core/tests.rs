@@ -7,7 +7,7 @@ use std::{
 
 use bytes::Bytes;
 use slim_protocol::{
-    decode, encode, AgentInfo, Assignment, CoordinatorStatus, Decision, ErrorCode, InferRequest,
+    decode, encode, AgentInfo, Assignment, CoordinatorStatus, Decisions, ErrorCode, InferRequest,
     Telemetry, Tensor, Topics, PROTOCOL_VERSION,
 };
 
@@ -120,7 +120,7 @@ pub(super) fn replies(effects: &[Effect]) -> Vec<(String, ErrorCode, Option<Stri
 }
 
 #[test]
-fn a_request_is_assigned_to_an_online_agent_with_a_decision_record() {
+fn a_request_is_assigned_to_an_online_agent_with_a_decision_record_at_the_next_tick() {
     let mut h = Harness::new(CoordinatorConfig::default());
     assert!(h.status(agent_info("a1")).is_empty());
     let effects = h.request("r1", "digits");
@@ -129,14 +129,19 @@ fn a_request_is_assigned_to_an_online_agent_with_a_decision_record() {
     assert_eq!(assigned[0].0, "a1");
     assert_eq!(assigned[0].1.request.id, "r1");
     assert_eq!(assigned[0].1.width, 0.5);
-    let decisions: Vec<Decision> = effects
-        .iter()
-        .filter_map(|e| match e {
-            Effect::Decision { payload } => Some(decode(payload).unwrap()),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(decisions.len(), 1, "{effects:?}");
+    assert!(
+        batches(&effects).is_empty(),
+        "the record waits: {effects:?}"
+    );
+    assert_eq!(assignments(&h.request("r2", "digits")).len(), 1);
+    let ticked = h.tick_after(Duration::from_millis(200));
+    let sent = batches(&ticked);
+    assert_eq!(sent.len(), 1, "{ticked:?}");
+    assert_eq!(sent[0].coordinator, CoordinatorConfig::default().id);
+    let decisions = &sent[0].decisions;
+    let ids: Vec<&str> = decisions.iter().map(|d| d.request_id.as_str()).collect();
+    assert_eq!(ids, ["r1", "r2"], "both, in order");
+    assert!(batches(&h.tick_after(Duration::from_millis(200))).is_empty());
     let d = &decisions[0];
     assert_eq!((d.agent.as_str(), d.request_id.as_str()), ("a1", "r1"));
     assert_eq!(
@@ -145,7 +150,34 @@ fn a_request_is_assigned_to_an_online_agent_with_a_decision_record() {
     );
     assert_eq!((d.width, d.candidates, d.attempt), (0.5, 1, 0));
     let c = h.core.counters();
-    assert_eq!((c.received, c.routed, c.agents_online), (1, 1, 1));
+    assert_eq!((c.received, c.routed, c.agents_online), (2, 2, 1));
+}
+
+#[test]
+fn a_full_batch_of_decision_records_goes_out_without_waiting_for_the_tick() {
+    let mut h = Harness::new(CoordinatorConfig::default());
+    h.status(agent_info("a1"));
+    let mut out = Vec::new();
+    for i in 0..slim_protocol::limits::MAX_DECISIONS_PER_MESSAGE {
+        out.extend(batches(&h.request(&format!("r{i}"), "digits")));
+    }
+    assert_eq!(out.len(), 1);
+    assert_eq!(
+        out[0].decisions.len(),
+        slim_protocol::limits::MAX_DECISIONS_PER_MESSAGE
+    );
+    assert!(batches(&h.tick_after(Duration::from_millis(200))).is_empty());
+}
+
+/// The decision batches among `effects`.
+fn batches(effects: &[Effect]) -> Vec<Decisions> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Decision { payload } => Some(decode(payload).unwrap()),
+            _ => None,
+        })
+        .collect()
 }
 
 #[test]
@@ -236,7 +268,12 @@ fn silence_while_the_coordinator_is_disconnected_takes_no_agent_offline() {
     h.status(agent_info("a1"));
     h.request("r1", "digits");
     h.input(Input::Disconnected);
-    assert!(h.tick_after(timeout * 3).is_empty());
+    // Only r1's decision record goes out: nothing is re-routed or refused.
+    let effects = h.tick_after(timeout * 3);
+    assert!(
+        effects.iter().all(|e| matches!(e, Effect::Decision { .. })),
+        "{effects:?}"
+    );
     assert_eq!(h.core.counters().agents_online, 1);
     h.input(Input::Connected { reconnect: true });
     assert!(h.tick_after(Duration::from_millis(200)).is_empty());

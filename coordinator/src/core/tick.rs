@@ -34,6 +34,9 @@ impl Core {
         self.held = (count + self.parked.len(), bytes + parked_bytes);
         self.monitor.tick(self.clock.wall_ms());
         self.logs.flush(now);
+        if let Some(payload) = self.decisions.take() {
+            self.effects.push(super::Effect::Decision { payload });
+        }
     }
 
     /// Answers requests parked longer than the park timeout.

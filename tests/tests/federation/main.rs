@@ -37,7 +37,7 @@ use slim_client::{
     samples::{family_samples, Sample},
 };
 use slim_mqtt::BrokerOptions;
-use slim_protocol::{Decision, Topics};
+use slim_protocol::{Decision, Decisions, Topics};
 use slim_tests::{
     daemons::{start_agent, start_coordinator, wait_online, Daemon, FleetSpec},
     models_dir,
@@ -285,8 +285,8 @@ async fn a_site_cut_off_from_the_hub_keeps_serving_itself_and_loses_nothing() {
         let decisions = decisions.clone();
         tokio::spawn(async move {
             while let Some((_, payload)) = tap.recv().await {
-                if let Ok(d) = slim_protocol::decode::<Decision>(&payload) {
-                    decisions.lock().unwrap().push(d);
+                if let Ok(batch) = slim_protocol::decode::<Decisions>(&payload) {
+                    decisions.lock().unwrap().extend(batch.decisions);
                 }
             }
         })

@@ -38,6 +38,8 @@ const SHUTDOWN_FLUSH: Duration = Duration::from_secs(2);
 #[derive(Debug)]
 enum Control {
     Counters(oneshot::Sender<Counters>),
+    /// Publish the open batch of decision records now (before a graceful shutdown).
+    FlushDecisions(oneshot::Sender<()>),
 }
 
 /// A started coordinator.
@@ -78,6 +80,16 @@ impl CoordinatorHandle {
     /// the status before its DISCONNECT and ends when the DISCONNECT is written, so waiting for
     /// it is waiting for the flush (bounded by [`SHUTDOWN_FLUSH`] when the broker is gone).
     pub async fn shutdown(mut self) {
+        // The open batch of decision records goes out before the connections close.
+        let (flushed, done) = oneshot::channel();
+        if self
+            .control
+            .send(Control::FlushDecisions(flushed))
+            .await
+            .is_ok()
+        {
+            let _ = tokio::time::timeout(SHUTDOWN_FLUSH, done).await;
+        }
         let _ = self
             .client
             .publish(
@@ -464,6 +476,13 @@ async fn core_loop(
                     Some(Control::Counters(reply)) => {
                         let _ = reply.send(core.counters().clone());
                     }
+                    Some(Control::FlushDecisions(reply)) => {
+                        core.flush_decisions(&mut effects);
+                        for effect in effects.drain(..) {
+                            publisher.perform(effect).await;
+                        }
+                        let _ = reply.send(());
+                    }
                     None => {}
                 }
                 continue;
@@ -582,7 +601,7 @@ async fn session_loop(mut eventloop: EventLoop, session: Session) {
 
 #[cfg(test)]
 mod tests {
-    use slim_protocol::{decode, Decision};
+    use slim_protocol::{decode, Decision, Decisions};
 
     use super::*;
 
@@ -602,7 +621,7 @@ mod tests {
                     (topics.assign(agent), QoS::AtLeastOnce, vec![1])
                 );
             }
-            let payload = encode(&Decision {
+            let decision = Decision {
                 v: PROTOCOL_VERSION,
                 request_id: "r1".into(),
                 model: "digits".into(),
@@ -614,12 +633,20 @@ mod tests {
                 candidates: 2,
                 agent_outstanding: 0,
                 attempt: 0,
+            };
+            let payload = encode(&Decisions {
+                v: PROTOCOL_VERSION,
+                coordinator: "c1".into(),
+                decisions: vec![decision],
             });
             let (topic, qos, sent) = outbox.publication(Effect::Decision {
                 payload: payload.clone(),
             });
             assert_eq!((topic, qos), (topics.decisions(), QoS::AtMostOnce));
-            assert_eq!(decode::<Decision>(&sent).unwrap().request_id, "r1");
+            assert_eq!(
+                decode::<Decisions>(&sent).unwrap().decisions[0].request_id,
+                "r1"
+            );
         }
     }
 }

@@ -24,9 +24,9 @@ use crate::{
     decode, encode,
     limits::{self, LimitError},
     peek_reply_address, peek_str, AgentInfo, AgentTopic, Assignment, AssignmentKey, BatchRecord,
-    ClassScore, CoordinatorStatus, Decision, DeviceInfo, DeviceProfile, Emulation, EnergySource,
-    ErrorCode, ErrorReply, InferRequest, InferResult, ModelInfo, PeekedAddress, ProfilePoint,
-    QueueStat, Refusal, RequestKey, Telemetry, Tensor, Timings, Topics, WidthInfo,
+    ClassScore, CoordinatorStatus, Decision, Decisions, DeviceInfo, DeviceProfile, Emulation,
+    EnergySource, ErrorCode, ErrorReply, InferRequest, InferResult, ModelInfo, PeekedAddress,
+    ProfilePoint, QueueStat, Refusal, RequestKey, Telemetry, Tensor, Timings, Topics, WidthInfo,
     PROTOCOL_VERSION,
 };
 
@@ -80,7 +80,7 @@ pub struct Outcome {
     pub error_reply: bool,
     /// It decoded as an [`InferResult`].
     pub result: bool,
-    /// It decoded as a [`Decision`].
+    /// It decoded as a [`Decision`] or a [`Decisions`] batch.
     pub decision: bool,
     /// It decoded as a [`CoordinatorStatus`].
     pub coordinator_status: bool,
@@ -109,7 +109,8 @@ pub fn exercise(payload: &[u8]) -> Outcome {
 
     let error_reply = decoded::<ErrorReply>(payload).is_some();
     let result = decoded::<InferResult>(payload).is_some();
-    let decision = decoded::<Decision>(payload).is_some();
+    let decision =
+        decoded::<Decision>(payload).is_some() || decoded::<Decisions>(payload).is_some();
     let coordinator_status = decoded::<CoordinatorStatus>(payload).is_some();
 
     let peeked = peek_reply_address(payload);
@@ -313,7 +314,7 @@ pub struct Tally {
     pub error_replies: u64,
     /// Decoded as an [`InferResult`].
     pub results: u64,
-    /// Decoded as a [`Decision`].
+    /// Decoded as a [`Decision`] or a [`Decisions`] batch.
     pub decisions: u64,
     /// Decoded as a [`CoordinatorStatus`].
     pub coordinator_statuses: u64,
@@ -918,6 +919,14 @@ fn valid_messages(valid: &[u8]) -> Seeds {
         ),
         ("valid-result", encode(&result())),
         ("valid-decision", encode(&decision())),
+        (
+            "valid-decisions",
+            encode(&Decisions {
+                v: PROTOCOL_VERSION,
+                coordinator: "c1".into(),
+                decisions: vec![decision(), decision()],
+            }),
+        ),
         (
             "valid-coordinator-status",
             encode(&CoordinatorStatus {

@@ -106,7 +106,8 @@ impl Topics {
         }
     }
 
-    /// Where the coordinator publishes a [`crate::Decision`] for every routed request.
+    /// Where the coordinator publishes a [`crate::Decision`] for every routed request, in
+    /// [`crate::Decisions`] batches.
     pub fn decisions(&self) -> String {
         format!("{}/decisions", self.prefix)
     }

@@ -124,14 +124,15 @@ pub const ARRIVAL_MAX_WINDOW_MS: f64 = 1000.0;
 /// [`ARRIVAL_PUBLISH_CHANGE`] restamped every device view of the model, so PPO rescored the
 /// whole fleet (`slim bench --saturate`, 500 emulated agents: about 150 full rescorings a
 /// second, two thirds of the coordinator's time). A 100 ms floor bounds that to 10 a second
-/// per model and measures the rate over the bursts. The simulator's arrivals do not burst; it
-/// keeps no floor.
+/// per model and measures the rate over the bursts. The simulator's arrivals never come in
+/// same-instant clumps (its `burst` scenario raises a Poisson rate); it keeps no floor.
 pub const LIVE_ARRIVAL_MIN_WINDOW_MS: f64 = 100.0;
 /// Relative change of the estimate below which an [`ArrivalRate`] keeps publishing the old
 /// value, so that device views (and cached scores) change only when the rate really moves.
 pub const ARRIVAL_PUBLISH_CHANGE: f32 = 0.1;
 
-/// A model's recent arrival rate, estimated the same way by the coordinator and the simulator.
+/// A model's recent arrival rate, estimated the same way by the coordinator and the simulator
+/// (the coordinator with a 100 ms minimum window, [`LIVE_ARRIVAL_MIN_WINDOW_MS`]).
 ///
 /// Arrivals are counted from the last update; after [`ARRIVAL_UPDATE_COUNT`] of them, or at the
 /// first arrival [`ARRIVAL_MAX_WINDOW_MS`] or more after it, the count over the time since

@@ -107,16 +107,22 @@ mod tests {
 
     #[test]
     fn a_batch_is_encoded_as_the_protocol_encodes_its_records_in_order() {
-        for n in [1, 15, 16, 17, 200] {
-            let mut batch = DecisionBatch::new("coordinator-1");
+        // Counts across msgpack's array headers (fix, 16 and the full batch) and ids across
+        // its string headers (fix, 8 and 16 bit lengths).
+        let ids = ["c".to_string(), "c".repeat(32), "c".repeat(256)];
+        let counts = [1, 15, 16, 17, 200, MAX_DECISIONS_PER_MESSAGE];
+        for (n, id) in counts.into_iter().zip(ids.iter().cycle()) {
+            let mut batch = DecisionBatch::new(id);
             let made: Vec<Decision> = (0..n).map(decision).collect();
-            for d in &made {
-                assert_eq!(batch.push(d), None, "not full yet");
+            let mut full = None;
+            for (i, d) in made.iter().enumerate() {
+                full = batch.push(d);
+                assert_eq!(full.is_some(), i + 1 == MAX_DECISIONS_PER_MESSAGE);
             }
-            let payload = batch.take().unwrap();
+            let payload = full.or_else(|| batch.take()).unwrap();
             let expected = Decisions {
                 v: PROTOCOL_VERSION,
-                coordinator: "coordinator-1".into(),
+                coordinator: id.clone(),
                 decisions: made,
             };
             assert_eq!(

@@ -39,6 +39,14 @@ impl Core {
         }
     }
 
+    /// Appends the open batch of decision records to `effects`, if it holds any (the tick does
+    /// this every 200 ms; a graceful shutdown calls it last).
+    pub fn flush_decisions(&mut self, effects: &mut Vec<super::Effect>) {
+        if let Some(payload) = self.decisions.take() {
+            effects.push(super::Effect::Decision { payload });
+        }
+    }
+
     /// Answers requests parked longer than the park timeout.
     fn time_out_parked(&mut self, now: Instant) {
         let limit = Duration::from_millis(self.config.park_timeout_ms);

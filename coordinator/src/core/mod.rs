@@ -172,7 +172,6 @@ impl Core {
         assignment_key: Option<AssignmentKey>,
         clock: Box<dyn Clock>,
     ) -> Self {
-        let config_id = config.id.clone();
         let monitor = Monitor::new(&config.id, routing.name(), clock.wall_ms());
         let topics = Topics::new(&config.topic_prefix);
         Self {
@@ -184,6 +183,7 @@ impl Core {
                 deadline_ms: None,
             },
             topics,
+            decisions: DecisionBatch::new(&config.id),
             config,
             routing,
             cluster: ClusterState::default(),
@@ -197,7 +197,6 @@ impl Core {
             group: BTreeMap::new(),
             clock,
             effects: Vec::new(),
-            decisions: DecisionBatch::new(&config_id),
             logs: LogLines::new(),
         }
     }

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use slim_protocol::{ErrorCode, RequestKey};
 
-use super::{Core, LogLines, Parked};
+use super::{Core, Effect, LogLines, Parked};
 use crate::{
     state::{request_bytes, Pending},
     validate::ValidRequest,
@@ -34,17 +34,21 @@ impl Core {
         self.held = (count + self.parked.len(), bytes + parked_bytes);
         self.monitor.tick(self.clock.wall_ms());
         self.logs.flush(now);
-        if let Some(payload) = self.decisions.take() {
-            self.effects.push(super::Effect::Decision { payload });
-        }
+        let batch = self.decision_batch();
+        self.effects.extend(batch);
     }
 
     /// Appends the open batch of decision records to `effects`, if it holds any (the tick does
     /// this every 200 ms; a graceful shutdown calls it last).
-    pub fn flush_decisions(&mut self, effects: &mut Vec<super::Effect>) {
-        if let Some(payload) = self.decisions.take() {
-            effects.push(super::Effect::Decision { payload });
-        }
+    pub fn flush_decisions(&mut self, effects: &mut Vec<Effect>) {
+        effects.extend(self.decision_batch());
+    }
+
+    /// The open batch of decision records, encoded, if it holds any; it is empty afterwards.
+    fn decision_batch(&mut self) -> Option<Effect> {
+        self.decisions
+            .take()
+            .map(|payload| Effect::Decision { payload })
     }
 
     /// Answers requests parked longer than the park timeout.

@@ -180,7 +180,7 @@ pub fn split_batch(batch: &Tensor) -> Vec<Tensor> {
         .map(|chunk| Tensor {
             dtype: batch.dtype,
             shape: rest.to_vec(),
-            data: chunk.to_vec(),
+            data: batch.data.slice_ref(chunk),
         })
         .collect()
 }

@@ -11,6 +11,7 @@ use std::{
     time::Duration,
 };
 
+use bytes::Bytes;
 use rumqttc::{AsyncClient, Event, EventLoop, LastWill, Packet, QoS};
 use slim_protocol::{encode, now_ms, AssignmentKey, CoordinatorStatus, Topics, PROTOCOL_VERSION};
 use tokio::{
@@ -405,7 +406,7 @@ struct Publisher {
 impl Publisher {
     async fn perform(&self, effect: Effect) {
         let (topic, qos, payload) = self.outbox.publication(effect);
-        if let Err(e) = self.client.publish(topic, qos, false, payload).await {
+        if let Err(e) = self.client.publish_bytes(topic, qos, false, payload).await {
             tracing::error!(error = %e, "publish failed: MQTT client closed");
         }
     }
@@ -437,13 +438,15 @@ impl Outbox {
 
     /// The topic, QoS and payload `effect` is published with; the topic is built with one
     /// allocation.
-    pub fn publication(&self, effect: Effect) -> (String, QoS, Vec<u8>) {
+    pub fn publication(&self, effect: Effect) -> (String, QoS, Bytes) {
         match effect {
             Effect::Assign { agent, payload } => {
                 (self.assign_topic(&agent), QoS::AtLeastOnce, payload)
             }
-            Effect::Decision { payload } => (self.decisions.clone(), QoS::AtMostOnce, payload),
-            Effect::Reply { to, reply } => (to, QoS::AtLeastOnce, encode(&reply)),
+            Effect::Decision { payload } => {
+                (self.decisions.clone(), QoS::AtMostOnce, payload.into())
+            }
+            Effect::Reply { to, reply } => (to, QoS::AtLeastOnce, encode(&reply).into()),
         }
     }
 
@@ -613,12 +616,12 @@ mod tests {
             for agent in ["a1", "agent-0001", "ünï"] {
                 let effect = Effect::Assign {
                     agent: agent.into(),
-                    payload: vec![1],
+                    payload: vec![1].into(),
                 };
                 let (topic, qos, payload) = outbox.publication(effect);
                 assert_eq!(
                     (topic, qos, payload),
-                    (topics.assign(agent), QoS::AtLeastOnce, vec![1])
+                    (topics.assign(agent), QoS::AtLeastOnce, vec![1].into())
                 );
             }
             let decision = Decision {

@@ -2,9 +2,10 @@
 //! ([`decode_request`]), then what the model announced by the agents requires
 //! ([`check_against_model`]).
 
+use bytes::Bytes;
 use slim_protocol::{
-    decode, limits, peek_reply_address, peek_str, ErrorCode, InferRequest, ModelInfo, Refusal,
-    RequestKey, Topics,
+    decode_request_shared, limits, peek_reply_address, peek_str, ErrorCode, InferRequest,
+    ModelInfo, Refusal, RequestKey, Topics,
 };
 
 /// A request that decoded and passed every field check; it has a valid reply address and key.
@@ -26,8 +27,9 @@ pub fn too_large(payload: &[u8], len: usize, max_payload_bytes: usize, topics: &
 }
 
 /// Decodes a request published on the request topic of `topic_model` and checks every field.
+/// The request's tensor shares `payload`'s buffer ([`decode_request_shared`]).
 pub fn decode_request(
-    payload: &[u8],
+    payload: &Bytes,
     topic_model: &str,
     max_payload_bytes: usize,
     topics: &Topics,
@@ -35,7 +37,7 @@ pub fn decode_request(
     if payload.len() > max_payload_bytes {
         return Err(too_large(payload, payload.len(), max_payload_bytes, topics));
     }
-    let request: InferRequest = decode(payload).map_err(|e| {
+    let request: InferRequest = decode_request_shared(payload).map_err(|e| {
         let refusal =
             match peek_str(payload, &["input", "dtype"]).filter(|d| d != "f32" && d != "u8") {
                 Some(dtype) => Refusal::new(
@@ -130,7 +132,7 @@ mod tests {
     #[test]
     fn an_oversized_payload_is_refused_on_its_peeked_address() {
         let t = Topics::default();
-        let e = decode_request(&encode(&request()), "digits", 10, &t).unwrap_err();
+        let e = decode_request(&encode(&request()).into(), "digits", 10, &t).unwrap_err();
         assert_eq!(e.code, ErrorCode::TooLarge);
         assert_eq!(e.reply_to.as_deref(), Some("replies/me"));
     }
@@ -140,20 +142,20 @@ mod tests {
         let t = Topics::default();
         let mut bytes = encode(&request());
         bytes.truncate(bytes.len() - 3);
-        let e = decode_request(&bytes, "digits", 1 << 20, &t).unwrap_err();
+        let e = decode_request(&bytes.into(), "digits", 1 << 20, &t).unwrap_err();
         assert_eq!(e.code, ErrorCode::Malformed);
         let mut r = request();
         r.reply_to = Some("slim/v1/agents/a1/assign".into());
         let mut bytes = encode(&r);
         bytes.truncate(bytes.len() - 3);
-        let e = decode_request(&bytes, "digits", 1 << 20, &t).unwrap_err();
+        let e = decode_request(&bytes.into(), "digits", 1 << 20, &t).unwrap_err();
         assert_eq!(e.reply_to, None, "goes to the dead-letter topic");
     }
 
     #[test]
     fn a_request_is_checked_against_the_announced_model() {
         let t = Topics::default();
-        let valid = decode_request(&encode(&request()), "digits", 1 << 20, &t).unwrap();
+        let valid = decode_request(&encode(&request()).into(), "digits", 1 << 20, &t).unwrap();
         assert_eq!(valid.key, RequestKey::new("replies/me", "r1"));
         let model = crate::state::tests::agent_info("a").models.remove(0);
         assert_eq!(check_against_model(&valid, &model), Ok(()));
@@ -163,7 +165,7 @@ mod tests {
             check_against_model(&wrong, &model).unwrap_err().code,
             ErrorCode::BadShape
         );
-        let e = decode_request(&encode(&request()), "other", 1 << 20, &t).unwrap_err();
+        let e = decode_request(&encode(&request()).into(), "other", 1 << 20, &t).unwrap_err();
         assert_eq!(e.code, ErrorCode::Malformed);
     }
 }

@@ -68,7 +68,7 @@ pub fn tensor_code(e: &TensorError) -> ErrorCode {
     }
 }
 
-impl InferRequest {
+impl<D: AsRef<[u8]>> InferRequest<D> {
     /// Every check that needs no knowledge of the fleet: version, reply address, id, model
     /// name, numeric fields and the tensor. Returns the validated reply topic.
     pub fn check_fields(&self, topics: &Topics) -> Result<String, Refusal> {

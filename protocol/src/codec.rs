@@ -1,6 +1,9 @@
 //! MessagePack encoding with named fields, and a lenient peek at a payload's reply address.
 
-use serde::{de::DeserializeOwned, Serialize};
+use bytes::Bytes;
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use crate::InferRequest;
 
 /// Why a payload could not be decoded.
 #[derive(Debug, thiserror::Error)]
@@ -15,6 +18,22 @@ pub fn encode<T: Serialize>(message: &T) -> Vec<u8> {
 
 /// Decodes a message. A payload nested deeper than [`crate::limits::MAX_DEPTH`] is refused.
 pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, DecodeError> {
+    decode_borrowed(payload)
+}
+
+/// Decodes an [`InferRequest`] whose tensor shares `payload`'s buffer instead of copying it:
+/// the tensor's bytes are a slice of `payload`. A tensor sent as an array of numbers rather
+/// than `bin` (which some encoders write) is copied, as [`decode`] does. Whoever holds the
+/// request keeps all of `payload`'s buffer alive, which for a message read from a socket can be
+/// the whole read buffer it arrived in: copy the bytes out before holding it long.
+pub fn decode_request_shared(payload: &Bytes) -> Result<InferRequest, DecodeError> {
+    match decode_borrowed::<InferRequest<&[u8]>>(payload) {
+        Ok(view) => Ok(view.map_data(|data| payload.slice_ref(data))),
+        Err(_) => decode(payload),
+    }
+}
+
+fn decode_borrowed<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> Result<T, DecodeError> {
     let mut decoder = rmp_serde::Deserializer::from_read_ref(payload);
     // rmp-serde refuses a container when its count reaches 0, so allow one more: exactly
     // MAX_DEPTH levels decode. Its default (1024) overflows a 2 MiB stack in a debug build.
@@ -396,6 +415,54 @@ mod tests {
         let decoded: InferRequest = decode(&bytes).unwrap();
         assert_eq!(decoded.reply_to, None);
         assert_eq!(decoded.top_k, None);
+    }
+
+    #[test]
+    fn a_shared_decode_lends_the_tensor_from_the_payload_and_reads_any_encoding_of_it() {
+        let request = sample_request();
+        let payload = Bytes::from(encode(&request));
+        let shared = decode_request_shared(&payload).unwrap();
+        assert_eq!(shared, request);
+        let (inside, data) = (payload.as_ptr_range(), shared.input.data.as_ptr_range());
+        assert!(
+            inside.start <= data.start && data.end <= inside.end,
+            "not copied"
+        );
+        // A tensor written as an array of numbers, or as a string, decodes too (copied).
+        for data in [
+            rmpv::Value::Array(vec![0.into(), 1.into(), 2.into(), 3.into()]),
+            rmpv::Value::from("\u{0}\u{1}\u{2}\u{3}"),
+        ] {
+            let map = rmpv::Value::Map(vec![
+                ("v".into(), 1.into()),
+                ("id".into(), "r1".into()),
+                ("model".into(), "digits".into()),
+                ("reply_to".into(), "replies/me".into()),
+                (
+                    "input".into(),
+                    rmpv::Value::Map(vec![
+                        ("dtype".into(), "u8".into()),
+                        (
+                            "shape".into(),
+                            rmpv::Value::Array(vec![1.into(), 2.into(), 2.into()]),
+                        ),
+                        ("data".into(), data),
+                    ]),
+                ),
+            ]);
+            let mut bytes = Vec::new();
+            rmpv::encode::write_value(&mut bytes, &map).unwrap();
+            let decoded = decode_request_shared(&Bytes::from(bytes)).unwrap();
+            assert_eq!(decoded.input, request.input);
+        }
+        let e = decode_request_shared(&payload.slice(..payload.len() - 2)).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            decode::<InferRequest>(&payload[..payload.len() - 2])
+                .unwrap_err()
+                .to_string(),
+            "a malformed request is reported as the plain decode reports it"
+        );
     }
 
     #[test]

@@ -24,7 +24,9 @@ mod width;
 
 pub use auth::{AssignmentKey, KeyError};
 pub use check::Refusal;
-pub use codec::{decode, encode, peek_reply_address, peek_str, DecodeError, PeekedAddress};
+pub use codec::{
+    decode, decode_request_shared, encode, peek_reply_address, peek_str, DecodeError, PeekedAddress,
+};
 pub use error::{ErrorCode, ErrorReply, MAX_RETRY_AFTER_MS};
 pub use key::RequestKey;
 pub use liveness::{Liveness, DEFAULT_TELEMETRY_TIMEOUT_MS};

@@ -1,12 +1,14 @@
 //! Message types, one per topic. Field names are the wire names.
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::{Tensor, PROTOCOL_VERSION};
 
-/// A client's inference request, published on `{prefix}/requests/{model}`.
+/// A client's inference request, published on `{prefix}/requests/{model}`. `D` holds the
+/// tensor's bytes: shared [`Bytes`], or `&[u8]` borrowed from the payload while it is decoded.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct InferRequest {
+pub struct InferRequest<D = Bytes> {
     /// Protocol version; must equal [`PROTOCOL_VERSION`].
     pub v: u16,
     /// Client-chosen unique id. A redelivered request with the same id is answered once.
@@ -18,7 +20,7 @@ pub struct InferRequest {
     pub reply_to: Option<String>,
     /// One sample (encoded after `reply_to`, so a truncated tensor still leaves the
     /// reply address readable): `[C,H,W]` or `[1,C,H,W]`. `f32` is model-ready, `u8` is raw pixels.
-    pub input: Tensor,
+    pub input: Tensor<D>,
     /// Pin a width (e.g. 0.5) instead of letting the router choose.
     #[serde(default)]
     pub width: Option<f32>,
@@ -50,6 +52,24 @@ impl InferRequest {
             deadline_ms: None,
             top_k: None,
             sent_at_ms: None,
+        }
+    }
+}
+
+impl<D> InferRequest<D> {
+    /// The same request with its tensor's bytes mapped by `f`.
+    pub fn map_data<E>(self, f: impl FnOnce(D) -> E) -> InferRequest<E> {
+        InferRequest {
+            v: self.v,
+            id: self.id,
+            model: self.model,
+            reply_to: self.reply_to,
+            input: self.input.map_data(f),
+            width: self.width,
+            min_accuracy: self.min_accuracy,
+            deadline_ms: self.deadline_ms,
+            top_k: self.top_k,
+            sent_at_ms: self.sent_at_ms,
         }
     }
 }

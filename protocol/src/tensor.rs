@@ -1,5 +1,6 @@
 //! A dense tensor as it travels on the wire: dtype, shape and little-endian bytes.
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 /// Element type of a [`Tensor`].
@@ -22,16 +23,18 @@ impl DType {
     }
 }
 
-/// A dense row-major tensor.
+/// A dense row-major tensor. Its bytes are [`Bytes`], so a tensor can share the buffer it
+/// arrived in or the one it is sent from instead of being copied
+/// ([`crate::decode_request_shared`]); `Tensor<&[u8]>` is a view that borrows them while a
+/// message is decoded (decode only: it does not encode as the wire's `bin`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Tensor {
+pub struct Tensor<D = Bytes> {
     /// Element type.
     pub dtype: DType,
     /// Dimensions, outermost first.
     pub shape: Vec<u32>,
-    /// Elements in row-major order, little-endian.
-    #[serde(with = "serde_bytes")]
-    pub data: Vec<u8>,
+    /// Elements in row-major order, little-endian (MessagePack `bin`).
+    pub data: D,
 }
 
 /// Why a tensor is not what it claims to be.
@@ -66,11 +69,11 @@ pub enum TensorError {
 impl Tensor {
     /// A float tensor from values.
     pub fn from_f32(shape: Vec<u32>, values: &[f32]) -> Self {
-        let data = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let data: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
         Self {
             dtype: DType::F32,
             shape,
-            data,
+            data: data.into(),
         }
     }
 
@@ -79,10 +82,23 @@ impl Tensor {
         Self {
             dtype: DType::U8,
             shape,
-            data: values,
+            data: values.into(),
         }
     }
+}
 
+impl<D> Tensor<D> {
+    /// The same tensor with its bytes mapped by `f` (e.g. a borrowed view to shared [`Bytes`]).
+    pub fn map_data<E>(self, f: impl FnOnce(D) -> E) -> Tensor<E> {
+        Tensor {
+            dtype: self.dtype,
+            shape: self.shape,
+            data: f(self.data),
+        }
+    }
+}
+
+impl<D: AsRef<[u8]>> Tensor<D> {
     /// Number of elements the shape declares; `None` when the product overflows.
     pub fn element_count(&self) -> Option<usize> {
         self.shape
@@ -100,16 +116,16 @@ impl Tensor {
             .element_count()
             .and_then(|n| n.checked_mul(self.dtype.size()))
             .ok_or_else(|| TensorError::Overflow(self.shape.clone()))?;
-        if expected != self.data.len() {
+        let data = self.data.as_ref();
+        if expected != data.len() {
             return Err(TensorError::SizeMismatch {
                 expected,
-                actual: self.data.len(),
+                actual: data.len(),
                 shape: self.shape.clone(),
             });
         }
         if self.dtype == DType::F32 {
-            let bad = self
-                .data
+            let bad = data
                 .chunks_exact(4)
                 .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                 .enumerate()
@@ -132,10 +148,11 @@ impl Tensor {
         match self.dtype {
             DType::F32 => self
                 .data
+                .as_ref()
                 .chunks_exact(4)
                 .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                 .collect(),
-            DType::U8 => self.data.iter().map(|&b| b as f32).collect(),
+            DType::U8 => self.data.as_ref().iter().map(|&b| b as f32).collect(),
         }
     }
 }
@@ -154,7 +171,7 @@ mod tests {
     #[test]
     fn a_short_buffer_is_reported_with_both_sizes() {
         let mut t = Tensor::from_u8(vec![2, 2], vec![1, 2, 3, 4]);
-        t.data.pop();
+        t.data.truncate(3);
         assert_eq!(
             t.validate(),
             Err(TensorError::SizeMismatch {

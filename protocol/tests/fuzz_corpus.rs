@@ -398,18 +398,15 @@ prop_compose! {
         data in proptest::collection::vec(any::<u8>(), 0..64),
         fit in any::<bool>(),
     ) -> Tensor {
-        let mut t = if f32s {
-            Tensor { dtype: slim_protocol::DType::F32, shape, data }
-        } else {
-            Tensor::from_u8(shape, data)
-        };
+        let dtype = if f32s { slim_protocol::DType::F32 } else { slim_protocol::DType::U8 };
+        let mut t = Tensor { dtype, shape, data };
         // Half the time, bytes that match the shape, so the float check is reached.
         if fit {
             if let Some(n) = t.element_count().filter(|n| *n <= 4096) {
                 t.data.resize(n * t.dtype.size(), 0x3f);
             }
         }
-        t
+        t.map_data(Into::into)
     }
 }
 

@@ -174,7 +174,7 @@ async fn a_request_published_with_mosquitto_pub_is_answered_on_its_reply_topic()
         .remove(0);
     let label = sample.label.expect("held-out samples are labelled");
     assert_eq!(sample.input.shape, [1, 8, 8]);
-    let input = tensor("u8", &[1, 8, 8], sample.input.data.clone());
+    let input = tensor("u8", &[1, 8, 8], sample.input.data.to_vec());
     let reply_topic = topics.client_replies("mosquitto-clients-test");
     let payload = request("mosq-1", "digits", input, &reply_topic);
 

@@ -57,9 +57,10 @@ pub enum Input {
 /// What the core asks the service to publish.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
-    /// An encoded [`slim_protocol::Assignment`] for `agent`, on its assign topic (QoS 1). Encoded here so
-    /// that the request's tensor moves into the ledger instead of being copied.
-    Assign { agent: String, payload: Vec<u8> },
+    /// An encoded [`slim_protocol::Assignment`] for `agent`, on its assign topic (QoS 1). Encoded
+    /// here, from the tensor bytes of the message the request arrived in: the ledger's copy of
+    /// the request shares this payload's copy of its tensor, so the tensor is copied once.
+    Assign { agent: String, payload: Bytes },
     /// An encoded [`slim_protocol::Decisions`] batch of decision records, on the decisions
     /// topic (QoS 0): when the batch is full, and at each tick. Encoded here so that the records
     /// borrow the requests' strings instead of copying them.
@@ -99,6 +100,20 @@ struct Parked {
     valid: ValidRequest,
     attempt: u16,
     since: Instant,
+}
+
+impl Parked {
+    /// Parks `valid` with a copy of its tensor: a request may wait here for the whole park
+    /// timeout, and the buffer its tensor shares can be the whole socket read it arrived in.
+    fn new(mut valid: ValidRequest, attempt: u16, since: Instant) -> Self {
+        let data = &mut valid.request.input.data;
+        *data = Bytes::copy_from_slice(data);
+        Self {
+            valid,
+            attempt,
+            since,
+        }
+    }
 }
 
 /// The coordinator's state and decisions.

@@ -1,12 +1,13 @@
 //! The two records a placement publishes: the assignment, encoded with one allocation (its
 //! payload, sized up front), and the decision, appended to the open [`DecisionBatch`]. The
 //! strings they carry (the request, its id and model, the agent id, the router's name) are lent
-//! to them, moved in and handed back, not copied. The bytes are exactly
-//! [`slim_protocol::encode`]'s: the same codec, named fields.
+//! to them, moved in and handed back, not copied. The request's tensor is copied once, from the
+//! message it arrived in into the assignment, and the request handed back shares that copy.
+//! The bytes are exactly [`slim_protocol::encode`]'s: the same codec, named fields.
 
-use std::mem::take;
+use std::{io, mem::take};
 
-use serde::Serialize;
+use bytes::Bytes;
 use slim_protocol::{Assignment, AssignmentKey, Decision, InferRequest, PROTOCOL_VERSION};
 
 use super::decision_batch::DecisionBatch;
@@ -14,14 +15,6 @@ use super::decision_batch::DecisionBatch;
 /// Bytes of an encoded assignment besides its strings, tensor shape and data, and signature:
 /// field names, numbers and headers, with room to spare (at most about 250).
 const ASSIGNMENT_OVERHEAD: usize = 320;
-
-/// Encodes `message` as [`slim_protocol::encode`] does, into a buffer of `capacity` bytes (it
-/// grows if that was short).
-pub(crate) fn encode_sized<T: Serialize>(message: &T, capacity: usize) -> Vec<u8> {
-    let mut payload = Vec::with_capacity(capacity);
-    rmp_serde::encode::write_named(&mut payload, message).expect("message types always serialize");
-    payload
-}
 
 /// What an assignment says besides its request and router.
 #[derive(Debug, Clone, Copy)]
@@ -33,15 +26,37 @@ pub(crate) struct AssignmentFields {
     pub attempt: u16,
 }
 
+/// An encoding buffer that notes where one given slice (by address) is written into it.
+struct Marking<'a> {
+    out: Vec<u8>,
+    mark: &'a [u8],
+    at: Option<usize>,
+}
+
+impl io::Write for Marking<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.at.is_none() && std::ptr::eq(buf, self.mark) {
+            self.at = Some(self.out.len());
+        }
+        self.out.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// The encoded assignment of `request` to `agent`, signed when there is a `key`; returns the
-/// request with it. `router` is lent to the record and left as it was.
+/// request with it, its tensor's bytes now a slice of the payload's. `router` is lent to the
+/// record and left as it was.
 pub(crate) fn assignment(
     request: InferRequest,
     router: &mut String,
     agent: &str,
     fields: AssignmentFields,
     key: Option<&AssignmentKey>,
-) -> (Vec<u8>, InferRequest) {
+) -> (Bytes, InferRequest) {
     let mut assignment = Assignment {
         v: PROTOCOL_VERSION,
         request,
@@ -56,7 +71,20 @@ pub(crate) fn assignment(
     if let Some(key) = key {
         key.sign(agent, &mut assignment);
     }
-    let payload = encode_sized(&assignment, assignment_capacity(&assignment));
+    let data = assignment.request.input.data.clone();
+    let mut buffer = Marking {
+        out: Vec::with_capacity(assignment_capacity(&assignment)),
+        mark: &data,
+        at: None,
+    };
+    rmp_serde::encode::write_named(&mut buffer, &assignment)
+        .expect("message types always serialize");
+    let (at, payload) = (buffer.at, Bytes::from(buffer.out));
+    // rmp writes a `bin` in one call with the caller's slice, so `at` is found; were it not
+    // (or for an empty tensor), the request keeps the bytes it had.
+    if let Some(at) = at.filter(|_| !data.is_empty()) {
+        assignment.request.input.data = payload.slice(at..at + data.len());
+    }
     *router = assignment.router;
     (payload, assignment.request)
 }
@@ -161,6 +189,12 @@ mod tests {
             assert_eq!(
                 (&back, router.as_str()),
                 (&original, "ppo:efficiency+online")
+            );
+            let inside = payload.as_ptr_range();
+            let shared = back.input.data.as_ptr_range();
+            assert!(
+                inside.start <= shared.start && shared.end <= inside.end,
+                "the request handed back shares the assignment's copy of its tensor"
             );
             let decoded: Assignment = decode(&payload).unwrap();
             assert_eq!(payload, encode(&decoded), "the protocol's bytes");

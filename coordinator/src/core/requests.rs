@@ -2,6 +2,7 @@
 
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use slim_protocol::{AgentTopic, ErrorCode, InferRequest, Refusal, MAX_RETRY_AFTER_MS};
 use slim_router::{allowed_widths, Route};
 
@@ -15,7 +16,7 @@ use crate::{
 };
 
 impl Core {
-    pub(super) fn on_message(&mut self, topic: &str, payload: &[u8], now: Instant) {
+    pub(super) fn on_message(&mut self, topic: &str, payload: &Bytes, now: Instant) {
         if self.topics.is_request(topic) {
             self.counters.received += 1;
             self.on_request(topic, payload, now);
@@ -33,7 +34,7 @@ impl Core {
         }
     }
 
-    fn on_request(&mut self, topic: &str, payload: &[u8], now: Instant) {
+    fn on_request(&mut self, topic: &str, payload: &Bytes, now: Instant) {
         let model = self.topics.parse_request(topic).unwrap_or_default();
         let valid =
             match decode_request(payload, model, self.config.max_payload_bytes, &self.topics) {
@@ -134,7 +135,7 @@ impl Core {
         width: f32,
         batch_size: u16,
         attempt: u16,
-    ) -> (Vec<u8>, InferRequest) {
+    ) -> (Bytes, InferRequest) {
         let fields = AssignmentFields {
             width,
             batch_size,
@@ -196,11 +197,7 @@ impl Core {
             );
         }
         match self.choose(&valid, now) {
-            Choice::NoAgent => self.parked.push_back(Parked {
-                valid,
-                attempt,
-                since: now,
-            }),
+            Choice::NoAgent => self.parked.push_back(Parked::new(valid, attempt, now)),
             Choice::NoneEligible { candidates } => {
                 let message = format!(
                     "router {} found no eligible (agent, width, batch) among {} online agents \
@@ -217,11 +214,9 @@ impl Core {
             }
             // Re-routed from a lost agent, which may have answered it: never refused (see
             // `time_out_parked`); it waits for an agent with room.
-            Choice::Full { .. } if attempt > 0 => self.parked.push_back(Parked {
-                valid,
-                attempt,
-                since: now,
-            }),
+            Choice::Full { .. } if attempt > 0 => {
+                self.parked.push_back(Parked::new(valid, attempt, now))
+            }
             Choice::Full { full, candidates } => {
                 self.counters.shed += 1;
                 let retry_after_ms = self.retry_after_ms(&valid.request.model, now);

@@ -215,6 +215,55 @@ fn a_redelivery_is_ignored_and_a_later_retry_goes_to_the_same_agent() {
     assert_eq!(h.core.counters().routed, 1);
 }
 
+/// A request as a socket read delivers it: a slice of a larger buffer that other messages share.
+fn request_in_a_read_buffer(h: &Harness, id: &str) -> (String, Bytes, Bytes) {
+    let mut r = InferRequest::new(id, "digits", Tensor::from_u8(vec![1, 8, 8], vec![7; 64]));
+    r.reply_to = Some("replies/c".into());
+    let encoded = encode(&r);
+    let mut read = vec![0xc0; 100];
+    read.extend_from_slice(&encoded);
+    read.extend_from_slice(&[0xc0; 100]);
+    let read = Bytes::from(read);
+    let payload = read.slice(100..100 + encoded.len());
+    (h.topics.request("digits"), read, payload)
+}
+
+fn within(outer: &[u8], inner: &[u8]) -> bool {
+    let (outer, inner) = (outer.as_ptr_range(), inner.as_ptr_range());
+    outer.start <= inner.start && inner.end <= outer.end
+}
+
+#[test]
+fn the_tensor_is_copied_once_into_the_assignment_and_never_holds_the_read_buffer() {
+    let mut h = Harness::new(CoordinatorConfig::default());
+    // Parked while the fleet is unknown: it owns a copy of its tensor, not the read buffer.
+    let (topic, read, payload) = request_in_a_read_buffer(&h, "early");
+    assert!(h.input(Input::Message { topic, payload }).is_empty());
+    let parked = &h.core.parked[0].valid.request.input.data;
+    assert_eq!(parked.as_ref(), [7; 64]);
+    assert!(!within(&read, parked), "a parked request copies its tensor");
+    let effects = h.status(agent_info("a1"));
+    assert_eq!(assignments(&effects).len(), 1, "{effects:?}");
+    // Routed at once: the ledger's request shares the assignment's copy of the tensor.
+    let (topic, read, payload) = request_in_a_read_buffer(&h, "r1");
+    let effects = h.input(Input::Message { topic, payload });
+    let [Effect::Assign { payload, .. }] = &effects[..] else {
+        panic!("one assignment: {effects:?}")
+    };
+    let sent: Assignment = decode(payload).unwrap();
+    assert_eq!(
+        (sent.request.id.as_str(), sent.request.input.data.as_ref()),
+        ("r1", &[7; 64][..])
+    );
+    let key = slim_protocol::RequestKey::new("replies/c", "r1");
+    let (_, held) = h.core.cluster.holder(&key).unwrap();
+    assert!(
+        within(payload, &held.request.input.data),
+        "shares the assignment"
+    );
+    assert!(!within(&read, &held.request.input.data));
+}
+
 #[test]
 fn a_request_before_the_fleet_announces_is_parked_then_placed() {
     let mut h = Harness::new(CoordinatorConfig::default());

@@ -110,11 +110,7 @@ impl Core {
     pub(super) fn park(&mut self, valid: ValidRequest, attempt: u16, now: Instant) {
         self.held.0 += 1;
         self.held.1 += request_bytes(&valid.request);
-        self.parked.push_back(Parked {
-            valid,
-            attempt,
-            since: now,
-        });
+        self.parked.push_back(Parked::new(valid, attempt, now));
     }
 
     /// Tries the parked requests again after the fleet changed.

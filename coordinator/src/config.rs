@@ -121,6 +121,15 @@ impl CoordinatorConfig {
         // The id is a topic level (`{prefix}/coordinators/{id}/status`) and a client id.
         slim_protocol::limits::check_name("coordinator id", &self.id)
             .map_err(|e| format!("{e}: the coordinator id (--id / `id`) names its status topic"))?;
+        let prefix = self.topic_prefix.trim_end_matches('/');
+        if prefix.is_empty() || prefix.contains(['+', '#', '\0']) {
+            return Err(format!(
+                "topic prefix {:?} (--topic-prefix / `topic_prefix`) must be a non-empty topic \
+                 without wildcards (+, #) or NUL, e.g. {:?}",
+                self.topic_prefix,
+                slim_protocol::DEFAULT_PREFIX
+            ));
+        }
         if self.online.enabled && self.router != RouterKind::Ppo {
             return Err(format!(
                 "online refinement (--online-refine) refines a PPO policy: it needs --router ppo \
@@ -160,6 +169,23 @@ mod tests {
     fn the_generated_default_config_parses_back_to_the_default() {
         let parsed = CoordinatorConfig::from_toml(&CoordinatorConfig::default_toml()).unwrap();
         assert_eq!(parsed, CoordinatorConfig::default());
+    }
+
+    #[test]
+    fn a_topic_prefix_with_a_wildcard_is_refused() {
+        for bad in ["", "/", "slim/+", "#", "a/\0"] {
+            let config = CoordinatorConfig {
+                topic_prefix: bad.into(),
+                ..CoordinatorConfig::default()
+            };
+            let e = config.check().unwrap_err();
+            assert!(e.contains("topic prefix"), "{bad:?}: {e}");
+        }
+        let site = CoordinatorConfig {
+            topic_prefix: "site/a/slim/v1/".into(),
+            ..CoordinatorConfig::default()
+        };
+        assert_eq!(site.check(), Ok(()));
     }
 
     #[test]

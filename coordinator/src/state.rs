@@ -36,18 +36,20 @@ pub struct Pending {
 }
 
 impl Pending {
-    /// Bytes this entry holds (input, id and reply topic), for the held-bytes bound.
+    /// Bytes this entry holds ([`request_bytes`]), for the held-bytes bound.
     pub fn bytes(&self) -> usize {
         request_bytes(&self.request)
     }
 }
 
-/// Bytes a held request takes, roughly: its input tensor, id and reply topic.
+/// Bytes a held request takes, roughly: its tensor and the buffer that holds it (a placed
+/// request's tensor shares its encoded assignment, which repeats the request's strings and adds
+/// at most about 320 bytes of fields and signature: `core/records.rs`), its id, model and reply
+/// topic as the request and as its key, and the entry itself.
 pub fn request_bytes(request: &InferRequest) -> usize {
-    request.input.data.len()
-        + request.id.len()
-        + request.reply_to.as_ref().map_or(0, String::len)
-        + 128
+    let strings =
+        request.id.len() + request.model.len() + request.reply_to.as_ref().map_or(0, String::len);
+    request.input.data.len() + 3 * strings + 448
 }
 
 /// What reconciling the ledger with telemetry and its age did.

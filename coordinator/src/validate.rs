@@ -15,6 +15,30 @@ pub struct ValidRequest {
     pub request: InferRequest,
     /// Its identity (`reply_to`, `id`).
     pub key: RequestKey,
+    /// True while the request's tensor is a slice of the message it arrived in, which for a
+    /// message read from a socket is a slice of the whole read buffer: whoever holds it longer
+    /// than it takes to route copies it out ([`ValidRequest::own_tensor`]).
+    pub shares_message: bool,
+}
+
+impl ValidRequest {
+    /// A request the coordinator held (its tensor is its own or its assignment's).
+    pub fn held(request: InferRequest, key: RequestKey) -> Self {
+        Self {
+            request,
+            key,
+            shares_message: false,
+        }
+    }
+
+    /// Copies the tensor out of the message it arrived in, if it still shares it.
+    pub fn own_tensor(&mut self) {
+        if self.shares_message {
+            let data = &mut self.request.input.data;
+            *data = Bytes::copy_from_slice(data);
+            self.shares_message = false;
+        }
+    }
 }
 
 /// The refusal for a payload over `max_payload_bytes`, addressed from what can be peeked.
@@ -67,7 +91,11 @@ pub fn decode_request(
         .to(Some(&request.id), Some(&reply_to), topics));
     }
     let key = RequestKey::new(reply_to, request.id.clone());
-    Ok(ValidRequest { request, key })
+    Ok(ValidRequest {
+        request,
+        key,
+        shares_message: true,
+    })
 }
 
 /// Checks a valid request against the model as the agents announce it: pinned width, accuracy

@@ -9,7 +9,21 @@
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::{encode, Assignment};
+use crate::Assignment;
+
+/// Feeds what is written to it into a MAC.
+struct MacWriter<'a>(&'a mut Hmac<Sha256>);
+
+impl std::io::Write for MacWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
 
 /// Shortest key accepted, in bytes.
 pub const MIN_KEY_BYTES: usize = 16;
@@ -76,7 +90,9 @@ impl AssignmentKey {
             mac: None,
             ..assignment.clone()
         };
-        mac.update(&encode(&unsigned));
+        // The encoding streams into the MAC: the tensor is not copied into a buffer for it.
+        rmp_serde::encode::write_named(&mut MacWriter(&mut mac), &unsigned)
+            .expect("message types always serialize");
         mac
     }
 
@@ -125,7 +141,18 @@ mod tests {
         assert!(!key.verify("agent-1", &a), "unsigned");
         key.sign("agent-1", &mut a);
         assert!(key.verify("agent-1", &a));
-        let decoded: Assignment = crate::decode(&encode(&a)).unwrap();
+        // The documented definition: HMAC-SHA256 over the agent id, a NUL and the encoding.
+        let mut expected = Hmac::<Sha256>::new_from_slice(b"0123456789abcdef0123").unwrap();
+        expected.update(b"agent-1\0");
+        expected.update(&crate::encode(&Assignment {
+            mac: None,
+            ..a.clone()
+        }));
+        assert_eq!(
+            a.mac.as_deref(),
+            Some(&expected.finalize().into_bytes()[..])
+        );
+        let decoded: Assignment = crate::decode(&crate::encode(&a)).unwrap();
         assert!(key.verify("agent-1", &decoded), "survives the wire");
         assert!(!key.verify("agent-2", &a), "bound to the agent");
         let mut tampered = a.clone();

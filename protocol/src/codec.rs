@@ -428,7 +428,7 @@ mod tests {
             inside.start <= data.start && data.end <= inside.end,
             "not copied"
         );
-        // A tensor written as an array of numbers, or as a string, decodes too (copied).
+        // A tensor written as an array of numbers (copied) or as a string (read in place) too.
         for data in [
             rmpv::Value::Array(vec![0.into(), 1.into(), 2.into(), 3.into()]),
             rmpv::Value::from("\u{0}\u{1}\u{2}\u{3}"),

@@ -8,6 +8,7 @@ use crate::{Tensor, PROTOCOL_VERSION};
 /// A client's inference request, published on `{prefix}/requests/{model}`. `D` holds the
 /// tensor's bytes: shared [`Bytes`], or `&[u8]` borrowed from the payload while it is decoded.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(bound(serialize = "D: AsRef<[u8]>"))]
 pub struct InferRequest<D = Bytes> {
     /// Protocol version; must equal [`PROTOCOL_VERSION`].
     pub v: u16,

@@ -26,15 +26,21 @@ impl DType {
 /// A dense row-major tensor. Its bytes are [`Bytes`], so a tensor can share the buffer it
 /// arrived in or the one it is sent from instead of being copied
 /// ([`crate::decode_request_shared`]); `Tensor<&[u8]>` is a view that borrows them while a
-/// message is decoded (decode only: it does not encode as the wire's `bin`).
+/// message is decoded. Whatever holds the bytes, they are encoded as the wire's `bin`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(bound(serialize = "D: AsRef<[u8]>"))]
 pub struct Tensor<D = Bytes> {
     /// Element type.
     pub dtype: DType,
     /// Dimensions, outermost first.
     pub shape: Vec<u32>,
     /// Elements in row-major order, little-endian (MessagePack `bin`).
+    #[serde(serialize_with = "as_bin")]
     pub data: D,
+}
+
+fn as_bin<D: AsRef<[u8]>, S: serde::Serializer>(data: &D, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_bytes(data.as_ref())
 }
 
 /// Why a tensor is not what it claims to be.
@@ -160,6 +166,26 @@ impl<D: AsRef<[u8]>> Tensor<D> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_bytes_are_a_messagepack_bin_whatever_holds_them() {
+        let shared = Tensor::from_u8(vec![2], vec![1, 2]);
+        let owned = shared.clone().map_data(|d| d.to_vec());
+        let borrowed = shared.clone().map_data(|_| &[1u8, 2][..]);
+        for bytes in [
+            crate::encode(&shared),
+            crate::encode(&owned),
+            crate::encode(&borrowed),
+        ] {
+            let value = rmpv::decode::read_value(&mut &bytes[..]).unwrap();
+            let data = value
+                .as_map()
+                .unwrap()
+                .iter()
+                .find(|(k, _)| k.as_str() == Some("data"));
+            assert_eq!(data.unwrap().1, rmpv::Value::Binary(vec![1, 2]));
+        }
+    }
 
     #[test]
     fn float_tensors_round_trip_their_values() {

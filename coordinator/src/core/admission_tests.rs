@@ -253,3 +253,35 @@ fn a_request_rerouted_from_a_lost_agent_waits_rather_than_being_refused_overload
     assert_eq!((c.rerouted, c.shed), (1, 0));
     assert_eq!(c.routed, 3, "r0, r1, and r1 again on a1");
 }
+
+#[test]
+fn a_rerouted_request_waiting_for_a_full_agent_is_left_to_the_client_at_the_park_timeout() {
+    let mut h = masked_with_r0();
+    h.status(agent_info("a2"));
+    assert_eq!(assignments(&h.request("r1", "digits"))[0].0, "a2");
+    let mut gone = agent_info("a2");
+    gone.online = false;
+    h.status(gone);
+    // a1 stays full and keeps reporting (each report tries the parked requests again): the
+    // park timeout runs from when r1 was first parked, not from the last try.
+    let park_ms = h.core.config.park_timeout_ms;
+    let mut effects = Vec::new();
+    for seq in 4..(4 + park_ms / 500 + 4) {
+        h.clock.advance(Duration::from_millis(500));
+        report(
+            &mut h,
+            Report {
+                seq,
+                outstanding: 1,
+                at_ms: seq * 1_000,
+                ..Default::default()
+            },
+        );
+        effects.extend(h.tick_after(Duration::from_millis(1)));
+    }
+    assert!(assignments(&effects).is_empty(), "{effects:?}");
+    assert!(replies(&effects).is_empty(), "never refused: {effects:?}");
+    let c = h.core.counters();
+    assert_eq!((c.rerouted, c.reroutes_abandoned), (1, 1));
+    assert!(h.core.parked.is_empty());
+}

@@ -103,11 +103,11 @@ struct Parked {
 }
 
 impl Parked {
-    /// Parks `valid` with a copy of its tensor: a request may wait here for the whole park
-    /// timeout, and the buffer its tensor shares can be the whole socket read it arrived in.
+    /// Parks `valid`, its tensor copied out of the message it arrived in if it still shares it
+    /// (a request may wait here for the whole park timeout, and that buffer can be the whole
+    /// socket read); a request parked again is not copied again.
     fn new(mut valid: ValidRequest, attempt: u16, since: Instant) -> Self {
-        let data = &mut valid.request.input.data;
-        *data = Bytes::copy_from_slice(data);
+        valid.own_tensor();
         Self {
             valid,
             attempt,

@@ -80,11 +80,17 @@ pub(crate) fn assignment(
     rmp_serde::encode::write_named(&mut buffer, &assignment)
         .expect("message types always serialize");
     let (at, payload) = (buffer.at, Bytes::from(buffer.out));
-    // rmp writes a `bin` in one call with the caller's slice, so `at` is found; were it not
-    // (or for an empty tensor), the request keeps the bytes it had.
-    if let Some(at) = at.filter(|_| !data.is_empty()) {
-        assignment.request.input.data = payload.slice(at..at + data.len());
-    }
+    // rmp writes a `bin` in one call with the caller's slice, so `at` is found (an empty
+    // tensor is never written); were it not, the request copies its tensor rather than keep
+    // the message it arrived in.
+    debug_assert!(
+        at.is_some() || data.is_empty(),
+        "the tensor's place in the assignment"
+    );
+    assignment.request.input.data = match at {
+        Some(at) => payload.slice(at..at + data.len()),
+        None => Bytes::copy_from_slice(&data),
+    };
     *router = assignment.router;
     (payload, assignment.request)
 }

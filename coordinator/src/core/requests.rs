@@ -64,7 +64,7 @@ impl Core {
         self.cluster.note_arrival(&valid.request.model, now);
         self.held.0 += 1;
         self.held.1 += request_bytes(&valid.request);
-        self.place(valid, 0, now);
+        self.place(valid, 0, now, now);
     }
 
     /// Handles a request whose key this coordinator already holds or answered; false when the
@@ -186,7 +186,15 @@ impl Core {
 
     /// Routes `valid` (placed `attempt` times before, on agents that were lost): an assignment
     /// and a decision, a refusal, or parked while no agent serves its model.
-    pub(super) fn place(&mut self, valid: ValidRequest, attempt: u16, now: Instant) {
+    /// `waiting_since` is when it began to wait for an agent: `now`, or when it was parked for
+    /// a request that was parked before (its park timeout runs from then).
+    pub(super) fn place(
+        &mut self,
+        valid: ValidRequest,
+        attempt: u16,
+        waiting_since: Instant,
+        now: Instant,
+    ) {
         if attempt > self.config.max_attempts {
             let message = format!("gave up after {attempt} placements on agents that were lost");
             return self.refuse_request(
@@ -197,7 +205,9 @@ impl Core {
             );
         }
         match self.choose(&valid, now) {
-            Choice::NoAgent => self.parked.push_back(Parked::new(valid, attempt, now)),
+            Choice::NoAgent => self
+                .parked
+                .push_back(Parked::new(valid, attempt, waiting_since)),
             Choice::NoneEligible { candidates } => {
                 let message = format!(
                     "router {} found no eligible (agent, width, batch) among {} online agents \
@@ -215,7 +225,8 @@ impl Core {
             // Re-routed from a lost agent, which may have answered it: never refused (see
             // `time_out_parked`); it waits for an agent with room.
             Choice::Full { .. } if attempt > 0 => {
-                self.parked.push_back(Parked::new(valid, attempt, now))
+                self.parked
+                    .push_back(Parked::new(valid, attempt, waiting_since))
             }
             Choice::Full { full, candidates } => {
                 self.counters.shed += 1;
@@ -314,7 +325,7 @@ impl Core {
             agent_outstanding,
             attempt,
         };
-        let ValidRequest { request, key } = valid;
+        let ValidRequest { request, key, .. } = valid;
         let (payload, mut request) =
             self.assignment(request, &agent, route.width, route.batch_size, attempt);
         let decided = self.clock.now();

@@ -262,6 +262,20 @@ fn the_tensor_is_copied_once_into_the_assignment_and_never_holds_the_read_buffer
         "shares the assignment"
     );
     assert!(!within(&read, &held.request.input.data));
+    // A client's retry is sent again from its own message: the ledger moves to the new copy.
+    h.clock
+        .advance(Duration::from_millis(h.core.config.resend_after_ms + 1));
+    let (topic, read, payload) = request_in_a_read_buffer(&h, "r1");
+    let effects = h.input(Input::Message { topic, payload });
+    let [Effect::Assign { payload, .. }] = &effects[..] else {
+        panic!("the retry is sent again: {effects:?}")
+    };
+    let (_, held) = h.core.cluster.holder(&key).unwrap();
+    assert!(
+        within(payload, &held.request.input.data),
+        "shares the new assignment"
+    );
+    assert!(!within(&read, &held.request.input.data));
 }
 
 #[test]

@@ -99,11 +99,7 @@ impl Core {
                 p.request.reply_to.clone().unwrap_or_default(),
                 p.request.id.clone(),
             );
-            let valid = ValidRequest {
-                request: p.request,
-                key,
-            };
-            self.place(valid, p.attempt + 1, now);
+            self.place(ValidRequest::held(p.request, key), p.attempt + 1, now, now);
         }
     }
 
@@ -133,7 +129,7 @@ impl Core {
             if self.cluster.observation(model).0.devices.is_empty() {
                 self.parked.push_back(p);
             } else {
-                self.place(p.valid, p.attempt, now);
+                self.place(p.valid, p.attempt, p.since, now);
             }
         }
     }

@@ -228,7 +228,8 @@ fn request_in_a_read_buffer(h: &Harness, id: &str) -> (String, Bytes, Bytes) {
     (h.topics.request("digits"), read, payload)
 }
 
-fn within(outer: &[u8], inner: &[u8]) -> bool {
+/// True when `inner`'s bytes lie inside `outer`'s buffer (shared, not a copy).
+pub(super) fn within(outer: &[u8], inner: &[u8]) -> bool {
     let (outer, inner) = (outer.as_ptr_range(), inner.as_ptr_range());
     outer.start <= inner.start && inner.end <= outer.end
 }

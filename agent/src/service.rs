@@ -25,7 +25,7 @@ use crate::{
     model::ModelFamily,
     outbox::Outbox,
     scheduler::{
-        spawn_scheduler, warm_instances, InstancePolicy, SchedulerConfig, SchedulerHandle,
+        spawn_scheduler, warm_instances, InstancePolicy, Pace, SchedulerConfig, SchedulerHandle,
         WarmInstances,
     },
     store::{OutboxLimits, Store},
@@ -377,8 +377,24 @@ fn announcement(
         threads: config.threads,
         durable: config.state_dir.is_some(),
         max_queued: Some(u32::try_from(config.max_queued).unwrap_or(u32::MAX)),
+        concurrency: Some(concurrency(config, &device, &device_model.pace)),
         device,
     })
+}
+
+/// Most instances of one (model, width): the configured limit, or one per core.
+fn max_per_queue(config: &AgentConfig, device: &slim_protocol::DeviceInfo) -> usize {
+    match config.max_instances_per_width {
+        0 => device.cpu_cores.max(1) as usize,
+        n => n as usize,
+    }
+}
+
+/// Most batches of one (model, width) run at once: its instance limit, bounded by the batches
+/// an emulated device runs at once.
+fn concurrency(config: &AgentConfig, device: &slim_protocol::DeviceInfo, pace: &Pace) -> u16 {
+    let batches = max_per_queue(config, device).min(pace.max_running_batches());
+    u16::try_from(batches).unwrap_or(u16::MAX).max(1)
 }
 
 /// Loads one instance per (model, width) before serving, when configured to.
@@ -404,10 +420,7 @@ fn instance_policy(config: &AgentConfig, device: &slim_protocol::DeviceInfo) -> 
     let cores = device.cpu_cores.max(1) as usize;
     let memory = device.vram_bytes.unwrap_or(device.ram_bytes);
     InstancePolicy {
-        max_per_queue: match config.max_instances_per_width {
-            0 => cores,
-            n => n as usize,
-        },
+        max_per_queue: max_per_queue(config, device),
         scale_up_wait: Duration::from_millis(config.scale_up_wait_ms),
         idle_timeout: Duration::from_secs(config.instance_idle_timeout_s),
         memory_budget_bytes: config

@@ -187,6 +187,7 @@ impl Announced {
             threads: 1,
             durable: false,
             max_queued: None,
+            concurrency: None,
         }
     }
 }

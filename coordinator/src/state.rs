@@ -116,6 +116,19 @@ impl AgentEntry {
             .map_or(Duration::ZERO, |at| now.saturating_duration_since(at))
     }
 
+    /// Batches of one (model, width) the agent runs at once, as routers see it: what it
+    /// announced, or (an agent that announces none) the most instances loaded for a queue that
+    /// waited at its latest report, 1 when none waited.
+    pub fn concurrency(&self) -> u16 {
+        let loaded = || {
+            self.telemetry
+                .as_ref()
+                .and_then(|t| t.queues.iter().map(|q| q.instances).max())
+                .unwrap_or(1)
+        };
+        self.info.concurrency.unwrap_or_else(loaded).max(1)
+    }
+
     /// The load the router sees: the agent's own outstanding count from its latest report plus
     /// what was assigned to it since, or the ledger alone before any report.
     pub fn routing_outstanding(&self) -> u32 {
@@ -692,10 +705,7 @@ fn update_dynamic(view: &mut DeviceView, a: &AgentEntry, model: &str) {
     view.online = !a.admission.full;
     view.outstanding = a.routing_outstanding();
     view.backlog_ms = view.outstanding as f32 * a.per_request_ms.unwrap_or(0.0);
-    view.instances = t
-        .map(|t| t.queues.iter().map(|q| q.instances).max().unwrap_or(1))
-        .unwrap_or(1)
-        .max(1);
+    view.instances = a.concurrency();
     view.queue_depth = t
         .map(|t| t.queues.iter().map(|q| q.depth).sum())
         .unwrap_or(0);
@@ -781,6 +791,7 @@ pub(crate) mod tests {
             profile: None,
             durable: false,
             max_queued: None,
+            concurrency: None,
         }
     }
 
@@ -827,6 +838,54 @@ pub(crate) mod tests {
         assert_eq!(orphans.len(), 1);
         assert_eq!(orphans[0].request.id, "r2");
         assert_eq!(s.observation("digits").0.devices.len(), 0);
+    }
+
+    /// Routers divide an agent's backlog by the batches it runs at once. Read from what was
+    /// loaded, an idle two-instance device looked like one and a busy one like two, so the
+    /// simulator's twin (which knows the device's limit) and the live coordinator disagreed.
+    #[test]
+    fn routers_see_the_concurrency_an_agent_announces_whether_or_not_it_is_busy() {
+        let t0 = Instant::now();
+        let instances = |s: &mut ClusterState| s.observation("digits").0.devices[0].instances;
+        let waiting = |loaded: u16| {
+            let mut t = telemetry("a", &[]);
+            t.queues = vec![QueueStat {
+                model: "digits".into(),
+                width: 0.5,
+                depth: 3,
+                oldest_wait_ms: 1.0,
+                instances: loaded,
+            }];
+            t
+        };
+        let mut s = ClusterState::default();
+        s.on_status(
+            AgentInfo {
+                concurrency: Some(2),
+                ..agent_info("a")
+            },
+            t0,
+        );
+        assert_eq!(instances(&mut s), 2, "idle, before any report");
+        s.on_telemetry(waiting(1), t0);
+        assert_eq!(instances(&mut s), 2, "busy with one instance loaded so far");
+
+        // An agent that announces none: the instances loaded for its waiting queues.
+        let mut old = ClusterState::default();
+        old.on_status(info("a", true, 1), t0);
+        assert_eq!(instances(&mut old), 1);
+        old.on_telemetry(waiting(3), t0);
+        assert_eq!(instances(&mut old), 3);
+
+        let mut zero = ClusterState::default();
+        zero.on_status(
+            AgentInfo {
+                concurrency: Some(0),
+                ..agent_info("a")
+            },
+            t0,
+        );
+        assert_eq!(instances(&mut zero), 1, "0 is read as 1");
     }
 
     #[test]

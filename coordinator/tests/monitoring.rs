@@ -73,6 +73,7 @@ fn agent_info() -> AgentInfo {
         profile: None,
         durable: false,
         max_queued: None,
+        concurrency: None,
     }
 }
 

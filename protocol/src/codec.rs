@@ -319,6 +319,7 @@ mod tests {
             profile: None,
             durable: true,
             max_queued: Some(4096),
+            concurrency: Some(2),
         };
         assert_eq!(decode::<AgentInfo>(&encode(&info)).unwrap(), info);
 

@@ -868,6 +868,7 @@ fn agent_info() -> AgentInfo {
         threads: 2,
         durable: true,
         max_queued: Some(4096),
+        concurrency: Some(2),
     }
 }
 

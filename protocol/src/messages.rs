@@ -312,6 +312,12 @@ pub struct AgentInfo {
     /// reaches it, and refuses at once instead. Absent: no bound announced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_queued: Option<u32>,
+    /// Most batches of one (model, width) the agent runs at the same time: its instance limit
+    /// per (model, width), bounded by an emulated device's `max_instances`. Routers divide the
+    /// agent's backlog by it. Absent (agents before it): the coordinator counts the instances
+    /// loaded for the agent's waiting queues, 1 when none waits. 0 is read as 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<u16>,
 }
 
 /// Queue state of one (model, width).

@@ -22,6 +22,11 @@ async fn an_agent_paced_to_a_jetson_profile_takes_its_latency_and_power_and_anno
     let emulation = info.emulation.expect("the agent says it emulates a device");
     assert_eq!(emulation.slowdown, SLOWDOWN);
     assert_eq!(emulation.profile.as_deref(), Some("jetson-orin-nano"));
+    assert_eq!(
+        info.concurrency,
+        Some(1),
+        "the Orin Nano profile runs one batch at a time (its max_instances), whatever the host's cores"
+    );
     let published = info
         .profile
         .expect("the paced device's profile is published");

@@ -11,7 +11,7 @@ use anyhow::Context;
 use slim_router::calibration::Calibration;
 use slim_router::RouterKind;
 
-pub use measure::{measure, LiveSetup};
+pub use measure::{measure, LiveSetup, Measured};
 
 /// The agents of a local live cluster, as `slim calibrate` and `slim eval`'s live part start
 /// them.
@@ -163,6 +163,12 @@ pub fn summary(c: &Calibration) -> String {
             h.profile, h.queue_ms, h.samples
         );
     }
+    if !c.concurrency.is_empty() {
+        s.push_str("batches at once, as the agents announced:\n");
+        for k in &c.concurrency {
+            let _ = writeln!(s, "  {}: {}", k.profile, k.batches);
+        }
+    }
     s.push_str("per-batch overhead (live compute ÷ slowdown − profile), ms:\n");
     let rows: Vec<Vec<String>> = c
         .overheads
@@ -213,6 +219,7 @@ mod tests {
                 queue_ms: 0.125,
                 samples: 17,
             }],
+            concurrency: Vec::new(),
             transport: Transport::from_samples(&[1.0, 2.0, 3.0]).unwrap(),
         };
         let s = summary(&c);

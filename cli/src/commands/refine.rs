@@ -15,7 +15,7 @@ use slim_router::ppo::Checkpoint;
 use slim_router::reward::{Outcome, RewardPreset};
 use slim_router::{RouterKind, Scales};
 
-use super::calibrate::{LiveClusterArgs, LiveSetup};
+use super::calibrate::{LiveClusterArgs, LiveSetup, Measured};
 use super::eval::stats::MeanCi;
 
 /// Arguments of `slim refine`.
@@ -206,9 +206,17 @@ pub async fn run(args: RefineArgs) -> anyhow::Result<()> {
         super::human_duration(args.duration),
         args.seed
     );
-    let (frozen, frozen_pace) = frozen_setup.run().await.context("the frozen run")?;
+    let Measured {
+        report: frozen,
+        pace: frozen_pace,
+        ..
+    } = frozen_setup.run().await.context("the frozen run")?;
     println!("frozen run done: {} sent", frozen.sent);
-    let (refined, refined_pace) = args
+    let Measured {
+        report: refined,
+        pace: refined_pace,
+        ..
+    } = args
         .setup(online, "refined")
         .run()
         .await

@@ -268,6 +268,7 @@ mod tests {
             profile: None,
             durable: false,
             max_queued: None,
+            concurrency: None,
         }
     }
 

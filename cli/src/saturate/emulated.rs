@@ -102,6 +102,7 @@ impl EmulatedFleet {
             threads: 1,
             durable: false,
             max_queued: None,
+            concurrency: None,
         }
     }
 }

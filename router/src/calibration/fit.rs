@@ -96,6 +96,7 @@ pub fn fit(
         telemetry_interval_ms: settings.telemetry_interval_ms,
         overheads,
         transport,
+        concurrency: Vec::new(),
     })
 }
 

@@ -60,6 +60,18 @@ pub struct Handoff {
     pub samples: u32,
 }
 
+/// How many batches of one (model, width) the live agents with a profile ran at once, as they
+/// announced it (`AgentInfo::concurrency`); the simulator's devices with that profile run as
+/// many, as the live coordinator's routers assume.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Concurrency {
+    /// Device profile name.
+    pub profile: String,
+    /// Batches at once (at least 1).
+    pub batches: u16,
+}
+
 /// A fitted calibration: what the simulator adds to match a live cluster.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -79,6 +91,10 @@ pub struct Calibration {
     pub handoffs: Vec<Handoff>,
     /// Delay outside the agents.
     pub transport: Transport,
+    /// Batches at once per profile, as the live agents announced (empty in calibrations made
+    /// before agents announced it: the simulator keeps the profiles' `max_instances`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub concurrency: Vec<Concurrency>,
 }
 
 /// How [`Calibration::apply`] matched the fleet's profile points.
@@ -172,6 +188,9 @@ impl Calibration {
             if let Some(h) = self.handoffs.iter().find(|h| h.profile == name) {
                 device.handoff_ms = h.queue_ms.max(0.0);
             }
+            if let Some(c) = self.concurrency.iter().find(|c| c.profile == name) {
+                device.instances = c.batches.max(1);
+            }
             for point in &mut device.profile.points {
                 let (overhead, how) =
                     self.overhead_for(&name, &point.model, point.width, point.batch);
@@ -231,6 +250,10 @@ mod tests {
                 samples: 4,
             }],
             transport: Transport::from_samples(&[1.0, 2.0, 3.0]).unwrap(),
+            concurrency: vec![Concurrency {
+                profile: "fast".into(),
+                batches: 3,
+            }],
         }
     }
 
@@ -266,6 +289,7 @@ mod tests {
             .map(|p| p.latency_ms)
             .collect();
         let others_before = fleet.devices[1].profile.points.clone();
+        let before_instances: Vec<u16> = fleet.devices.iter().map(|d| d.instances).collect();
         let raw_profile = fleet.devices[0].profile.clone();
         let mut c = calibration(vec![overhead(&name, 1.0, 1, 3.0, 5)]);
         c.overheads[0].model = fleet.devices[0].profile.points[0].model.clone();
@@ -300,6 +324,31 @@ mod tests {
             [0.25, 0.0, 0.0],
             "only the profile named gets a hand-off"
         );
+        let instances: Vec<u16> = fleet.devices.iter().map(|d| d.instances).collect();
+        assert_eq!(
+            instances[0], 3,
+            "the live agents' announced concurrency replaces the profile's max_instances"
+        );
+        assert_eq!(
+            instances[1..],
+            before_instances[1..],
+            "only the profile named"
+        );
+    }
+
+    #[test]
+    fn a_calibration_without_concurrency_reads_and_leaves_instances_as_profiled() {
+        let mut c = calibration(Vec::new());
+        c.concurrency.clear();
+        let text = c.to_toml();
+        assert!(!text.contains("concurrency"), "{text}");
+        let read: Calibration = toml::from_str(&text).unwrap();
+        assert_eq!(read, c);
+        let mut fleet = crate::fleet::tests::tiny_fleet();
+        let before: Vec<u16> = fleet.devices.iter().map(|d| d.instances).collect();
+        read.apply(&mut fleet);
+        let after: Vec<u16> = fleet.devices.iter().map(|d| d.instances).collect();
+        assert_eq!(after, before);
     }
 
     #[test]

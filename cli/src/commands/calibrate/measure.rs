@@ -11,7 +11,7 @@ use slim_client::cluster::{ClusterSpec, LocalCluster};
 use slim_client::load::{run_open_loop, LoadReport, LoadSpec};
 use slim_client::samples::family_samples;
 use slim_protocol::DeviceProfile;
-use slim_router::calibration::{fit, Calibration, LiveSample, LiveSettings};
+use slim_router::calibration::{fit, Calibration, Concurrency, LiveSample, LiveSettings};
 use slim_router::fleet::ProfileFile;
 use slim_router::RouterKind;
 
@@ -98,9 +98,9 @@ impl LiveSetup {
     }
 
     /// Starts the cluster, drives the workload, shuts the cluster down; returns what the client
-    /// saw, and how many batches the agents paced to a profile ran and how many of those missed
-    /// their pace.
-    pub async fn run(&self) -> anyhow::Result<(LoadReport, PaceCount)> {
+    /// saw, what the agents announced, and how many batches the agents paced to a profile ran
+    /// and how many of those missed their pace.
+    pub async fn run(&self) -> anyhow::Result<Measured> {
         self.check()?;
         let samples = family_samples(&self.models_dir, &self.model)?;
         let spec = ClusterSpec {
@@ -161,10 +161,46 @@ impl LiveSetup {
             pace.batches += p.batches;
             pace.missed += p.missed;
         }
+        let concurrency = cluster.agents.iter().map(|a| a.info.concurrency).collect();
         client.disconnect().await;
         cluster.shutdown().await;
-        Ok((report?, pace))
+        Ok(Measured {
+            report: report?,
+            pace,
+            concurrency,
+        })
     }
+}
+
+/// What one live run measured.
+#[derive(Debug)]
+pub struct Measured {
+    /// What the client saw.
+    pub report: LoadReport,
+    /// Batches the agents paced to a profile ran, and those that missed their pace.
+    pub pace: PaceCount,
+    /// The batches of one (model, width) each agent announced it runs at once, by index.
+    pub concurrency: Vec<Option<u16>>,
+}
+
+/// What the agents announced they run at once, per profile (the agents with `profiles[i]` as
+/// `concurrency[i]`; an agent that announced nothing is left out, and of agents sharing a
+/// profile the first counts).
+fn announced_concurrency(
+    profiles: &[DeviceProfile],
+    concurrency: &[Option<u16>],
+) -> Vec<Concurrency> {
+    let mut out: Vec<Concurrency> = Vec::new();
+    for (profile, batches) in profiles.iter().zip(concurrency) {
+        let Some(batches) = *batches else { continue };
+        if out.iter().all(|c| c.profile != profile.name) {
+            out.push(Concurrency {
+                profile: profile.name.clone(),
+                batches: batches.max(1),
+            });
+        }
+    }
+    out
 }
 
 /// The agent's index in a local cluster from its id (`{prefix}-agent-{n}`, n from 1).
@@ -207,7 +243,11 @@ fn live_samples(
 /// Runs `setup` and fits a calibration from its results.
 pub async fn measure(setup: &LiveSetup) -> anyhow::Result<(Calibration, LoadReport)> {
     let profiles = setup.agent_profiles()?;
-    let (report, pace) = setup.run().await?;
+    let Measured {
+        report,
+        pace,
+        concurrency,
+    } = setup.run().await?;
     let samples = live_samples(&report, setup, &profiles);
     let source = format!(
         "slim calibrate: {} agents (profiles {:?}, slowdowns {:?}, threads {:?}, paced {:?}), `{}` at {:.0} req/s for {:?}, router {}, seed {}; {} results of {} sent; {} of {} batches missed their emulated pace; measured {}",
@@ -231,9 +271,10 @@ pub async fn measure(setup: &LiveSetup) -> anyhow::Result<(Calibration, LoadRepo
         max_queue_delay_ms: f64::from(slim_protocol::DEFAULT_BATCH_DELAY_MS),
         telemetry_interval_ms: ClusterSpec::default().telemetry_interval_ms as f64,
     };
-    let calibration = fit(&samples, &profiles, settings, source)
+    let mut calibration = fit(&samples, &profiles, settings, source)
         .map_err(anyhow::Error::msg)
         .context("nothing to calibrate from: the live cluster answered no request")?;
+    calibration.concurrency = announced_concurrency(&profiles, &concurrency);
     Ok((calibration, report))
 }
 

@@ -13,7 +13,7 @@ use slim_router::RouterKind;
 use super::stats::{percentile, MeanCi};
 use super::twin::{self, Prediction};
 use super::{policy_path, EvalArgs};
-use crate::commands::calibrate::{self, LiveSetup};
+use crate::commands::calibrate::{self, LiveSetup, Measured};
 use slim_client::client::Reply;
 use slim_client::load::{LoadReport, Outcome};
 
@@ -310,10 +310,11 @@ pub async fn live_part(args: &EvalArgs, bar: &ProgressBar) -> anyhow::Result<Liv
                     k + 1
                 ));
                 let tag = format!("{}-{i}-{:.0}-{k}", kind.as_str(), load * 100.0);
-                let (report, pace) = setup(args, *kind, rate, args.live_seed + k, tag)
-                    .run()
-                    .await
-                    .with_context(|| format!("the live run of {} at {load}", kind.as_str()))?;
+                let Measured { report, pace, .. } =
+                    setup(args, *kind, rate, args.live_seed + k, tag)
+                        .run()
+                        .await
+                        .with_context(|| format!("the live run of {} at {load}", kind.as_str()))?;
                 runs.push(LiveRun {
                     pace,
                     ..LiveRun::of(&report, args.live_budget_ms, args.live_duration)

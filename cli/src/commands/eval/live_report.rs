@@ -168,7 +168,7 @@ pub fn comparison(cells: &[LiveCell]) -> String {
 pub fn section(args: &EvalArgs, part: &LivePart, tables: [&str; 2], plots: [&str; 2]) -> String {
     let mut d = String::new();
     let _ = writeln!(d, "## Live cluster over MQTT\n");
-    let _ = writeln!(d, "{} agents on this machine (CPU backend, tract), standing for **emulated** devices, not real ones: {}. One coordinator runs each router in turn, a freshly started cluster for every run, broker: {}. Each agent publishes its profile (from `profiles/`; a slowed agent's was measured on this machine by `slim profile` at its thread count, a paced agent's is the device it paces to) and its slowdown; the profile-based routers (greedy, PPO) read both and scale the profile's latencies by the slowdown. Workload: `{}` requests, open-loop Poisson for {:?} per run, 5 s drain; {:.0} % of the requests carry a {} ms deadline, none an accuracy floor. **Loads** are fractions of the cluster's capacity, {:.0} requests/s: the calibrated twin's best sustainable rate (each agent at its cheapest width and batch, slowed by its factor, with the fitted per-batch overheads; {:.0}/s from the raw profiles). It is an upper bound: a router that uses wider models or fills fewer batches saturates below it. {} runs per router and load with workload seeds {}..{} (the same seeds for every router, so differences are paired); the intervals are Student t over the runs. A run **kept up** when at least 99 % of the requests sent got a result and requests sent in the last third of the window took at most 2× as long as those of the first third + 5 ms. Energy is the agents' labelled energy model (source `{}`: this host's full-load power × the cores a batch used × its compute time; for a paced agent, its profile's power × the paced time), not a sensor. PPO loads `{}`. \"deadline met\" is over the requests sent with a deadline, \"answered ≤ {} ms\" over all requests sent (lost and refused requests count as misses).\n",
+    let _ = writeln!(d, "{} agents on this machine (CPU backend, tract), standing for **emulated** devices, not real ones: {}. One coordinator runs each router in turn, a freshly started cluster for every run, broker: {}. Each agent publishes its profile (from `profiles/`; a slowed agent's was measured by `slim profile` at its thread count on the CPU its file's header names, which need not be this host's: the calibration's per-batch overheads absorb the difference, a paced agent's is the device it paces to) and its slowdown; the profile-based routers (greedy, PPO) read both and scale the profile's latencies by the slowdown. Workload: `{}` requests, open-loop Poisson for {:?} per run, 5 s drain; {:.0} % of the requests carry a {} ms deadline, none an accuracy floor. **Loads** are fractions of the cluster's capacity, {:.0} requests/s: the calibrated twin's best sustainable rate (each agent at its cheapest width and batch, slowed by its factor, with the fitted per-batch overheads; {:.0}/s from the raw profiles). It is an upper bound: a router that uses wider models or fills fewer batches saturates below it. {} runs per router and load with workload seeds {}..{} (the same seeds for every router, so differences are paired); the intervals are Student t over the runs. A run **kept up** when at least 99 % of the requests sent got a result and requests sent in the last third of the window took at most 2× as long as those of the first third + 5 ms. Energy is the agents' labelled energy model (source `{}`: this host's full-load power × the cores a batch used × its compute time; for a paced agent, its profile's power × the paced time), not a sensor. PPO loads `{}`. \"deadline met\" is over the requests sent with a deadline, \"answered ≤ {} ms\" over all requests sent (lost and refused requests count as misses).\n",
         args.cluster.slowdowns.len(),
         agents_text(&args.cluster),
         args.broker.as_deref().map_or("embedded (rumqttd)".to_string(), |u| format!("external `{u}`")),
@@ -270,13 +270,14 @@ fn twin_text(args: &EvalArgs, part: &LivePart) -> String {
         )
     };
     let c = &part.calibration;
-    format!("The simulator twin of the live cluster: {} devices built from the profiles the agents publish ({:?}), restricted to the `{}` family, each slowed from t = 0 by its agent's factor ({:?}); a steady Poisson workload at each live rate for the same duration, with the same share of requests carrying the same deadline, the PPO batch sizes; the same router (PPO: the same checkpoint), 5 seeds (`{EVAL_SEED_BASE} + 1000..1005`). **Raw**, the twin charges each batch its profiled hot-loop latency and nothing outside the agents. **Calibrated** (`slim calibrate`, [router/src/calibration](../router/src/calibration/mod.rs)), {source}: each profile point gets the mean per-batch overhead the live agents showed at that (profile, width, batch) ({} fitted keys; live compute ÷ slowdown − profiled latency), the batching delay is the live coordinator's ({} ms), and end-to-end adds the measured mean delay outside the agents ({:.3} ms over {} results: client → broker → coordinator → broker → agent → broker → client; p50 {:.3}, p95 {:.3} ms). Targets: calibrated end-to-end within ±{:.0} % of live, agent-side within ±{:.0} %, per router and load.\n\n",
+    format!("The simulator twin of the live cluster: {} devices built from the profiles the agents publish ({:?}), restricted to the `{}` family, each slowed from t = 0 by its agent's factor ({:?}); a steady Poisson workload at each live rate for the same duration, with the same share of requests carrying the same deadline, the PPO batch sizes; the same router (PPO: the same checkpoint), 5 seeds (`{EVAL_SEED_BASE} + 1000..1005`). **Raw**, the twin charges each batch its profiled hot-loop latency and nothing outside the agents. **Calibrated** (`slim calibrate`, [router/src/calibration](../router/src/calibration/mod.rs)), {source}: each profile point gets the mean per-batch overhead the live agents showed at that (profile, width, batch) ({} fitted keys; live compute ÷ slowdown − profiled latency), the batching delay is the live coordinator's ({} ms), each device runs as many batches at once as its live agent announced ({}), and end-to-end adds the measured mean delay outside the agents ({:.3} ms over {} results: client → broker → coordinator → broker → agent → broker → client; p50 {:.3}, p95 {:.3} ms). Targets: calibrated end-to-end within ±{:.0} % of live, agent-side within ±{:.0} %, per router and load.\n\n",
         args.cluster.slowdowns.len(),
         args.cluster.agent_profiles,
         args.live_model,
         args.cluster.slowdowns,
         c.overheads.len(),
         c.max_queue_delay_ms,
+        concurrency_text(c),
         c.transport.mean_ms,
         c.transport.samples,
         c.transport.quantile(0.5),
@@ -284,4 +285,16 @@ fn twin_text(args: &EvalArgs, part: &LivePart) -> String {
         100.0 * twin::END_TO_END_TOLERANCE,
         100.0 * twin::AGENT_SIDE_TOLERANCE,
     )
+}
+
+/// Batches at once per profile, as the calibration recorded them.
+fn concurrency_text(c: &slim_router::calibration::Calibration) -> String {
+    if c.concurrency.is_empty() {
+        return "none recorded: the profiles' `max_instances`, 1 when absent".into();
+    }
+    c.concurrency
+        .iter()
+        .map(|k| format!("`{}` {}", k.profile, k.batches))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -176,6 +176,7 @@ pub async fn start(config: CoordinatorConfig) -> anyhow::Result<CoordinatorHandl
     let publish = Publisher {
         client: connections.out.clone(),
         outbox: Outbox::new(&topics),
+        failures: slim_mqtt::LogBudget::per_request(),
     };
     let core = (routing, assignment_key);
     let core_task = spawn_core(&config, core, channels, publish, snapshot);
@@ -401,13 +402,21 @@ impl Channels {
 struct Publisher {
     client: AsyncClient,
     outbox: Outbox,
+    /// Publishes fail only once the connection is closed (at shutdown, while the core still
+    /// drains what was queued): one line each would be one per request.
+    failures: slim_mqtt::LogBudget,
 }
 
 impl Publisher {
-    async fn perform(&self, effect: Effect) {
+    async fn perform(&mut self, effect: Effect) {
         let (topic, qos, payload) = self.outbox.publication(effect);
         if let Err(e) = self.client.publish_bytes(topic, qos, false, payload).await {
-            tracing::error!(error = %e, "publish failed: MQTT client closed");
+            if self
+                .failures
+                .allow(std::time::Instant::now(), "failed publishes")
+            {
+                tracing::error!(error = %e, "publish failed: MQTT client closed");
+            }
         }
     }
 }
@@ -466,7 +475,7 @@ impl Outbox {
 async fn core_loop(
     mut core: Core,
     mut channels: Channels,
-    publisher: Publisher,
+    mut publisher: Publisher,
     snapshot: Option<watch::Sender<Arc<Snapshot>>>,
 ) {
     let mut tick = tokio::time::interval(Duration::from_millis(200));

@@ -5,6 +5,9 @@ use tokio_util::codec::Framed;
 use crate::mqttbytes::{self, v4::*};
 use crate::{Incoming, MqttState, StateError};
 
+/// Read buffer capacity and the write buffer's flush boundary (Slim patch 4).
+const IO_BUFFER_BYTES: usize = 64 * 1024;
+
 /// Network transforms packets <-> frames efficiently. It takes
 /// advantage of pre-allocation, buffering and vectorization when
 /// appropriate to achieve performance
@@ -26,7 +29,10 @@ impl Network {
             max_incoming_size,
             max_outgoing_size,
         };
-        let framed = Framed::new(socket, codec);
+        // Slim patch 4: buffers that hold a burst (upstream: tokio-util's 8 KiB), so a burst of
+        // publishes is one write and a busy socket is read in few calls.
+        let mut framed = Framed::with_capacity(socket, codec, IO_BUFFER_BYTES);
+        framed.set_backpressure_boundary(IO_BUFFER_BYTES);
 
         Network {
             framed,

@@ -192,9 +192,10 @@ pub async fn start(mut config: AgentConfig) -> anyhow::Result<AgentHandle> {
             .flat_map(|f| f.plans().iter().map(move |p| (f.name(), p.entry.width))),
     )?;
     let (sensors, device) = sense_device(&config, backend.name, &device_model);
+    let policy = instance_policy(&config, &device);
     let info = announcement(
         &config,
-        &device_model,
+        (&device_model, &policy),
         backend.name,
         backend_reason,
         model_infos(&families),
@@ -214,7 +215,6 @@ pub async fn start(mut config: AgentConfig) -> anyhow::Result<AgentHandle> {
         },
     );
     let rules = assignment_rules(&config, &topics)?;
-    let policy = instance_policy(&config, &device);
     let warm = load_warm_instances(&config, &families, &policy).await?;
     let (scheduler, scheduler_task) = spawn_scheduler(
         scheduler_config(&config, policy, &sensors, &device_model, store.clone()),
@@ -357,7 +357,7 @@ fn assignment_rules(config: &AgentConfig, topics: &Topics) -> anyhow::Result<Ass
 /// The status the agent announces (retained; its offline copy is the last will).
 fn announcement(
     config: &AgentConfig,
-    device_model: &DeviceModel,
+    (device_model, policy): (&DeviceModel, &InstancePolicy),
     backend: &str,
     backend_reason: String,
     models: Vec<ModelInfo>,
@@ -377,7 +377,7 @@ fn announcement(
         threads: config.threads,
         durable: config.state_dir.is_some(),
         max_queued: Some(u32::try_from(config.max_queued).unwrap_or(u32::MAX)),
-        concurrency: Some(concurrency(config, &device, &device_model.pace)),
+        concurrency: Some(concurrency(policy, &device_model.pace)),
         device,
     })
 }
@@ -390,10 +390,10 @@ fn max_per_queue(config: &AgentConfig, device: &slim_protocol::DeviceInfo) -> us
     }
 }
 
-/// Most batches of one (model, width) run at once: its instance limit, bounded by the batches
-/// an emulated device runs at once.
-fn concurrency(config: &AgentConfig, device: &slim_protocol::DeviceInfo, pace: &Pace) -> u16 {
-    let batches = max_per_queue(config, device).min(pace.max_running_batches());
+/// Most batches of one (model, width) run at once: what the instance policy lets one queue
+/// reach, bounded by the batches a paced agent's emulated device runs at once.
+fn concurrency(policy: &InstancePolicy, pace: &Pace) -> u16 {
+    let batches = policy.most_per_queue().min(pace.max_running_batches());
     u16::try_from(batches).unwrap_or(u16::MAX).max(1)
 }
 

@@ -79,6 +79,15 @@ impl InstancePolicy {
         ScaleDecision::Add
     }
 
+    /// Most instances one queue can reach, and so most batches of one (model, width) running
+    /// at once: the per-queue maximum, and no more than the utilization ceiling lets extra
+    /// instances be added up to (the first is always allowed). The memory budget may keep a
+    /// queue below it.
+    pub fn most_per_queue(&self) -> usize {
+        let ceiling = (self.capacity as f32 * self.utilization_ceiling).max(1.0);
+        self.max_per_queue.min(ceiling.ceil() as usize).max(1)
+    }
+
     /// True when an instance idle for `idle` should be dropped.
     pub fn should_drop(&self, idle: Duration) -> bool {
         idle >= self.idle_timeout
@@ -119,6 +128,42 @@ mod tests {
     fn another_instance_waits_for_the_queue_to_wait() {
         assert_eq!(policy(1000).decide(input(1, 5, 100)), ScaleDecision::NotYet);
         assert_eq!(policy(1000).decide(input(1, 25, 100)), ScaleDecision::Add);
+    }
+
+    /// What an agent announces as its concurrency is what `decide` lets one busy queue reach.
+    #[test]
+    fn most_per_queue_is_what_decide_lets_one_busy_queue_reach() {
+        for (max_per_queue, capacity, ceiling) in [
+            (4, 2, 1.0),
+            (2, 16, 1.0),
+            (4, 4, 0.5),
+            (8, 4, 0.6),
+            (3, 1, 0.1),
+        ] {
+            let p = InstancePolicy {
+                max_per_queue,
+                capacity,
+                utilization_ceiling: ceiling,
+                ..policy(u64::MAX)
+            };
+            let mut loaded = 0;
+            // one queue, every instance busy, waiting long enough
+            while p.decide(ScaleInput {
+                loaded,
+                oldest_wait: Duration::from_secs(1),
+                memory_used: 0,
+                instance_bytes: Some(1),
+                running_batches: loaded,
+            }) == ScaleDecision::Add
+            {
+                loaded += 1;
+            }
+            assert_eq!(
+                p.most_per_queue(),
+                loaded,
+                "max {max_per_queue}, capacity {capacity}, ceiling {ceiling}"
+            );
+        }
     }
 
     #[test]

@@ -195,7 +195,8 @@ pub async fn start(mut config: AgentConfig) -> anyhow::Result<AgentHandle> {
     let policy = instance_policy(&config, &device);
     let info = announcement(
         &config,
-        (&device_model, &policy),
+        &device_model,
+        &policy,
         backend.name,
         backend_reason,
         model_infos(&families),
@@ -357,7 +358,8 @@ fn assignment_rules(config: &AgentConfig, topics: &Topics) -> anyhow::Result<Ass
 /// The status the agent announces (retained; its offline copy is the last will).
 fn announcement(
     config: &AgentConfig,
-    (device_model, policy): (&DeviceModel, &InstancePolicy),
+    device_model: &DeviceModel,
+    policy: &InstancePolicy,
     backend: &str,
     backend_reason: String,
     models: Vec<ModelInfo>,
@@ -380,14 +382,6 @@ fn announcement(
         concurrency: Some(concurrency(policy, &device_model.pace)),
         device,
     })
-}
-
-/// Most instances of one (model, width): the configured limit, or one per core.
-fn max_per_queue(config: &AgentConfig, device: &slim_protocol::DeviceInfo) -> usize {
-    match config.max_instances_per_width {
-        0 => device.cpu_cores.max(1) as usize,
-        n => n as usize,
-    }
 }
 
 /// Most batches of one (model, width) run at once: what the instance policy lets one queue
@@ -420,7 +414,10 @@ fn instance_policy(config: &AgentConfig, device: &slim_protocol::DeviceInfo) -> 
     let cores = device.cpu_cores.max(1) as usize;
     let memory = device.vram_bytes.unwrap_or(device.ram_bytes);
     InstancePolicy {
-        max_per_queue: max_per_queue(config, device),
+        max_per_queue: match config.max_instances_per_width {
+            0 => cores,
+            n => n as usize,
+        },
         scale_up_wait: Duration::from_millis(config.scale_up_wait_ms),
         idle_timeout: Duration::from_secs(config.instance_idle_timeout_s),
         memory_budget_bytes: config

@@ -315,8 +315,9 @@ pub struct AgentInfo {
     /// Most batches of one (model, width) the agent runs at the same time: the instances one
     /// queue can reach (its per-(model, width) limit and its utilization ceiling), bounded by
     /// the `max_instances` of the device a paced agent emulates. The simulator's devices apply
-    /// it device-wide. Routers divide the agent's backlog by it. Absent (agents before it): the coordinator counts the instances
-    /// loaded for the agent's waiting queues, 1 when none waits. 0 is read as 1.
+    /// it device-wide. Routers divide the agent's backlog by it. Absent (agents before it): the
+    /// coordinator counts the instances loaded for the agent's waiting queues, 1 when none
+    /// waits. 0 is read as 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<u16>,
 }

@@ -42,8 +42,9 @@ pub enum Command {
     Train(train::TrainArgs),
     /// Compare routers in the simulator on seeds not used for training.
     Simulate(simulate::SimulateArgs),
-    /// Fit the simulator to a live cluster: per-batch overheads and transport delay, written as
-    /// a calibration file for `simulate`, `train` and `eval --calibration`.
+    /// Fit the simulator to a live cluster: per-batch overheads, transport delay and the batches
+    /// each agent runs at once, written as a calibration file for `simulate`, `train` and
+    /// `eval --calibration`.
     Calibrate(calibrate::CalibrateArgs),
     /// Reproduce the paper's comparison (simulator + live cluster) and write a report with plots.
     Eval(eval::EvalArgs),
